@@ -1,0 +1,4 @@
+//! Implementations of the ports: in-memory ones for tests, and the real ones on
+//! DynamoDB, Secrets Manager and SQS.
+
+pub mod memory;

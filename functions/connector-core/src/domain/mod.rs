@@ -1,0 +1,47 @@
+//! The connector's domain: tenants, connections, feature bundles and scopes, sync state,
+//! activities and the CRM snapshot. Plain data and rules; no AWS SDK, no HTTP, no Lambda.
+
+pub mod activity;
+pub mod connection;
+pub mod crm;
+pub mod ids;
+pub mod scopes;
+pub mod sync;
+pub mod tenant;
+
+pub use activity::{
+    Activity, ActivityContent, ActivityId, Attendee, CrmMatch, MailActivity, MatchReason,
+    MeetingActivity, Participant, ParticipantRole,
+};
+pub use connection::{
+    Connection, ConnectionStatus, ParkedUntil, StatusChange, UserSwitches, token_secret_name,
+};
+pub use crm::{
+    AccountRecord, AddressRecord, CrmIndexContent, CrmIndexStats, CrmIndexSummary, CrmLookup,
+    CrmRecordKind, CrmSnapshot, ReplaceOutcome, SnapshotError, SnapshotIssue,
+};
+pub use ids::{TenantId, UserId, UserKey};
+pub use scopes::{Feature, FeatureBundle, Scope, ScopeSet};
+pub use sync::{
+    CursorKind, FolderCursor, Lease, SyncCounters, SyncFailure, SyncKey, SyncKind, SyncMeta,
+    SyncStage, SyncWindow,
+};
+pub use tenant::{ConsentMode, ConsentState, Tenant};
+
+/// A value that does not make a valid domain object.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("`{value}` is not a valid {what}")]
+    InvalidId {
+        what: &'static str,
+        value: String,
+        #[source]
+        source: uuid::Error,
+    },
+    #[error("`{value}` is not a valid {what}")]
+    InvalidKey { what: &'static str, value: String },
+    #[error("unknown feature bundle `{value}` (expected auth, calendar, mail, teams or all)")]
+    UnknownBundle { value: String },
+    #[error("unknown {what} `{value}`")]
+    UnknownVariant { what: &'static str, value: String },
+}

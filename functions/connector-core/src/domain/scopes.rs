@@ -1,0 +1,551 @@
+//! Microsoft permission scopes, the feature bundles an administrator consents to, and
+//! which product features a set of granted scopes makes usable.
+//!
+//! The bundles and their exact scopes are a user-visible contract (DESIGN.md §1). Scope
+//! names are compared case-insensitively, as the identity platform does, and accepted
+//! both bare (`Mail.Read`) and fully qualified (`https://graph.microsoft.com/Mail.Read`),
+//! because token responses return the qualified form while consent callbacks and
+//! configuration use the bare one.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::DomainError;
+
+/// Prefix of a fully qualified Microsoft Graph delegated scope.
+pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com/";
+/// Graph's application id, the other spelling of the resource in a scope string.
+const GRAPH_APP_ID_PREFIX: &str = "00000003-0000-0000-c000-000000000000/";
+
+/// Every scope one of our bundles asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    OpenId,
+    Email,
+    Profile,
+    OfflineAccess,
+    CalendarsReadWrite,
+    OnlineMeetingsReadWrite,
+    MailRead,
+    TeamReadBasicAll,
+    ChannelReadBasicAll,
+    ChannelMessageSend,
+    ChatCreate,
+    ChatMessageSend,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 12] = [
+        Scope::OpenId,
+        Scope::Email,
+        Scope::Profile,
+        Scope::OfflineAccess,
+        Scope::CalendarsReadWrite,
+        Scope::OnlineMeetingsReadWrite,
+        Scope::MailRead,
+        Scope::TeamReadBasicAll,
+        Scope::ChannelReadBasicAll,
+        Scope::ChannelMessageSend,
+        Scope::ChatCreate,
+        Scope::ChatMessageSend,
+    ];
+
+    /// The name as Microsoft documents it (`Mail.Read`, `offline_access`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::OpenId => "openid",
+            Scope::Email => "email",
+            Scope::Profile => "profile",
+            Scope::OfflineAccess => "offline_access",
+            Scope::CalendarsReadWrite => "Calendars.ReadWrite",
+            Scope::OnlineMeetingsReadWrite => "OnlineMeetings.ReadWrite",
+            Scope::MailRead => "Mail.Read",
+            Scope::TeamReadBasicAll => "Team.ReadBasic.All",
+            Scope::ChannelReadBasicAll => "Channel.ReadBasic.All",
+            Scope::ChannelMessageSend => "ChannelMessage.Send",
+            Scope::ChatCreate => "Chat.Create",
+            Scope::ChatMessageSend => "ChatMessage.Send",
+        }
+    }
+
+    /// OpenID Connect scopes belong to no resource and are never qualified.
+    pub fn is_oidc(self) -> bool {
+        matches!(
+            self,
+            Scope::OpenId | Scope::Email | Scope::Profile | Scope::OfflineAccess
+        )
+    }
+
+    /// The form to put in an `/authorize` or `/adminconsent` request:
+    /// `https://graph.microsoft.com/Mail.Read`, or the bare name for OIDC scopes.
+    pub fn qualified(self) -> String {
+        if self.is_oidc() {
+            self.name().to_owned()
+        } else {
+            format!("{GRAPH_RESOURCE}{}", self.name())
+        }
+    }
+
+    /// Recognises a scope in any case, bare or qualified with the Graph resource.
+    pub fn parse(value: &str) -> Option<Scope> {
+        let bare = strip_graph_resource(value.trim());
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.name().eq_ignore_ascii_case(bare))
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn strip_graph_resource(value: &str) -> &str {
+    for prefix in [GRAPH_RESOURCE, GRAPH_APP_ID_PREFIX] {
+        if value.len() >= prefix.len()
+            && value.is_char_boundary(prefix.len())
+            && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+        {
+            return &value[prefix.len()..];
+        }
+    }
+    value
+}
+
+/// A set of granted scopes. Scopes we do not ask for (e.g. `User.Read`, or `.default`)
+/// are kept, by their bare name, so nothing a token reported is lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<String>", into = "Vec<String>")]
+pub struct ScopeSet {
+    known: BTreeSet<Scope>,
+    other: BTreeSet<String>,
+}
+
+impl ScopeSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses a space-separated scope string as found in token responses and callbacks.
+    pub fn parse(value: &str) -> Self {
+        value.split_whitespace().collect()
+    }
+
+    pub fn insert_str(&mut self, value: &str) {
+        let value = value.trim();
+        if value.is_empty() {
+            return;
+        }
+        match Scope::parse(value) {
+            Some(scope) => {
+                self.known.insert(scope);
+            }
+            None => {
+                self.other.insert(strip_graph_resource(value).to_owned());
+            }
+        }
+    }
+
+    pub fn insert(&mut self, scope: Scope) {
+        self.known.insert(scope);
+    }
+
+    pub fn contains(&self, scope: Scope) -> bool {
+        self.known.contains(&scope)
+    }
+
+    /// Whether a scope outside our bundles (compared case-insensitively, bare or qualified) is present.
+    pub fn contains_other(&self, name: &str) -> bool {
+        let bare = strip_graph_resource(name.trim());
+        self.other
+            .iter()
+            .any(|granted| granted.eq_ignore_ascii_case(bare))
+    }
+
+    pub fn contains_all(&self, scopes: &[Scope]) -> bool {
+        scopes.iter().all(|scope| self.contains(*scope))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty() && self.other.is_empty()
+    }
+
+    pub fn known(&self) -> impl Iterator<Item = Scope> + '_ {
+        self.known.iter().copied()
+    }
+
+    /// Bare names, ours first in bundle order, then the others sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.known
+            .iter()
+            .map(|scope| scope.name().to_owned())
+            .chain(self.other.iter().cloned())
+            .collect()
+    }
+
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet {
+            known: self.known.union(&other.known).copied().collect(),
+            other: self.other.union(&other.other).cloned().collect(),
+        }
+    }
+
+    /// The features these scopes make usable (see [`Feature::is_usable_with`]).
+    pub fn usable_features(&self) -> BTreeSet<Feature> {
+        Feature::ALL
+            .into_iter()
+            .filter(|feature| feature.is_usable_with(self))
+            .collect()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for ScopeSet {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut set = ScopeSet::new();
+        for value in iter {
+            set.insert_str(value.as_ref());
+        }
+        set
+    }
+}
+
+impl From<Vec<String>> for ScopeSet {
+    fn from(value: Vec<String>) -> Self {
+        value.into_iter().collect()
+    }
+}
+
+impl From<ScopeSet> for Vec<String> {
+    fn from(value: ScopeSet) -> Self {
+        value.names()
+    }
+}
+
+impl From<&[Scope]> for ScopeSet {
+    fn from(value: &[Scope]) -> Self {
+        ScopeSet {
+            known: value.iter().copied().collect(),
+            other: BTreeSet::new(),
+        }
+    }
+}
+
+/// What an administrator or user consents to: one consent link per bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureBundle {
+    Auth,
+    Calendar,
+    Mail,
+    Teams,
+    All,
+}
+
+const AUTH_SCOPES: [Scope; 4] = [
+    Scope::OpenId,
+    Scope::Email,
+    Scope::Profile,
+    Scope::OfflineAccess,
+];
+const CALENDAR_SCOPES: [Scope; 6] = [
+    Scope::OpenId,
+    Scope::Email,
+    Scope::Profile,
+    Scope::OfflineAccess,
+    Scope::CalendarsReadWrite,
+    Scope::OnlineMeetingsReadWrite,
+];
+const MAIL_SCOPES: [Scope; 5] = [
+    Scope::OpenId,
+    Scope::Email,
+    Scope::Profile,
+    Scope::OfflineAccess,
+    Scope::MailRead,
+];
+const TEAMS_SCOPES: [Scope; 9] = [
+    Scope::OpenId,
+    Scope::Email,
+    Scope::Profile,
+    Scope::OfflineAccess,
+    Scope::TeamReadBasicAll,
+    Scope::ChannelReadBasicAll,
+    Scope::ChannelMessageSend,
+    Scope::ChatCreate,
+    Scope::ChatMessageSend,
+];
+
+impl FeatureBundle {
+    pub const ALL: [FeatureBundle; 5] = [
+        FeatureBundle::Auth,
+        FeatureBundle::Calendar,
+        FeatureBundle::Mail,
+        FeatureBundle::Teams,
+        FeatureBundle::All,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureBundle::Auth => "auth",
+            FeatureBundle::Calendar => "calendar",
+            FeatureBundle::Mail => "mail",
+            FeatureBundle::Teams => "teams",
+            FeatureBundle::All => "all",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        FeatureBundle::ALL
+            .into_iter()
+            .find(|bundle| bundle.as_str().eq_ignore_ascii_case(value.trim()))
+            .ok_or_else(|| DomainError::UnknownBundle {
+                value: value.chars().take(32).collect(),
+            })
+    }
+
+    /// The exact scopes the bundle's consent link requests, in a stable order.
+    pub fn scopes(self) -> &'static [Scope] {
+        match self {
+            FeatureBundle::Auth => &AUTH_SCOPES,
+            FeatureBundle::Calendar => &CALENDAR_SCOPES,
+            FeatureBundle::Mail => &MAIL_SCOPES,
+            FeatureBundle::Teams => &TEAMS_SCOPES,
+            FeatureBundle::All => &Scope::ALL,
+        }
+    }
+
+    pub fn scope_set(self) -> ScopeSet {
+        ScopeSet::from(self.scopes())
+    }
+
+    /// The space-separated request form: OIDC scopes bare, Graph scopes fully qualified.
+    pub fn request_scope_string(self) -> String {
+        self.scopes()
+            .iter()
+            .map(|scope| scope.qualified())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The features a grant of this bundle alone makes usable.
+    pub fn features(self) -> BTreeSet<Feature> {
+        self.scope_set().usable_features()
+    }
+}
+
+impl fmt::Display for FeatureBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FeatureBundle {
+    type Err = DomainError;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        FeatureBundle::parse(value)
+    }
+}
+
+/// Something the product does for a user, usable when the granted scopes allow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// Sign in with Microsoft: identify the user (`oid` needs `profile`).
+    SignIn,
+    /// Background mail import.
+    Mail,
+    /// Background calendar import.
+    Calendar,
+    /// Posting to Teams channels and chats.
+    Teams,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 4] = [
+        Feature::SignIn,
+        Feature::Mail,
+        Feature::Calendar,
+        Feature::Teams,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::SignIn => "sign_in",
+            Feature::Mail => "mail",
+            Feature::Calendar => "calendar",
+            Feature::Teams => "teams",
+        }
+    }
+
+    /// The rule, in one place:
+    /// - sign-in needs `openid` and `profile`;
+    /// - every background feature acts while the user is away, so it needs `offline_access`
+    ///   (a refresh token) on top of its Graph scopes;
+    /// - mail needs `Mail.Read` (or `Mail.ReadWrite`, which includes it);
+    /// - calendar sync only reads, so `Calendars.ReadWrite` or `Calendars.Read` will do;
+    /// - teams needs all five scopes of the teams bundle (list, post to channels, create
+    ///   chats, post to chats).
+    pub fn is_usable_with(self, scopes: &ScopeSet) -> bool {
+        match self {
+            Feature::SignIn => scopes.contains_all(&[Scope::OpenId, Scope::Profile]),
+            Feature::Mail => {
+                scopes.contains(Scope::OfflineAccess)
+                    && (scopes.contains(Scope::MailRead) || scopes.contains_other("Mail.ReadWrite"))
+            }
+            Feature::Calendar => {
+                scopes.contains(Scope::OfflineAccess)
+                    && (scopes.contains(Scope::CalendarsReadWrite)
+                        || scopes.contains_other("Calendars.Read"))
+            }
+            Feature::Teams => {
+                scopes.contains(Scope::OfflineAccess)
+                    && scopes.contains_all(&[
+                        Scope::TeamReadBasicAll,
+                        Scope::ChannelReadBasicAll,
+                        Scope::ChannelMessageSend,
+                        Scope::ChatCreate,
+                        Scope::ChatMessageSend,
+                    ])
+            }
+        }
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(bundle: FeatureBundle) -> Vec<&'static str> {
+        bundle.scopes().iter().map(|scope| scope.name()).collect()
+    }
+
+    #[test]
+    fn bundles_carry_the_exact_documented_scopes() {
+        let auth = ["openid", "email", "profile", "offline_access"];
+        assert_eq!(names(FeatureBundle::Auth), auth);
+        let mut calendar = auth.to_vec();
+        calendar.extend(["Calendars.ReadWrite", "OnlineMeetings.ReadWrite"]);
+        assert_eq!(names(FeatureBundle::Calendar), calendar);
+        let mut mail = auth.to_vec();
+        mail.push("Mail.Read");
+        assert_eq!(names(FeatureBundle::Mail), mail);
+        let mut teams = auth.to_vec();
+        teams.extend([
+            "Team.ReadBasic.All",
+            "Channel.ReadBasic.All",
+            "ChannelMessage.Send",
+            "Chat.Create",
+            "ChatMessage.Send",
+        ]);
+        assert_eq!(names(FeatureBundle::Teams), teams);
+
+        let all: BTreeSet<&str> = names(FeatureBundle::All).into_iter().collect();
+        let union: BTreeSet<&str> = [
+            FeatureBundle::Auth,
+            FeatureBundle::Calendar,
+            FeatureBundle::Mail,
+            FeatureBundle::Teams,
+        ]
+        .into_iter()
+        .flat_map(names)
+        .collect();
+        assert_eq!(all, union);
+        assert_eq!(all.len(), 12);
+    }
+
+    #[test]
+    fn request_form_qualifies_graph_scopes_only() {
+        assert_eq!(
+            FeatureBundle::Mail.request_scope_string(),
+            "openid email profile offline_access https://graph.microsoft.com/Mail.Read"
+        );
+        assert_eq!(
+            Scope::MailRead.qualified(),
+            "https://graph.microsoft.com/Mail.Read"
+        );
+    }
+
+    #[test]
+    fn scopes_parse_in_any_case_and_form() {
+        assert_eq!(
+            Scope::parse("https://graph.microsoft.com/mail.read"),
+            Some(Scope::MailRead)
+        );
+        assert_eq!(
+            Scope::parse("HTTPS://GRAPH.MICROSOFT.COM/Chat.Create"),
+            Some(Scope::ChatCreate)
+        );
+        assert_eq!(
+            Scope::parse("00000003-0000-0000-c000-000000000000/Mail.Read"),
+            Some(Scope::MailRead)
+        );
+        assert_eq!(Scope::parse("OFFLINE_ACCESS"), Some(Scope::OfflineAccess));
+        assert_eq!(Scope::parse("User.Read"), None);
+        assert_eq!(Scope::parse("https://graph.microsoft.com/"), None);
+    }
+
+    #[test]
+    fn features_follow_granted_scopes() {
+        let token = ScopeSet::parse(
+            "profile openid email https://graph.microsoft.com/User.Read https://graph.microsoft.com/Mail.Read offline_access",
+        );
+        assert_eq!(
+            token.usable_features(),
+            BTreeSet::from([Feature::SignIn, Feature::Mail])
+        );
+        assert!(token.contains_other("https://graph.microsoft.com/user.read"));
+
+        let no_refresh = ScopeSet::parse("openid profile Mail.Read Calendars.ReadWrite");
+        assert_eq!(
+            no_refresh.usable_features(),
+            BTreeSet::from([Feature::SignIn])
+        );
+
+        let read_only_calendar = ScopeSet::parse("offline_access Calendars.Read");
+        assert_eq!(
+            read_only_calendar.usable_features(),
+            BTreeSet::from([Feature::Calendar])
+        );
+
+        let partial_teams = ScopeSet::parse("offline_access Team.ReadBasic.All ChatMessage.Send");
+        assert!(!Feature::Teams.is_usable_with(&partial_teams));
+
+        assert_eq!(FeatureBundle::All.features(), BTreeSet::from(Feature::ALL));
+        assert_eq!(
+            FeatureBundle::Auth.features(),
+            BTreeSet::from([Feature::SignIn])
+        );
+        assert_eq!(
+            FeatureBundle::Teams.features(),
+            BTreeSet::from([Feature::SignIn, Feature::Teams])
+        );
+    }
+
+    #[test]
+    fn scope_sets_serialise_as_bare_names() {
+        let set = ScopeSet::parse("https://graph.microsoft.com/Mail.Read openid User.Read");
+        let json = serde_json::to_string(&set).expect("serialises");
+        assert_eq!(json, r#"["openid","Mail.Read","User.Read"]"#);
+        let back: ScopeSet = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn bundles_parse() {
+        assert_eq!(
+            FeatureBundle::parse("ALL").expect("parses"),
+            FeatureBundle::All
+        );
+        assert!(FeatureBundle::parse("everything").is_err());
+        let json = serde_json::to_string(&FeatureBundle::Calendar).expect("serialises");
+        assert_eq!(json, "\"calendar\"");
+    }
+}

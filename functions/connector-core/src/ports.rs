@@ -1,0 +1,367 @@
+//! The narrow traits handlers depend on, and their error types. Each port has a real
+//! adapter (DynamoDB, Secrets Manager, SQS) and an in-memory one for domain tests.
+//!
+//! Traits use `async-trait` so that they are object safe (`&dyn TenantStore`) and
+//! their futures are `Send` (handlers spawn them on the multi-threaded runtime);
+//! generic handlers take `&impl Trait` just as well.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use time::{Date, OffsetDateTime};
+
+use crate::domain::{
+    Activity, ActivityId, Connection, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease,
+    ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey,
+    UserSwitches,
+};
+use crate::messages::SyncJob;
+use crate::secret::{ClientSecret, TokenRecord};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure of a table-backed port.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or refused the request (after the SDK's own retries).
+    #[error("{operation} on {resource} failed")]
+    Backend {
+        operation: &'static str,
+        resource: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A stored item does not decode into the domain type.
+    #[error("item {key} in {resource} cannot be decoded")]
+    Corrupt {
+        resource: String,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A batch call kept returning unprocessed items until the retry budget ran out.
+    #[error(
+        "{operation} on {resource}: {remaining} item(s) still unprocessed after {attempts} attempts"
+    )]
+    Unprocessed {
+        operation: &'static str,
+        resource: String,
+        remaining: usize,
+        attempts: u32,
+    },
+    /// A conditional write lost against a concurrent writer.
+    #[error("{what} was changed concurrently")]
+    Conflict { what: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// A continuation token that this store did not issue.
+    #[error("invalid continuation token")]
+    InvalidPageToken,
+}
+
+/// A failure of the token vault.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{operation} of secret {secret_id} failed")]
+    Backend {
+        operation: &'static str,
+        secret_id: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The secret exists but its value is not what we store (never echoed).
+    #[error("secret {secret_id} has an unreadable value")]
+    Corrupt {
+        secret_id: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("secret {secret_id} not found")]
+    NotFound { secret_id: String },
+}
+
+/// One queue entry that could not be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedEntry {
+    /// Position in the slice given to `send_batch`.
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+    /// SQS blames the message itself (e.g. too large): retrying cannot help.
+    pub sender_fault: bool,
+}
+
+/// A failure of the job queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{operation} on {queue} failed")]
+    Backend {
+        operation: &'static str,
+        queue: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("message cannot be encoded")]
+    Encode(#[source] serde_json::Error),
+    #[error("invalid message: {reason}")]
+    InvalidMessage { reason: String },
+    /// Some entries were not accepted after retries; the others were sent.
+    #[error(
+        "{} of {} message(s) could not be sent to {queue} (indexes {})",
+        failures.len(),
+        failures.len() + sent,
+        failures.iter().map(|f| format!("{}: {}", f.index, f.code)).collect::<Vec<_>>().join(", ")
+    )]
+    EntriesFailed {
+        queue: String,
+        sent: usize,
+        failures: Vec<FailedEntry>,
+    },
+}
+
+/// An opaque continuation token; pass it back to get the next page.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PageToken(pub String);
+
+impl PageToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One page of results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// `None` on the last page.
+    pub next: Option<PageToken>,
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    async fn get_tenant(&self, tenant_id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+    /// Creates or replaces the tenant record.
+    async fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    /// Returns whether a record existed.
+    async fn delete_tenant(&self, tenant_id: &TenantId) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    async fn get_connection(&self, key: &UserKey) -> Result<Option<Connection>, StoreError>;
+    /// Creates or replaces the connection record.
+    async fn upsert_connection(&self, connection: &Connection) -> Result<(), StoreError>;
+    /// Changes the status of an existing connection (`NotFound` otherwise); returns the updated record.
+    async fn set_status(
+        &self,
+        key: &UserKey,
+        change: &StatusChange,
+    ) -> Result<Connection, StoreError>;
+    /// Parks (or un-parks with `None`) one feature of an existing connection.
+    async fn set_parked_until(
+        &self,
+        key: &UserKey,
+        kind: SyncKind,
+        until: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Replaces the user's switches on an existing connection.
+    async fn set_switches(
+        &self,
+        key: &UserKey,
+        switches: UserSwitches,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Every connection of a tenant, any status.
+    async fn list_by_tenant(&self, tenant_id: &TenantId) -> Result<Vec<Connection>, StoreError>;
+    /// One page of `active` connections (the `ByStatus` index), for fan-out.
+    async fn query_active(
+        &self,
+        page_size: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Connection>, StoreError>;
+    /// One page of every connection, any status, for operators.
+    async fn list_all(
+        &self,
+        page_size: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Connection>, StoreError>;
+}
+
+#[async_trait]
+pub trait SyncStateStore: Send + Sync {
+    /// Takes the mailbox lease for `ttl` if it is free, expired, or already `holder`'s
+    /// (which renews it). Of concurrent acquirers exactly one gets `true`.
+    async fn acquire_lease(
+        &self,
+        key: &SyncKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Releases the lease if `holder` still holds it; returns whether it did.
+    async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError>;
+    async fn get_lease(&self, key: &SyncKey) -> Result<Option<Lease>, StoreError>;
+    async fn get_meta(&self, key: &SyncKey) -> Result<Option<SyncMeta>, StoreError>;
+    async fn put_meta(&self, key: &SyncKey, meta: &SyncMeta) -> Result<(), StoreError>;
+    async fn get_cursor(
+        &self,
+        key: &SyncKey,
+        folder_id: &str,
+    ) -> Result<Option<FolderCursor>, StoreError>;
+    async fn put_cursor(&self, key: &SyncKey, cursor: &FolderCursor) -> Result<(), StoreError>;
+    async fn list_cursors(&self, key: &SyncKey) -> Result<Vec<FolderCursor>, StoreError>;
+    async fn delete_cursor(&self, key: &SyncKey, folder_id: &str) -> Result<(), StoreError>;
+    /// Removes every item of the sync (lease, meta, cursors): on disconnection.
+    async fn delete_sync_state(&self, key: &SyncKey) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait ActivityStore: Send + Sync {
+    /// Idempotent: an activity with the same owner and id replaces the stored one.
+    async fn upsert_activities(&self, activities: &[Activity]) -> Result<(), StoreError>;
+    async fn get_activity(
+        &self,
+        owner: &UserKey,
+        id: &ActivityId,
+    ) -> Result<Option<Activity>, StoreError>;
+    /// Returns whether it existed.
+    async fn delete_activity(&self, owner: &UserKey, id: &ActivityId) -> Result<bool, StoreError>;
+    /// Deletes many at once (missing ones are fine).
+    async fn delete_activities(
+        &self,
+        owner: &UserKey,
+        ids: &[ActivityId],
+    ) -> Result<(), StoreError>;
+    /// One page of a user's activities, ordered by activity id.
+    async fn list_activities(
+        &self,
+        owner: &UserKey,
+        page_size: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Activity>, StoreError>;
+    /// Deletes every activity of a user (on disconnection); returns how many.
+    async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait CrmIndex: Send + Sync {
+    /// Makes `snapshot` the tenant's index. A concurrent `lookup` sees the old index or
+    /// the new one, never a mix. The same content again writes nothing.
+    async fn replace_snapshot(&self, snapshot: &CrmSnapshot) -> Result<ReplaceOutcome, StoreError>;
+    /// Looks up many addresses and domains at once (inputs are normalised: trimmed,
+    /// lower-cased; invalid ones are misses).
+    async fn lookup(
+        &self,
+        tenant_id: &TenantId,
+        addresses: &[String],
+        domains: &[String],
+    ) -> Result<CrmLookup, StoreError>;
+    /// The current index's summary: version, hash, counts, oldest open opportunity.
+    async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError>;
+
+    /// Created date of the tenant's oldest open opportunity.
+    async fn oldest_open_opportunity(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Option<Date>, StoreError> {
+        Ok(self
+            .summary(tenant_id)
+            .await?
+            .and_then(|summary| summary.oldest_open_opportunity))
+    }
+}
+
+#[async_trait]
+pub trait TokenVault: Send + Sync {
+    /// Creates the user's secret or stores a new value in it.
+    async fn put_token(&self, key: &UserKey, record: &TokenRecord) -> Result<(), VaultError>;
+    async fn get_token(&self, key: &UserKey) -> Result<Option<TokenRecord>, VaultError>;
+    /// Deletes at once, without a recovery window. Returns whether it existed.
+    async fn delete_token(&self, key: &UserKey) -> Result<bool, VaultError>;
+}
+
+#[async_trait]
+pub trait ClientSecretSource: Send + Sync {
+    /// The Entra app's client secret value.
+    async fn client_secret(&self) -> Result<ClientSecret, VaultError>;
+}
+
+/// A message to send: its body and an optional delivery delay (0-900 s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl QueueMessage {
+    pub fn new(body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn json(value: &impl Serialize) -> Result<Self, QueueError> {
+        serde_json::to_string(value)
+            .map(Self::new)
+            .map_err(QueueError::Encode)
+    }
+
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// SQS's limit on a message's delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Sends every message (SendMessageBatch in chunks of 10, chunks in parallel,
+    /// failed entries retried); returns how many were sent, or `EntriesFailed` naming
+    /// the ones that could not be.
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[QueueMessage],
+    ) -> Result<usize, QueueError>;
+    /// Hides a received message for `timeout` (redelivery later, without counting as a failure of ours).
+    async fn change_visibility(
+        &self,
+        queue_url: &str,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+}
+
+/// Enqueues sync jobs as JSON.
+pub async fn enqueue_sync_jobs(
+    queue: &(impl JobQueue + ?Sized),
+    queue_url: &str,
+    jobs: &[SyncJob],
+) -> Result<usize, QueueError> {
+    let messages = jobs
+        .iter()
+        .map(QueueMessage::json)
+        .collect::<Result<Vec<_>, _>>()?;
+    queue.send_batch(queue_url, &messages).await
+}
+
+/// Checks a batch before sending: SQS refuses delays over 900 s and empty bodies.
+pub fn validate_messages(messages: &[QueueMessage]) -> Result<(), QueueError> {
+    for (index, message) in messages.iter().enumerate() {
+        if message.delay > MAX_DELAY {
+            return Err(QueueError::InvalidMessage {
+                reason: format!("message {index}: delay over 900 seconds"),
+            });
+        }
+        if message.body.is_empty() {
+            return Err(QueueError::InvalidMessage {
+                reason: format!("message {index}: empty body"),
+            });
+        }
+    }
+    Ok(())
+}
