@@ -1,0 +1,588 @@
+//! The test-control API under `/_sim/` (faults, latency, request log, clock, keys, revocation, service
+//! principals, consent requests, grants) and the Graph middleware it drives: request log → fault injection →
+//! latency. Mail, calendar and Teams add their own control routes through their `control_router()`s.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::{OriginalUri, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::graph::{RequestIds, bearer_token, graph_error};
+use crate::identity::jwt;
+use crate::identity::scopes::canonical_scope;
+use crate::state::{ConsentRequestStatus, GrantPrincipal, SharedSim};
+
+/// Log entries kept; older ones are dropped (their `seq` keeps counting).
+const REQUEST_LOG_CAPACITY: usize = 200_000;
+
+#[derive(Debug, Default)]
+pub struct ControlState {
+    faults: Mutex<Vec<Fault>>,
+    latency: Mutex<Option<Latency>>,
+    log: Mutex<RequestLog>,
+}
+
+#[derive(Debug, Default)]
+struct RequestLog {
+    next_seq: u64,
+    entries: VecDeque<LoggedRequest>,
+}
+
+/// One Graph request as the log shows it. Never carries a token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedRequest {
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub prefer: Vec<String>,
+    pub user_id: Option<String>,
+    pub status: Option<u16>,
+    pub start_ms: u64,
+    pub end_ms: Option<u64>,
+}
+
+/// An injected fault: the next `count` requests matching `method` and `pathPrefix` get this response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    #[serde(default)]
+    pub method: Option<String>,
+    pub path_prefix: String,
+    pub status: u16,
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Seconds for `Retry-After` (fractional allowed, as in Microsoft's sample). Sent only when set.
+    #[serde(default)]
+    pub retry_after: Option<f64>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    pub ms: u64,
+    /// Only requests under this path (e.g. `/v1.0/me/mailFolders`); every Graph request when absent.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+impl ControlState {
+    fn take_fault(&self, method: &Method, path: &str) -> Option<Fault> {
+        let mut faults = self.faults.lock().expect("faults lock");
+        let index = faults.iter().position(|f| {
+            f.count > 0
+                && f.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                && starts_with_ignore_case(path, &f.path_prefix)
+        })?;
+        let fault = faults[index].clone();
+        faults[index].count -= 1;
+        if faults[index].count == 0 {
+            faults.remove(index);
+        }
+        Some(fault)
+    }
+
+    /// Logged requests with `seq >= since`.
+    pub fn requests_since(&self, since: u64) -> Vec<LoggedRequest> {
+        let log = self.log.lock().expect("log lock");
+        log.entries
+            .iter()
+            .filter(|e| e.seq >= since)
+            .cloned()
+            .collect()
+    }
+
+    fn log_start(&self, mut entry: LoggedRequest) -> u64 {
+        let mut log = self.log.lock().expect("log lock");
+        entry.seq = log.next_seq;
+        log.next_seq += 1;
+        if log.entries.len() == REQUEST_LOG_CAPACITY {
+            log.entries.pop_front();
+        }
+        let seq = entry.seq;
+        log.entries.push_back(entry);
+        seq
+    }
+
+    fn log_end(&self, seq: u64, status: u16, end_ms: u64) {
+        let mut log = self.log.lock().expect("log lock");
+        let Some(first) = log.entries.front().map(|e| e.seq) else {
+            return;
+        };
+        if let Some(entry) = seq
+            .checked_sub(first)
+            .and_then(|i| log.entries.get_mut(i as usize))
+        {
+            entry.status = Some(status);
+            entry.end_ms = Some(end_ms);
+        }
+    }
+}
+
+fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+fn full_path(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|u| u.0.path().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned())
+}
+
+/// Records every Graph request (method, path, query, Prefer, user, status, timing). The user comes from the
+/// token's unverified `oid` claim: the log is diagnostics, authentication happens in the handler.
+pub async fn request_log_layer(
+    State(sim): State<SharedSim>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let query = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|u| u.0.query().map(str::to_owned))
+        .unwrap_or_else(|| request.uri().query().map(str::to_owned));
+    let entry = LoggedRequest {
+        seq: 0,
+        method: request.method().to_string(),
+        path: full_path(&request),
+        query,
+        prefer: request
+            .headers()
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect(),
+        user_id: bearer_token(request.headers())
+            .and_then(jwt::peek_claims)
+            .and_then(|c| c.get("oid").and_then(Value::as_str).map(str::to_owned)),
+        status: None,
+        start_ms: sim.uptime_ms(),
+        end_ms: None,
+    };
+    let seq = sim.control.log_start(entry);
+    let response = next.run(request).await;
+    sim.control
+        .log_end(seq, response.status().as_u16(), sim.uptime_ms());
+    response
+}
+
+/// Answers with an injected fault when one matches, before the handler runs.
+pub async fn fault_layer(State(sim): State<SharedSim>, request: Request, next: Next) -> Response {
+    let path = full_path(&request);
+    match sim.control.take_fault(request.method(), &path) {
+        Some(fault) => fault_response(&fault),
+        None => next.run(request).await,
+    }
+}
+
+/// Delays Graph requests by the configured latency.
+pub async fn latency_layer(State(sim): State<SharedSim>, request: Request, next: Next) -> Response {
+    let delay = {
+        let latency = sim.control.latency.lock().expect("latency lock");
+        latency.as_ref().and_then(|l| {
+            let applies = l
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| starts_with_ignore_case(&full_path(&request), p));
+            (applies && l.ms > 0).then(|| Duration::from_millis(l.ms))
+        })
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    next.run(request).await
+}
+
+fn fault_response(fault: &Fault) -> Response {
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (default_code, default_message) = match fault.status {
+        429 => ("TooManyRequests", "Please retry again later."),
+        503 => ("serviceNotAvailable", "Service Unavailable"),
+        504 => ("UnknownError", ""),
+        410 => (
+            "SyncStateNotFound",
+            "The sync state generation is not found; generation=1;[highest=2]",
+        ),
+        401 => (
+            "InvalidAuthenticationToken",
+            "Access token has expired or is not yet valid.",
+        ),
+        404 => (
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        ),
+        403 => (
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        ),
+        _ => ("generalException", "General exception while processing."),
+    };
+    let code = fault.code.as_deref().unwrap_or(default_code);
+    let message = fault.message.as_deref().unwrap_or(default_message);
+    let mut response = if fault.status == 429 {
+        // Microsoft's documented 429 body nests the status and a second message in innerError.
+        let ids = RequestIds::current();
+        let body = json!({"error": {"code": code, "message": message, "innerError": {
+            "code": "429",
+            "date": time::OffsetDateTime::now_utc()
+                .format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
+                .unwrap_or_default(),
+            "message": "Please retry after",
+            "request-id": ids.request_id,
+            "status": "429",
+            "client-request-id": ids.client_request_id,
+        }}});
+        (status, Json(body)).into_response()
+    } else if fault.status == 401 {
+        crate::graph::unauthorized_with_message(message)
+    } else {
+        graph_error(status, code, message)
+    };
+    if let Some(seconds) = fault.retry_after {
+        let value = if seconds.fract() == 0.0 {
+            format!("{}", seconds as u64)
+        } else {
+            format!("{seconds}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Routes
+
+/// Every `/_sim/` route.
+pub fn router() -> Router<SharedSim> {
+    Router::new()
+        .route(
+            "/_sim/faults",
+            post(add_fault).get(list_faults).delete(clear_faults),
+        )
+        .route("/_sim/latency", post(set_latency))
+        .route("/_sim/requests", get(list_requests).delete(clear_requests))
+        .route("/_sim/clock", get(clock))
+        .route("/_sim/clock/advance", post(advance_clock))
+        .route("/_sim/keys/rotate", post(rotate_keys))
+        .route("/_sim/revoke", post(revoke))
+        .route(
+            "/_sim/tenants/{tenant}/service-principal/delete",
+            post(delete_service_principal),
+        )
+        .route("/_sim/tenants/{tenant}/grants", get(list_grants))
+        .route("/_sim/consent-requests", get(list_consent_requests))
+        .route(
+            "/_sim/consent-requests/{id}/approve",
+            post(approve_consent_request),
+        )
+        .route(
+            "/_sim/consent-requests/{id}/deny",
+            post(deny_consent_request),
+        )
+        .route("/_sim/grants", post(add_grant))
+    // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+fn not_found(message: impl Into<String>) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+async fn add_fault(State(sim): State<SharedSim>, Json(fault): Json<Fault>) -> Response {
+    if StatusCode::from_u16(fault.status).is_err() || fault.status < 400 {
+        return bad_request("status must be an HTTP error status");
+    }
+    if !fault.path_prefix.starts_with('/') {
+        return bad_request("pathPrefix must start with / (e.g. /v1.0/me/mailFolders)");
+    }
+    sim.control.faults.lock().expect("faults lock").push(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_faults(State(sim): State<SharedSim>) -> Json<Vec<Fault>> {
+    Json(sim.control.faults.lock().expect("faults lock").clone())
+}
+
+async fn clear_faults(State(sim): State<SharedSim>) -> StatusCode {
+    sim.control.faults.lock().expect("faults lock").clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn set_latency(State(sim): State<SharedSim>, Json(latency): Json<Latency>) -> StatusCode {
+    *sim.control.latency.lock().expect("latency lock") = (latency.ms > 0).then_some(latency);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn list_requests(State(sim): State<SharedSim>, Query(q): Query<Since>) -> Json<Value> {
+    Json(json!({ "value": sim.control.requests_since(q.since) }))
+}
+
+async fn clear_requests(State(sim): State<SharedSim>) -> StatusCode {
+    sim.control.log.lock().expect("log lock").entries.clear();
+    StatusCode::NO_CONTENT
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+async fn clock(State(sim): State<SharedSim>) -> Json<Value> {
+    Json(json!({ "now": rfc3339(sim.now()) }))
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: i64,
+}
+
+async fn advance_clock(State(sim): State<SharedSim>, Json(a): Json<Advance>) -> Response {
+    if a.seconds < 0 {
+        return bad_request("the clock only moves forward");
+    }
+    sim.advance_clock(time::Duration::seconds(a.seconds));
+    Json(json!({ "now": rfc3339(sim.now()) })).into_response()
+}
+
+async fn rotate_keys(State(sim): State<SharedSim>) -> Response {
+    let mut keys = sim.identity.keys_mut();
+    match keys.rotate() {
+        Ok(key) => Json(json!({ "kid": key.kid() })).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Revoke {
+    tenant_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    /// Only this app's grants; every app's when absent.
+    #[serde(default)]
+    client_id: Option<String>,
+    /// Remove the delegated grants (refresh then fails with AADSTS65001). Default true.
+    #[serde(default = "yes")]
+    grants: bool,
+    /// Revoke sign-in sessions: refresh tokens issued before now die (AADSTS50173). Default true.
+    #[serde(default = "yes")]
+    sessions: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn revoke(State(sim): State<SharedSim>, Json(r): Json<Revoke>) -> Response {
+    let now = sim.now();
+    let mut dir = sim.directory_mut();
+    let Some(tenant) = dir.tenant_mut(&r.tenant_id) else {
+        return not_found("unknown tenant");
+    };
+    let user_id = match &r.user_id {
+        Some(u) => match tenant.user(u) {
+            Some(user) => Some(user.info.id.clone()),
+            None => return not_found("unknown user"),
+        },
+        None => None,
+    };
+    let app_matches = |client: &str| {
+        r.client_id
+            .as_deref()
+            .is_none_or(|c| c.eq_ignore_ascii_case(client))
+    };
+    let mut removed = 0usize;
+    if r.grants {
+        let before = tenant.grants.len();
+        tenant.grants.retain(|g| {
+            let principal_matches = match (&user_id, &g.principal) {
+                (None, _) => true,
+                (Some(u), GrantPrincipal::User(id)) => id == u,
+                (Some(_), GrantPrincipal::AllUsers) => false,
+            };
+            !(principal_matches && app_matches(&g.client_id))
+        });
+        removed = before - tenant.grants.len();
+    }
+    if r.sessions {
+        for user in tenant.users.iter_mut() {
+            if user_id.as_deref().is_none_or(|u| u == user.info.id) {
+                user.sessions_revoked_at = Some(now);
+            }
+        }
+    }
+    Json(json!({ "grantsRemoved": removed })).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SpDelete {
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+async fn delete_service_principal(
+    State(sim): State<SharedSim>,
+    Path(tenant_id): Path<String>,
+    body: Option<Json<SpDelete>>,
+) -> Response {
+    let client_id = body.and_then(|b| b.0.client_id);
+    let mut dir = sim.directory_mut();
+    let client_id = match client_id {
+        Some(c) => c,
+        None if dir.apps.len() == 1 => dir.apps[0].client_id.clone(),
+        None => return bad_request("clientId is required when the world has several apps"),
+    };
+    let Some(tenant) = dir.tenant_mut(&tenant_id) else {
+        return not_found("unknown tenant");
+    };
+    if !tenant
+        .service_principals
+        .remove(&client_id.to_ascii_lowercase())
+    {
+        return not_found("the app has no service principal in this tenant");
+    }
+    // Deleting the enterprise application deletes its permission grants with it.
+    tenant
+        .grants
+        .retain(|g| !g.client_id.eq_ignore_ascii_case(&client_id));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_grants(State(sim): State<SharedSim>, Path(tenant_id): Path<String>) -> Response {
+    let dir = sim.directory();
+    let Some(tenant) = dir.tenant(&tenant_id) else {
+        return not_found("unknown tenant");
+    };
+    let grants: Vec<Value> = tenant
+        .grants
+        .iter()
+        .map(|g| {
+            json!({
+                "clientId": g.client_id,
+                "scopes": g.scopes,
+                "principal": match &g.principal { GrantPrincipal::AllUsers => "allUsers".to_owned(), GrantPrincipal::User(u) => u.clone() },
+            })
+        })
+        .collect();
+    Json(json!({ "servicePrincipals": tenant.service_principals, "grants": grants }))
+        .into_response()
+}
+
+async fn list_consent_requests(State(sim): State<SharedSim>) -> Json<Value> {
+    Json(json!({ "value": sim.directory().consent_requests }))
+}
+
+async fn approve_consent_request(State(sim): State<SharedSim>, Path(id): Path<String>) -> Response {
+    let now = sim.now();
+    let mut dir = sim.directory_mut();
+    let Some(request) = dir.consent_requests.iter_mut().find(|r| r.id == id) else {
+        return not_found("unknown consent request");
+    };
+    if request.status != ConsentRequestStatus::Pending {
+        return bad_request("the request is no longer pending");
+    }
+    request.status = ConsentRequestStatus::Approved;
+    let request = request.clone();
+    let Some(tenant) = dir.tenant_mut(&request.tenant_id) else {
+        return not_found("unknown tenant");
+    };
+    // An approval in the admin consent workflow is an admin consent: tenant-wide.
+    tenant.add_grant(
+        &request.client_id,
+        GrantPrincipal::AllUsers,
+        &request.scopes,
+        now,
+    );
+    Json(json!(request)).into_response()
+}
+
+async fn deny_consent_request(State(sim): State<SharedSim>, Path(id): Path<String>) -> Response {
+    let mut dir = sim.directory_mut();
+    let Some(request) = dir.consent_requests.iter_mut().find(|r| r.id == id) else {
+        return not_found("unknown consent request");
+    };
+    if request.status != ConsentRequestStatus::Pending {
+        return bad_request("the request is no longer pending");
+    }
+    request.status = ConsentRequestStatus::Denied;
+    Json(json!(request)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddGrant {
+    tenant_id: String,
+    client_id: String,
+    scopes: Vec<String>,
+    /// `allUsers` or a user id / UPN.
+    principal: String,
+}
+
+async fn add_grant(State(sim): State<SharedSim>, Json(g): Json<AddGrant>) -> Response {
+    let now = sim.now();
+    let mut dir = sim.directory_mut();
+    if dir.app(&g.client_id).is_none() {
+        return not_found("unknown app");
+    }
+    let Some(tenant) = dir.tenant_mut(&g.tenant_id) else {
+        return not_found("unknown tenant");
+    };
+    let principal = if g.principal == "allUsers" {
+        GrantPrincipal::AllUsers
+    } else {
+        match tenant.user(&g.principal) {
+            Some(u) => GrantPrincipal::User(u.info.id.clone()),
+            None => return not_found("unknown user"),
+        }
+    };
+    let scopes: BTreeSet<String> = g.scopes.iter().map(|s| canonical_scope(s)).collect();
+    tenant.add_grant(&g.client_id, principal, &scopes, now);
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,1 @@
+//! Outlook throttling on mailbox routes (owned by S2; this is the skeleton's starting point).
