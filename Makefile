@@ -1,0 +1,60 @@
+# office365-connector: the README's commands. Everything a target needs is
+# installed by the target itself (a pinned Python venv in .venv, cargo tools).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+export SAM_CLI_TELEMETRY := 0
+# Tools from the venv (cargo-lambda, zig, moto_server, sam) come first on PATH.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv test test-rust test-clients lint lint-template fmt up down build
+
+help:
+	@echo "make test   - every test (brings its own local stack up and down)"
+	@echo "make up     - start the local stack in the background (moto + template resources)"
+	@echo "make down   - stop what make up started"
+	@echo "make lint   - rustfmt, clippy, cfn-lint, sam validate --lint"
+	@echo "make build  - release Lambda binaries with cargo lambda (arm64)"
+
+$(STAMP): infra/local/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r infra/local/requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+lint-template: $(STAMP)
+	cfn-lint template.yaml
+	sam validate --lint -t template.yaml
+
+lint: lint-template
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+test-rust: $(STAMP)
+	cargo test --workspace --locked
+
+test-clients: $(STAMP)
+	cargo build --locked -p microsoft-sim
+	$(PY) -m pytest -q infra/microsoft-sim/clients
+
+test: lint test-rust test-clients
+
+up: $(STAMP)
+	cargo build --locked -p local-stack
+	target/debug/local-stack up --state-dir .local
+
+down:
+	@if [ -x target/debug/local-stack ]; then target/debug/local-stack down --state-dir .local; else echo "nothing to stop"; fi
+
+build: $(STAMP)
+	cargo lambda build --release --arm64 --locked

@@ -1,0 +1,403 @@
+//! Creates, on the local AWS emulator, exactly the DynamoDB tables, SQS queues
+//! and Secrets Manager secrets that a template declares, with the properties
+//! it declares, and resolves the functions' environment (`Globals`) against
+//! what was created. Local resources are derived from the template and
+//! nothing else, so the local stack and the cloud stack cannot drift.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ProvisionedThroughput, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+
+use crate::template::{Pending, Resolver, Template};
+
+pub const TABLE: &str = "AWS::DynamoDB::Table";
+pub const QUEUE: &str = "AWS::SQS::Queue";
+pub const SECRET: &str = "AWS::SecretsManager::Secret";
+
+/// One resource created from the template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub logical_id: String,
+    pub resource_type: String,
+    /// Table name, queue URL, or secret ARN: what `Ref` returns.
+    pub physical_id: String,
+}
+
+/// What a provisioning run created, and the functions' environment resolved
+/// against it.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub stack_name: String,
+    pub created: Vec<Created>,
+    /// `Globals.Function.Environment.Variables` with every reference resolved.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Provisioned {
+    pub fn physical(&self, logical_id: &str) -> Option<&str> {
+        self.created
+            .iter()
+            .find(|c| c.logical_id == logical_id)
+            .map(|c| c.physical_id.as_str())
+    }
+}
+
+/// Provisions `template` under `stack_name`. Parameters take their value from
+/// `params`, else from their `Default`.
+pub async fn provision(
+    sdk: &SdkConfig,
+    template: &Template,
+    stack_name: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<Provisioned> {
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".into());
+
+    let mut resolver = Resolver::default();
+    for (k, v) in [
+        ("AWS::StackName", stack_name.to_string()),
+        ("AWS::Region", region.clone()),
+        ("AWS::AccountId", "123456789012".to_string()),
+        ("AWS::Partition", "aws".to_string()),
+        ("AWS::URLSuffix", "amazonaws.com".to_string()),
+    ] {
+        resolver.refs.insert(k.to_string(), v);
+    }
+    for (name, decl) in &template.parameters {
+        let value = params
+            .get(name)
+            .cloned()
+            .or_else(|| match decl.get("Default") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Null) | None => None,
+                Some(other) => Some(other.to_string()),
+            });
+        if let Some(v) = value {
+            resolver.refs.insert(name.clone(), v);
+        }
+    }
+
+    let mut todo: Vec<(&str, &Value)> = template
+        .resources
+        .iter()
+        .filter(|(_, r)| {
+            matches!(
+                r.get("Type").and_then(Value::as_str),
+                Some(TABLE | QUEUE | SECRET)
+            )
+        })
+        .map(|(id, r)| (id.as_str(), r))
+        .collect();
+    let mut created = Vec::new();
+
+    // Create in dependency order: a resource whose properties refer to one not
+    // created yet waits for the next round.
+    while !todo.is_empty() {
+        let before = created.len();
+        let mut waiting = Vec::new();
+        let mut blocked_on = Vec::new();
+        for (id, res) in todo {
+            let props = res
+                .get("Properties")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default()));
+            let props = match resolver.resolve(&props) {
+                Ok(p) => p,
+                Err(e) => match e.downcast_ref::<Pending>() {
+                    Some(p) => {
+                        blocked_on.push(format!("{id} -> {}", p.0));
+                        waiting.push((id, res));
+                        continue;
+                    }
+                    None => return Err(e.context(format!("resolving {id}"))),
+                },
+            };
+            let ty = res["Type"].as_str().unwrap_or_default();
+            let physical = match ty {
+                TABLE => create_table(&ddb, id, stack_name, &props, &mut resolver).await,
+                QUEUE => create_queue(&sqs, id, stack_name, &props, &mut resolver).await,
+                SECRET => create_secret(&sm, id, stack_name, &props, &mut resolver).await,
+                _ => unreachable!("filtered above"),
+            }
+            .with_context(|| format!("creating {id} ({ty})"))?;
+            resolver.refs.insert(id.to_string(), physical.clone());
+            created.push(Created {
+                logical_id: id.to_string(),
+                resource_type: ty.to_string(),
+                physical_id: physical,
+            });
+        }
+        if !waiting.is_empty() && created.len() == before {
+            bail!(
+                "unresolvable references in template: {}",
+                blocked_on.join(", ")
+            );
+        }
+        todo = waiting;
+    }
+
+    let mut env = BTreeMap::new();
+    for (name, value) in template.function_env() {
+        let resolved = resolver
+            .resolve(&value)
+            .with_context(|| format!("resolving Globals environment variable {name}"))?;
+        let text = match resolved {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        env.insert(name, text);
+    }
+    Ok(Provisioned {
+        stack_name: stack_name.to_string(),
+        created,
+        env,
+    })
+}
+
+fn name_or_default(props: &Value, key: &str, stack: &str, id: &str) -> String {
+    props
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{stack}-{id}"))
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("missing {key}"))
+}
+
+fn key_schema(v: &Value) -> Result<Vec<KeySchemaElement>> {
+    v.as_array()
+        .ok_or_else(|| anyhow!("KeySchema must be a list"))?
+        .iter()
+        .map(|k| {
+            Ok(KeySchemaElement::builder()
+                .attribute_name(str_field(k, "AttributeName")?)
+                .key_type(KeyType::from(str_field(k, "KeyType")?))
+                .build()?)
+        })
+        .collect()
+}
+
+fn projection(v: Option<&Value>) -> Result<Projection> {
+    let mut p = Projection::builder();
+    if let Some(v) = v {
+        if let Some(t) = v.get("ProjectionType").and_then(Value::as_str) {
+            p = p.projection_type(ProjectionType::from(t));
+        }
+        for a in v
+            .get("NonKeyAttributes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            p = p.non_key_attributes(a.as_str().unwrap_or_default());
+        }
+    } else {
+        p = p.projection_type(ProjectionType::All);
+    }
+    Ok(p.build())
+}
+
+fn throughput(v: Option<&Value>) -> Result<ProvisionedThroughput> {
+    let units = |k: &str| v.and_then(|t| t.get(k)).and_then(as_i64).unwrap_or(5);
+    Ok(ProvisionedThroughput::builder()
+        .read_capacity_units(units("ReadCapacityUnits"))
+        .write_capacity_units(units("WriteCapacityUnits"))
+        .build()?)
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    id: &str,
+    stack: &str,
+    props: &Value,
+    resolver: &mut Resolver,
+) -> Result<String> {
+    let name = name_or_default(props, "TableName", stack, id);
+    let on_demand = props.get("BillingMode").and_then(Value::as_str) == Some("PAY_PER_REQUEST");
+    let mut req = ddb
+        .create_table()
+        .table_name(&name)
+        .set_key_schema(Some(key_schema(
+            props.get("KeySchema").unwrap_or(&Value::Null),
+        )?));
+    for a in props
+        .get("AttributeDefinitions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("AttributeDefinitions missing"))?
+    {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(str_field(a, "AttributeName")?)
+                .attribute_type(ScalarAttributeType::from(str_field(a, "AttributeType")?))
+                .build()?,
+        );
+    }
+    req = if on_demand {
+        req.billing_mode(BillingMode::PayPerRequest)
+    } else {
+        req.billing_mode(BillingMode::Provisioned)
+            .provisioned_throughput(throughput(props.get("ProvisionedThroughput"))?)
+    };
+    for g in props
+        .get("GlobalSecondaryIndexes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut gsi = GlobalSecondaryIndex::builder()
+            .index_name(str_field(g, "IndexName")?)
+            .set_key_schema(Some(key_schema(
+                g.get("KeySchema").unwrap_or(&Value::Null),
+            )?))
+            .projection(projection(g.get("Projection"))?);
+        if !on_demand {
+            gsi = gsi.provisioned_throughput(throughput(g.get("ProvisionedThroughput"))?);
+        }
+        req = req.global_secondary_indexes(gsi.build()?);
+    }
+    let out = req.send().await?;
+    let arn = out
+        .table_description()
+        .and_then(|d| d.table_arn())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("arn:aws:dynamodb:us-east-1:123456789012:table/{name}"));
+    if let Some(ttl) = props.get("TimeToLiveSpecification") {
+        let enabled = ttl
+            .get("Enabled")
+            .map(|e| e == true || e == "true")
+            .unwrap_or(false);
+        if enabled {
+            ddb.update_time_to_live()
+                .table_name(&name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(str_field(ttl, "AttributeName")?)
+                        .enabled(true)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+    }
+    resolver.attrs.insert((id.to_string(), "Arn".into()), arn);
+    Ok(name)
+}
+
+/// CloudFormation property → SQS attribute, for the properties SQS takes as attributes.
+const QUEUE_ATTRIBUTES: &[(&str, &str)] = &[
+    ("VisibilityTimeout", "VisibilityTimeout"),
+    ("MessageRetentionPeriod", "MessageRetentionPeriod"),
+    ("DelaySeconds", "DelaySeconds"),
+    (
+        "ReceiveMessageWaitTimeSeconds",
+        "ReceiveMessageWaitTimeSeconds",
+    ),
+    ("MaximumMessageSize", "MaximumMessageSize"),
+    ("FifoQueue", "FifoQueue"),
+    ("ContentBasedDeduplication", "ContentBasedDeduplication"),
+    ("RedrivePolicy", "RedrivePolicy"),
+    ("RedriveAllowPolicy", "RedriveAllowPolicy"),
+];
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    id: &str,
+    stack: &str,
+    props: &Value,
+    resolver: &mut Resolver,
+) -> Result<String> {
+    let fifo = props
+        .get("FifoQueue")
+        .map(|v| v == true || v == "true")
+        .unwrap_or(false);
+    let mut name = name_or_default(props, "QueueName", stack, id);
+    if fifo && !name.ends_with(".fifo") {
+        name.push_str(".fifo");
+    }
+    let mut req = sqs.create_queue().queue_name(&name);
+    for (prop, attr) in QUEUE_ATTRIBUTES {
+        if let Some(v) = props.get(*prop) {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Object(_) => serde_json::to_string(v)?,
+                other => other.to_string(),
+            };
+            req = req.attributes(QueueAttributeName::from(*attr), text);
+        }
+    }
+    let url = req
+        .send()
+        .await?
+        .queue_url()
+        .ok_or_else(|| anyhow!("no queue url"))?
+        .to_string();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| anyhow!("no queue arn"))?;
+    resolver.attrs.insert((id.to_string(), "Arn".into()), arn);
+    resolver
+        .attrs
+        .insert((id.to_string(), "QueueName".into()), name);
+    resolver
+        .attrs
+        .insert((id.to_string(), "QueueUrl".into()), url.clone());
+    Ok(url)
+}
+
+async fn create_secret(
+    sm: &aws_sdk_secretsmanager::Client,
+    id: &str,
+    stack: &str,
+    props: &Value,
+    resolver: &mut Resolver,
+) -> Result<String> {
+    let name = name_or_default(props, "Name", stack, id);
+    let value = match props.get("SecretString").and_then(Value::as_str) {
+        Some(s) => s.to_string(),
+        // A generated secret: locally any random value does.
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let mut req = sm.create_secret().name(&name).secret_string(value);
+    if let Some(d) = props.get("Description").and_then(Value::as_str) {
+        req = req.description(d);
+    }
+    let arn = req
+        .send()
+        .await?
+        .arn()
+        .ok_or_else(|| anyhow!("no secret arn"))?
+        .to_string();
+    resolver
+        .attrs
+        .insert((id.to_string(), "Id".into()), arn.clone());
+    Ok(arn)
+}
