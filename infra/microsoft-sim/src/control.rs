@@ -306,6 +306,8 @@ pub fn router() -> Router<SharedSim> {
         )
         .route("/_sim/grants", post(add_grant))
     // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
+        .merge(crate::graph::calendar::control_router())
+        .merge(crate::graph::teams::control_router())
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
