@@ -277,8 +277,9 @@ pub trait TokenVault: Send + Sync {
     /// Creates the user's secret or stores a new value in it.
     async fn put_token(&self, key: &UserKey, record: &TokenRecord) -> Result<(), VaultError>;
     async fn get_token(&self, key: &UserKey) -> Result<Option<TokenRecord>, VaultError>;
-    /// Deletes at once, without a recovery window. Returns whether it existed.
-    async fn delete_token(&self, key: &UserKey) -> Result<bool, VaultError>;
+    /// Deletes at once, without a recovery window. Idempotent: a missing secret is fine
+    /// (Secrets Manager itself reports success for a forced delete of a missing secret).
+    async fn delete_token(&self, key: &UserKey) -> Result<(), VaultError>;
 }
 
 #[async_trait]

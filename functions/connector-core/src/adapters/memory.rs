@@ -446,8 +446,9 @@ impl TokenVault for MemoryTokenVault {
         Ok(lock(&self.secrets).get(key).cloned())
     }
 
-    async fn delete_token(&self, key: &UserKey) -> Result<bool, VaultError> {
-        Ok(lock(&self.secrets).remove(key).is_some())
+    async fn delete_token(&self, key: &UserKey) -> Result<(), VaultError> {
+        lock(&self.secrets).remove(key);
+        Ok(())
     }
 }
 
@@ -682,8 +683,12 @@ mod tests {
                 .secret(),
             "r1"
         );
-        assert!(vault.delete_token(&key).await.expect("deletes"));
-        assert!(!vault.delete_token(&key).await.expect("deletes"));
+        vault.delete_token(&key).await.expect("deletes");
+        assert!(vault.get_token(&key).await.expect("reads").is_none());
+        vault
+            .delete_token(&key)
+            .await
+            .expect("deleting again is fine");
 
         let queue = MemoryJobQueue::default();
         let jobs: Vec<SyncJob> = (0..3)

@@ -1,4 +1,8 @@
 //! Implementations of the ports: in-memory ones for tests, and the real ones on
 //! DynamoDB, Secrets Manager and SQS.
 
+pub mod backoff;
+pub mod dynamodb;
 pub mod memory;
+pub mod secrets;
+pub mod sqs;
