@@ -1,7 +1,7 @@
 //! The real adapters against moto (the local AWS emulator), on tables, queues and
 //! secrets created from template.yaml by `local-stack`. No SDK mocks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,7 +224,7 @@ fn mail_activity(owner: &UserKey, n: usize, subject: &str) -> Activity {
             received_at: None,
             body_preview: "preview".into(),
             body_text: "body ".repeat(50),
-            has_attachments: n % 2 == 0,
+            has_attachments: n.is_multiple_of(2),
             web_link: Some(format!("https://outlook.office365.com/owa/?ItemID={n}")),
         }),
         vec![CrmMatch {

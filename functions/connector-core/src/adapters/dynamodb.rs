@@ -1314,10 +1314,8 @@ impl CrmIndex for DynamoCrmIndex {
             requests.push(put_request(item, &self.table)?);
         }
         let written_entries = requests.len() as u64;
-        if let Err(error) = batch_write(&self.client, &self.table, requests, self.backoff).await {
-            // Leave it pending: a later import deletes it once abandoned.
-            return Err(error);
-        }
+        // On failure the version stays pending; a later import deletes it once abandoned.
+        batch_write(&self.client, &self.table, requests, self.backoff).await?;
 
         let summary = CrmIndexSummary {
             version: version.clone(),

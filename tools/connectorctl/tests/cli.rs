@@ -1,0 +1,268 @@
+//! The real `connectorctl` binary against moto, configured only through its environment
+//! (the standard AWS variables and the template's table names).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result};
+use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoCrmIndex};
+use connector_core::config::vars;
+use connector_core::domain::{
+    Connection, ConnectionStatus, FeatureBundle, StatusChange, TenantId, UserId, UserKey,
+};
+use connector_core::ports::{ConnectionStore, CrmIndex};
+use local_stack::TestStack;
+use time::OffsetDateTime;
+
+fn run(stack: &TestStack, args: &[&str]) -> Result<Output> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connectorctl"));
+    command.args(args).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(stack.process_env());
+    command.output().context("running connectorctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn crm_item_count(stack: &TestStack) -> Result<usize> {
+    let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let output = client
+        .scan()
+        .table_name(stack.env.get(vars::CRM_TABLE).context("CRM_TABLE")?)
+        .send()
+        .await?;
+    Ok(output.items.unwrap_or_default().len())
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> Result<String> {
+    let path = dir.join(name);
+    std::fs::write(&path, content)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+fn example(tenant_id: &TenantId) -> String {
+    format!(
+        r#"{{"tenantId": "{tenant_id}",
+ "accounts": [{{"id": "001A", "name": "Acme", "domains": ["acme.com"]}}],
+ "contacts": [{{"id": "003B", "email": "jane@acme.com", "accountId": "001A"}}],
+ "leads": [{{"id": "00Q1", "email": "bob@initech.com", "company": "Initech"}}],
+ "opportunities": [{{"id": "006X", "accountId": "001A", "isClosed": false, "createdDate": "2026-06-01"}}]}}"#
+    )
+}
+
+#[tokio::test]
+async fn crm_import_writes_then_reimport_is_a_no_op() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let dir = tempfile::tempdir()?;
+    let tenant_id = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let file = write(dir.path(), "crm.json", &example(&tenant_id))?;
+
+    let first = run(&stack, &["crm", "import", &file])?;
+    assert!(first.status.success(), "stderr: {}", text(&first.stderr));
+    let stdout = text(&first.stdout);
+    assert!(stdout.contains("imported CRM snapshot"), "{stdout}");
+    assert!(
+        stdout.contains("2 addresses and 1 domains indexed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("oldest open opportunity created 2026-06-01"),
+        "{stdout}"
+    );
+
+    let index = DynamoCrmIndex::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack.env.get(vars::CRM_TABLE).context("CRM_TABLE")?,
+    );
+    let found = index
+        .lookup(
+            &tenant_id,
+            &[
+                "Jane@Acme.com".into(),
+                "bob@initech.com".into(),
+                "eve@evil.com".into(),
+            ],
+            &["acme.com".into()],
+        )
+        .await?;
+    assert_eq!(found.addresses.len(), 2);
+    assert_eq!(found.domains["acme.com"][0].name, "Acme");
+    let items_after_first = crm_item_count(&stack).await?;
+    assert_eq!(items_after_first, 4, "pointer + 2 addresses + 1 domain");
+
+    let again = run(&stack, &["crm", "import", &file])?;
+    assert!(again.status.success(), "stderr: {}", text(&again.stderr));
+    let stdout = text(&again.stdout);
+    assert!(
+        stdout.contains("unchanged") && stdout.contains("nothing written"),
+        "{stdout}"
+    );
+    assert_eq!(crm_item_count(&stack).await?, items_after_first);
+
+    // A changed file replaces the index.
+    let changed = example(&tenant_id).replace("bob@initech.com", "robert@initech.com");
+    let file2 = write(dir.path(), "crm2.json", &changed)?;
+    let third = run(&stack, &["crm", "import", &file2])?;
+    assert!(third.status.success(), "stderr: {}", text(&third.stderr));
+    assert!(text(&third.stdout).contains("replaced version"));
+    let found = index
+        .lookup(
+            &tenant_id,
+            &["bob@initech.com".into(), "robert@initech.com".into()],
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        found.addresses.keys().collect::<Vec<_>>(),
+        vec!["robert@initech.com"]
+    );
+    assert_eq!(crm_item_count(&stack).await?, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_crm_file_names_the_line_and_writes_nothing() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let dir = tempfile::tempdir()?;
+    let tenant_id = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    // Line 4: `isClosed` is a string.
+    let malformed = format!(
+        "{{\"tenantId\": \"{tenant_id}\",\n \"accounts\": [{{\"id\": \"001A\", \"name\": \"Acme\", \"domains\": [\"acme.com\"]}}],\n \"contacts\": [{{\"id\": \"003B\", \"email\": \"jane@acme.com\", \"accountId\": \"001A\"}}],\n \"opportunities\": [{{\"id\": \"006X\", \"isClosed\": \"no\", \"createdDate\": \"2026-06-01\"}}]}}\n"
+    );
+    let file = write(dir.path(), "bad.json", &malformed)?;
+    let output = run(&stack, &["crm", "import", &file])?;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("`opportunities[0].isClosed`"), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(crm_item_count(&stack).await?, 0);
+
+    // Semantic problems: each offending element by path, and still nothing written.
+    let invalid = example(&tenant_id)
+        .replace("\"accountId\": \"001A\"}]", "\"accountId\": \"001Z\"}]")
+        .replace("\"domains\": [\"acme.com\"]", "\"domains\": [\"acme\"]")
+        .replace("2026-06-01", "2026-06-31");
+    let file = write(dir.path(), "invalid.json", &invalid)?;
+    let output = run(&stack, &["crm", "import", &file])?;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    for path in [
+        "`accounts[0].domains[0]`",
+        "`contacts[0].accountId`",
+        "`opportunities[0].createdDate`",
+    ] {
+        assert!(stderr.contains(path), "{path} missing from: {stderr}");
+    }
+    assert_eq!(crm_item_count(&stack).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_configuration_is_named() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let dir = tempfile::tempdir()?;
+    let tenant_id = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let file = write(dir.path(), "crm.json", &example(&tenant_id))?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connectorctl"));
+    command.args(["crm", "import", &file]).env_clear();
+    command.envs(
+        stack
+            .process_env()
+            .into_iter()
+            .filter(|(name, _)| name != vars::CRM_TABLE),
+    );
+    let output = command.output()?;
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("CRM_TABLE"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let dry = run(&stack, &["crm", "import", "--dry-run", &file])?;
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    assert!(text(&dry.stdout).contains("nothing written"));
+    assert_eq!(crm_item_count(&stack).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_list_as_json_and_table() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let store = DynamoConnectionStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack
+            .env
+            .get(vars::CONNECTIONS_TABLE)
+            .context("CONNECTIONS_TABLE")?,
+    );
+    let tenant_id = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    for (n, upn) in ["adele@contoso.com", "megan@contoso.com", "lee@contoso.com"]
+        .iter()
+        .enumerate()
+    {
+        let connection = Connection::new_active(
+            tenant_id.clone(),
+            UserId::parse(&format!("00000000-0000-0000-0000-00000000000{n}"))?,
+            *upn,
+            FeatureBundle::All.scope_set(),
+            now,
+        );
+        store.upsert_connection(&connection).await?;
+    }
+    let revoked = UserKey::new(
+        tenant_id.clone(),
+        UserId::parse("00000000-0000-0000-0000-000000000001")?,
+    );
+    store
+        .set_status(
+            &revoked,
+            &StatusChange::new(ConnectionStatus::ConsentRevoked, Some("AADSTS65001"), now),
+        )
+        .await?;
+
+    let output = run(&stack, &["connections", "list", "--json"])?;
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(listed.len(), 3);
+    let upns: Vec<&str> = listed.iter().filter_map(|c| c["upn"].as_str()).collect();
+    assert_eq!(
+        upns,
+        vec!["adele@contoso.com", "lee@contoso.com", "megan@contoso.com"]
+    );
+    let megan = &listed[2];
+    assert_eq!(megan["status"], "consent_revoked");
+    assert_eq!(megan["statusReason"], "AADSTS65001");
+    assert_eq!(megan["tenantId"], tenant_id.as_str());
+    assert_eq!(listed[0]["status"], "active");
+
+    let table = run(&stack, &["connections", "list"])?;
+    assert!(table.status.success(), "stderr: {}", text(&table.stderr));
+    let stdout = text(&table.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("TENANT") && lines[0].contains("STATUS"),
+        "{stdout}"
+    );
+    assert!(lines.iter().any(|l| l.contains("megan@contoso.com")
+        && l.contains("consent_revoked")
+        && l.contains("AADSTS65001")));
+    assert_eq!(lines.last().copied(), Some("3 connection(s)"));
+
+    let other = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let filtered = run(
+        &stack,
+        &["connections", "list", "--json", "--tenant", other.as_str()],
+    )?;
+    assert!(filtered.status.success());
+    let none: Vec<serde_json::Value> = serde_json::from_slice(&filtered.stdout)?;
+    assert!(none.is_empty());
+
+    Ok(())
+}
