@@ -308,6 +308,7 @@ pub fn router() -> Router<SharedSim> {
     // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
         .merge(crate::graph::calendar::control_router())
         .merge(crate::graph::teams::control_router())
+        .merge(crate::graph::mail::control_router())
 }
 
 fn bad_request(message: impl Into<String>) -> Response {

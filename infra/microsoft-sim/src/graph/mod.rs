@@ -201,6 +201,8 @@ pub fn router(sim: SharedSim) -> Router<SharedSim> {
             sim.clone(),
             crate::control::latency_layer,
         ))
+        // S2: Outlook throttling wraps the injected latency: a slow mailbox keeps requests in flight (MailboxConcurrency).
+        .layer(middleware::from_fn_with_state(sim.clone(), throttle::layer))
         .layer(middleware::from_fn_with_state(
             sim.clone(),
             crate::control::fault_layer,
