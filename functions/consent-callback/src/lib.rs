@@ -1,0 +1,902 @@
+//! `consent-callback`: the connector's web-facing Lambda (API Gateway HTTP API). It serves
+//! the administrators' consent page and links, records admin consent, runs "Sign in with
+//! Microsoft" (authorization code + PKCE + nonce, id_token validation), stores what a
+//! sign-in grants, and explains every Microsoft error it receives.
+//!
+//! [`App::handle`] decodes the request and drives the flows over narrow ports: tenants,
+//! tenant domains, connections, the token vault, the job queue, auth sessions, the token
+//! endpoint and the id_token validator. `main.rs` only builds the real adapters.
+//!
+//! Routes (GET only): `/consent`, `/consent/admin`, `/consent/callback`, `/auth/login`,
+//! `/auth/callback`, `/healthz`. Anything else is a 404 page; other methods get 405.
+
+pub mod config;
+pub mod domains;
+pub mod errors;
+pub mod html;
+pub mod idtoken;
+pub mod pages;
+pub mod params;
+pub mod security;
+pub mod sessions;
+pub mod token;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use connector_core::domain::{
+    Connection, ConnectionStatus, ConsentMode, ConsentState, Feature, FeatureBundle, Scope,
+    ScopeSet, StatusChange, SyncKind, Tenant, TenantId, UserKey,
+};
+use connector_core::messages::{SyncJob, SyncReason};
+use connector_core::ports::{
+    ConnectionStore, JobQueue, TenantStore, TokenVault, enqueue_sync_jobs,
+};
+use connector_core::secret::{AuthCode, TokenRecord};
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt as _, Response};
+use serde_json::json;
+use time::OffsetDateTime;
+use tracing::{error, info, warn};
+
+use crate::config::ConsentConfig;
+use crate::domains::TenantDomains;
+use crate::errors::MicrosoftError;
+use crate::html::{html_response, json_response, redirect};
+use crate::idtoken::{IdTokenClaims, IdTokenValidator};
+use crate::pages::Site;
+use crate::params::{ParamError, Query, TenantHint, parse_login_hint};
+use crate::security::{
+    BindingCookie, FLOW_TTL_SECONDS, binding_matches, pkce_pair, random_token, sha256_hex,
+};
+use crate::sessions::{AuthSession, AuthSessionStore, Flow};
+use crate::token::{CodeExchange, ExchangeError};
+
+/// The scopes a user of a pre-authorized tenant asks for: everything the admin granted.
+pub const PREAUTHORIZED_SCOPE: &str =
+    "openid profile email offline_access https://graph.microsoft.com/.default";
+
+/// Time, injectable so tests can age a flow.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Everything the handler talks to.
+#[derive(Clone)]
+pub struct Ports {
+    pub tenants: Arc<dyn TenantStore>,
+    pub domains: Arc<dyn TenantDomains>,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub vault: Arc<dyn TokenVault>,
+    pub queue: Arc<dyn JobQueue>,
+    pub sessions: Arc<dyn AuthSessionStore>,
+    pub exchange: Arc<dyn CodeExchange>,
+    pub id_tokens: Arc<dyn IdTokenValidator>,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub struct App {
+    config: ConsentConfig,
+    ports: Ports,
+}
+
+/// A request that ends early with a page.
+struct Stop(Response<Body>);
+
+type Flowing<T> = Result<T, Stop>;
+
+impl App {
+    pub fn new(config: ConsentConfig, ports: Ports) -> Self {
+        Self { config, ports }
+    }
+
+    pub fn config(&self) -> &ConsentConfig {
+        &self.config
+    }
+
+    fn site(&self) -> Site<'_> {
+        Site {
+            product: &self.config.app_display_name,
+            client_id: self.config.client_id(),
+            public_base_url: self.config.web.public_base_url.as_str(),
+        }
+    }
+
+    fn cookie(&self) -> BindingCookie {
+        BindingCookie {
+            secure: self.config.secure_cookies(),
+        }
+    }
+
+    /// Serves one request. Never fails: every outcome is a page, a redirect or JSON.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let raw_path = request.extensions().raw_http_path();
+        let path = if raw_path.is_empty() {
+            request.uri().path().to_owned()
+        } else {
+            raw_path.to_owned()
+        };
+        let known = matches!(
+            path.as_str(),
+            "/healthz"
+                | "/consent"
+                | "/consent/admin"
+                | "/consent/callback"
+                | "/auth/login"
+                | "/auth/callback"
+        );
+        if !known {
+            return self.page(
+                StatusCode::NOT_FOUND,
+                pages::notice(
+                    &self.site(),
+                    "Page not found",
+                    "There is no page at this address.",
+                    Some((&self.site().url("/consent"), "Go to the consent page")),
+                ),
+                &[],
+            );
+        }
+        if request.method() != Method::GET {
+            let mut response = self.page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                pages::notice(
+                    &self.site(),
+                    "Method not allowed",
+                    "This address only answers GET requests.",
+                    None,
+                ),
+                &[],
+            );
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+            return response;
+        }
+        if path == "/healthz" {
+            return json_response(StatusCode::OK, &json!({"status": "ok"}));
+        }
+        let query = match Query::parse(request.uri().query()) {
+            Ok(query) => query,
+            Err(error) => return self.bad_request(&error),
+        };
+        let outcome = match path.as_str() {
+            "/consent" => Ok(self.page(StatusCode::OK, pages::consent_page(&self.site()), &[])),
+            "/consent/admin" => self.start_admin_consent(&query).await,
+            "/consent/callback" => self.admin_consent_callback(&query, request.headers()).await,
+            "/auth/login" => self.start_sign_in(&query).await,
+            _ => self.sign_in_callback(&query, request.headers()).await,
+        };
+        outcome.unwrap_or_else(|Stop(response)| response)
+    }
+
+    fn page(&self, status: StatusCode, html: String, cookies: &[String]) -> Response<Body> {
+        html_response(status, html, cookies)
+    }
+
+    fn bad_request(&self, error: &ParamError) -> Response<Body> {
+        let message =
+            format!("This link is not valid: {error}. Please use the link from the consent page.");
+        self.page(
+            StatusCode::BAD_REQUEST,
+            pages::notice(
+                &self.site(),
+                "Invalid request",
+                &message,
+                Some((&self.site().url("/consent"), "Go to the consent page")),
+            ),
+            &[],
+        )
+    }
+
+    fn expired(&self) -> Stop {
+        Stop(self.page(
+            StatusCode::BAD_REQUEST,
+            pages::link_expired(&self.site()),
+            &[self.cookie().clear()],
+        ))
+    }
+
+    /// An internal failure: logged with a reference the page shows; no internal text on the page.
+    fn internal(&self, what: &str, source: &dyn std::error::Error) -> Stop {
+        let reference = uuid::Uuid::new_v4();
+        error!(%reference, error = %source, source_chain = ?source.source().map(ToString::to_string), "{what}");
+        Stop(self.page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            pages::notice(
+                &self.site(),
+                "Something went wrong on our side",
+                &format!("Nothing you did caused this, and it was not completed. Please try again in a minute. Reference: {reference}"),
+                None,
+            ),
+            &[],
+        ))
+    }
+
+    /// Creates a flow record and returns the binding cookie to set.
+    async fn new_flow(&self, mut session: AuthSession) -> Flowing<String> {
+        let binding = random_token();
+        session.binding_hash = sha256_hex(&binding);
+        self.ports
+            .sessions
+            .create(&session)
+            .await
+            .map_err(|error| self.internal("storing an auth session failed", &error))?;
+        Ok(self.cookie().set(&binding))
+    }
+
+    /// Consumes the state once and checks the browser binding. Anything off: the same
+    /// "expired or already used" page, nothing recorded.
+    async fn take_flow(
+        &self,
+        query: &Query,
+        headers: &http::HeaderMap,
+        flow: Flow,
+    ) -> Flowing<AuthSession> {
+        let Some(state) = query.get("state") else {
+            warn!(flow = flow.as_str(), "callback without state");
+            return Err(self.expired());
+        };
+        let now = self.ports.clock.now();
+        let session = self
+            .ports
+            .sessions
+            .consume(state, now)
+            .await
+            .map_err(|error| self.internal("consuming an auth session failed", &error))?;
+        let Some(session) = session else {
+            warn!(flow = flow.as_str(), "unknown, used or expired state");
+            return Err(self.expired());
+        };
+        if session.flow != flow {
+            warn!(
+                flow = flow.as_str(),
+                issued_for = session.flow.as_str(),
+                "state used at the wrong callback"
+            );
+            return Err(self.expired());
+        }
+        match self.cookie().read(headers) {
+            Some(value) if binding_matches(&value, &session.binding_hash) => Ok(session),
+            Some(_) => {
+                warn!(
+                    flow = flow.as_str(),
+                    "binding cookie does not match the state"
+                );
+                Err(self.expired())
+            }
+            None => {
+                warn!(flow = flow.as_str(), "binding cookie missing");
+                Err(self.expired())
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- admin consent
+
+    async fn start_admin_consent(&self, query: &Query) -> Flowing<Response<Body>> {
+        let bundle = query
+            .get("bundle")
+            .ok_or(ParamError::Missing("bundle"))
+            .and_then(|value| {
+                FeatureBundle::parse(value).map_err(|_| ParamError::Invalid("bundle"))
+            })
+            .map_err(|error| Stop(self.bad_request(&error)))?;
+        let tenant = match query.get("tenant") {
+            Some(value) => Some(
+                TenantHint::parse(value)
+                    .ok_or_else(|| Stop(self.bad_request(&ParamError::Invalid("tenant"))))?,
+            ),
+            None => None,
+        };
+        let authority = tenant
+            .as_ref()
+            .map_or_else(|| "organizations".to_owned(), TenantHint::as_string);
+        let now = self.ports.clock.now();
+        let state = random_token();
+        let scope = bundle.request_scope_string();
+        let cookie = self
+            .new_flow(AuthSession {
+                state: state.clone(),
+                flow: Flow::AdminConsent,
+                bundle,
+                requested_tenant: tenant.as_ref().map(TenantHint::as_string),
+                authority: authority.clone(),
+                scope: scope.clone(),
+                pkce_verifier: None,
+                nonce: None,
+                binding_hash: String::new(),
+                created_at: now,
+                expires_at: now.unix_timestamp() + FLOW_TTL_SECONDS,
+            })
+            .await?;
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", self.config.client_id())
+            .append_pair("scope", &scope)
+            .append_pair("redirect_uri", &self.config.admin_consent_redirect_uri())
+            .append_pair("state", &state)
+            .finish();
+        let location = format!(
+            "{}?{query}",
+            self.config
+                .core
+                .microsoft
+                .login_base_url
+                .join(&format!("{authority}/v2.0/adminconsent"))
+        );
+        info!(bundle = bundle.as_str(), authority, "admin consent started");
+        Ok(redirect(&location, &[cookie]))
+    }
+
+    async fn admin_consent_callback(
+        &self,
+        query: &Query,
+        headers: &http::HeaderMap,
+    ) -> Flowing<Response<Body>> {
+        let session = self.take_flow(query, headers, Flow::AdminConsent).await?;
+        let clear = self.cookie().clear();
+        if let Some(error) = query.get("error") {
+            let error = MicrosoftError::from_callback(
+                error,
+                query.get("error_description"),
+                query.get("error_subcode"),
+            );
+            info!(error = %error, bundle = session.bundle.as_str(), "admin consent refused by Microsoft");
+            let (status, html) = pages::troubleshooting(
+                &self.site(),
+                &error,
+                session.bundle,
+                session.requested_tenant.as_deref(),
+            );
+            return Ok(self.page(status, html, &[clear]));
+        }
+        let refuse = |message: &str| {
+            Stop(self.page(
+                StatusCode::BAD_REQUEST,
+                pages::notice(
+                    &self.site(),
+                    "Consent could not be recorded",
+                    message,
+                    Some((
+                        &self.site().admin_consent_link(
+                            session.bundle,
+                            session.requested_tenant.as_deref(),
+                        ),
+                        "Start again",
+                    )),
+                ),
+                &[clear.clone()],
+            ))
+        };
+        if !query
+            .get("admin_consent")
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+        {
+            warn!("admin consent callback without admin_consent=True");
+            return Err(refuse(
+                "Microsoft's response did not say that consent was granted. Nothing was recorded.",
+            ));
+        }
+        let Some(tenant_id) = query
+            .get("tenant")
+            .and_then(|value| TenantId::parse(value).ok())
+        else {
+            warn!("admin consent callback without a tenant GUID");
+            return Err(refuse(
+                "Microsoft's response did not name your organisation. Nothing was recorded.",
+            ));
+        };
+        if let Some(TenantHint::Id(requested)) = session
+            .requested_tenant
+            .as_deref()
+            .and_then(TenantHint::parse)
+            && requested != tenant_id
+        {
+            warn!(requested = %requested, reported = %tenant_id, "admin consent callback for another tenant than requested");
+            return Err(refuse(
+                "The response names a different organisation than the one this link was for. Nothing was recorded.",
+            ));
+        }
+        let granted = ScopeSet::parse(query.get("scope").unwrap_or_default());
+        let now = self.ports.clock.now();
+        let mut tenant = self
+            .ports
+            .tenants
+            .get_tenant(&tenant_id)
+            .await
+            .map_err(|error| self.internal("reading a tenant failed", &error))?
+            .unwrap_or_else(|| Tenant::new(tenant_id.clone(), ConsentMode::Preauthorized, now));
+        tenant.record_admin_consent(session.bundle, &granted, None, now);
+        self.ports
+            .tenants
+            .put_tenant(&tenant)
+            .await
+            .map_err(|error| self.internal("storing a tenant failed", &error))?;
+        info!(tenant_id = %tenant_id, bundle = session.bundle.as_str(), consent_state = tenant.consent_state.as_str(), "admin consent recorded");
+        let shown = if granted.is_empty() {
+            session.bundle.scope_set()
+        } else {
+            granted
+        };
+        Ok(self.page(
+            StatusCode::OK,
+            pages::consent_granted(&self.site(), &tenant_id, session.bundle, &shown),
+            &[clear],
+        ))
+    }
+
+    // ---------------------------------------------------------------- sign-in
+
+    /// The tenant a sign-in is for, if we know it.
+    async fn known_tenant(&self, hint: Option<&TenantHint>) -> Flowing<Option<Tenant>> {
+        let tenant_id = match hint {
+            None => return Ok(None),
+            Some(TenantHint::Id(id)) => Some(id.clone()),
+            Some(TenantHint::Domain(domain)) => self
+                .ports
+                .domains
+                .tenant_for_domain(domain)
+                .await
+                .map_err(|error| self.internal("looking up a domain failed", &error))?,
+        };
+        match tenant_id {
+            Some(id) => self
+                .ports
+                .tenants
+                .get_tenant(&id)
+                .await
+                .map_err(|error| self.internal("reading a tenant failed", &error)),
+            None => Ok(None),
+        }
+    }
+
+    async fn start_sign_in(&self, query: &Query) -> Flowing<Response<Body>> {
+        let bad = |error: ParamError| Stop(self.bad_request(&error));
+        let login_hint = match query.get("login_hint") {
+            Some(value) => Some(
+                parse_login_hint(value).ok_or_else(|| bad(ParamError::Invalid("login_hint")))?,
+            ),
+            None => None,
+        };
+        let domain_hint = match query.get("domain_hint") {
+            Some(value) => Some(
+                TenantHint::parse(value).ok_or_else(|| bad(ParamError::Invalid("domain_hint")))?,
+            ),
+            None => None,
+        };
+        let hint = domain_hint.clone().or_else(|| {
+            login_hint
+                .as_ref()
+                .map(|(_, domain)| TenantHint::Domain(domain.clone()))
+        });
+        let tenant = self.known_tenant(hint.as_ref()).await?;
+
+        let (authority, scope, bundle) = match &tenant {
+            Some(tenant) if tenant.consent_mode == ConsentMode::Preauthorized => (
+                tenant.tenant_id.to_string(),
+                PREAUTHORIZED_SCOPE.to_owned(),
+                representative_bundle(&tenant.granted_bundles),
+            ),
+            Some(tenant) => {
+                let features = if tenant.granted_bundles.is_empty() {
+                    self.config.default_features.clone()
+                } else {
+                    tenant
+                        .granted_bundles
+                        .iter()
+                        .flat_map(|bundle| bundle.features())
+                        .collect()
+                };
+                (
+                    tenant.tenant_id.to_string(),
+                    explicit_scope(&features),
+                    bundle_for(&features),
+                )
+            }
+            None => (
+                "organizations".to_owned(),
+                explicit_scope(&self.config.default_features),
+                bundle_for(&self.config.default_features),
+            ),
+        };
+
+        let now = self.ports.clock.now();
+        let state = random_token();
+        let nonce = random_token();
+        let (verifier, challenge) = pkce_pair();
+        let requested_tenant = tenant
+            .as_ref()
+            .map(|tenant| tenant.tenant_id.to_string())
+            .or_else(|| hint.as_ref().map(TenantHint::as_string));
+        let cookie = self
+            .new_flow(AuthSession {
+                state: state.clone(),
+                flow: Flow::SignIn,
+                bundle,
+                requested_tenant,
+                authority: authority.clone(),
+                scope: scope.clone(),
+                pkce_verifier: Some(verifier),
+                nonce: Some(nonce.clone()),
+                binding_hash: String::new(),
+                created_at: now,
+                expires_at: now.unix_timestamp() + FLOW_TTL_SECONDS,
+            })
+            .await?;
+
+        let mut params = url::form_urlencoded::Serializer::new(String::new());
+        params
+            .append_pair("client_id", self.config.client_id())
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &self.config.sign_in_redirect_uri())
+            .append_pair("response_mode", "query")
+            .append_pair("scope", &scope)
+            .append_pair("state", &state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        match &login_hint {
+            Some((login_hint, _)) => {
+                params.append_pair("login_hint", login_hint);
+            }
+            None => {
+                params.append_pair("prompt", "select_account");
+            }
+        }
+        if let Some(TenantHint::Domain(domain)) = &domain_hint {
+            params.append_pair("domain_hint", domain);
+        }
+        let location = format!(
+            "{}?{}",
+            self.config
+                .core
+                .microsoft
+                .login_base_url
+                .join(&format!("{authority}/oauth2/v2.0/authorize")),
+            params.finish()
+        );
+        info!(
+            authority,
+            known_tenant = tenant.is_some(),
+            preauthorized = scope == PREAUTHORIZED_SCOPE,
+            "sign-in started"
+        );
+        Ok(redirect(&location, &[cookie]))
+    }
+
+    async fn sign_in_callback(
+        &self,
+        query: &Query,
+        headers: &http::HeaderMap,
+    ) -> Flowing<Response<Body>> {
+        let session = self.take_flow(query, headers, Flow::SignIn).await?;
+        let clear = self.cookie().clear();
+        let tenant_hint = session.requested_tenant.clone();
+        let trouble = |error: &MicrosoftError| {
+            let (status, html) =
+                pages::troubleshooting(&self.site(), error, session.bundle, tenant_hint.as_deref());
+            Stop(self.page(status, html, &[clear.clone()]))
+        };
+        if let Some(error) = query.get("error") {
+            let error = MicrosoftError::from_callback(
+                error,
+                query.get("error_description"),
+                query.get("error_subcode"),
+            );
+            info!(error = %error, authority = session.authority, "sign-in refused by Microsoft");
+            return Err(trouble(&error));
+        }
+        let Some(code) = query.get("code") else {
+            return Err(Stop(self.bad_request(&ParamError::Missing("code"))));
+        };
+        let (Some(verifier), Some(nonce)) = (session.pkce_verifier.clone(), session.nonce.clone())
+        else {
+            warn!("sign-in session without verifier or nonce");
+            return Err(self.expired());
+        };
+        let tokens = match self
+            .ports
+            .exchange
+            .exchange(
+                &session.authority,
+                AuthCode::new(code),
+                verifier,
+                &self.config.sign_in_redirect_uri(),
+            )
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(ExchangeError::Microsoft(error)) => {
+                info!(error = %error, authority = session.authority, "code redemption refused by Microsoft");
+                return Err(trouble(&error));
+            }
+            Err(error) => {
+                error!(error = %error, "code redemption failed");
+                return Err(Stop(self.page(
+                    StatusCode::BAD_GATEWAY,
+                    pages::notice(&self.site(), "Microsoft could not be reached", "The sign-in could not be completed because Microsoft's sign-in service did not answer as expected. Nothing was stored. Please try again in a minute.", Some((&self.site().sign_in_link(tenant_hint.as_deref()), "Sign in again"))),
+                    &[clear.clone()],
+                )));
+            }
+        };
+        let unverified = || {
+            Stop(self.page(
+                StatusCode::BAD_REQUEST,
+                pages::notice(&self.site(), "This sign-in could not be verified", "Microsoft's answer did not prove who signed in, so it was not accepted. Nothing was stored. Please sign in again.", Some((&self.site().sign_in_link(tenant_hint.as_deref()), "Sign in again"))),
+                &[clear.clone()],
+            ))
+        };
+        let Some(id_token) = tokens.id_token.as_ref() else {
+            warn!("token response without id_token");
+            return Err(unverified());
+        };
+        let claims = match self
+            .ports
+            .id_tokens
+            .validate(id_token.secret(), &nonce)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(error) => {
+                warn!(error = %error, "id_token rejected");
+                return Err(unverified());
+            }
+        };
+        if let Ok(authority_tenant) = TenantId::parse(&session.authority)
+            && looks_like_guid_authority(&session.authority)
+            && authority_tenant != claims.tenant_id
+        {
+            warn!(authority = session.authority, tid = %claims.tenant_id, "token from another tenant than the authority");
+            return Err(unverified());
+        }
+        self.complete_sign_in(&session, &claims, tokens).await?;
+        Ok(redirect(self.config.web.app_base_url.as_str(), &[clear]))
+    }
+
+    /// Stores what a validated sign-in gives: token, connection, tenant, domain, first jobs.
+    async fn complete_sign_in(
+        &self,
+        session: &AuthSession,
+        claims: &IdTokenClaims,
+        tokens: token::TokenSet,
+    ) -> Flowing<()> {
+        let now = self.ports.clock.now();
+        let key = UserKey::new(claims.tenant_id.clone(), claims.user_id.clone());
+        let upn = claims
+            .preferred_username
+            .clone()
+            .or_else(|| claims.email.clone())
+            .unwrap_or_default();
+        let granted = tokens.scope;
+
+        if let Some(refresh_token) = tokens.refresh_token {
+            let record = TokenRecord {
+                refresh_token,
+                scopes: granted.clone(),
+                updated_at: now,
+            };
+            self.ports
+                .vault
+                .put_token(&key, &record)
+                .await
+                .map_err(|error| self.internal("storing a refresh token failed", &error))?;
+        } else {
+            warn!(tenant_id = %key.tenant_id, user_id = %key.user_id, "no refresh token: offline_access not granted");
+        }
+
+        let existing = self
+            .ports
+            .connections
+            .get_connection(&key)
+            .await
+            .map_err(|error| self.internal("reading a connection failed", &error))?;
+        let connection = match existing {
+            Some(mut connection) => {
+                connection.upn.clone_from(&upn);
+                connection.granted_scopes = granted.clone();
+                if connection.status != ConnectionStatus::Active {
+                    connection.apply(&StatusChange::new(
+                        ConnectionStatus::Active,
+                        Some("signed_in"),
+                        now,
+                    ));
+                }
+                connection.mail = claims.email.clone().or(connection.mail);
+                connection.display_name = claims.name.clone().or(connection.display_name);
+                connection.updated_at = now;
+                connection
+            }
+            None => {
+                let mut connection = Connection::new_active(
+                    key.tenant_id.clone(),
+                    key.user_id.clone(),
+                    upn.clone(),
+                    granted.clone(),
+                    now,
+                );
+                connection.mail.clone_from(&claims.email);
+                connection.display_name.clone_from(&claims.name);
+                connection
+            }
+        };
+        self.ports
+            .connections
+            .upsert_connection(&connection)
+            .await
+            .map_err(|error| self.internal("storing a connection failed", &error))?;
+
+        let mut tenant = self
+            .ports
+            .tenants
+            .get_tenant(&key.tenant_id)
+            .await
+            .map_err(|error| self.internal("reading a tenant failed", &error))?
+            .unwrap_or_else(|| {
+                let mut tenant = Tenant::new(key.tenant_id.clone(), ConsentMode::UserConsent, now);
+                tenant.granted_bundles.insert(session.bundle);
+                tenant
+            });
+        if tenant.consent_state != ConsentState::Confirmed {
+            tenant.confirm(now);
+            if tenant.consented_by.is_none() {
+                tenant.consented_by = Some(format!("{upn} (oid {})", key.user_id));
+            }
+        }
+        let domain = member_domain(claims);
+        if let Some(domain) = &domain {
+            tenant.verified_domains.insert(domain.clone());
+        }
+        tenant.updated_at = now;
+        self.ports
+            .tenants
+            .put_tenant(&tenant)
+            .await
+            .map_err(|error| self.internal("storing a tenant failed", &error))?;
+        if let Some(domain) = &domain
+            && let Err(error) = self
+                .ports
+                .domains
+                .record_domain(domain, &key.tenant_id, now)
+                .await
+        {
+            // Only the login page's tenant guess depends on it: the sign-in itself stands.
+            warn!(error = %error, "recording the tenant's domain failed");
+        }
+
+        let mut queued = Vec::new();
+        for kind in [SyncKind::Mail, SyncKind::Calendar] {
+            if !connection.wants_sync(kind, None, now) {
+                continue;
+            }
+            let job = SyncJob::new(
+                kind,
+                key.tenant_id.clone(),
+                key.user_id.clone(),
+                SyncReason::Initial,
+            );
+            match enqueue_sync_jobs(
+                self.ports.queue.as_ref(),
+                self.config.core.queues.sync_queue(kind),
+                &[job],
+            )
+            .await
+            {
+                Ok(_) => queued.push(kind.as_str()),
+                // The schedule's fan-out picks the connection up anyway; the user is not held back.
+                Err(error) => {
+                    error!(error = %error, kind = kind.as_str(), "queuing the initial sync failed")
+                }
+            }
+        }
+        info!(
+            tenant_id = %key.tenant_id,
+            user_id = %key.user_id,
+            scopes = granted.names().join(" "),
+            queued = queued.join(","),
+            "sign-in completed"
+        );
+        Ok(())
+    }
+}
+
+/// `organizations` and domains are not tenant ids; only a GUID authority pins the tenant.
+fn looks_like_guid_authority(authority: &str) -> bool {
+    matches!(TenantHint::parse(authority), Some(TenantHint::Id(_)))
+}
+
+/// The UPN's domain of a member (not a guest, whose UPN belongs to their home tenant).
+fn member_domain(claims: &IdTokenClaims) -> Option<String> {
+    if claims
+        .idp
+        .as_deref()
+        .is_some_and(|idp| idp != claims.issuer)
+    {
+        return None;
+    }
+    let upn = claims.preferred_username.as_deref()?;
+    if upn.contains("#EXT#") {
+        return None;
+    }
+    parse_login_hint(upn).map(|(_, domain)| domain)
+}
+
+/// The request form of the scopes for sign-in plus `features`: OIDC bare, Graph qualified.
+pub fn explicit_scope(features: &BTreeSet<Feature>) -> String {
+    let mut scopes = FeatureBundle::Auth.scope_set();
+    for feature in features {
+        let bundle = match feature {
+            Feature::SignIn => FeatureBundle::Auth,
+            Feature::Mail => FeatureBundle::Mail,
+            Feature::Calendar => FeatureBundle::Calendar,
+            Feature::Teams => FeatureBundle::Teams,
+        };
+        scopes = scopes.union(&bundle.scope_set());
+    }
+    Scope::ALL
+        .into_iter()
+        .filter(|scope| scopes.contains(*scope))
+        .map(Scope::qualified)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The bundle whose admin consent link fits a set of features.
+fn bundle_for(features: &BTreeSet<Feature>) -> FeatureBundle {
+    let background: Vec<Feature> = features
+        .iter()
+        .copied()
+        .filter(|f| *f != Feature::SignIn)
+        .collect();
+    match background.as_slice() {
+        [] => FeatureBundle::Auth,
+        [Feature::Mail] => FeatureBundle::Mail,
+        [Feature::Calendar] => FeatureBundle::Calendar,
+        [Feature::Teams] => FeatureBundle::Teams,
+        _ => FeatureBundle::All,
+    }
+}
+
+fn representative_bundle(bundles: &BTreeSet<FeatureBundle>) -> FeatureBundle {
+    match bundles.iter().collect::<Vec<_>>().as_slice() {
+        [single] => **single,
+        _ => FeatureBundle::All,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_scopes_follow_features() {
+        assert_eq!(
+            explicit_scope(&BTreeSet::new()),
+            "openid email profile offline_access"
+        );
+        assert_eq!(
+            explicit_scope(&BTreeSet::from([Feature::Calendar])),
+            "openid email profile offline_access https://graph.microsoft.com/Calendars.ReadWrite https://graph.microsoft.com/OnlineMeetings.ReadWrite"
+        );
+        assert_eq!(
+            explicit_scope(&BTreeSet::from([Feature::Mail, Feature::Calendar])),
+            "openid email profile offline_access https://graph.microsoft.com/Calendars.ReadWrite https://graph.microsoft.com/OnlineMeetings.ReadWrite https://graph.microsoft.com/Mail.Read"
+        );
+        assert_eq!(
+            bundle_for(&BTreeSet::from([Feature::Mail])),
+            FeatureBundle::Mail
+        );
+        assert_eq!(
+            bundle_for(&BTreeSet::from([Feature::Mail, Feature::Teams])),
+            FeatureBundle::All
+        );
+        assert_eq!(bundle_for(&BTreeSet::new()), FeatureBundle::Auth);
+    }
+}

@@ -1,0 +1,82 @@
+//! Lambda entry point: configuration, clients and the client secret, built once per cold
+//! start, then the handler.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
+use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::ports::ClientSecretSource as _;
+use consent_callback::config::ConsentConfig;
+use consent_callback::domains::DynamoTenantDomains;
+use consent_callback::idtoken::JwksValidator;
+use consent_callback::sessions::DynamoAuthSessionStore;
+use consent_callback::token::{OAuthCodeExchange, http_client};
+use consent_callback::{App, Ports, SystemClock};
+use lambda_http::{Request, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_current_span(false)
+        .without_time()
+        .init();
+
+    let config = ConsentConfig::from_env().context("configuration")?;
+    let aws = aws_config::load_from_env().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let client_secret = SecretsManagerClientSecret::new(
+        secrets.clone(),
+        config.core.microsoft.client_secret_id.clone(),
+    )
+    .client_secret()
+    .await
+    .context("reading the client secret")?;
+    let http = http_client().context("building the HTTP client")?;
+    let microsoft = &config.core.microsoft;
+    let tables = &config.core.tables;
+
+    let ports = Ports {
+        tenants: Arc::new(DynamoTenantStore::new(
+            dynamodb.clone(),
+            tables.tenants.clone(),
+        )),
+        domains: Arc::new(DynamoTenantDomains::new(
+            dynamodb.clone(),
+            tables.tenants.clone(),
+        )),
+        connections: Arc::new(DynamoConnectionStore::new(
+            dynamodb.clone(),
+            tables.connections.clone(),
+        )),
+        vault: Arc::new(SecretsManagerVault::new(secrets)),
+        queue: Arc::new(SqsJobQueue::new(sqs)),
+        sessions: Arc::new(DynamoAuthSessionStore::new(
+            dynamodb,
+            tables.auth_sessions.clone(),
+        )),
+        exchange: Arc::new(OAuthCodeExchange::new(
+            http.clone(),
+            microsoft.login_base_url.clone(),
+            microsoft.client_id.clone(),
+            client_secret,
+        )),
+        id_tokens: Arc::new(JwksValidator::new(
+            http,
+            microsoft.login_base_url.clone(),
+            microsoft.client_id.clone(),
+        )),
+        clock: Arc::new(SystemClock),
+    };
+    let app = Arc::new(App::new(config, ports));
+    run(service_fn(move |request: Request| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
+    }))
+    .await
+}
