@@ -356,10 +356,10 @@ impl CrmMatcher {
         };
         let mut account = None;
         for suffix in suffixes(domain) {
-            match self.domains.get(suffix) {
-                Some(DomainEntry::Internal) => return Verdict::Ignored,
-                Some(DomainEntry::Account(owners)) => {
-                    account = Some((suffix, &**owners));
+            match self.domains.get_key_value(suffix) {
+                Some((_, DomainEntry::Internal)) => return Verdict::Ignored,
+                Some((domain, DomainEntry::Account(owners))) => {
+                    account = Some((&**domain, &**owners));
                     break;
                 }
                 None => {}
@@ -427,7 +427,8 @@ impl CrmMatcher {
         let Some((_, domain)) = lowered.rsplit_once('@') else {
             return false;
         };
-        suffixes(domain).any(|suffix| matches!(self.domains.get(suffix), Some(DomainEntry::Internal)))
+        suffixes(domain)
+            .any(|suffix| matches!(self.domains.get(suffix), Some(DomainEntry::Internal)))
     }
 }
 
@@ -506,7 +507,11 @@ mod tests {
     }
 
     fn matcher() -> CrmMatcher {
-        CrmMatcher::new(&index(), ["contoso.com"], ["adele@contoso.com", "Adele@Contoso.onmicrosoft.com"])
+        CrmMatcher::new(
+            &index(),
+            ["contoso.com"],
+            ["adele@contoso.com", "Adele@Contoso.onmicrosoft.com"],
+        )
     }
 
     #[test]
@@ -546,7 +551,12 @@ mod tests {
     #[test]
     fn explain_lists_every_reason_once() {
         let m = matcher();
-        let reasons = m.explain(["Jane@acme.com", "jane@acme.com", "x@eu.acme.com", "adele@contoso.com"]);
+        let reasons = m.explain([
+            "Jane@acme.com",
+            "jane@acme.com",
+            "x@eu.acme.com",
+            "adele@contoso.com",
+        ]);
         let summary: Vec<(String, MatchReason, String)> = reasons
             .iter()
             .map(|r| (r.participant.clone(), r.reason, r.matched_on.clone()))
@@ -554,9 +564,21 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("jane@acme.com".into(), MatchReason::Address, "jane@acme.com".into()),
-                ("jane@acme.com".into(), MatchReason::AccountDomain, "acme.com".into()),
-                ("x@eu.acme.com".into(), MatchReason::AccountDomain, "acme.com".into()),
+                (
+                    "jane@acme.com".into(),
+                    MatchReason::Address,
+                    "jane@acme.com".into()
+                ),
+                (
+                    "jane@acme.com".into(),
+                    MatchReason::AccountDomain,
+                    "acme.com".into()
+                ),
+                (
+                    "x@eu.acme.com".into(),
+                    MatchReason::AccountDomain,
+                    "acme.com".into()
+                ),
             ]
         );
         assert_eq!(reasons[0].record_id.as_deref(), Some("003A"));
