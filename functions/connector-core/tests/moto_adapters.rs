@@ -762,6 +762,71 @@ async fn crm_snapshot_replace_is_atomic_and_idempotent() -> Result<()> {
 }
 
 #[tokio::test]
+async fn abandoned_crm_imports_are_cleaned_up_and_fresh_ones_kept() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    let client = dynamo(&stack);
+    let index = DynamoCrmIndex::new(client.clone(), &tables.crm);
+    let tenant_id = tenant();
+    index
+        .replace_snapshot(&snapshot(&tenant_id, 2, 2, 0, "a"))
+        .await?;
+
+    // Two imports that died after writing an entry: one two hours ago, one just now
+    // (possibly still running). Version ids start with their creation time in hex.
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let dead = format!("{:010x}deaddeaddead", now - 7200);
+    let running = format!("{:010x}aliveali0000", now);
+    for version in [&dead, &running] {
+        client
+            .update_item()
+            .table_name(&tables.crm)
+            .key("tenantId", AttributeValue::S(tenant_id.to_string()))
+            .key("entry", AttributeValue::S("current".into()))
+            .update_expression("ADD pendingVersions :v")
+            .expression_attribute_values(":v", AttributeValue::Ss(vec![version.clone()]))
+            .send()
+            .await?;
+        client
+            .put_item()
+            .table_name(&tables.crm)
+            .item("tenantId", AttributeValue::S(tenant_id.to_string()))
+            .item(
+                "entry",
+                AttributeValue::S(format!("v#{version}#a#ghost@acme-0.com")),
+            )
+            .item("records", AttributeValue::L(vec![]))
+            .send()
+            .await?;
+    }
+    // Readers ignore pending versions.
+    let seen = index
+        .lookup(&tenant_id, &["ghost@acme-0.com".into()], &[])
+        .await?;
+    assert!(seen.addresses.is_empty());
+
+    let ReplaceOutcome::Replaced {
+        removed_entries, ..
+    } = index
+        .replace_snapshot(&snapshot(&tenant_id, 2, 2, 1, "b"))
+        .await?
+    else {
+        anyhow::bail!("changed snapshot must be written");
+    };
+    // The replaced version's 4 entries (2 addresses, 2 domains) and the dead import's one.
+    assert_eq!(removed_entries, 5);
+    let items = crm_items(&client, &tables.crm, &tenant_id).await?;
+    let entries: Vec<&str> = items.iter().filter_map(|i| i["entry"].as_str()).collect();
+    assert!(!entries.iter().any(|e| e.contains(&dead)), "{entries:?}");
+    assert!(entries.iter().any(|e| e.contains(&running)), "{entries:?}");
+    let pointer = items
+        .iter()
+        .find(|i| i["entry"] == "current")
+        .context("pointer")?;
+    assert_eq!(pointer["pendingVersions"], serde_json::json!([running]));
+    Ok(())
+}
+
+#[tokio::test]
 async fn token_vault_creates_updates_reads_and_deletes() -> Result<()> {
     let (stack, _) = stack().await?;
     let client = aws_sdk_secretsmanager::Client::new(&stack.sdk);
@@ -861,6 +926,33 @@ async fn receive_all(
     Ok(bodies)
 }
 
+/// Records the entry count of every SendMessageBatch call the SDK executes.
+#[derive(Clone, Debug, Default)]
+struct BatchSizes(Arc<std::sync::Mutex<Vec<usize>>>);
+
+impl aws_sdk_sqs::config::Intercept for BatchSizes {
+    fn name(&self) -> &'static str {
+        "BatchSizes"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sqs::error::BoxError> {
+        if let Some(input) = context
+            .input()
+            .downcast_ref::<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput>(
+        ) {
+            self.0
+                .lock()
+                .map_err(|_| "poisoned")?
+                .push(input.entries().len());
+        }
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn twenty_three_jobs_are_enqueued_and_all_received() -> Result<()> {
     let (stack, _) = stack().await?;
@@ -870,7 +962,13 @@ async fn twenty_three_jobs_are_enqueued_and_all_received() -> Result<()> {
         .get(vars::MAIL_SYNC_QUEUE_URL)
         .context("queue")?
         .clone();
-    let queue = SqsJobQueue::new(client.clone());
+    let sizes = BatchSizes::default();
+    let counted = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&stack.sdk)
+            .interceptor(sizes.clone())
+            .build(),
+    );
+    let queue = SqsJobQueue::new(counted);
     let tenant_id = tenant();
     let jobs: Vec<SyncJob> = (0..23)
         .map(|n| {
@@ -883,6 +981,13 @@ async fn twenty_three_jobs_are_enqueued_and_all_received() -> Result<()> {
         })
         .collect();
     assert_eq!(enqueue_sync_jobs(&queue, &queue_url, &jobs).await?, 23);
+    let mut calls = sizes
+        .0
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    calls.sort_unstable();
+    assert_eq!(calls, vec![3, 10, 10], "three SendMessageBatch calls");
 
     let bodies = receive_all(&client, &queue_url, 23, Duration::from_secs(20)).await?;
     let mut received: Vec<SyncJob> = bodies

@@ -580,7 +580,7 @@ impl ConnectionStore for DynamoConnectionStore {
         .collect()
     }
 
-    #[instrument(skip_all, fields(table = %self.table, page_size))]
+    #[instrument(skip_all, fields(table = %self.table, page_size = page_size))]
     async fn query_active(
         &self,
         page_size: u32,
@@ -699,7 +699,7 @@ impl SyncStateStore for DynamoSyncStateStore {
     /// (`leaseUntilMs` <= now), or the caller already holds it. DynamoDB serialises
     /// conditional writes on an item, so of concurrent acquirers exactly one succeeds.
     /// `expiresAt` (seconds, the table's TTL attribute) lets DynamoDB sweep dead leases.
-    #[instrument(skip_all, fields(sync_key = %key, holder))]
+    #[instrument(skip_all, fields(sync_key = %key, holder = %holder))]
     async fn acquire_lease(
         &self,
         key: &SyncKey,

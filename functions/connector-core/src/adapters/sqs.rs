@@ -138,7 +138,7 @@ impl SqsJobQueue {
 
 #[async_trait]
 impl JobQueue for SqsJobQueue {
-    #[instrument(skip_all, fields(queue_url, messages = messages.len()))]
+    #[instrument(skip_all, fields(queue_url = %queue_url, messages = messages.len()))]
     async fn send_batch(
         &self,
         queue_url: &str,
