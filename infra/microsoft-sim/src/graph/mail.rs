@@ -23,14 +23,13 @@ use anyhow::{Context, bail};
 use axum::Router;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::broadcast;
 
 use crate::generate::{GenerateParams, GeneratedKind, Owner, generate};
 use crate::graph::throttle::Throttle;
 use crate::state::SharedSim;
 use crate::world::{MailFolder, MailboxKind, World};
 pub(crate) use routes::json_response;
-pub use store::{ChangeKind, MailChange, Mailbox};
+pub use store::Mailbox;
 use store::{Content, MailboxData, WELL_KNOWN_NAMES};
 
 /// All mailboxes, keyed by lower-case user object id. Users whose mailbox is `onPremises` or `none` have none.
@@ -41,7 +40,6 @@ pub struct MailStore {
     pub(crate) instance: u64,
     /// Outlook throttling counters and limits (`graph::throttle`).
     pub throttle: Throttle,
-    changes: broadcast::Sender<MailChange>,
 }
 
 impl MailStore {
@@ -127,12 +125,10 @@ impl MailStore {
                 (id, Arc::new(mailbox))
             })
             .collect();
-        let (changes, _) = broadcast::channel(4096);
         Ok(MailStore {
             mailboxes: RwLock::new(mailboxes),
             instance: rand::random(),
             throttle: Throttle::default(),
-            changes,
         })
     }
 
@@ -143,15 +139,6 @@ impl MailStore {
             .expect("mailboxes lock")
             .get(&user_id.to_ascii_lowercase())
             .cloned()
-    }
-
-    /// Live changes made through the control API (for change notifications). Lagging receivers lose the oldest.
-    pub fn subscribe(&self) -> broadcast::Receiver<MailChange> {
-        self.changes.subscribe()
-    }
-
-    pub(crate) fn notify(&self, change: MailChange) {
-        let _ = self.changes.send(change);
     }
 }
 

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::render::{materialise, normalise_json_message};
-use super::store::{ChangeKind, Content, MailChange, Mailbox, MailboxData};
+use super::store::{Content, Mailbox, MailboxData};
+use crate::graph::calendar::ChangeType;
+use crate::graph::subscriptions::MessageChange;
 use crate::graph::throttle::ThrottleUpdate;
 use crate::state::SharedSim;
 
@@ -75,20 +77,32 @@ fn describe(data: &MailboxData, key: u32) -> Value {
     })
 }
 
+/// A change as change notifications see it (published after the mailbox lock is released).
 fn change(
     mailbox: &Mailbox,
     data: &MailboxData,
     key: u32,
     folder: u32,
     rest_id: String,
-    kind: ChangeKind,
-) -> MailChange {
-    MailChange {
+    kind: ChangeType,
+) -> MessageChange {
+    MessageChange {
+        tenant_id: mailbox.tenant_id.clone(),
         user_id: mailbox.user_id.clone(),
         folder_id: data.folder_id(folder),
-        message_id: rest_id,
+        folder_well_known_name: data.folders[folder as usize].well_known.clone(),
+        change: kind,
+        rest_id,
         immutable_id: data.immutable_id(key),
-        change_type: kind,
+        change_key: data
+            .message(key)
+            .map(|rec| super::render::change_key(key, rec.version)),
+    }
+}
+
+fn publish(sim: &SharedSim, changes: &[MessageChange]) {
+    for c in changes {
+        sim.subscriptions.publish_message(sim, c);
     }
 }
 
@@ -139,15 +153,18 @@ async fn add_message(
         now,
     );
     let rest = data.rest_id(key, data.message(key).expect("just inserted"));
-    sim.mail.notify(change(
+    let changes = [change(
         &mailbox,
         &data,
         key,
         folder,
         rest,
-        ChangeKind::Created,
-    ));
-    (StatusCode::CREATED, Json(describe(&data, key))).into_response()
+        ChangeType::Created,
+    )];
+    let body = describe(&data, key);
+    drop(data);
+    publish(&sim, &changes);
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 async fn update_message(
@@ -196,15 +213,18 @@ async fn update_message(
         .expect("resolved message");
     let rec = data.message(key).expect("resolved");
     let (folder, rest) = (rec.folder, data.rest_id(key, rec));
-    sim.mail.notify(change(
+    let changes = [change(
         &mailbox,
         &data,
         key,
         folder,
         rest,
-        ChangeKind::Updated,
-    ));
-    Json(describe(&data, key)).into_response()
+        ChangeType::Updated,
+    )];
+    let body = describe(&data, key);
+    drop(data);
+    publish(&sim, &changes);
+    Json(body).into_response()
 }
 
 async fn delete_message(
@@ -222,15 +242,17 @@ async fn delete_message(
     };
     let rec = data.message(key).expect("resolved");
     let (folder, rest) = (rec.folder, data.rest_id(key, rec));
-    data.delete(key).expect("resolved message");
-    sim.mail.notify(change(
+    let changes = [change(
         &mailbox,
         &data,
         key,
         folder,
         rest,
-        ChangeKind::Deleted,
-    ));
+        ChangeType::Deleted,
+    )];
+    data.delete(key).expect("resolved message");
+    drop(data);
+    publish(&sim, &changes);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -267,23 +289,14 @@ async fn move_message(
     data.move_to(key, to, now).expect("resolved message");
     let new_rest = data.rest_id(key, data.message(key).expect("moved"));
     // Outlook reports a move as a deletion in the old folder and a creation in the new one.
-    sim.mail.notify(change(
-        &mailbox,
-        &data,
-        key,
-        from,
-        old_rest,
-        ChangeKind::Deleted,
-    ));
-    sim.mail.notify(change(
-        &mailbox,
-        &data,
-        key,
-        to,
-        new_rest,
-        ChangeKind::Created,
-    ));
-    Json(describe(&data, key)).into_response()
+    let changes = [
+        change(&mailbox, &data, key, from, old_rest, ChangeType::Deleted),
+        change(&mailbox, &data, key, to, new_rest, ChangeType::Created),
+    ];
+    let body = describe(&data, key);
+    drop(data);
+    publish(&sim, &changes);
+    Json(body).into_response()
 }
 
 #[derive(Deserialize)]

@@ -292,11 +292,13 @@ impl<'a> GeneratedView<'a> {
             "isDeliveryReceiptRequested" | "isReadReceiptRequested" => Value::from(false),
             "isRead" => Value::from(g.is_read),
             "isDraft" => Value::from(draft),
-            "inferenceClassification" => Value::from(if g.crm_match || !g.text_seed.is_multiple_of(4) {
-                "focused"
-            } else {
-                "other"
-            }),
+            "inferenceClassification" => {
+                Value::from(if g.crm_match || !g.text_seed.is_multiple_of(4) {
+                    "focused"
+                } else {
+                    "other"
+                })
+            }
             "body" | "uniqueBody" => json!({"contentType": "html", "content": self.body()}),
             "sender" | "from" => self.party(g.from),
             "toRecipients" => Value::Array(g.to.iter().flatten().map(|p| self.party(*p)).collect()),
@@ -316,7 +318,12 @@ impl<'a> GeneratedView<'a> {
         let g = self.g;
         // The meeting is a few days after the invitation, on the hour, 30 or 60 minutes long.
         let start = (rec.received + 86_400 * (1 + (g.text_seed % 10) as i64)) / 3600 * 3600;
-        let end = start + if g.text_seed.is_multiple_of(2) { 1800 } else { 3600 };
+        let end = start
+            + if g.text_seed.is_multiple_of(2) {
+                1800
+            } else {
+                3600
+            };
         let dt = |t: i64| {
             let s = format_datetime(t);
             json!({"dateTime": format!("{}.0000000", s.trim_end_matches('Z')), "timeZone": "UTC"})

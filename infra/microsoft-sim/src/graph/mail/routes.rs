@@ -906,7 +906,10 @@ async fn messages_delta(
 
 #[allow(clippy::result_large_err)]
 fn initial_state(ctx: &MailCtx, folder: u32, generation: u32) -> Result<DeltaState, Response> {
-    only_options(&ctx.query, &["select", "filter", "orderby", "top", "expand"])?;
+    only_options(
+        &ctx.query,
+        &["select", "filter", "orderby", "top", "expand"],
+    )?;
     if ctx.query.has("expand") {
         return Err(invalid_query(
             "microsoft-sim does not support $expand on message delta.",

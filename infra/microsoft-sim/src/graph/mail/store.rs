@@ -120,26 +120,6 @@ pub struct Folder {
     pub by_received: BTreeSet<(Reverse<i64>, u32)>,
 }
 
-/// What a change did, for subscribers (change notifications).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ChangeKind {
-    Created,
-    Updated,
-    Deleted,
-}
-
-/// A live change to a mailbox (control API), broadcast to whoever subscribed (change notifications).
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MailChange {
-    pub user_id: String,
-    pub folder_id: String,
-    pub message_id: String,
-    pub immutable_id: String,
-    pub change_type: ChangeKind,
-}
-
 #[derive(Debug)]
 pub struct MailboxData {
     pub tag: [u8; 16],
