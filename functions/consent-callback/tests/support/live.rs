@@ -1,0 +1,456 @@
+//! The handler for real: its production adapters against moto (a fresh copy of
+//! template.yaml's resources) and microsoft-sim in-process, served over HTTP on
+//! 127.0.0.1 so that redirects between our pages and the sim's work as in a browser. Also a
+//! browser-like client (cookie jar, redirects followed by hand, forms submitted) and
+//! readers for what ended up stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_sqs::Client as SqsClient;
+use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
+use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::domain::{Connection, Tenant, TenantId, UserId, UserKey};
+use connector_core::messages::SyncJob;
+use connector_core::ports::{
+    ClientSecretSource as _, ConnectionStore as _, TenantStore as _, TokenVault as _,
+};
+use connector_core::secret::TokenRecord;
+use consent_callback::config::ConsentConfig;
+use consent_callback::domains::{DynamoTenantDomains, TenantDomains as _};
+use consent_callback::idtoken::JwksValidator;
+use consent_callback::sessions::DynamoAuthSessionStore;
+use consent_callback::token::{OAuthCodeExchange, http_client};
+use consent_callback::{App, Ports, SystemClock};
+use microsoft_sim::{SimOptions, SimServer, World};
+use serde_json::{Value, json};
+
+use super::html_forms::{self, Form};
+
+/// Every Graph permission of our bundles, as the app registration declares them.
+pub const APP_PERMISSIONS: [&str; 8] = [
+    "Calendars.ReadWrite",
+    "OnlineMeetings.ReadWrite",
+    "Mail.Read",
+    "Team.ReadBasic.All",
+    "Channel.ReadBasic.All",
+    "ChannelMessage.Send",
+    "Chat.Create",
+    "ChatMessage.Send",
+];
+
+pub struct Live {
+    pub stack: local_stack::TestStack,
+    pub sim: SimServer,
+    /// Our base URL (PUBLIC_BASE_URL).
+    pub public: String,
+    /// APP_BASE_URL: a page the shim serves itself.
+    pub app_url: String,
+    pub client_id: String,
+    pub app: Arc<App>,
+    tenants: DynamoTenantStore,
+    domains: DynamoTenantDomains,
+    connections: DynamoConnectionStore,
+    vault: SecretsManagerVault,
+    sqs: SqsClient,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A world tenant: `users` as `(id, upn, roles)`.
+pub fn tenant_json(
+    id: &str,
+    domain: &str,
+    policy: Value,
+    users: &[(&str, &str, &[&str])],
+) -> Value {
+    let users: Vec<Value> = users
+        .iter()
+        .map(|(id, upn, roles)| json!({"id": id, "userPrincipalName": upn, "mail": upn, "displayName": upn.split('@').next().unwrap_or_default(), "roles": roles}))
+        .collect();
+    let mut tenant =
+        json!({"id": id, "displayName": domain, "verifiedDomains": [domain], "users": users});
+    if let (Some(tenant), Some(policy)) = (tenant.as_object_mut(), policy.as_object()) {
+        tenant.extend(policy.clone());
+    }
+    tenant
+}
+
+impl Live {
+    pub async fn start(auto_approve: bool, tenants: Vec<Value>) -> Live {
+        Self::start_on("127.0.0.1:0", auto_approve, tenants).await
+    }
+
+    pub async fn start_on(addr: &str, auto_approve: bool, tenants: Vec<Value>) -> Live {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let public = format!("http://{}", listener.local_addr().expect("addr"));
+        let app_url = format!("{public}/app/home");
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let secret = format!("sim~{}", uuid::Uuid::new_v4().simple());
+        let world = json!({
+            "apps": [{"clientId": client_id, "clientSecret": secret, "displayName": "Office 365 connector",
+                      "redirectUris": [format!("{public}/consent/callback"), format!("{public}/auth/callback")],
+                      "permissions": APP_PERMISSIONS}],
+            "tenants": tenants,
+        });
+        let world = World::from_json(&world.to_string()).expect("world");
+        let mut options = SimOptions::new(world);
+        options.auto_approve = auto_approve;
+        let sim = SimServer::start(options).await.expect("sim");
+
+        let params = BTreeMap::from([("EntraClientSecretValue".to_owned(), secret)]);
+        let stack = local_stack::test_stack_from(&local_stack::template_path(), &params)
+            .await
+            .expect("local stack");
+        let mut vars = stack.env.clone();
+        vars.insert("CLIENT_ID".into(), client_id.clone());
+        vars.insert("LOGIN_BASE_URL".into(), sim.base_url());
+        vars.insert("GRAPH_BASE_URL".into(), sim.base_url());
+        vars.insert("PUBLIC_BASE_URL".into(), public.clone());
+        vars.insert("APP_BASE_URL".into(), app_url.clone());
+        let config = ConsentConfig::from_lookup(|name| vars.get(name).cloned()).expect("config");
+
+        let dynamodb = aws_sdk_dynamodb::Client::new(&stack.sdk);
+        let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
+        let sqs = SqsClient::new(&stack.sdk);
+        let client_secret = SecretsManagerClientSecret::new(
+            secrets.clone(),
+            config.core.microsoft.client_secret_id.clone(),
+        )
+        .client_secret()
+        .await
+        .expect("client secret from Secrets Manager");
+        let http = http_client().expect("http client");
+        let tables = config.core.tables.clone();
+        let login = config.core.microsoft.login_base_url.clone();
+        let ports = Ports {
+            tenants: Arc::new(DynamoTenantStore::new(
+                dynamodb.clone(),
+                tables.tenants.clone(),
+            )),
+            domains: Arc::new(DynamoTenantDomains::new(
+                dynamodb.clone(),
+                tables.tenants.clone(),
+            )),
+            connections: Arc::new(DynamoConnectionStore::new(
+                dynamodb.clone(),
+                tables.connections.clone(),
+            )),
+            vault: Arc::new(SecretsManagerVault::new(secrets.clone())),
+            queue: Arc::new(SqsJobQueue::new(sqs.clone())),
+            sessions: Arc::new(DynamoAuthSessionStore::new(
+                dynamodb.clone(),
+                tables.auth_sessions.clone(),
+            )),
+            exchange: Arc::new(OAuthCodeExchange::new(
+                http.clone(),
+                login.clone(),
+                client_id.clone(),
+                client_secret,
+            )),
+            id_tokens: Arc::new(JwksValidator::new(http, login, client_id.clone())),
+            clock: Arc::new(SystemClock),
+        };
+        let app = Arc::new(App::new(config, ports));
+        let server = tokio::spawn(serve(listener, app.clone()));
+        Live {
+            tenants: DynamoTenantStore::new(dynamodb.clone(), tables.tenants.clone()),
+            domains: DynamoTenantDomains::new(dynamodb, tables.tenants),
+            connections: DynamoConnectionStore::new(
+                aws_sdk_dynamodb::Client::new(&stack.sdk),
+                tables.connections,
+            ),
+            vault: SecretsManagerVault::new(secrets),
+            sqs,
+            stack,
+            sim,
+            public,
+            app_url,
+            client_id,
+            app,
+            server,
+        }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            app_url: self.app_url.clone(),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.public)
+    }
+
+    pub async fn tenant(&self, id: &str) -> Option<Tenant> {
+        self.tenants
+            .get_tenant(&TenantId::parse(id).expect("guid"))
+            .await
+            .expect("tenants table")
+    }
+
+    pub async fn domain(&self, domain: &str) -> Option<TenantId> {
+        self.domains
+            .tenant_for_domain(domain)
+            .await
+            .expect("tenants table")
+    }
+
+    fn key(tid: &str, oid: &str) -> UserKey {
+        UserKey::new(
+            TenantId::parse(tid).expect("guid"),
+            UserId::parse(oid).expect("guid"),
+        )
+    }
+
+    pub async fn connection(&self, tid: &str, oid: &str) -> Option<Connection> {
+        self.connections
+            .get_connection(&Self::key(tid, oid))
+            .await
+            .expect("connections table")
+    }
+
+    pub async fn token(&self, tid: &str, oid: &str) -> Option<TokenRecord> {
+        self.vault
+            .get_token(&Self::key(tid, oid))
+            .await
+            .expect("secrets manager")
+    }
+
+    /// Every job waiting on a queue (received, so they are not seen twice).
+    pub async fn jobs(&self, queue_url: &str) -> Vec<SyncJob> {
+        let mut jobs = Vec::new();
+        loop {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("receive");
+            let messages = output.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return jobs;
+            }
+            for message in messages {
+                jobs.push(
+                    serde_json::from_str(message.body().unwrap_or_default()).expect("a sync job"),
+                );
+            }
+        }
+    }
+
+    pub async fn mail_jobs(&self) -> Vec<SyncJob> {
+        self.jobs(self.stack.var("MAIL_SYNC_QUEUE_URL")).await
+    }
+
+    pub async fn calendar_jobs(&self) -> Vec<SyncJob> {
+        self.jobs(self.stack.var("CALENDAR_SYNC_QUEUE_URL")).await
+    }
+
+    /// POSTs to the sim's control API.
+    pub async fn control(&self, path: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.sim.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("control API");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    pub async fn control_get(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.sim.base_url()))
+            .await
+            .expect("control API")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// Serves the handler (and a stand-in for the app at `/app/...`) over HTTP.
+pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
+    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let app = app.clone();
+        async move { shim(&app, request).await }
+    });
+    let _ = axum::serve(listener, router).await;
+}
+
+async fn shim(app: &App, request: axum::extract::Request) -> axum::response::Response {
+    if request.uri().path().starts_with("/app/") {
+        return axum::response::Html(
+            "<!DOCTYPE html><html><head><title>The app</title></head><body><h1>Signed in: the app's home page</h1></body></html>",
+        )
+        .into_response_ext();
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let request = http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()));
+    let response = app.handle(request).await;
+    let (parts, body) = response.into_parts();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body.as_ref().to_vec()))
+}
+
+trait IntoResponseExt {
+    fn into_response_ext(self) -> axum::response::Response;
+}
+
+impl<T: axum::response::IntoResponse> IntoResponseExt for T {
+    fn into_response_ext(self) -> axum::response::Response {
+        self.into_response()
+    }
+}
+
+/// Where a walk through redirects ended.
+#[derive(Debug)]
+pub enum Landing {
+    /// Redirected to APP_BASE_URL (not fetched).
+    App(String),
+    /// A page that is not a redirect.
+    Page {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// A redirect to a URL the caller asked to stop at (not fetched).
+    Stopped(String),
+}
+
+impl Landing {
+    pub fn page(&self) -> (&str, u16, &str) {
+        match self {
+            Landing::Page { url, status, body } => (url, *status, body),
+            other => panic!("expected a page, got {other:?}"),
+        }
+    }
+
+    pub fn forms(&self) -> Vec<Form> {
+        html_forms::forms(self.page().2)
+    }
+
+    pub fn text(&self) -> String {
+        html_forms::text(self.page().2)
+    }
+}
+
+/// A cookie-keeping client that follows redirects itself.
+pub struct Browser {
+    pub client: reqwest::Client,
+    app_url: String,
+}
+
+impl Browser {
+    pub async fn open(&self, url: &str) -> Landing {
+        self.open_until(url, |_| false).await
+    }
+
+    pub async fn open_until(&self, url: &str, stop: impl Fn(&str) -> bool) -> Landing {
+        let response = self.client.get(url).send().await.expect("GET");
+        self.follow(response, stop).await
+    }
+
+    async fn follow(
+        &self,
+        mut response: reqwest::Response,
+        stop: impl Fn(&str) -> bool,
+    ) -> Landing {
+        for _ in 0..20 {
+            let url = response.url().clone();
+            if response.status().is_redirection() {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .expect("redirect without Location");
+                let next = url.join(location).expect("Location").to_string();
+                if next.starts_with(&self.app_url) {
+                    return Landing::App(next);
+                }
+                if stop(&next) {
+                    return Landing::Stopped(next);
+                }
+                response = self.client.get(&next).send().await.expect("GET");
+                continue;
+            }
+            let status = response.status().as_u16();
+            let body = response.text().await.expect("body");
+            return Landing::Page {
+                url: url.to_string(),
+                status,
+                body,
+            };
+        }
+        panic!("too many redirects");
+    }
+
+    /// Submits `form` of the page at `page_url` with `overrides` replacing or adding fields
+    /// and `button` as the pressed submit button.
+    pub async fn submit(
+        &self,
+        page_url: &str,
+        form: &Form,
+        overrides: &[(&str, &str)],
+        button: Option<(&str, &str)>,
+    ) -> Landing {
+        self.submit_until(page_url, form, overrides, button, |_| false)
+            .await
+    }
+
+    pub async fn submit_until(
+        &self,
+        page_url: &str,
+        form: &Form,
+        overrides: &[(&str, &str)],
+        button: Option<(&str, &str)>,
+        stop: impl Fn(&str) -> bool,
+    ) -> Landing {
+        let mut fields: Vec<(String, String)> = form
+            .fields
+            .iter()
+            .filter(|(name, _)| !overrides.iter().any(|(o, _)| o == name))
+            .cloned()
+            .collect();
+        fields.extend(
+            overrides
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
+        if let Some((name, value)) = button {
+            fields.push((name.to_owned(), value.to_owned()));
+        }
+        let action = url::Url::parse(page_url)
+            .expect("page URL")
+            .join(&form.action)
+            .expect("action");
+        let response = self
+            .client
+            .post(action)
+            .form(&fields)
+            .send()
+            .await
+            .expect("POST");
+        self.follow(response, stop).await
+    }
+}
