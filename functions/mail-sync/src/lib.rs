@@ -6,7 +6,11 @@
 pub use connector_core::{adapters, config, domain, messages, ports, secret};
 #[path = "../../connector-core/src/clock.rs"]
 pub mod clock;
+#[path = "../../connector-core/src/graph.rs"]
+pub mod graph;
 #[path = "../../connector-core/src/matching.rs"]
 pub mod matching;
 #[path = "../../connector-core/src/oauth.rs"]
 pub mod oauth;
+#[path = "../../connector-core/src/sync.rs"]
+pub mod sync;

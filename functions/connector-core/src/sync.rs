@@ -1,0 +1,1079 @@
+//! The machinery every sync function shares (mail-sync now, calendar-sync next; teams-post
+//! reuses the token and status parts): schedule fan-out, and the worker skeleton around a
+//! function's own work.
+//!
+//! - **Fan-out** ([`fan_out`]): pages of `active` connections (`query_active`), filtered by
+//!   [`wants_job`] (switch on, scopes and tenant grant, not parked), one [`SyncJob`] each,
+//!   sent with SendMessageBatch while the next page is read; several pages' sends in flight.
+//! - **Worker** ([`run_job`]): connection check → lease → token → the function's
+//!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
+//!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
+//!   - deadline: the work gets a deadline [`DEADLINE_MARGIN`] (60 s) before Lambda's and
+//!     stops at a page boundary; the run then queues its continuation job;
+//!   - throttling past the job's budget: the mailbox is parked (`parkedUntil` on the
+//!     connection, stage `parked` with `nextAttemptAt`) and the SQS message is hidden until
+//!     then (visibility change) and reported as a batch item failure, so SQS redelivers it
+//!     without a failure of ours; after [`PARK_REQUEUE_AFTER`] receives the message is
+//!     replaced by a fresh delayed job instead, so parking never walks it into the DLQ;
+//!   - errors become connection statuses with reason codes ([`Disposition`]): 401 after
+//!     one refresh or `invalid_grant` → `reauth_required`; consent errors or a 403 on a
+//!     granted scope → `consent_revoked`; `MailboxNotEnabledForRESTAPI` →
+//!     `mailbox_unsupported`. Transient faults fail only this job (SQS retries it); other
+//!     jobs of the batch are unaffected.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{StreamExt, stream};
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::domain::{
+    Connection, ConnectionStatus, ConsentMode, Feature, StatusChange, SyncCounters, SyncKey,
+    SyncKind, SyncMeta, SyncStage, Tenant, TenantId, UserKey,
+};
+use crate::graph::{GraphClient, GraphError, GraphStats, MailboxSession};
+use crate::messages::{SyncJob, SyncReason};
+use crate::oauth::{RefreshFailure, TokenError, TokenProvider, UserBearer};
+use crate::ports::{
+    ConnectionStore, JobQueue, PageToken, QueueError, QueueMessage, StoreError, SyncStateStore,
+    TenantStore,
+};
+
+/// Time kept free before Lambda's deadline: the work stops, checkpoints and queues its
+/// continuation within it.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+/// A parked job received this many times is replaced by a fresh delayed one (the queues'
+/// `maxReceiveCount` is 5).
+pub const PARK_REQUEUE_AFTER: u32 = 3;
+/// A parked sync counts as due this long before its `parkedUntil` (visibility timeouts and
+/// clocks are not exact).
+pub const PARK_GRACE: time::Duration = time::Duration::minutes(1);
+/// Shortest parking.
+pub const MIN_PARK: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// Fan-out
+
+/// Whether a connection should get a `kind` job now: active, the user's switch on, the
+/// user's scopes allowing the feature, the tenant's admin grant allowing it (tenants in
+/// user-consent mode grant per user, so only the user's scopes count there), and not
+/// parked past `now`.
+pub fn wants_job(
+    connection: &Connection,
+    tenant: Option<&Tenant>,
+    kind: SyncKind,
+    now: OffsetDateTime,
+) -> bool {
+    let features: Option<BTreeSet<Feature>> = tenant
+        .filter(|tenant| tenant.consent_mode == ConsentMode::Preauthorized)
+        .map(Tenant::features);
+    connection.wants_sync(kind, features.as_ref(), now + PARK_GRACE)
+}
+
+/// What a fan-out did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanOutReport {
+    /// Active connections read.
+    pub scanned: u64,
+    pub enqueued: u64,
+    /// Active connections that did not want a job (switch off, no grant, parked).
+    pub skipped: u64,
+    /// Jobs SQS did not accept.
+    pub failed: u64,
+    /// Pages of the status index read.
+    pub pages: u64,
+    /// SendMessageBatch calls (10 jobs each).
+    pub send_calls: u64,
+    pub tenants_read: u64,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    #[error("reading connections failed")]
+    Store(#[from] StoreError),
+    #[error("no job could be queued")]
+    Queue(#[source] QueueError),
+}
+
+/// Fan-out settings.
+#[derive(Clone, Copy, Debug)]
+pub struct FanOutOptions {
+    /// Connections per status-index page.
+    pub page_size: u32,
+    /// Pages whose jobs are being sent at once.
+    pub pages_in_flight: usize,
+}
+
+impl Default for FanOutOptions {
+    fn default() -> Self {
+        Self {
+            page_size: 1000,
+            pages_in_flight: 8,
+        }
+    }
+}
+
+/// Queues one `kind` job per connection that wants one.
+pub async fn fan_out(
+    connections: &dyn ConnectionStore,
+    tenants: &dyn TenantStore,
+    queue: &dyn JobQueue,
+    queue_url: &str,
+    kind: SyncKind,
+    now: OffsetDateTime,
+    options: FanOutOptions,
+) -> Result<FanOutReport, FanOutError> {
+    let started = Instant::now();
+    let mut report = FanOutReport::default();
+    let mut tenant_cache: HashMap<TenantId, Option<Tenant>> = HashMap::new();
+    let mut token: Option<PageToken> = None;
+    let mut sends = futures::stream::FuturesUnordered::new();
+    let mut last_queue_error = None;
+    let mut settle = |result: (usize, Result<usize, QueueError>), report: &mut FanOutReport| {
+        let (asked, outcome) = result;
+        match outcome {
+            Ok(sent) => report.enqueued += sent as u64,
+            Err(QueueError::EntriesFailed { sent, failures, .. }) => {
+                report.enqueued += sent as u64;
+                report.failed += failures.len() as u64;
+                warn!(
+                    failed = failures.len(),
+                    "some sync jobs could not be queued"
+                );
+            }
+            Err(error) => {
+                report.failed += asked as u64;
+                error!(error = %error, "queueing a page of sync jobs failed");
+                last_queue_error = Some(error);
+            }
+        }
+    };
+    loop {
+        let page = connections
+            .query_active(options.page_size, token.as_ref())
+            .await?;
+        report.pages += 1;
+        report.scanned += page.items.len() as u64;
+        let unseen: BTreeSet<TenantId> = page
+            .items
+            .iter()
+            .map(|connection| connection.tenant_id.clone())
+            .filter(|tenant| !tenant_cache.contains_key(tenant))
+            .collect();
+        let fetched: Vec<(TenantId, Result<Option<Tenant>, StoreError>)> = stream::iter(unseen)
+            .map(|tenant_id| async move {
+                let tenant = tenants.get_tenant(&tenant_id).await;
+                (tenant_id, tenant)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (tenant_id, tenant) in fetched {
+            report.tenants_read += 1;
+            tenant_cache.insert(tenant_id, tenant?);
+        }
+        let jobs: Vec<QueueMessage> = page
+            .items
+            .iter()
+            .filter(|connection| {
+                let tenant = tenant_cache
+                    .get(&connection.tenant_id)
+                    .and_then(Option::as_ref);
+                wants_job(connection, tenant, kind, now)
+            })
+            .map(|connection| {
+                QueueMessage::json(&SyncJob::new(
+                    kind,
+                    connection.tenant_id.clone(),
+                    connection.user_id.clone(),
+                    SyncReason::Scheduled,
+                ))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(FanOutError::Queue)?;
+        report.skipped += (page.items.len() - jobs.len()) as u64;
+        report.send_calls += jobs.len().div_ceil(10) as u64;
+        if !jobs.is_empty() {
+            sends.push(async move {
+                let asked = jobs.len();
+                (asked, queue.send_batch(queue_url, &jobs).await)
+            });
+        }
+        while sends.len() >= options.pages_in_flight.max(1) {
+            if let Some(result) = sends.next().await {
+                settle(result, &mut report);
+            }
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    while let Some(result) = sends.next().await {
+        settle(result, &mut report);
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    if report.enqueued == 0
+        && report.failed > 0
+        && let Some(error) = last_queue_error
+    {
+        return Err(FanOutError::Queue(error));
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------
+// Worker
+
+/// How a function's work ended when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkOutcome {
+    /// Everything is checkpointed and nothing is left for this run.
+    Complete,
+    /// The deadline came first; checkpoints are saved and a continuation is due.
+    OutOfTime,
+}
+
+/// A failure of the work.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// What a run tells the connection and the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// The connection changes status (work stops until a person acts).
+    Status {
+        status: ConnectionStatus,
+        reason: String,
+    },
+    /// Throttled beyond this job's budget: park until then.
+    Park { retry_after: Duration },
+    /// Retry the job later (SQS redelivery); nothing about the connection changes.
+    Retry { code: String },
+    /// A fault retrying cannot fix: record it and drop the job.
+    Fail { code: String },
+}
+
+impl WorkError {
+    /// The error's meaning for the connection.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            WorkError::Graph(error) => graph_disposition(error),
+            WorkError::Token(error) => token_disposition(error),
+            WorkError::Store(_) => Disposition::Retry {
+                code: "store_unavailable".into(),
+            },
+        }
+    }
+}
+
+fn token_disposition(error: &TokenError) -> Disposition {
+    let reason = error.reason_code();
+    match error.classify() {
+        RefreshFailure::ReauthRequired => Disposition::Status {
+            status: ConnectionStatus::ReauthRequired,
+            reason,
+        },
+        RefreshFailure::ConsentRevoked => Disposition::Status {
+            status: ConnectionStatus::ConsentRevoked,
+            reason,
+        },
+        RefreshFailure::Operator => Disposition::Retry {
+            code: format!("operator:{reason}"),
+        },
+        RefreshFailure::Transient => Disposition::Retry { code: reason },
+    }
+}
+
+/// What a Graph failure means (mail and calendar alike).
+pub fn graph_disposition(error: &GraphError) -> Disposition {
+    match error {
+        GraphError::Token(error) => token_disposition(error),
+        GraphError::Unauthorized => Disposition::Status {
+            status: ConnectionStatus::ReauthRequired,
+            reason: "graph_401_after_refresh".into(),
+        },
+        GraphError::Throttled { retry_after } => Disposition::Park {
+            retry_after: *retry_after,
+        },
+        error if error.is_mailbox_unsupported() => Disposition::Status {
+            status: ConnectionStatus::MailboxUnsupported,
+            reason: error
+                .code()
+                .unwrap_or("MailboxNotEnabledForRESTAPI")
+                .to_owned(),
+        },
+        error if error.is_access_denied() => Disposition::Status {
+            status: ConnectionStatus::ConsentRevoked,
+            reason: format!("graph_403_{}", error.code().unwrap_or("Forbidden")),
+        },
+        GraphError::Api { status, code, .. } if *status >= 500 || *status == 429 => {
+            Disposition::Retry {
+                code: format!("graph_{status}_{code}"),
+            }
+        }
+        GraphError::Api { status, code, .. } => Disposition::Fail {
+            code: format!("graph_{status}_{code}"),
+        },
+        GraphError::Transport { .. } => Disposition::Retry {
+            code: "graph_unreachable".into(),
+        },
+        GraphError::ForeignLink => Disposition::Fail {
+            code: "graph_foreign_link".into(),
+        },
+        GraphError::Malformed(_) => Disposition::Retry {
+            code: "graph_malformed_response".into(),
+        },
+    }
+}
+
+/// Everything the work of one job may use.
+pub struct RunContext<'a> {
+    pub job: &'a SyncJob,
+    pub key: SyncKey,
+    pub connection: &'a Connection,
+    pub tenant: Option<&'a Tenant>,
+    /// The sync's meta item; the skeleton saves it after the work.
+    pub meta: &'a mut SyncMeta,
+    pub session: &'a MailboxSession<'a>,
+    pub state: &'a dyn SyncStateStore,
+    pub clock: &'a dyn Clock,
+    /// Stop at the next page boundary once this passes.
+    pub deadline: Instant,
+    /// The run's figures; the work adds to them.
+    pub counters: &'a mut SyncCounters,
+    /// Folders (or calendars) the run visited.
+    pub folders: u64,
+}
+
+impl RunContext<'_> {
+    pub fn out_of_time(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn user(&self) -> UserKey {
+        self.key.user()
+    }
+}
+
+/// A function's part of a sync run.
+#[async_trait]
+pub trait SyncWork: Send + Sync {
+    fn kind(&self) -> SyncKind;
+    /// Does the work, checkpointing as it goes.
+    async fn run(&self, ctx: &mut RunContext<'_>) -> Result<WorkOutcome, WorkError>;
+}
+
+/// One received job.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The SQS receipt handle (absent when run by hand).
+    pub receipt_handle: Option<String>,
+    /// SQS's `ApproximateReceiveCount` (1 on first delivery).
+    pub receive_count: u32,
+    /// Lambda's deadline for this invocation.
+    pub deadline: Instant,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The run finished.
+    Done,
+    /// Out of time: the continuation job is queued.
+    Continued,
+    /// Another worker holds the mailbox: this job is dropped (that worker carries on).
+    Busy,
+    /// Nothing to do for this connection (gone, inactive, switched off, parked).
+    Skipped { reason: &'static str },
+    /// Parked until then; the message was hidden (`requeued`: replaced by a fresh job).
+    Parked {
+        until: OffsetDateTime,
+        requeued: bool,
+    },
+    /// The connection's status changed.
+    StatusChanged {
+        status: ConnectionStatus,
+        reason: String,
+    },
+    /// Recorded and dropped.
+    Failed { code: String },
+    /// SQS should deliver it again.
+    Retry { code: String },
+}
+
+impl JobOutcome {
+    /// Whether the SQS message is reported as a batch item failure (kept on the queue).
+    pub fn keep_message(&self) -> bool {
+        matches!(
+            self,
+            JobOutcome::Retry { .. }
+                | JobOutcome::Parked {
+                    requeued: false,
+                    ..
+                }
+        )
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobOutcome::Done => "done",
+            JobOutcome::Continued => "continued",
+            JobOutcome::Busy => "busy",
+            JobOutcome::Skipped { .. } => "skipped",
+            JobOutcome::Parked { .. } => "parked",
+            JobOutcome::StatusChanged { .. } => "status_changed",
+            JobOutcome::Failed { .. } => "failed",
+            JobOutcome::Retry { .. } => "retry",
+        }
+    }
+}
+
+/// The figures of one run, logged once as JSON and once as embedded metrics.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub function: &'static str,
+    pub kind: SyncKind,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub reason: SyncReason,
+    pub attempt: u32,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub stage: SyncStage,
+    pub folders: u64,
+    pub scanned: u64,
+    pub matched: u64,
+    pub stored: u64,
+    pub removed: u64,
+    pub discarded: u64,
+    pub pages: u64,
+    pub graph_requests: u64,
+    pub batch_items: u64,
+    pub throttled: u64,
+    pub retries: u64,
+    pub bytes_received: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Where run summaries go.
+pub trait SummarySink: Send + Sync {
+    fn run(&self, summary: &RunSummary);
+    fn fan_out(&self, function: &'static str, kind: SyncKind, report: &FanOutReport);
+}
+
+/// The CloudWatch embedded-metric-format line of a run (printed alone on stdout, where
+/// Lambda's log agent extracts the metrics). Tenant and user ids are properties, not
+/// dimensions (their cardinality would make a metric per user).
+pub fn emf_line(summary: &RunSummary, timestamp_ms: i128) -> String {
+    let metrics: [(&str, u64, &str); 13] = [
+        ("Folders", summary.folders, "Count"),
+        ("Scanned", summary.scanned, "Count"),
+        ("Matched", summary.matched, "Count"),
+        ("Stored", summary.stored, "Count"),
+        ("Removed", summary.removed, "Count"),
+        ("Discarded", summary.discarded, "Count"),
+        ("Pages", summary.pages, "Count"),
+        ("GraphRequests", summary.graph_requests, "Count"),
+        ("BatchItems", summary.batch_items, "Count"),
+        ("Throttled", summary.throttled, "Count"),
+        ("Retries", summary.retries, "Count"),
+        ("BytesReceived", summary.bytes_received, "Bytes"),
+        ("ElapsedMs", summary.elapsed_ms, "Milliseconds"),
+    ];
+    let mut line = serde_json::Map::new();
+    line.insert(
+        "_aws".into(),
+        serde_json::json!({
+            "Timestamp": timestamp_ms as i64,
+            "CloudWatchMetrics": [{
+                "Namespace": "Office365Connector",
+                "Dimensions": [["Function", "Outcome"]],
+                "Metrics": metrics.iter().map(|(name, _, unit)| serde_json::json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    line.insert("Function".into(), summary.function.into());
+    line.insert("Outcome".into(), summary.outcome.into());
+    line.insert("TenantId".into(), summary.tenant_id.clone().into());
+    line.insert("UserId".into(), summary.user_id.clone().into());
+    for (name, value, _) in metrics {
+        line.insert(name.into(), value.into());
+    }
+    serde_json::Value::Object(line).to_string()
+}
+
+/// The fan-out's embedded-metric-format line.
+pub fn fan_out_emf_line(function: &str, report: &FanOutReport, timestamp_ms: i128) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms as i64,
+            "CloudWatchMetrics": [{
+                "Namespace": "Office365Connector",
+                "Dimensions": [["Function"]],
+                "Metrics": [
+                    {"Name": "Enqueued", "Unit": "Count"},
+                    {"Name": "Skipped", "Unit": "Count"},
+                    {"Name": "EnqueueFailed", "Unit": "Count"},
+                    {"Name": "FanOutMs", "Unit": "Milliseconds"},
+                ],
+            }],
+        },
+        "Function": function,
+        "Enqueued": report.enqueued,
+        "Skipped": report.skipped,
+        "EnqueueFailed": report.failed,
+        "FanOutMs": report.elapsed_ms,
+    })
+    .to_string()
+}
+
+/// Summaries as a tracing event (the JSON log line) and EMF on stdout.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogSummarySink;
+
+impl SummarySink for LogSummarySink {
+    fn run(&self, summary: &RunSummary) {
+        info!(
+            target: "sync_summary",
+            summary = %serde_json::to_string(summary).unwrap_or_default(),
+            "sync run"
+        );
+        println!(
+            "{}",
+            emf_line(
+                summary,
+                OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+            )
+        );
+    }
+
+    fn fan_out(&self, function: &'static str, kind: SyncKind, report: &FanOutReport) {
+        info!(
+            target: "sync_summary",
+            function,
+            kind = kind.as_str(),
+            summary = %serde_json::to_string(report).unwrap_or_default(),
+            "fan-out"
+        );
+        println!(
+            "{}",
+            fan_out_emf_line(
+                function,
+                report,
+                OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+            )
+        );
+    }
+}
+
+/// What the worker skeleton runs on: built once per cold start.
+pub struct Worker {
+    pub function: &'static str,
+    pub connections: Arc<dyn ConnectionStore>,
+    pub tenants: Arc<dyn TenantStore>,
+    pub state: Arc<dyn SyncStateStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub queue_url: String,
+    pub tokens: Arc<TokenProvider>,
+    pub graph: Arc<GraphClient>,
+    pub clock: Arc<dyn Clock>,
+    pub summaries: Arc<dyn SummarySink>,
+}
+
+impl Worker {
+    /// Runs one job through the skeleton. Never fails: every fault becomes an outcome.
+    pub async fn run_job(
+        &self,
+        work: &dyn SyncWork,
+        job: &SyncJob,
+        delivery: &Delivery,
+    ) -> JobOutcome {
+        let started = Instant::now();
+        let key = job.key();
+        let mut counters = SyncCounters::default();
+        let mut stats = GraphStats::default();
+        let mut folders = 0;
+        let mut stage = SyncStage::Pending;
+        let outcome = self
+            .run_inner(
+                work,
+                job,
+                &key,
+                delivery,
+                &mut counters,
+                &mut stats,
+                &mut folders,
+                &mut stage,
+            )
+            .await;
+        counters.graph_requests = stats.requests;
+        counters.throttled = stats.throttled;
+        let code = match &outcome {
+            JobOutcome::StatusChanged { reason, .. } => Some(reason.clone()),
+            JobOutcome::Failed { code } | JobOutcome::Retry { code } => Some(code.clone()),
+            JobOutcome::Skipped { reason } => Some((*reason).to_owned()),
+            _ => None,
+        };
+        self.summaries.run(&RunSummary {
+            function: self.function,
+            kind: job.kind,
+            tenant_id: job.tenant_id.to_string(),
+            user_id: job.user_id.to_string(),
+            reason: job.reason,
+            attempt: job.attempt,
+            outcome: outcome.label(),
+            code,
+            stage,
+            folders,
+            scanned: counters.scanned,
+            matched: counters.matched,
+            stored: counters.stored,
+            removed: counters.removed,
+            discarded: counters.discarded,
+            pages: counters.pages,
+            graph_requests: stats.requests,
+            batch_items: stats.batch_items,
+            throttled: stats.throttled,
+            retries: stats.retries,
+            bytes_received: stats.bytes,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_inner(
+        &self,
+        work: &dyn SyncWork,
+        job: &SyncJob,
+        key: &SyncKey,
+        delivery: &Delivery,
+        counters: &mut SyncCounters,
+        stats: &mut GraphStats,
+        folders: &mut u64,
+        stage: &mut SyncStage,
+    ) -> JobOutcome {
+        let user = key.user();
+        let now = self.clock.now();
+        if job.kind != work.kind() {
+            return JobOutcome::Failed {
+                code: "wrong_queue".into(),
+            };
+        }
+        let connection = match self.connections.get_connection(&user).await {
+            Ok(Some(connection)) => connection,
+            Ok(None) => {
+                return JobOutcome::Skipped {
+                    reason: "no_connection",
+                };
+            }
+            Err(error) => return retry_store(error),
+        };
+        let tenant = match self.tenants.get_tenant(&job.tenant_id).await {
+            Ok(tenant) => tenant,
+            Err(error) => return retry_store(error),
+        };
+        if connection.status != ConnectionStatus::Active {
+            return JobOutcome::Skipped {
+                reason: "not_active",
+            };
+        }
+        if !wants_job(&connection, tenant.as_ref(), job.kind, now) {
+            return JobOutcome::Skipped {
+                reason: if connection
+                    .parked_until
+                    .get(job.kind)
+                    .is_some_and(|until| until > now + PARK_GRACE)
+                {
+                    "parked"
+                } else {
+                    "not_wanted"
+                },
+            };
+        }
+
+        let holder = uuid::Uuid::new_v4().to_string();
+        let lease_ttl =
+            delivery.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(30);
+        match self.state.acquire_lease(key, &holder, lease_ttl).await {
+            Ok(true) => {}
+            Ok(false) => return JobOutcome::Busy,
+            Err(error) => return retry_store(error),
+        }
+        let outcome = self
+            .leased(
+                work,
+                job,
+                key,
+                &connection,
+                tenant.as_ref(),
+                delivery,
+                counters,
+                stats,
+                folders,
+                stage,
+            )
+            .await;
+        if let Err(error) = self.state.release_lease(key, &holder).await {
+            warn!(error = %error, "could not release the mailbox lease (it expires by itself)");
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn leased(
+        &self,
+        work: &dyn SyncWork,
+        job: &SyncJob,
+        key: &SyncKey,
+        connection: &Connection,
+        tenant: Option<&Tenant>,
+        delivery: &Delivery,
+        counters: &mut SyncCounters,
+        stats: &mut GraphStats,
+        folders: &mut u64,
+        stage: &mut SyncStage,
+    ) -> JobOutcome {
+        let user = key.user();
+        let now = self.clock.now();
+        let mut meta = match self.state.get_meta(key).await {
+            Ok(meta) => meta.unwrap_or_else(|| SyncMeta::new(now)),
+            Err(error) => return retry_store(error),
+        };
+        let bearer = UserBearer {
+            provider: &self.tokens,
+            key: user.clone(),
+        };
+        let deadline = delivery
+            .deadline
+            .checked_sub(DEADLINE_MARGIN)
+            .unwrap_or_else(Instant::now);
+        let session = self
+            .graph
+            .session(&user.to_string(), &bearer, Some(deadline));
+        // The token first: a refused refresh is known before any Graph call.
+        let result = match self.tokens.access_token(&user).await {
+            Err(error) => Err(WorkError::Token(error)),
+            Ok(_) => {
+                let mut ctx = RunContext {
+                    job,
+                    key: key.clone(),
+                    connection,
+                    tenant,
+                    meta: &mut meta,
+                    session: &session,
+                    state: self.state.as_ref(),
+                    clock: self.clock.as_ref(),
+                    deadline,
+                    counters,
+                    folders: 0,
+                };
+                let result = work.run(&mut ctx).await;
+                *folders = ctx.folders;
+                result
+            }
+        };
+        *stats = session.stats();
+        let now = self.clock.now();
+        let mut run = *counters;
+        run.graph_requests = stats.requests;
+        run.throttled = stats.throttled;
+        let outcome = match result {
+            Ok(WorkOutcome::Complete) => {
+                meta.finish_run(run, now);
+                if connection.parked_until.get(job.kind).is_some()
+                    && let Err(error) = self
+                        .connections
+                        .set_parked_until(&user, job.kind, None, now)
+                        .await
+                {
+                    warn!(error = %error, "could not clear the parked time");
+                }
+                JobOutcome::Done
+            }
+            Ok(WorkOutcome::OutOfTime) => {
+                meta.last_run = run;
+                meta.totals.add(&run);
+                meta.updated_at = now;
+                match self.enqueue(&job.continuation(), Duration::ZERO).await {
+                    Ok(()) => JobOutcome::Continued,
+                    Err(error) => JobOutcome::Retry {
+                        code: format!("continuation_not_queued: {error}"),
+                    },
+                }
+            }
+            Err(error) => {
+                meta.totals.add(&run);
+                match error.disposition() {
+                    Disposition::Status { status, reason } => {
+                        meta.fail(&reason, &error_message(&error), now);
+                        self.tokens.forget(&user);
+                        match self
+                            .connections
+                            .set_status(&user, &StatusChange::new(status, Some(&reason), now))
+                            .await
+                        {
+                            Ok(_) => JobOutcome::StatusChanged { status, reason },
+                            Err(error) => retry_store(error),
+                        }
+                    }
+                    Disposition::Park { retry_after } => {
+                        let wait = retry_after.max(MIN_PARK);
+                        let until = now + wait;
+                        meta.park(until, now);
+                        self.park(job, &user, delivery, wait, until).await
+                    }
+                    Disposition::Retry { code } => {
+                        meta.last_error = Some(crate::domain::SyncFailure {
+                            code: code.clone(),
+                            message: error_message(&error),
+                            at: now,
+                        });
+                        meta.updated_at = now;
+                        JobOutcome::Retry { code }
+                    }
+                    Disposition::Fail { code } => {
+                        meta.fail(&code, &error_message(&error), now);
+                        JobOutcome::Failed { code }
+                    }
+                }
+            }
+        };
+        *stage = meta.stage;
+        if let Err(error) = self.state.put_meta(key, &meta).await {
+            warn!(error = %error, "could not save the sync meta");
+        }
+        outcome
+    }
+
+    async fn enqueue(&self, job: &SyncJob, delay: Duration) -> Result<(), QueueError> {
+        let message = QueueMessage::json(job)?.with_delay(delay.min(crate::ports::MAX_DELAY));
+        self.queue
+            .send_batch(&self.queue_url, &[message])
+            .await
+            .map(drop)
+    }
+
+    /// Parks the sync: `parkedUntil` on the connection, and the message hidden until then
+    /// (or replaced by a fresh delayed job when it has been received too often).
+    async fn park(
+        &self,
+        job: &SyncJob,
+        user: &UserKey,
+        delivery: &Delivery,
+        wait: Duration,
+        until: OffsetDateTime,
+    ) -> JobOutcome {
+        let now = self.clock.now();
+        if let Err(error) = self
+            .connections
+            .set_parked_until(user, job.kind, Some(until), now)
+            .await
+        {
+            warn!(error = %error, "could not record the parked time");
+        }
+        let hidden = match &delivery.receipt_handle {
+            Some(receipt) if delivery.receive_count < PARK_REQUEUE_AFTER => self
+                .queue
+                .change_visibility(&self.queue_url, receipt, wait)
+                .await
+                .map_err(|error| warn!(error = %error, "could not hide the parked job"))
+                .is_ok(),
+            _ => false,
+        };
+        if hidden {
+            return JobOutcome::Parked {
+                until,
+                requeued: false,
+            };
+        }
+        match self.enqueue(&job.continuation(), wait).await {
+            Ok(()) => JobOutcome::Parked {
+                until,
+                requeued: true,
+            },
+            Err(error) => JobOutcome::Retry {
+                code: format!("park_requeue_failed: {error}"),
+            },
+        }
+    }
+}
+
+fn retry_store(error: StoreError) -> JobOutcome {
+    warn!(error = %error, "a store call failed; the job will be retried");
+    JobOutcome::Retry {
+        code: "store_unavailable".into(),
+    }
+}
+
+/// The operator-facing message of an error: our own wording and Microsoft's codes, never
+/// a URL, a subject or an address.
+fn error_message(error: &WorkError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text.chars().take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{FeatureBundle, UserId};
+    use time::macros::datetime;
+
+    fn connection() -> Connection {
+        Connection::new_active(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
+            UserId::parse("00000000-0000-0000-0000-0000000000aa").expect("guid"),
+            "adele@contoso.com",
+            FeatureBundle::All.scope_set(),
+            datetime!(2026-03-01 8:00 UTC),
+        )
+    }
+
+    #[test]
+    fn fan_out_rule_follows_the_tenant_grant_only_when_preauthorized() {
+        let now = datetime!(2026-03-01 9:00 UTC);
+        let c = connection();
+        let mut tenant = Tenant::new(c.tenant_id.clone(), ConsentMode::UserConsent, now);
+        assert!(wants_job(&c, Some(&tenant), SyncKind::Mail, now));
+        tenant.consent_mode = ConsentMode::Preauthorized;
+        tenant.record_admin_consent(
+            FeatureBundle::Calendar,
+            &crate::domain::ScopeSet::new(),
+            None,
+            now,
+        );
+        assert!(!wants_job(&c, Some(&tenant), SyncKind::Mail, now));
+        assert!(wants_job(&c, Some(&tenant), SyncKind::Calendar, now));
+        assert!(wants_job(&c, None, SyncKind::Mail, now));
+        let mut parked = c.clone();
+        parked
+            .parked_until
+            .set(SyncKind::Mail, Some(now + time::Duration::seconds(30)));
+        assert!(
+            wants_job(&parked, None, SyncKind::Mail, now),
+            "within the grace"
+        );
+        parked
+            .parked_until
+            .set(SyncKind::Mail, Some(now + time::Duration::minutes(10)));
+        assert!(!wants_job(&parked, None, SyncKind::Mail, now));
+    }
+
+    #[test]
+    fn graph_errors_map_to_statuses() {
+        let api = |status: u16, code: &str| GraphError::Api {
+            status,
+            code: code.into(),
+            message: String::new(),
+            request_id: None,
+        };
+        assert_eq!(
+            graph_disposition(&api(404, "MailboxNotEnabledForRESTAPI")),
+            Disposition::Status {
+                status: ConnectionStatus::MailboxUnsupported,
+                reason: "MailboxNotEnabledForRESTAPI".into()
+            }
+        );
+        assert_eq!(
+            graph_disposition(&api(403, "ErrorAccessDenied")),
+            Disposition::Status {
+                status: ConnectionStatus::ConsentRevoked,
+                reason: "graph_403_ErrorAccessDenied".into()
+            }
+        );
+        assert_eq!(
+            graph_disposition(&GraphError::Unauthorized),
+            Disposition::Status {
+                status: ConnectionStatus::ReauthRequired,
+                reason: "graph_401_after_refresh".into()
+            }
+        );
+        assert!(matches!(
+            graph_disposition(&api(503, "serviceNotAvailable")),
+            Disposition::Retry { .. }
+        ));
+        assert!(matches!(
+            graph_disposition(&api(400, "ErrorInvalidUrlQuery")),
+            Disposition::Fail { .. }
+        ));
+        assert_eq!(
+            graph_disposition(&GraphError::Throttled {
+                retry_after: Duration::from_secs(90)
+            }),
+            Disposition::Park {
+                retry_after: Duration::from_secs(90)
+            }
+        );
+    }
+
+    #[test]
+    fn emf_line_is_cloudwatch_shaped() {
+        let summary = RunSummary {
+            function: "mail-sync",
+            kind: SyncKind::Mail,
+            tenant_id: "t".into(),
+            user_id: "u".into(),
+            reason: SyncReason::Scheduled,
+            attempt: 0,
+            outcome: "done",
+            code: None,
+            stage: SyncStage::Idle,
+            folders: 3,
+            scanned: 10,
+            matched: 2,
+            stored: 2,
+            removed: 0,
+            discarded: 8,
+            pages: 3,
+            graph_requests: 5,
+            batch_items: 2,
+            throttled: 0,
+            retries: 0,
+            bytes_received: 1234,
+            elapsed_ms: 50,
+        };
+        let line: serde_json::Value =
+            serde_json::from_str(&emf_line(&summary, 1_700_000_000_000)).expect("json");
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Office365Connector");
+        for metric in directive["Metrics"].as_array().expect("metrics") {
+            let name = metric["Name"].as_str().expect("name");
+            assert!(
+                line.get(name).is_some_and(|v| v.is_u64()),
+                "{name} has a value"
+            );
+        }
+        for dimension in directive["Dimensions"][0].as_array().expect("dimensions") {
+            assert!(line.get(dimension.as_str().expect("name")).is_some());
+        }
+        assert_eq!(line["Scanned"], 10);
+    }
+}
