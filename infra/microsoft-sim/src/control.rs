@@ -305,7 +305,7 @@ pub fn router() -> Router<SharedSim> {
             post(deny_consent_request),
         )
         .route("/_sim/grants", post(add_grant))
-    // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
+        // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
         .merge(crate::graph::calendar::control_router())
         .merge(crate::graph::teams::control_router())
         .merge(crate::graph::mail::control_router())

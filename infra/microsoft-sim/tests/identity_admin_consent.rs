@@ -210,8 +210,9 @@ async fn unregistered_redirect_uri_is_a_page_and_missing_scope_an_error_redirect
         ],
     )
     .await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 200);
     assert!(r.headers().get("location").is_none());
+    assert!(r.text().await.unwrap().contains("AADSTS50011"));
     let r = get(
         &c,
         &format!("{base}/organizations/v2.0/adminconsent"),

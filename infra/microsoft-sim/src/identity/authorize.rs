@@ -57,14 +57,16 @@ pub async fn admin_consent(
     start(&sim, &tenant, &headers, params, RequestKind::AdminConsent)
 }
 
-fn error_page(sim: &Sim, status: StatusCode, e: &StsError) -> Response {
+/// An error shown to the user instead of a redirect. Microsoft serves these pages with 200 (documented for the
+/// authorization endpoint: "When the error is displayed on a web page, it uses an HTTP 200 status code").
+fn error_page(sim: &Sim, e: &StsError) -> Response {
     let r = e.rendered(sim.now());
     let trailer = r
         .description
         .split_once("\r\n")
         .map(|(_, t)| t.to_owned())
         .unwrap_or_default();
-    pages::error_page(status, e.code, &e.message, &trailer)
+    pages::error_page(StatusCode::OK, e.code, &e.message, &trailer)
 }
 
 fn non_empty(params: &Params, name: &str) -> Option<String> {
@@ -83,14 +85,10 @@ fn start(
 ) -> Response {
     let authority = match Authority::resolve(sim, tenant) {
         Ok(a) => a,
-        Err(e) => return error_page(sim, StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error_page(sim, &e),
     };
     let Some(client_id) = non_empty(&params, "client_id") else {
-        return error_page(
-            sim,
-            StatusCode::BAD_REQUEST,
-            &errors::invalid_request_missing("client_id"),
-        );
+        return error_page(sim, &errors::invalid_request_missing("client_id"));
     };
     let registered = {
         let dir = sim.directory();
@@ -104,26 +102,17 @@ fn start(
                         .unwrap_or_default(),
                     _ => tenant.to_owned(),
                 };
-                return error_page(
-                    sim,
-                    StatusCode::BAD_REQUEST,
-                    &errors::app_not_found(&client_id, &tenant_name),
-                );
+                return error_page(sim, &errors::app_not_found(&client_id, &tenant_name));
             }
         }
     };
     let Some(redirect_uri) = non_empty(&params, "redirect_uri") else {
-        return error_page(
-            sim,
-            StatusCode::BAD_REQUEST,
-            &errors::invalid_request_missing("redirect_uri"),
-        );
+        return error_page(sim, &errors::invalid_request_missing("redirect_uri"));
     };
     // Exact match, as Microsoft requires (no prefix or case folding of the path).
     if !registered.contains(&redirect_uri) {
         return error_page(
             sim,
-            StatusCode::BAD_REQUEST,
             &errors::redirect_uri_mismatch(&redirect_uri, &client_id),
         );
     }
@@ -771,7 +760,7 @@ fn expired_ctx(sim: &Sim) -> Response {
         50089,
         "Authentication failed due to flow token expired. Please restart the sign-in from the application.",
     );
-    error_page(sim, StatusCode::BAD_REQUEST, &e)
+    error_page(sim, &e)
 }
 
 fn pending(sim: &Sim, ctx: &str) -> Option<PendingRequest> {

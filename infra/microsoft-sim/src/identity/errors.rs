@@ -194,7 +194,7 @@ pub fn invalid_scope(scope: &str) -> StsError {
         "invalid_scope",
         70011,
         format!(
-            "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+            "The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."
         ),
     )
 }
