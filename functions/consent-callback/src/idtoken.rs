@@ -46,7 +46,7 @@ pub struct IdTokenClaims {
     pub issuer: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdTokenError {
     #[error("the token is not a well-formed JWT")]
     Malformed,
