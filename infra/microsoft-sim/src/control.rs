@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::graph::{RequestIds, bearer_token, graph_error};
 use crate::identity::jwt;
 use crate::identity::scopes::canonical_scope;
-use crate::state::{ConsentRequestStatus, GrantPrincipal, SharedSim};
+use crate::state::{ConsentRequest, ConsentRequestStatus, GrantPrincipal, SharedSim};
 
 /// Log entries kept; older ones are dropped (their `seq` keeps counting).
 const REQUEST_LOG_CAPACITY: usize = 200_000;
@@ -295,7 +295,10 @@ pub fn router() -> Router<SharedSim> {
             post(delete_service_principal),
         )
         .route("/_sim/tenants/{tenant}/grants", get(list_grants))
-        .route("/_sim/consent-requests", get(list_consent_requests))
+        .route(
+            "/_sim/consent-requests",
+            get(list_consent_requests).post(add_consent_request),
+        )
         .route(
             "/_sim/consent-requests/{id}/approve",
             post(approve_consent_request),
@@ -520,6 +523,49 @@ async fn list_grants(State(sim): State<SharedSim>, Path(tenant_id): Path<String>
 
 async fn list_consent_requests(State(sim): State<SharedSim>) -> Json<Value> {
     Json(json!({ "value": sim.directory().consent_requests }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewConsentRequest {
+    tenant_id: String,
+    client_id: String,
+    /// User id or UPN of the requester.
+    user: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    justification: String,
+}
+
+/// Files a workflow request as if the user had clicked "Request approval" (for tests that start from a pending
+/// request).
+async fn add_consent_request(
+    State(sim): State<SharedSim>,
+    Json(r): Json<NewConsentRequest>,
+) -> Response {
+    let now = sim.now();
+    let mut dir = sim.directory_mut();
+    if dir.app(&r.client_id).is_none() {
+        return not_found("unknown app");
+    }
+    let Some(tenant) = dir.tenant(&r.tenant_id) else {
+        return not_found("unknown tenant");
+    };
+    let Some(user) = tenant.user(&r.user) else {
+        return not_found("unknown user");
+    };
+    let request = ConsentRequest {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant.id.clone(),
+        client_id: r.client_id.clone(),
+        user_id: user.info.id.clone(),
+        scopes: r.scopes.iter().map(|s| canonical_scope(s)).collect(),
+        justification: r.justification,
+        status: ConsentRequestStatus::Pending,
+        created_date_time: now,
+    };
+    dir.consent_requests.push(request.clone());
+    (StatusCode::CREATED, Json(json!(request))).into_response()
 }
 
 async fn approve_consent_request(State(sim): State<SharedSim>, Path(id): Path<String>) -> Response {

@@ -375,6 +375,17 @@ async fn clock_and_consent_request_denial_and_manual_grants() {
             .is_empty()
     );
 
+    // A request filed through the control API puts the user in the pending state (AADSTS90095).
+    let r = control(&c, &base, "/_sim/consent-requests", json!({"tenantId": FABRIKAM, "clientId": APP, "user": "jon@fabrikam.com", "scopes": ["Calendars.Read"]})).await;
+    assert_eq!(r.status(), 201);
+    let r = get(
+        &c,
+        &format!("{base}/organizations/oauth2/v2.0/authorize"),
+        &authorize_params("openid Calendars.Read", Some("jon@fabrikam.com")),
+    )
+    .await;
+    assert_redirect_error(&redirect_params(&r), "access_denied", 90095, &base);
+
     // A grant added through the control API lets the user in.
     let r = control(&c, &base, "/_sim/grants", json!({"tenantId": FABRIKAM, "clientId": APP, "scopes": ["mail.read"], "principal": "jon@fabrikam.com"})).await;
     assert_eq!(r.status(), 204);
