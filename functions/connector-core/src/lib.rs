@@ -7,10 +7,20 @@
 //! - [`messages`]: JSON bodies of queue messages.
 //! - [`config`]: typed configuration from the environment.
 //! - [`secret`]: redacting secret types.
+//! - [`clock`]: the time source the sync machinery asks.
+//! - [`matching`]: the CRM matching rules.
+//! - [`graph`]: the Microsoft Graph client (throttling, retries, per-mailbox limit, `$batch`).
+//! - [`oauth`]: the refresh-token grant, Microsoft's error classification, the token provider.
+//! - [`sync`]: fan-out and the worker skeleton the sync functions share.
 
 pub mod adapters;
+pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod graph;
+pub mod matching;
 pub mod messages;
+pub mod oauth;
 pub mod ports;
 pub mod secret;
+pub mod sync;

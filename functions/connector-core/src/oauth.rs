@@ -151,7 +151,7 @@ pub enum RefreshFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
     #[error("the token endpoint refused the refresh: {0}")]
-    Refused(MicrosoftTokenError),
+    Refused(Box<MicrosoftTokenError>),
     #[error("the token endpoint answered HTTP {status}")]
     ServerStatus { status: u16 },
     #[error("the token endpoint could not be reached")]
@@ -339,7 +339,7 @@ impl RefreshClient {
             .request_async(&self.driver)
             .await
             .map_err(|error| match error {
-                RequestTokenError::ServerResponse(error) => OAuthError::Refused(error),
+                RequestTokenError::ServerResponse(error) => OAuthError::Refused(Box::new(error)),
                 RequestTokenError::Request(DriverError::Status(status)) => {
                     OAuthError::ServerStatus { status }
                 }

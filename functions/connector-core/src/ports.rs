@@ -12,9 +12,9 @@ use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
 use crate::domain::{
-    Activity, ActivityId, Connection, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease,
-    ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey,
-    UserSwitches,
+    Activity, ActivityId, Connection, CrmIndexContent, CrmIndexSummary, CrmLookup, CrmSnapshot,
+    FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant,
+    TenantId, UserKey, UserSwitches,
 };
 use crate::messages::SyncJob;
 use crate::secret::{ClientSecret, TokenRecord};
@@ -259,6 +259,12 @@ pub trait CrmIndex: Send + Sync {
     ) -> Result<CrmLookup, StoreError>;
     /// The current index's summary: version, hash, counts, oldest open opportunity.
     async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError>;
+    /// The whole current index of a tenant (one consistent version), for matching in
+    /// memory: sync workers load it once per run instead of looking up every address.
+    async fn load(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError>;
 
     /// Created date of the tenant's oldest open opportunity.
     async fn oldest_open_opportunity(

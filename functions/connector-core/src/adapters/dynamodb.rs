@@ -37,8 +37,8 @@ use super::backoff::Backoff;
 use crate::domain::crm::{normalize_domain, normalize_email};
 use crate::domain::{
     AccountRecord, Activity, ActivityId, AddressRecord, Connection, ConnectionStatus,
-    CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome, StatusChange,
-    SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey, UserSwitches,
+    CrmIndexContent, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome,
+    StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey, UserSwitches,
 };
 use crate::ports::{
     ActivityStore, ConnectionStore, CrmIndex, Page, PageToken, StoreError, SyncStateStore,
@@ -1397,5 +1397,59 @@ impl CrmIndex for DynamoCrmIndex {
 
     async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError> {
         Ok(self.read_pointer(tenant_id).await?.summary)
+    }
+
+    /// Reads the pointer, queries every entry of its version, and reads the pointer again:
+    /// an unchanged pointer proves the entries are one complete version (see the module doc).
+    #[instrument(skip_all, fields(table = %self.table, tenant_id = %tenant_id))]
+    async fn load(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError> {
+        for _ in 0..LOOKUP_ATTEMPTS {
+            let Some(before) = self.read_pointer(tenant_id).await?.summary else {
+                return Ok(None);
+            };
+            let prefix = format!("v#{}#", before.version);
+            let items = query_partition(
+                &self.client,
+                &self.table,
+                ("tenantId", tenant_id.as_str()),
+                ("entry", Some(&prefix)),
+                false,
+            )
+            .await?;
+            let address_prefix = format!("{prefix}a#");
+            let domain_prefix = format!("{prefix}d#");
+            let mut addresses = BTreeMap::new();
+            let mut domains = BTreeMap::new();
+            for item in items {
+                let entry = string_attr(&item, "entry").unwrap_or_default().to_owned();
+                if let Some(address) = entry.strip_prefix(&address_prefix) {
+                    let records: EntryRecords<AddressRecord> =
+                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
+                    addresses.insert(address.to_owned(), records.records);
+                } else if let Some(domain) = entry.strip_prefix(&domain_prefix) {
+                    let records: EntryRecords<AccountRecord> =
+                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
+                    domains.insert(domain.to_owned(), records.records);
+                }
+            }
+            let after = self.read_pointer(tenant_id).await?.summary;
+            if after.is_some_and(|after| after.version == before.version) {
+                let content = CrmIndexContent {
+                    addresses,
+                    domains,
+                    oldest_open_opportunity: before.oldest_open_opportunity,
+                    stats: before.stats,
+                    content_hash: before.content_hash.clone(),
+                };
+                return Ok(Some((before, content)));
+            }
+            debug!("CRM index replaced during load; reading the new version");
+        }
+        Err(StoreError::Conflict {
+            what: format!("CRM index of tenant {tenant_id} (kept changing during load)"),
+        })
     }
 }

@@ -428,6 +428,13 @@ impl CrmIndex for MemoryCrmIndex {
             .get(tenant_id)
             .map(|(summary, _)| summary.clone()))
     }
+
+    async fn load(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError> {
+        Ok(lock(&self.indexes).get(tenant_id).cloned())
+    }
 }
 
 #[derive(Default)]

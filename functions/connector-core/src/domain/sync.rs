@@ -317,8 +317,30 @@ pub struct FolderCursor {
     pub window: Option<SyncWindow>,
     #[serde(default)]
     pub counters: SyncCounters,
+    /// The cursor's round is the first one (the import of the window), not a delta round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initial_round: bool,
+    /// Items the current round has delivered so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round_items: u64,
+    /// The oldest `receivedDateTime` the initial round delivered so far (mail: where the
+    /// capped filtered delta stopped).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oldest_seen: Option<OffsetDateTime>,
+    /// Mail: the list link walking the part of the window a capped initial round did not
+    /// cover; `cursor` holds the round's deltaLink meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl FolderCursor {
@@ -331,6 +353,10 @@ impl FolderCursor {
             cursor_kind: None,
             window: None,
             counters: SyncCounters::default(),
+            initial_round: false,
+            round_items: 0,
+            oldest_seen: None,
+            backfill: None,
             updated_at: now,
         }
     }
