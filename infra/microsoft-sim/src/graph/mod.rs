@@ -224,12 +224,10 @@ pub fn router(sim: SharedSim) -> Router<SharedSim> {
 
 /// What Graph answers for a path no resource serves.
 async fn unknown_segment(request: Request) -> Response {
-    let segment = request
-        .uri()
-        .path()
-        .trim_start_matches("/v1.0")
-        .trim_start_matches('/');
-    let segment = segment.split('/').next().unwrap_or_default();
+    // Graph names the first segment it could not resolve; the routers here only know the path did not match, and
+    // the last segment is the one that is usually wrong (`delta()`, a misspelt navigation property).
+    let path = request.uri().path().trim_end_matches('/');
+    let segment = path.rsplit('/').next().unwrap_or_default();
     graph_error(
         StatusCode::BAD_REQUEST,
         "BadRequest",
