@@ -650,7 +650,14 @@ fn finish(sim: &Sim, ctx: &str, request: &PendingRequest, scopes: BTreeSet<Strin
         }
         RequestKind::Authorize => {
             let code = random_token("0.A", 96);
-            sim.identity.flows().codes.insert(
+            let now = sim.now();
+            let mut flows = sim.identity.flows();
+            // Long-expired codes are forgotten so a long-running sim's memory stays flat; recently expired ones stay
+            // so their redemption still answers "expired" (70008) rather than "unknown" (70000).
+            flows
+                .codes
+                .retain(|_, c| now - c.issued <= CODE_LIFETIME * 6);
+            flows.codes.insert(
                 code.clone(),
                 CodeRecord {
                     client_id: request.client_id.clone(),
@@ -661,11 +668,12 @@ fn finish(sim: &Sim, ctx: &str, request: &PendingRequest, scopes: BTreeSet<Strin
                     oidc: request.scopes.oidc.clone(),
                     nonce: request.nonce.clone(),
                     code_challenge: request.code_challenge.clone(),
-                    issued: sim.now(),
+                    issued: now,
                     redeemed: false,
                     sid: sid.clone(),
                 },
             );
+            drop(flows);
             let mut params = vec![("code".to_owned(), code)];
             if request.client_info {
                 params.push(("client_info".to_owned(), client_info(&user_id, &tenant_id)));
@@ -893,9 +901,8 @@ pub struct ErrorQuery {
 }
 
 /// `error_uri` target: a page naming the code, as login.microsoftonline.com/error does.
-pub async fn error_info(State(sim): State<SharedSim>, Query(q): Query<ErrorQuery>) -> Response {
+pub async fn error_info(Query(q): Query<ErrorQuery>) -> Response {
     let code: u32 = q.code.parse().unwrap_or(0);
-    let _ = sim;
     pages::error_page(
         StatusCode::OK,
         code,
