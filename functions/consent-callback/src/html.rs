@@ -20,6 +20,7 @@ pub fn escape(value: &str) -> String {
             '/' => out.push_str("&#x2F;"),
             '`' => out.push_str("&#x60;"),
             '=' => out.push_str("&#x3D;"),
+            '\r' => {}
             c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
@@ -171,6 +172,7 @@ mod tests {
         assert_eq!(escape("\" onmouseover=x"), "&quot; onmouseover&#x3D;x");
         assert_eq!(escape("`x`"), "&#x60;x&#x60;");
         assert_eq!(escape("nul\u{0}"), "nul\u{FFFD}");
+        assert_eq!(escape("a\r\nb"), "a\nb");
         assert_eq!(escape("Contoso — Ltd"), "Contoso — Ltd");
     }
 

@@ -373,7 +373,7 @@ impl App {
                         "Start again",
                     )),
                 ),
-                &[clear.clone()],
+                std::slice::from_ref(&clear),
             ))
         };
         if !query
@@ -405,7 +405,19 @@ impl App {
                 "The response names a different organisation than the one this link was for. Nothing was recorded.",
             ));
         }
-        let granted = ScopeSet::parse(query.get("scope").unwrap_or_default());
+        let mut granted = ScopeSet::parse(query.get("scope").unwrap_or_default());
+        if !granted.is_empty() {
+            // The redirect lists the resource's scopes only; the OIDC scopes were part of the
+            // same request, and admin consent is all or nothing.
+            for scope in session
+                .bundle
+                .scopes()
+                .iter()
+                .filter(|scope| scope.is_oidc())
+            {
+                granted.insert(*scope);
+            }
+        }
         let now = self.ports.clock.now();
         let mut tenant = self
             .ports
@@ -583,7 +595,7 @@ impl App {
         let trouble = |error: &MicrosoftError| {
             let (status, html) =
                 pages::troubleshooting(&self.site(), error, session.bundle, tenant_hint.as_deref());
-            Stop(self.page(status, html, &[clear.clone()]))
+            Stop(self.page(status, html, std::slice::from_ref(&clear)))
         };
         if let Some(error) = query.get("error") {
             let error = MicrosoftError::from_callback(
@@ -616,14 +628,14 @@ impl App {
             Ok(tokens) => tokens,
             Err(ExchangeError::Microsoft(error)) => {
                 info!(error = %error, authority = session.authority, "code redemption refused by Microsoft");
-                return Err(trouble(&error));
+                return Err(trouble(error.as_ref()));
             }
             Err(error) => {
                 error!(error = %error, "code redemption failed");
                 return Err(Stop(self.page(
                     StatusCode::BAD_GATEWAY,
                     pages::notice(&self.site(), "Microsoft could not be reached", "The sign-in could not be completed because Microsoft's sign-in service did not answer as expected. Nothing was stored. Please try again in a minute.", Some((&self.site().sign_in_link(tenant_hint.as_deref()), "Sign in again"))),
-                    &[clear.clone()],
+                    std::slice::from_ref(&clear),
                 )));
             }
         };
@@ -631,7 +643,7 @@ impl App {
             Stop(self.page(
                 StatusCode::BAD_REQUEST,
                 pages::notice(&self.site(), "This sign-in could not be verified", "Microsoft's answer did not prove who signed in, so it was not accepted. Nothing was stored. Please sign in again.", Some((&self.site().sign_in_link(tenant_hint.as_deref()), "Sign in again"))),
-                &[clear.clone()],
+                std::slice::from_ref(&clear),
             ))
         };
         let Some(id_token) = tokens.id_token.as_ref() else {

@@ -37,7 +37,7 @@ pub struct TokenSet {
 pub enum ExchangeError {
     /// Microsoft answered with an error body.
     #[error("token endpoint refused the code: {0}")]
-    Microsoft(MicrosoftError),
+    Microsoft(Box<MicrosoftError>),
     /// Microsoft could not be reached.
     #[error("token endpoint unreachable")]
     Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -204,7 +204,7 @@ impl CodeExchange for OAuthCodeExchange {
             .await
             .map_err(|error| match error {
                 RequestTokenError::ServerResponse(body) => {
-                    ExchangeError::Microsoft(MicrosoftError::from_token_error(&body))
+                    ExchangeError::Microsoft(Box::new(MicrosoftError::from_token_error(&body)))
                 }
                 RequestTokenError::Request(error) => ExchangeError::Transport(Box::new(error)),
                 RequestTokenError::Parse(error, _body) => {

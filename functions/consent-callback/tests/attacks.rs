@@ -262,7 +262,8 @@ async fn forged_id_tokens_are_refused() {
     let kid = memory.idp.key.kid.clone();
 
     type Forge = Box<dyn Fn(&Memory, Value) -> String>;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value, &str, &str)>, Forge)> = vec![
+    type Tamper = Box<dyn Fn(&mut Value, &str, &str)>;
+    let cases: Vec<(&str, Tamper, Forge)> = vec![
         (
             "wrong aud",
             Box::new(|c, _, _| c["aud"] = json!("00000000-0000-0000-0000-000000000001")),
