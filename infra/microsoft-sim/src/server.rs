@@ -54,6 +54,32 @@ pub fn app(sim: SharedSim) -> Router {
         .with_state(sim)
 }
 
+/// Rewrites runs of `/` in the path to one, keeping the query.
+fn collapse_slashes<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = req.uri().path();
+    if !path.contains("//") {
+        return req;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(query) = req.uri().query() {
+        collapsed.push('?');
+        collapsed.push_str(query);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = collapsed.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
 impl SimServer {
     pub async fn start(options: SimOptions) -> anyhow::Result<SimServer> {
         let config = SimConfig {
@@ -73,7 +99,13 @@ impl SimServer {
         let base_url = format!("{scheme}://{local}");
         sim.set_base_url(base_url.clone());
         let handle = Handle::new();
-        let service = app(sim.clone()).into_make_service();
+        // Slashes are collapsed before routing: Microsoft's own Graph SDK sends
+        // `/v1.0//me/...` (httpx keeps the base URL's trailing slash and the SDK's
+        // URL template adds one), and Graph serves it.
+        let service = axum::ServiceExt::into_make_service(tower::Layer::layer(
+            &tower::util::MapRequestLayer::new(collapse_slashes),
+            app(sim.clone()),
+        ));
         let task = match &options.tls_dir {
             Some(dir) => {
                 let cert = crate::tls::generate(dir)?;

@@ -507,3 +507,16 @@ async fn chats_reuse_one_on_one_and_take_messages_from_members() {
     assert_eq!(posted.body[0]["chatId"], chat_id.as_str());
     assert_eq!(posted.body[0]["teamId"], Value::Null);
 }
+
+/// Microsoft's Graph SDK for Python sends `/v1.0//me/...` (a doubled slash after the base URL); Graph
+/// serves it like the single-slash path, and so must the sim.
+#[tokio::test]
+async fn doubled_slashes_in_the_path_are_served_like_single_ones() {
+    let sim = sim().await;
+    let adele = sim.token(ADELE_UPN, "Team.ReadBasic.All").await;
+    let single = sim.get(&adele, "/v1.0/me/joinedTeams", &[]).await;
+    let doubled = sim.get(&adele, "/v1.0//me//joinedTeams", &[]).await;
+    assert_eq!(single.status, 200);
+    assert_eq!(doubled.status, 200);
+    assert_eq!(doubled.body["value"], single.body["value"]);
+}
