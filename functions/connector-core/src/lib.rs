@@ -12,6 +12,7 @@
 //! - [`graph`]: the Microsoft Graph client (throttling, retries, per-mailbox limit, `$batch`).
 //! - [`oauth`]: the refresh-token grant, Microsoft's error classification, the token provider.
 //! - [`sync`]: fan-out and the worker skeleton the sync functions share.
+//! - [`teams`]: Teams posting state (idempotency records, share targets, dead-letter reasons).
 
 pub mod adapters;
 pub mod clock;
@@ -24,3 +25,4 @@ pub mod oauth;
 pub mod ports;
 pub mod secret;
 pub mod sync;
+pub mod teams;

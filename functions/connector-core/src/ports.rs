@@ -19,6 +19,9 @@ use crate::domain::{
 use crate::messages::SyncJob;
 use crate::secret::{ClientSecret, TokenRecord};
 
+/// The Teams ports live with their types in [`crate::teams`].
+pub use crate::teams::{IdempotencyStore, ShareTargetStore, TeamsQueues};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A failure of a table-backed port.

@@ -6,3 +6,6 @@ pub mod dynamodb;
 pub mod memory;
 pub mod secrets;
 pub mod sqs;
+pub mod teams_dynamodb;
+pub mod teams_memory;
+pub mod teams_sqs;
