@@ -467,6 +467,8 @@ pub struct TokenProvider {
     client: RefreshClient,
     clock: Arc<dyn Clock>,
     policy: RotationPolicy,
+    /// What refreshes ask for; the stored record's scopes when `None`.
+    request_scopes: Option<ScopeSet>,
     cache: Mutex<HashMap<UserKey, Cached>>,
 }
 
@@ -484,8 +486,20 @@ impl TokenProvider {
             client,
             clock,
             policy: RotationPolicy::default(),
+            request_scopes: None,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Ask refreshes for these scopes only (a function's own feature), so that withdrawing
+    /// another feature's scope does not fail this function's refresh.
+    pub fn with_request_scopes(mut self, scopes: &[Scope]) -> Self {
+        let mut set = ScopeSet::new();
+        for scope in scopes {
+            set.insert(*scope);
+        }
+        self.request_scopes = Some(set);
+        self
     }
 
     pub fn with_policy(mut self, policy: RotationPolicy) -> Self {
@@ -558,7 +572,13 @@ impl TokenProvider {
         let now = self.clock.now();
         let grant = match self
             .client
-            .refresh(&key.tenant_id, secret, &refresh_token, &scopes, now)
+            .refresh(
+                &key.tenant_id,
+                secret,
+                &refresh_token,
+                self.request_scopes.as_ref().unwrap_or(&scopes),
+                now,
+            )
             .await
         {
             Ok(grant) => grant,
@@ -569,13 +589,11 @@ impl TokenProvider {
                 return Err(error.into());
             }
         };
-        let scopes = grant.scopes.clone().map_or(scopes, |granted| {
-            if granted.is_empty() {
-                ScopeSet::new()
-            } else {
-                granted
-            }
-        });
+        // A narrowed request reports only what it asked for: keep the record's full set then.
+        let scopes = match (&self.request_scopes, &grant.scopes) {
+            (None, Some(granted)) if !granted.is_empty() => granted.clone(),
+            _ => scopes,
+        };
         let newest = grant.refresh_token.clone().unwrap_or(refresh_token);
         let mut stored_at = stored_at;
         if grant.refresh_token.is_some() && now - stored_at >= self.policy.store_after {

@@ -1,1 +1,168 @@
-//! mail-sync: the MailSyncFunction handler (schedule fan-out and SQS worker).
+//! mail-sync: MailSyncFunction's handler.
+//!
+//! - **Schedule mode** (EventBridge `rate(15 minutes)`): fan-out of one SQS job per active
+//!   mailbox that wants mail sync ([`connector_core::sync::fan_out`]).
+//! - **Worker mode** (SQS, partial batch failure reporting): each record is a
+//!   [`SyncJob`]; records run concurrently, each through the shared worker skeleton with
+//!   [`work::MailWork`]; a record fails alone (`batchItemFailures`), the others are
+//!   acknowledged.
+//!
+//! The handler takes its dependencies as trait objects built once per cold start
+//! (`main.rs`), so tests run it in-process on moto and microsoft-sim, or on in-memory ports.
+
+pub mod folders;
+pub mod page;
+pub mod work;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use connector_core::clock::Clock;
+use connector_core::domain::SyncKind;
+use connector_core::messages::SyncJob;
+use connector_core::ports::{ConnectionStore, JobQueue, TenantStore};
+use connector_core::sync::{
+    Delivery, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, fan_out,
+};
+use futures::{StreamExt, stream};
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info_span, warn};
+
+pub use work::{MailSettings, MailWork};
+
+/// The function's name in logs and metrics.
+pub const FUNCTION: &str = "mail-sync";
+
+/// Records of one SQS batch run at once (each is another mailbox).
+const RECORD_CONCURRENCY: usize = 10;
+
+/// Everything the handler needs, built once per cold start.
+pub struct App {
+    pub worker: Worker,
+    pub work: MailWork,
+    pub fan_out: FanOutOptions,
+}
+
+impl App {
+    pub fn connections(&self) -> &Arc<dyn ConnectionStore> {
+        &self.worker.connections
+    }
+
+    pub fn tenants(&self) -> &Arc<dyn TenantStore> {
+        &self.worker.tenants
+    }
+
+    pub fn queue(&self) -> &Arc<dyn JobQueue> {
+        &self.worker.queue
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.worker.clock
+    }
+
+    pub fn summaries(&self) -> &Arc<dyn SummarySink> {
+        &self.worker.summaries
+    }
+}
+
+/// A failure of the invocation as a whole (only schedule mode has one).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("unrecognised event: neither an EventBridge schedule nor SQS records")]
+    UnknownEvent,
+    #[error(transparent)]
+    FanOut(#[from] connector_core::sync::FanOutError),
+}
+
+/// Lambda's deadline (milliseconds since the epoch) as an `Instant`.
+pub fn deadline_instant(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+/// Handles one invocation: a schedule (fan-out) or an SQS batch (worker).
+pub async fn handle(app: &App, event: Value, deadline: Instant) -> Result<Value, HandlerError> {
+    if event.get("Records").is_some() {
+        let event: SqsEvent =
+            serde_json::from_value(event).map_err(|_| HandlerError::UnknownEvent)?;
+        let response = handle_sqs(app, event, deadline).await;
+        return Ok(serde_json::to_value(response).unwrap_or(Value::Null));
+    }
+    let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+        || event.get("source").and_then(Value::as_str) == Some("aws.events");
+    if scheduled {
+        let report = handle_schedule(app).await?;
+        return Ok(serde_json::to_value(report).unwrap_or(Value::Null));
+    }
+    Err(HandlerError::UnknownEvent)
+}
+
+/// Schedule mode: one job per mailbox that wants one.
+pub async fn handle_schedule(app: &App) -> Result<FanOutReport, HandlerError> {
+    let report = fan_out(
+        app.connections().as_ref(),
+        app.tenants().as_ref(),
+        app.queue().as_ref(),
+        &app.worker.queue_url,
+        SyncKind::Mail,
+        app.clock().now(),
+        app.fan_out,
+    )
+    .await?;
+    app.summaries().fan_out(FUNCTION, SyncKind::Mail, &report);
+    Ok(report)
+}
+
+/// Worker mode: every record through the skeleton; failures reported per record.
+pub async fn handle_sqs(app: &App, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    let outcomes: Vec<(String, bool)> = stream::iter(event.records)
+        .map(|record| async move {
+            let message_id = record.message_id.clone().unwrap_or_default();
+            let span = info_span!("sqs_record", message_id = %message_id);
+            let keep = async {
+                let job: SyncJob = match record.body.as_deref().map(serde_json::from_str::<SyncJob>)
+                {
+                    Some(Ok(job)) => job,
+                    _ => {
+                        // Kept, so that after maxReceiveCount it lands in the DLQ for a person.
+                        error!("the record is not a sync job");
+                        return true;
+                    }
+                };
+                let delivery = Delivery {
+                    receipt_handle: record.receipt_handle.clone(),
+                    receive_count: record
+                        .attributes
+                        .get("ApproximateReceiveCount")
+                        .and_then(|count| count.parse().ok())
+                        .unwrap_or(1),
+                    deadline,
+                };
+                let outcome = app.worker.run_job(&app.work, &job, &delivery).await;
+                if let JobOutcome::Retry { code } = &outcome {
+                    warn!(code = %code, "the job will be retried");
+                }
+                outcome.keep_message()
+            }
+            .instrument(span)
+            .await;
+            (message_id, keep)
+        })
+        .buffer_unordered(RECORD_CONCURRENCY)
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for (message_id, keep) in outcomes {
+        if keep {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}

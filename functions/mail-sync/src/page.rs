@@ -1,0 +1,251 @@
+//! Graph's mail JSON as mail-sync reads it: listed pages (delta and list) parsed with
+//! borrowed strings, so a page is matched in place and dropped whole; and the full
+//! message fetched for a match.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// The minimal `$select` of a listing: ids, participants, date and the draft flag. No
+/// subject, no preview, no body: a discarded message costs only these bytes.
+pub const LIST_SELECT: &str =
+    "id,from,sender,toRecipients,ccRecipients,bccRecipients,replyTo,receivedDateTime,isDraft";
+
+/// What is fetched (through `$batch`) for a match.
+pub const FETCH_SELECT: &str = "id,internetMessageId,conversationId,parentFolderId,subject,from,sender,toRecipients,ccRecipients,bccRecipients,replyTo,sentDateTime,receivedDateTime,bodyPreview,body,hasAttachments,webLink,isDraft";
+
+/// One page of a delta round or of a message list.
+#[derive(Debug, Deserialize)]
+pub struct ListPage<'a> {
+    #[serde(rename = "@odata.nextLink", borrow, default)]
+    pub next_link: Option<Cow<'a, str>>,
+    #[serde(rename = "@odata.deltaLink", borrow, default)]
+    pub delta_link: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub value: Vec<Listed<'a>>,
+}
+
+/// A listed message (or a removal).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed<'a> {
+    #[serde(rename = "@odata.type", borrow, default)]
+    pub odata_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(rename = "@removed", default)]
+    pub removed: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    pub from: Option<Recipient<'a>>,
+    #[serde(borrow, default)]
+    pub sender: Option<Recipient<'a>>,
+    #[serde(borrow, default)]
+    pub to_recipients: Option<Vec<Recipient<'a>>>,
+    #[serde(borrow, default)]
+    pub cc_recipients: Option<Vec<Recipient<'a>>>,
+    #[serde(borrow, default)]
+    pub bcc_recipients: Option<Vec<Recipient<'a>>>,
+    #[serde(borrow, default)]
+    pub reply_to: Option<Vec<Recipient<'a>>>,
+    #[serde(borrow, default)]
+    pub received_date_time: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub is_draft: Option<bool>,
+}
+
+/// `{"emailAddress": {"address": ...}}` (the name is not needed to match).
+#[derive(Debug, Deserialize)]
+pub struct Recipient<'a> {
+    #[serde(rename = "emailAddress", borrow, default)]
+    pub email_address: Option<Address<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Address<'a> {
+    #[serde(borrow, default)]
+    pub address: Option<Cow<'a, str>>,
+}
+
+impl<'a> Recipient<'a> {
+    fn address(&self) -> Option<&str> {
+        self.email_address.as_ref()?.address.as_deref()
+    }
+}
+
+/// What a listed item is to the importer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Removed,
+    /// Drafts and meeting requests/responses are never imported.
+    Skipped,
+    Message,
+}
+
+impl Listed<'_> {
+    pub fn kind(&self) -> Kind {
+        if self.removed.is_some() {
+            return Kind::Removed;
+        }
+        let meeting = self
+            .odata_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("#microsoft.graph.eventMessage"));
+        if meeting || self.is_draft == Some(true) {
+            Kind::Skipped
+        } else {
+            Kind::Message
+        }
+    }
+
+    /// from, sender, to, cc, bcc, reply-to.
+    pub fn participants(&self) -> impl Iterator<Item = &str> {
+        let singles = [self.from.as_ref(), self.sender.as_ref()]
+            .into_iter()
+            .flatten();
+        let lists = [
+            &self.to_recipients,
+            &self.cc_recipients,
+            &self.bcc_recipients,
+            &self.reply_to,
+        ]
+        .into_iter()
+        .flat_map(|list| list.iter().flatten());
+        singles.chain(lists).filter_map(Recipient::address)
+    }
+}
+
+/// A full message as fetched for storage.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetched {
+    #[serde(rename = "@odata.type", default)]
+    pub odata_type: Option<String>,
+    pub id: String,
+    #[serde(default)]
+    pub internet_message_id: Option<String>,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    #[serde(default)]
+    pub parent_folder_id: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub from: Option<OwnedRecipient>,
+    #[serde(default)]
+    pub sender: Option<OwnedRecipient>,
+    #[serde(default)]
+    pub to_recipients: Option<Vec<OwnedRecipient>>,
+    #[serde(default)]
+    pub cc_recipients: Option<Vec<OwnedRecipient>>,
+    #[serde(default)]
+    pub bcc_recipients: Option<Vec<OwnedRecipient>>,
+    #[serde(default)]
+    pub reply_to: Option<Vec<OwnedRecipient>>,
+    #[serde(default)]
+    pub sent_date_time: Option<String>,
+    #[serde(default)]
+    pub received_date_time: Option<String>,
+    #[serde(default)]
+    pub body_preview: Option<String>,
+    #[serde(default)]
+    pub body: Option<Body>,
+    #[serde(default)]
+    pub has_attachments: Option<bool>,
+    #[serde(default)]
+    pub web_link: Option<String>,
+    #[serde(default)]
+    pub is_draft: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OwnedRecipient {
+    #[serde(rename = "emailAddress", default)]
+    pub email_address: Option<OwnedAddress>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OwnedAddress {
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Body {
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+/// A participant with its role.
+pub type RoleAddress<'a> = (connector_core::domain::ParticipantRole, &'a OwnedAddress);
+
+impl Fetched {
+    /// Every participant with its role, in Graph's order.
+    pub fn participants(&self) -> Vec<RoleAddress<'_>> {
+        use connector_core::domain::ParticipantRole as Role;
+        let mut out = Vec::new();
+        for (role, single) in [(Role::From, &self.from), (Role::Sender, &self.sender)] {
+            if let Some(address) = single.as_ref().and_then(|r| r.email_address.as_ref()) {
+                out.push((role, address));
+            }
+        }
+        for (role, list) in [
+            (Role::To, &self.to_recipients),
+            (Role::Cc, &self.cc_recipients),
+            (Role::Bcc, &self.bcc_recipients),
+            (Role::ReplyTo, &self.reply_to),
+        ] {
+            for recipient in list.iter().flatten() {
+                if let Some(address) = &recipient.email_address {
+                    out.push((role, address));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn is_importable(&self) -> bool {
+        let meeting = self
+            .odata_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("#microsoft.graph.eventMessage"));
+        !meeting && self.is_draft != Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_page_borrows_and_classifies() {
+        let json = br##"{"@odata.context":"x","@odata.nextLink":"https://graph/v1.0/me/mailFolders/a/messages/delta?$skiptoken=t",
+            "value":[
+              {"@odata.type":"#microsoft.graph.message","@odata.etag":"W/\"x\"","id":"AAk1","receivedDateTime":"2026-03-01T08:00:00Z","isDraft":false,
+               "from":{"emailAddress":{"name":"Jane","address":"jane@acme.com"}},"sender":null,
+               "toRecipients":[{"emailAddress":{"name":"Me","address":"me@contoso.com"}}],"ccRecipients":[],"bccRecipients":null,
+               "replyTo":[{"emailAddress":{"address":"reply@acme.com"}}]},
+              {"@odata.type":"#microsoft.graph.eventMessageRequest","id":"AAk2","isDraft":false},
+              {"@odata.type":"#microsoft.graph.message","id":"AAk3","isDraft":true},
+              {"@odata.type":"#microsoft.graph.message","id":"AAk4","@removed":{"reason":"deleted"}}
+            ]}"##;
+        let page: ListPage<'_> = serde_json::from_slice(json).expect("parses");
+        assert!(page.next_link.is_some() && page.delta_link.is_none());
+        let kinds: Vec<Kind> = page.value.iter().map(Listed::kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::Message, Kind::Skipped, Kind::Skipped, Kind::Removed]
+        );
+        let participants: Vec<&str> = page.value[0].participants().collect();
+        assert_eq!(
+            participants,
+            ["jane@acme.com", "me@contoso.com", "reply@acme.com"]
+        );
+        assert!(matches!(page.value[0].id, Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,934 @@
+//! The mail import of one mailbox: the [`SyncWork`] that the shared worker skeleton runs.
+//!
+//! Per run: load the tenant's CRM index (cached per version in the warm container) into a
+//! [`CrmMatcher`]; fix the window on the first run; refresh the folder list when it is a
+//! day old; then walk every folder (up to 4 at once; the Graph session keeps the mailbox at
+//! 4 requests in flight overall), page by page:
+//!
+//! 1. list a page with the minimal `$select` (`Prefer: odata.maxpagesize`, immutable ids,
+//!    gzip), parse it borrowing from the body, match in memory, keep only the ids of
+//!    matches and removals, drop the page;
+//! 2. fetch the matches through `$batch` (20 per call, `outlook.body-content-type="text"`),
+//!    store them (upserts keyed by immutable id), delete removed ones (only when the stored
+//!    copy is in this folder: a message moved to another synced folder is kept);
+//! 3. checkpoint the folder's cursor (the nextLink, at the end the deltaLink); the next page
+//!    is already being listed while 2–3 run.
+//!
+//! ## Completeness beyond 5,000 messages
+//! A `$filter`ed message delta returns at most 5,000 messages (delta-query-messages). The
+//! first round asks `$filter=receivedDateTime ge {window start}` with
+//! `$orderby=receivedDateTime desc`, so the cap keeps the newest 5,000 and the round ends
+//! with a deltaLink that tracks changes from then on. When the round delivered 5,000 or
+//! more, the rest of the window — `receivedDateTime` from the window start up to the oldest
+//! one the round delivered, inclusive — is read with the message *list* of the folder (no
+//! cap; same minimal `$select`, newest first), before the deltaLink is used. The list is
+//! paged by key (`receivedDateTime le` the oldest seen so far) rather than `$skip`, so a
+//! message deleted meanwhile cannot shift a page over an unseen one; Graph's own nextLink is
+//! followed only when a whole page shares one timestamp. Messages arriving meanwhile come
+//! through the deltaLink; messages on the boundary may be read twice (upserts make that
+//! harmless).
+//!
+//! Nothing of a discarded message is kept or logged: its id and participants live only in
+//! the parsed page, which is dropped before the next one is read.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use connector_core::clock::Clock;
+use connector_core::domain::{
+    Activity, ActivityContent, ActivityId, CrmIndexContent, CursorKind, FolderCursor, MailActivity,
+    Participant, SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId, UserKey,
+};
+use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
+use connector_core::matching::CrmMatcher;
+use connector_core::ports::{ActivityStore, CrmIndex, SyncStateStore};
+use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
+use futures::{StreamExt, TryStreamExt, stream};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::folders::{self, MailFolder, segment};
+use crate::page::{FETCH_SELECT, Fetched, Kind, LIST_SELECT, ListPage};
+
+/// Microsoft's cap on a `$filter`ed message delta round.
+pub const FILTERED_DELTA_CAP: u64 = 5_000;
+
+/// Tunables (environment variables in the function, see `Settings::from_env`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailSettings {
+    /// `Prefer: odata.maxpagesize` for listings (and `$top` of the backfill list).
+    pub page_size: u32,
+    /// The window reaches back at least this far.
+    pub min_window: time::Duration,
+    /// The folder list is re-read when older than this.
+    pub folder_refresh: time::Duration,
+    /// Folders walked at once.
+    pub folder_concurrency: usize,
+    /// `$batch` calls in flight per folder page.
+    pub fetch_concurrency: usize,
+}
+
+impl Default for MailSettings {
+    /// 500 messages a page: ~300 KB of minimal-`$select` JSON (≈60 KB gzipped), well under
+    /// the sizes that draw 504s from Graph, and 0.2 % request overhead per message.
+    fn default() -> Self {
+        Self {
+            page_size: 500,
+            min_window: time::Duration::days(7),
+            folder_refresh: time::Duration::hours(24),
+            folder_concurrency: 4,
+            fetch_concurrency: 4,
+        }
+    }
+}
+
+impl MailSettings {
+    /// `MAIL_PAGE_SIZE` (10–1000), `MAIL_MIN_WINDOW_DAYS`, `MAIL_FOLDER_REFRESH_HOURS`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut settings = Self::default();
+        let number = |name: &str, min: i64, max: i64| -> Result<Option<i64>, String> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(value) if value.trim().is_empty() => Ok(None),
+                Some(value) => match value.trim().parse::<i64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                    _ => Err(format!("{name} must be a number from {min} to {max}")),
+                },
+            }
+        };
+        if let Some(n) = number("MAIL_PAGE_SIZE", 10, 1000)? {
+            settings.page_size = n as u32;
+        }
+        if let Some(n) = number("MAIL_MIN_WINDOW_DAYS", 1, 3650)? {
+            settings.min_window = time::Duration::days(n);
+        }
+        if let Some(n) = number("MAIL_FOLDER_REFRESH_HOURS", 1, 24 * 30)? {
+            settings.folder_refresh = time::Duration::hours(n);
+        }
+        Ok(settings)
+    }
+}
+
+/// The first import's start: the oldest open opportunity's created date (midnight UTC),
+/// and at least `min_window` back from now.
+pub fn window_start(
+    oldest_open_opportunity: Option<Date>,
+    now: OffsetDateTime,
+    min_window: time::Duration,
+) -> OffsetDateTime {
+    let floor = now - min_window;
+    let floor = floor.replace_nanosecond(0).unwrap_or(floor);
+    match oldest_open_opportunity {
+        Some(date) => date.midnight().assume_utc().min(floor),
+        None => floor,
+    }
+}
+
+/// `2026-03-01T08:00:00Z`, as `$filter` values are written.
+fn filter_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+fn parse_time(value: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(value, &Rfc3339).ok()
+}
+
+/// The first request of a folder's import.
+pub fn initial_delta_url(folder_id: &str, start: OffsetDateTime) -> String {
+    format!(
+        "/me/mailFolders/{}/messages/delta?$select={LIST_SELECT}&$filter=receivedDateTime%20ge%20{}&$orderby=receivedDateTime%20desc",
+        segment(folder_id),
+        filter_time(start)
+    )
+}
+
+/// A page of the backfill list: the window's messages up to `upper`, newest first.
+pub fn backfill_url(
+    folder_id: &str,
+    start: OffsetDateTime,
+    upper: OffsetDateTime,
+    top: u32,
+) -> String {
+    format!(
+        "/me/mailFolders/{}/messages?$select={LIST_SELECT}&$filter=receivedDateTime%20ge%20{}%20and%20receivedDateTime%20le%20{}&$orderby=receivedDateTime%20desc&$top={top}",
+        segment(folder_id),
+        filter_time(start),
+        filter_time(upper)
+    )
+}
+
+/// The tenant's CRM index as this container last loaded it.
+struct CachedCrm {
+    version: String,
+    content: Arc<CrmIndexContent>,
+}
+
+/// Mail's part of a sync run.
+pub struct MailWork {
+    activities: Arc<dyn ActivityStore>,
+    crm: Arc<dyn CrmIndex>,
+    settings: MailSettings,
+    crm_cache: Mutex<HashMap<TenantId, CachedCrm>>,
+}
+
+/// What one page gave.
+#[derive(Default)]
+struct PageResult {
+    matched: Vec<String>,
+    removed: Vec<String>,
+    /// Listed messages (removals excluded), drafts and meeting messages included.
+    listed: u64,
+    discarded: u64,
+    oldest: Option<OffsetDateTime>,
+    next_link: Option<String>,
+    delta_link: Option<String>,
+    /// Backfill: ids of this page's messages received at `oldest` (the next page repeats
+    /// that instant); in memory only.
+    boundary_ids: Vec<String>,
+}
+
+/// Which listing a request belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Delta,
+    Backfill,
+}
+
+/// Shared, read-only state of the folders of one run.
+struct FolderEnv<'a> {
+    session: &'a MailboxSession<'a>,
+    state: &'a dyn SyncStateStore,
+    clock: &'a dyn Clock,
+    key: &'a SyncKey,
+    owner: UserKey,
+    matcher: &'a CrmMatcher,
+    window: SyncWindow,
+    deadline: Instant,
+    counters: Mutex<SyncCounters>,
+}
+
+impl FolderEnv<'_> {
+    fn out_of_time(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    fn add(&self, page: &SyncCounters) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(page);
+    }
+}
+
+impl MailWork {
+    pub fn new(
+        activities: Arc<dyn ActivityStore>,
+        crm: Arc<dyn CrmIndex>,
+        settings: MailSettings,
+    ) -> Self {
+        Self {
+            activities,
+            crm,
+            settings,
+            crm_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> MailSettings {
+        self.settings
+    }
+
+    /// The tenant's current CRM index: one pointer read per run, a full load only when the
+    /// version changed since this container last loaded it.
+    async fn crm_index(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<(Option<Date>, Arc<CrmIndexContent>)>, WorkError> {
+        let Some(summary) = self.crm.summary(tenant).await? else {
+            return Ok(None);
+        };
+        if let Some(cached) = self
+            .crm_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .filter(|cached| cached.version == summary.version)
+        {
+            return Ok(Some((
+                summary.oldest_open_opportunity,
+                cached.content.clone(),
+            )));
+        }
+        let Some((summary, content)) = self.crm.load(tenant).await? else {
+            return Ok(None);
+        };
+        let content = Arc::new(content);
+        self.crm_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                tenant.clone(),
+                CachedCrm {
+                    version: summary.version.clone(),
+                    content: content.clone(),
+                },
+            );
+        Ok(Some((summary.oldest_open_opportunity, content)))
+    }
+
+    /// Brings the stored folder list in line with the mailbox: new folders get a fresh
+    /// cursor; folders that are gone lose theirs and their stored messages (their messages
+    /// went with them, to Deleted Items, which is not synced).
+    async fn reconcile_folders(
+        &self,
+        state: &dyn SyncStateStore,
+        key: &SyncKey,
+        owner: &UserKey,
+        cursors: &mut Vec<FolderCursor>,
+        folders: Vec<MailFolder>,
+        now: OffsetDateTime,
+    ) -> Result<(), WorkError> {
+        let present: HashSet<&str> = folders.iter().map(|f| f.id.as_str()).collect();
+        let gone: Vec<String> = cursors
+            .iter()
+            .filter(|c| !present.contains(c.folder_id.as_str()))
+            .map(|c| c.folder_id.clone())
+            .collect();
+        if !gone.is_empty() {
+            self.purge_folders(owner, &gone).await?;
+            for folder in &gone {
+                state.delete_cursor(key, folder).await?;
+            }
+            cursors.retain(|c| present.contains(c.folder_id.as_str()));
+        }
+        let known: HashSet<String> = cursors.iter().map(|c| c.folder_id.clone()).collect();
+        for folder in folders {
+            if let Some(existing) = cursors.iter_mut().find(|c| c.folder_id == folder.id) {
+                if existing.display_name.as_deref() != Some(folder.display_name.as_str())
+                    || existing.well_known_name != folder.well_known_name
+                {
+                    existing.display_name = Some(folder.display_name);
+                    existing.well_known_name = folder.well_known_name;
+                    state.put_cursor(key, existing).await?;
+                }
+                continue;
+            }
+            if known.contains(&folder.id) {
+                continue;
+            }
+            let mut cursor = FolderCursor::new(folder.id, now);
+            cursor.display_name = Some(folder.display_name);
+            cursor.well_known_name = folder.well_known_name;
+            state.put_cursor(key, &cursor).await?;
+            cursors.push(cursor);
+        }
+        Ok(())
+    }
+
+    async fn purge_folders(&self, owner: &UserKey, folders: &[String]) -> Result<(), WorkError> {
+        let gone: HashSet<&str> = folders.iter().map(String::as_str).collect();
+        let mut token = None;
+        let mut doomed = Vec::new();
+        loop {
+            let page = self
+                .activities
+                .list_activities(owner, 500, token.as_ref())
+                .await?;
+            for activity in page.items {
+                if let ActivityContent::Mail(mail) = &activity.content
+                    && gone.contains(mail.folder_id.as_str())
+                {
+                    doomed.push(activity.activity_id);
+                }
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        if !doomed.is_empty() {
+            info!(
+                count = doomed.len(),
+                "removing messages of folders that no longer exist"
+            );
+            self.activities.delete_activities(owner, &doomed).await?;
+        }
+        Ok(())
+    }
+
+    /// Walks one folder until its round (and backfill) is done or time is up.
+    async fn sync_folder(
+        &self,
+        env: &FolderEnv<'_>,
+        mut cursor: FolderCursor,
+    ) -> Result<WorkOutcome, WorkError> {
+        let prefer = [
+            Prefer::MaxPageSize(self.settings.page_size),
+            Prefer::ImmutableId,
+        ];
+        let mut prefetched: Option<(String, Result<Vec<u8>, GraphError>)> = None;
+        let mut boundary_ids: Vec<String> = Vec::new();
+        loop {
+            if env.out_of_time() {
+                return Ok(WorkOutcome::OutOfTime);
+            }
+            let (url, phase) = self.next_request(&mut cursor, env.window);
+            let body = match prefetched.take() {
+                Some((prefetched_url, body)) if prefetched_url == url => body,
+                _ => env.session.get(&url, &prefer).await,
+            };
+            let body = match body {
+                Ok(body) => body,
+                Err(error) if phase == Phase::Delta && error.is_sync_state_lost() => {
+                    warn!(
+                        folder = cursor.well_known_name.as_deref().unwrap_or("(custom)"),
+                        "delta state lost (410); importing the folder's window again"
+                    );
+                    restart(&mut cursor, env.clock.now());
+                    env.state.put_cursor(env.key, &cursor).await?;
+                    boundary_ids.clear();
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let result = self.read_page(&body, env.matcher, phase, &boundary_ids)?;
+            drop(body);
+
+            // The cursor after this page (saved only once the page is stored).
+            let mut next = cursor.clone();
+            let mut done = false;
+            match phase {
+                Phase::Delta => {
+                    if next.initial_round {
+                        next.round_items += result.listed;
+                        next.oldest_seen = min_time(next.oldest_seen, result.oldest);
+                    }
+                    if let Some(link) = &result.next_link {
+                        next.cursor = Some(link.clone());
+                        next.cursor_kind = Some(CursorKind::NextLink);
+                    } else if let Some(link) = &result.delta_link {
+                        next.cursor = Some(link.clone());
+                        next.cursor_kind = Some(CursorKind::DeltaLink);
+                        if next.initial_round
+                            && next.round_items >= FILTERED_DELTA_CAP
+                            && let Some(oldest) = next.oldest_seen
+                        {
+                            let start = next.window.unwrap_or(env.window).start;
+                            next.backfill = Some(backfill_url(
+                                &next.folder_id,
+                                start,
+                                oldest,
+                                self.settings.page_size,
+                            ));
+                        } else {
+                            done = true;
+                        }
+                        next.initial_round = false;
+                        next.round_items = 0;
+                        next.oldest_seen = None;
+                    } else {
+                        return Err(GraphError::Malformed(
+                            "a delta page without nextLink or deltaLink".into(),
+                        )
+                        .into());
+                    }
+                }
+                Phase::Backfill => {
+                    next.backfill = self.next_backfill(&next, env.window, &result);
+                    done = next.backfill.is_none();
+                }
+            }
+            next.updated_at = env.clock.now();
+            let upcoming = (!done && !env.out_of_time()).then(|| {
+                let mut peek = next.clone();
+                self.next_request(&mut peek, env.window).0
+            });
+
+            let store = async {
+                let mut page = SyncCounters {
+                    scanned: result.listed,
+                    pages: 1,
+                    ..SyncCounters::default()
+                };
+                let (stored, not_kept) = self
+                    .fetch_and_store(env, &next.folder_id, &result.matched)
+                    .await?;
+                page.matched = result.matched.len() as u64;
+                page.stored = stored;
+                page.discarded = result.discarded + not_kept;
+                page.removed = self
+                    .apply_removals(env, &next.folder_id, &result.removed)
+                    .await?;
+                next.counters.add(&page);
+                env.state.put_cursor(env.key, &next).await?;
+                env.add(&page);
+                Ok::<(), WorkError>(())
+            };
+            match upcoming {
+                Some(upcoming) => {
+                    let (stored, listed) = tokio::join!(store, env.session.get(&upcoming, &prefer));
+                    stored?;
+                    prefetched = Some((upcoming, listed));
+                }
+                None => store.await?,
+            }
+            boundary_ids = result.boundary_ids;
+            cursor = next;
+            if done {
+                return Ok(WorkOutcome::Complete);
+            }
+        }
+    }
+
+    /// The request that continues `cursor` (starting the initial round when it has none).
+    fn next_request(&self, cursor: &mut FolderCursor, window: SyncWindow) -> (String, Phase) {
+        if let Some(backfill) = &cursor.backfill {
+            return (backfill.clone(), Phase::Backfill);
+        }
+        if let Some(link) = &cursor.cursor {
+            return (link.clone(), Phase::Delta);
+        }
+        cursor.initial_round = true;
+        cursor.round_items = 0;
+        cursor.oldest_seen = None;
+        cursor.window = Some(window);
+        (
+            initial_delta_url(&cursor.folder_id, window.start),
+            Phase::Delta,
+        )
+    }
+
+    /// The backfill's next link: keyset on `receivedDateTime`, or Graph's own nextLink
+    /// when a whole page shares one timestamp; `None` when the list is exhausted.
+    fn next_backfill(
+        &self,
+        cursor: &FolderCursor,
+        window: SyncWindow,
+        page: &PageResult,
+    ) -> Option<String> {
+        let next_link = page.next_link.as_ref()?;
+        let start = cursor.window.unwrap_or(window).start;
+        let upper = cursor.backfill.as_deref().and_then(backfill_upper);
+        match (page.oldest, upper) {
+            (Some(oldest), Some(upper)) if oldest < upper => Some(backfill_url(
+                &cursor.folder_id,
+                start,
+                oldest,
+                self.settings.page_size,
+            )),
+            _ => Some(next_link.clone()),
+        }
+    }
+
+    /// Parses a listed page and matches it; only ids of matches and removals survive.
+    fn read_page(
+        &self,
+        body: &[u8],
+        matcher: &CrmMatcher,
+        phase: Phase,
+        skip: &[String],
+    ) -> Result<PageResult, WorkError> {
+        let page: ListPage<'_> = serde_json::from_slice(body).map_err(|error| {
+            GraphError::Malformed(format!(
+                "listed page: {:?} error at line {}",
+                error.classify(),
+                error.line()
+            ))
+        })?;
+        let mut result = PageResult {
+            next_link: page.next_link.as_deref().map(str::to_owned),
+            delta_link: page.delta_link.as_deref().map(str::to_owned),
+            ..PageResult::default()
+        };
+        let mut oldest_text: Option<&str> = None;
+        for item in &page.value {
+            if phase == Phase::Backfill && skip.iter().any(|id| id == item.id.as_ref()) {
+                continue;
+            }
+            match item.kind() {
+                Kind::Removed => {
+                    result.removed.push(item.id.clone().into_owned());
+                    continue;
+                }
+                Kind::Skipped => {
+                    result.listed += 1;
+                    result.discarded += 1;
+                }
+                Kind::Message => {
+                    result.listed += 1;
+                    if matcher.matches(item.participants()) {
+                        result.matched.push(item.id.clone().into_owned());
+                    } else {
+                        result.discarded += 1;
+                    }
+                }
+            }
+            // Graph writes every receivedDateTime the same way (UTC, `Z`): text order is time order.
+            if let Some(received) = item.received_date_time.as_deref()
+                && oldest_text.is_none_or(|oldest| received < oldest)
+            {
+                oldest_text = Some(received);
+            }
+        }
+        result.oldest = oldest_text.and_then(parse_time);
+        if phase == Phase::Backfill
+            && let Some(oldest) = oldest_text
+        {
+            result.boundary_ids = page
+                .value
+                .iter()
+                .filter(|item| item.received_date_time.as_deref() == Some(oldest))
+                .map(|item| item.id.clone().into_owned())
+                .collect();
+        }
+        Ok(result)
+    }
+
+    /// Fetches the matched messages (20 per `$batch`) and stores those still matching;
+    /// returns (stored, matched but not kept).
+    async fn fetch_and_store(
+        &self,
+        env: &FolderEnv<'_>,
+        folder_id: &str,
+        ids: &[String],
+    ) -> Result<(u64, u64), WorkError> {
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let now = env.clock.now();
+        let chunks: Vec<Vec<BatchRequest>> = ids
+            .chunks(BATCH_LIMIT)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| BatchRequest {
+                        id: i.to_string(),
+                        url: format!("/me/messages/{}?$select={FETCH_SELECT}", segment(id)),
+                        prefer: vec![Prefer::ImmutableId, Prefer::BodyText],
+                    })
+                    .collect()
+            })
+            .collect();
+        let answers: Vec<Vec<connector_core::graph::BatchItem>> = stream::iter(chunks)
+            .map(|chunk| async move { env.session.batch(&chunk).await })
+            .buffer_unordered(self.settings.fetch_concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut activities = Vec::new();
+        let mut not_kept = 0u64;
+        for item in answers.into_iter().flatten() {
+            match item.status {
+                200 => {}
+                // Deleted or moved out since it was listed: the delta reports it.
+                404 => {
+                    not_kept += 1;
+                    continue;
+                }
+                _ => return Err(item.to_error().into()),
+            }
+            let Some(body) = item.body.as_ref() else {
+                not_kept += 1;
+                continue;
+            };
+            let fetched: Fetched = serde_json::from_str(body.get()).map_err(|error| {
+                GraphError::Malformed(format!("fetched message: {:?} error", error.classify()))
+            })?;
+            match to_activity(&env.owner, folder_id, fetched, env.matcher, now) {
+                Some(activity) => activities.push(activity),
+                None => not_kept += 1,
+            }
+        }
+        let stored = activities.len() as u64;
+        if !activities.is_empty() {
+            self.activities.upsert_activities(&activities).await?;
+        }
+        Ok((stored, not_kept))
+    }
+
+    /// Deletes the stored copies of removed messages that live in this folder.
+    async fn apply_removals(
+        &self,
+        env: &FolderEnv<'_>,
+        folder_id: &str,
+        ids: &[String],
+    ) -> Result<u64, WorkError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let owner = &env.owner;
+        let found: Vec<Option<ActivityId>> = stream::iter(ids.to_vec())
+            .map(|id: String| async move {
+                let activity_id = ActivityId::mail(&id);
+                let stored = self.activities.get_activity(owner, &activity_id).await?;
+                Ok::<_, WorkError>(stored.and_then(|activity| match &activity.content {
+                    ActivityContent::Mail(mail) if mail.folder_id == folder_id => Some(activity_id),
+                    _ => None,
+                }))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let doomed: Vec<ActivityId> = found.into_iter().flatten().collect();
+        if !doomed.is_empty() {
+            self.activities.delete_activities(owner, &doomed).await?;
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+fn min_time(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// The `le` bound of a keyset backfill URL we built.
+fn backfill_upper(url: &str) -> Option<OffsetDateTime> {
+    let marker = "receivedDateTime%20le%20";
+    let start = url.find(marker)? + marker.len();
+    let rest = &url[start..];
+    let end = rest.find(['&', '%']).unwrap_or(rest.len());
+    parse_time(&rest[..end])
+}
+
+/// Forgets a folder's progress so its window is imported again.
+fn restart(cursor: &mut FolderCursor, now: OffsetDateTime) {
+    cursor.cursor = None;
+    cursor.cursor_kind = None;
+    cursor.initial_round = false;
+    cursor.round_items = 0;
+    cursor.oldest_seen = None;
+    cursor.backfill = None;
+    cursor.updated_at = now;
+}
+
+/// What is stored of a fetched match, or `None` when it no longer qualifies.
+fn to_activity(
+    owner: &UserKey,
+    folder_id: &str,
+    fetched: Fetched,
+    matcher: &CrmMatcher,
+    now: OffsetDateTime,
+) -> Option<Activity> {
+    if !fetched.is_importable() {
+        return None;
+    }
+    let participants: Vec<Participant> = fetched
+        .participants()
+        .into_iter()
+        .filter_map(|(role, address)| {
+            let email = address.address.as_deref()?.trim().to_lowercase();
+            (!email.is_empty()).then(|| Participant {
+                role,
+                address: email,
+                name: address.name.clone().filter(|name| !name.trim().is_empty()),
+            })
+        })
+        .collect();
+    let matches = matcher.explain(participants.iter().map(|p| p.address.as_str()));
+    if matches.is_empty() {
+        return None;
+    }
+    let body = fetched.body.as_ref();
+    let mail = MailActivity {
+        immutable_id: fetched.id,
+        internet_message_id: fetched.internet_message_id,
+        conversation_id: fetched.conversation_id,
+        folder_id: folder_id.to_owned(),
+        subject: fetched.subject.unwrap_or_default(),
+        participants,
+        sent_at: fetched.sent_date_time.as_deref().and_then(parse_time),
+        received_at: fetched.received_date_time.as_deref().and_then(parse_time),
+        body_preview: fetched.body_preview.unwrap_or_default(),
+        body_text: body.and_then(|b| b.content.clone()).unwrap_or_default(),
+        has_attachments: fetched.has_attachments.unwrap_or(false),
+        web_link: fetched.web_link,
+    };
+    Some(Activity::new(
+        owner.clone(),
+        ActivityContent::Mail(mail),
+        matches,
+        now,
+    ))
+}
+
+#[async_trait]
+impl SyncWork for MailWork {
+    fn kind(&self) -> SyncKind {
+        SyncKind::Mail
+    }
+
+    async fn run(&self, ctx: &mut RunContext<'_>) -> Result<WorkOutcome, WorkError> {
+        let now = ctx.now();
+        let owner = ctx.user();
+        let Some((oldest_open, index)) = self.crm_index(&ctx.key.tenant_id).await? else {
+            // Nothing can match: leave the cursors where they are until a CRM is imported.
+            info!("no CRM index for this tenant; nothing to import");
+            return Ok(WorkOutcome::Complete);
+        };
+        let tenant_domains: Vec<&str> = ctx
+            .tenant
+            .map(|tenant| tenant.verified_domains.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let own = [
+            Some(ctx.connection.upn.as_str()),
+            ctx.connection.mail.as_deref(),
+        ];
+        let matcher = CrmMatcher::new(&index, tenant_domains, own.into_iter().flatten());
+
+        if ctx.meta.window.is_none() {
+            ctx.meta.window = Some(SyncWindow {
+                start: window_start(oldest_open, now, self.settings.min_window),
+                end: None,
+            });
+        }
+        let window = ctx.meta.window.unwrap_or(SyncWindow {
+            start: window_start(oldest_open, now, self.settings.min_window),
+            end: None,
+        });
+
+        let mut cursors = ctx.state.list_cursors(&ctx.key).await?;
+        let refresh_due = cursors.is_empty()
+            || ctx
+                .meta
+                .folders_refreshed_at
+                .is_none_or(|at| now - at >= self.settings.folder_refresh);
+        if refresh_due {
+            let folders = folders::discover(ctx.session).await?;
+            self.reconcile_folders(ctx.state, &ctx.key, &owner, &mut cursors, folders, now)
+                .await?;
+            ctx.meta.folders_refreshed_at = Some(now);
+        }
+        let importing = cursors
+            .iter()
+            .any(|c| c.cursor_kind != Some(CursorKind::DeltaLink) || c.backfill.is_some());
+        ctx.meta.enter(
+            if importing {
+                SyncStage::InitialImport
+            } else {
+                SyncStage::Incremental
+            },
+            now,
+        );
+        ctx.folders = cursors.len() as u64;
+        // Inbox and Sent Items first: what users look at.
+        cursors.sort_by_key(|c| match c.well_known_name.as_deref() {
+            Some("inbox") => 0,
+            Some("sentitems") => 1,
+            _ => 2,
+        });
+
+        let env = FolderEnv {
+            session: ctx.session,
+            state: ctx.state,
+            clock: ctx.clock,
+            key: &ctx.key,
+            owner,
+            matcher: &matcher,
+            window,
+            deadline: ctx.deadline,
+            counters: Mutex::new(SyncCounters::default()),
+        };
+        let outcomes: Result<BTreeSet<OutcomeOrder>, WorkError> = stream::iter(cursors)
+            .map(|cursor| {
+                let env = &env;
+                async move { self.sync_folder(env, cursor).await.map(OutcomeOrder::from) }
+            })
+            .buffer_unordered(self.settings.folder_concurrency.max(1))
+            .try_collect()
+            .await;
+        let counters = *env.counters.lock().unwrap_or_else(|e| e.into_inner());
+        ctx.counters.add(&counters);
+        let outcomes = outcomes?;
+        Ok(if outcomes.contains(&OutcomeOrder::OutOfTime) {
+            WorkOutcome::OutOfTime
+        } else {
+            WorkOutcome::Complete
+        })
+    }
+}
+
+/// `WorkOutcome` in a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum OutcomeOrder {
+    Complete,
+    OutOfTime,
+}
+
+impl From<WorkOutcome> for OutcomeOrder {
+    fn from(outcome: WorkOutcome) -> Self {
+        match outcome {
+            WorkOutcome::Complete => OutcomeOrder::Complete,
+            WorkOutcome::OutOfTime => OutcomeOrder::OutOfTime,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{date, datetime};
+
+    #[test]
+    fn window_reaches_the_oldest_open_opportunity_and_at_least_a_week() {
+        let now = datetime!(2026-03-20 10:15:30.5 UTC);
+        let week = time::Duration::days(7);
+        assert_eq!(
+            window_start(Some(date!(2026 - 01 - 15)), now, week),
+            datetime!(2026-01-15 0:00 UTC)
+        );
+        assert_eq!(
+            window_start(Some(date!(2026 - 03 - 18)), now, week),
+            datetime!(2026-03-13 10:15:30 UTC)
+        );
+        assert_eq!(
+            window_start(None, now, week),
+            datetime!(2026-03-13 10:15:30 UTC)
+        );
+    }
+
+    #[test]
+    fn urls_carry_the_window_and_the_minimal_select() {
+        let start = datetime!(2026-01-15 0:00 UTC);
+        let url = initial_delta_url("AQMk/x+y=", start);
+        assert!(url.starts_with("/me/mailFolders/AQMk%2Fx%2By%3D/messages/delta?$select=id,from,"));
+        assert!(url.contains("$filter=receivedDateTime%20ge%202026-01-15T00:00:00Z"));
+        assert!(url.contains("$orderby=receivedDateTime%20desc"));
+        assert!(!url.contains("subject") && !url.contains("bodyPreview"));
+        let upper = datetime!(2026-02-01 12:30:05 UTC);
+        let backfill = backfill_url("f", start, upper, 500);
+        assert_eq!(backfill_upper(&backfill), Some(upper));
+        assert!(backfill.contains("$top=500"));
+    }
+
+    #[test]
+    fn settings_from_the_environment() {
+        let settings = MailSettings::from_lookup(|name| match name {
+            "MAIL_PAGE_SIZE" => Some("250".into()),
+            "MAIL_MIN_WINDOW_DAYS" => Some("14".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(settings.page_size, 250);
+        assert_eq!(settings.min_window, time::Duration::days(14));
+        assert!(
+            MailSettings::from_lookup(|name| (name == "MAIL_PAGE_SIZE").then(|| "5".into()))
+                .is_err()
+        );
+    }
+}
