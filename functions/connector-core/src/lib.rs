@@ -15,6 +15,7 @@
 //! - [`teams`]: Teams posting state (idempotency records, share targets, dead-letter reasons).
 
 pub mod adapters;
+pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -1,0 +1,220 @@
+//! calendar-sync: the CalendarSyncFunction handler.
+//!
+//! One function, two triggers (DESIGN.md §3):
+//! - the hourly EventBridge schedule → **fan-out**: one calendar [`SyncJob`] per active
+//!   connection that wants one (connector-core's `sync::fan_out`: calendar switch on,
+//!   calendar scopes and tenant grant, not parked);
+//! - its SQS queue → **worker**: each record is one calendar, run through connector-core's
+//!   worker skeleton with [`CalendarWork`]; records whose job must come back (retry, parked)
+//!   are reported as batch item failures, the others are deleted by Lambda.
+//!
+//! The handler takes the narrow pieces it needs ([`CalendarSync`]); `main.rs` builds them
+//! once per cold start.
+
+pub mod work;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use connector_core::clock::Clock;
+use connector_core::domain::SyncKind;
+use connector_core::messages::SyncJob;
+use connector_core::sync::{
+    Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, Worker, fan_out,
+};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info_span, warn};
+
+pub use work::{CalendarOptions, CalendarWork};
+
+/// The function's name in summaries and metrics.
+pub const FUNCTION: &str = "calendar-sync";
+
+/// What an invocation carries.
+#[derive(Debug)]
+pub enum Invocation {
+    /// The EventBridge schedule (`detail-type: Scheduled Event`).
+    Schedule,
+    /// SQS records, one calendar job each.
+    Jobs(SqsEvent),
+}
+
+/// An event this function does not handle (the whole invocation fails: nothing to retry
+/// per record).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("unrecognised event: {0}")]
+    UnknownEvent(&'static str),
+    #[error("unreadable SQS event")]
+    BadSqsEvent(#[source] serde_json::Error),
+    #[error("the fan-out failed")]
+    FanOut(#[from] FanOutError),
+}
+
+impl HandlerError {
+    /// A stable code for the invocation's error type.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HandlerError::UnknownEvent(_) => "UnknownEvent",
+            HandlerError::BadSqsEvent(_) => "BadSqsEvent",
+            HandlerError::FanOut(_) => "FanOutFailed",
+        }
+    }
+}
+
+/// What Lambda reports for a failed invocation: our code and our own wording.
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.code().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Tells the two triggers apart: SQS events carry `Records`, scheduled events a
+/// `detail-type` of `Scheduled Event`.
+pub fn decode(payload: Value) -> Result<Invocation, HandlerError> {
+    let Value::Object(object) = &payload else {
+        return Err(HandlerError::UnknownEvent("not a JSON object"));
+    };
+    if object.contains_key("Records") {
+        return serde_json::from_value(payload)
+            .map(Invocation::Jobs)
+            .map_err(HandlerError::BadSqsEvent);
+    }
+    match object.get("detail-type").and_then(Value::as_str) {
+        Some("Scheduled Event") => Ok(Invocation::Schedule),
+        Some(_) => Err(HandlerError::UnknownEvent(
+            "an EventBridge event of another type",
+        )),
+        None => Err(HandlerError::UnknownEvent("neither SQS nor a schedule")),
+    }
+}
+
+/// Lambda's deadline (milliseconds since the epoch) as an [`Instant`].
+pub fn deadline_instant(deadline_ms: u64) -> Instant {
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let remaining = (i128::from(deadline_ms) - now_ms).max(0) as u64;
+    Instant::now() + Duration::from_millis(remaining)
+}
+
+/// Everything the handler runs on.
+pub struct CalendarSync {
+    pub worker: Arc<Worker>,
+    pub work: Arc<CalendarWork>,
+    pub fan_out: FanOutOptions,
+    /// Jobs of one SQS batch run at once (different users: the per-mailbox limit is
+    /// per user).
+    pub job_concurrency: usize,
+}
+
+impl CalendarSync {
+    pub fn new(worker: Arc<Worker>, work: Arc<CalendarWork>) -> Self {
+        Self {
+            worker,
+            work,
+            fan_out: FanOutOptions::default(),
+            job_concurrency: 4,
+        }
+    }
+
+    /// Handles one invocation; `deadline` is Lambda's.
+    pub async fn handle(&self, payload: Value, deadline: Instant) -> Result<Value, HandlerError> {
+        match decode(payload)? {
+            Invocation::Schedule => {
+                let report = self.schedule().await?;
+                Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+            }
+            Invocation::Jobs(event) => {
+                let response = self.jobs(event, deadline).await;
+                Ok(serde_json::to_value(response).unwrap_or(Value::Null))
+            }
+        }
+    }
+
+    /// Schedule mode: one job per calendar that wants one, and one summary line.
+    pub async fn schedule(&self) -> Result<FanOutReport, FanOutError> {
+        let worker = &self.worker;
+        let report = fan_out(
+            worker.connections.as_ref(),
+            worker.tenants.as_ref(),
+            worker.queue.as_ref(),
+            &worker.queue_url,
+            SyncKind::Calendar,
+            worker.clock.now(),
+            self.fan_out,
+        )
+        .await?;
+        worker
+            .summaries
+            .fan_out(FUNCTION, SyncKind::Calendar, &report);
+        Ok(report)
+    }
+
+    /// Worker mode: every record through the skeleton; failures reported per record.
+    pub async fn jobs(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        let outcomes: Vec<(String, bool)> = futures::stream::iter(event.records)
+            .map(|record| self.record(record, deadline))
+            .buffer_unordered(self.job_concurrency.max(1))
+            .collect()
+            .await;
+        let mut response = SqsBatchResponse::default();
+        for (message_id, keep) in outcomes {
+            if keep {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message_id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Runs one record; returns its message id and whether SQS must deliver it again.
+    async fn record(&self, record: SqsMessage, deadline: Instant) -> (String, bool) {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let span = info_span!("calendar_job", message_id = %message_id);
+        let keep = async {
+            let job: SyncJob = match record.body.as_deref().map(serde_json::from_str::<SyncJob>) {
+                Some(Ok(job)) => job,
+                // Kept on the queue: after maxReceiveCount it lands in the DLQ for a person.
+                Some(Err(error)) => {
+                    error!(error = %error, "unreadable calendar job");
+                    return true;
+                }
+                None => {
+                    error!("calendar job without a body");
+                    return true;
+                }
+            };
+            if job.kind != SyncKind::Calendar {
+                warn!(kind = %job.kind, "a job of another kind on the calendar queue; dropped");
+                return false;
+            }
+            let delivery = Delivery {
+                receipt_handle: record.receipt_handle.clone(),
+                receive_count: record
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|count| count.parse().ok())
+                    .unwrap_or(1),
+                deadline,
+            };
+            let outcome = self
+                .worker
+                .run_job(self.work.as_ref(), &job, &delivery)
+                .instrument(info_span!("sync", tenant_id = %job.tenant_id, user_id = %job.user_id))
+                .await;
+            if let JobOutcome::Failed { code } = &outcome {
+                warn!(code = %code, "calendar job failed and was dropped");
+            }
+            outcome.keep_message()
+        }
+        .instrument(span)
+        .await;
+        (message_id, keep)
+    }
+}
