@@ -637,6 +637,36 @@ impl MailboxSession<'_> {
         })
     }
 
+    /// POSTs a JSON body to a Graph URL (absolute link or `/...` path) and returns the
+    /// answer's body. Retried as the client's [`RetryPolicy`] says, like every request: a
+    /// request that must not be repeated in-process (a Teams message: the caller retries
+    /// through its queue) goes through a client with `attempts: 1, throttle_retries: 0`,
+    /// which hands back the 429 as [`GraphError::Throttled`] and the 5xx as-is.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<Bytes, GraphError> {
+        let url = self.client.resolve(url)?;
+        let body =
+            serde_json::to_vec(body).map_err(|error| GraphError::Malformed(error.to_string()))?;
+        self.send(
+            |token| {
+                self.client
+                    .http
+                    .post(&url)
+                    .bearer_auth(token.secret())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )
+                    .body(body.clone())
+            },
+            1,
+        )
+        .await
+    }
+
     /// Runs up to 20 GETs as one `$batch`, retrying items answered 429 (after their
     /// `Retry-After`) or 5xx; returns every item's final answer, in request order.
     pub async fn batch(&self, requests: &[BatchRequest]) -> Result<Vec<BatchItem>, GraphError> {
