@@ -415,4 +415,32 @@ mod tests {
         let (items, _, _) = walk(&data, state, 1000);
         assert_eq!(items.len(), 500);
     }
+
+    #[test]
+    fn a_long_stretch_of_filtered_changes_yields_an_empty_page_with_a_next_link() {
+        let mut data = MailboxData::new("u");
+        let inbox = data.resolve_folder("inbox").unwrap();
+        let keys: Vec<u32> = (0..SCAN_BUDGET as i64 + 10)
+            .map(|i| data.insert(inbox, msg(), i, i, None, i))
+            .collect();
+        let (_, delta, _) = walk(&data, initial(inbox), 1000);
+        for &k in &keys {
+            data.update(k, msg(), 0, 1);
+        }
+        let added = data.insert(inbox, msg(), 5, 5, None, 5);
+        let mut state = DeltaState {
+            c: Some(ChangeType::Created),
+            ..delta
+        };
+        begin_round(&data, &mut state);
+        let first = page(&data, &state, 10);
+        assert!(
+            first.items.is_empty(),
+            "only updates in the first {SCAN_BUDGET} entries"
+        );
+        let next = first.next.expect("a nextLink, not the end of the round");
+        let second = page(&data, &next, 10);
+        assert_eq!(second.items, vec![DeltaItem::Message(added)]);
+        assert!(second.next.is_none() && second.delta.is_some());
+    }
 }
