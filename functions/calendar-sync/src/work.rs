@@ -64,6 +64,8 @@ pub struct CalendarWork {
 /// What one run needs to judge events.
 struct Judge {
     rules: CrmMatcher,
+    /// [`calendar::rules_fingerprint`] of this run's rules.
+    fingerprint: String,
     own: OwnAddresses,
     import_internal: bool,
     owner: UserKey,
@@ -117,16 +119,25 @@ impl CalendarWork {
             },
         };
         let own = OwnAddresses::of(ctx.connection);
-        let tenant_domains = ctx
-            .tenant
-            .map(|tenant| tenant.verified_domains.iter().map(String::as_str))
-            .into_iter()
-            .flatten();
-        let rules = CrmMatcher::new(&content, tenant_domains, own.iter());
+        let tenant_domains = || {
+            ctx.tenant
+                .map(|tenant| tenant.verified_domains.iter().map(String::as_str))
+                .into_iter()
+                .flatten()
+        };
+        let import_internal = ctx.connection.switches.internal_meetings;
+        let rules = CrmMatcher::new(&content, tenant_domains(), own.iter());
+        let fingerprint = calendar::rules_fingerprint(
+            &content.content_hash,
+            tenant_domains(),
+            &own,
+            import_internal,
+        );
         Ok(Judge {
             rules,
+            fingerprint,
             own,
-            import_internal: ctx.connection.switches.internal_meetings,
+            import_internal,
             owner: ctx.user(),
         })
     }
@@ -317,13 +328,17 @@ impl SyncWork for CalendarWork {
             .get_cursor(&ctx.key, CALENDAR_CURSOR)
             .await?
             .unwrap_or_else(|| FolderCursor::new(CALENDAR_CURSOR, now));
+        let judge = self.judge(ctx).await?;
         if cursor.cursor.is_none() || calendar::needs_rebase(cursor.window.as_ref(), now) {
             if cursor.window.is_some() {
                 info!("re-basing the calendar window");
             }
             start_round(&mut cursor, now);
+        } else if cursor.rules.as_deref() != Some(judge.fingerprint.as_str()) {
+            info!("the CRM index or the user's rules changed; re-reading the calendar window");
+            start_round(&mut cursor, now);
         }
-        let judge = self.judge(ctx).await?;
+        cursor.rules = Some(judge.fingerprint.clone());
         let prefer = self.prefer();
         let mut restarts = 0u32;
         loop {

@@ -487,6 +487,40 @@ impl OwnAddresses {
     }
 }
 
+/// A fingerprint of everything that decides relevance: the CRM index (its content hash),
+/// what is internal (the tenant's verified domains, the user's addresses) and the
+/// internal-meeting switch. Stored with the calendar cursor: when it changes, meetings that
+/// did not change may have become relevant (or stopped being), so a new initial round runs.
+pub fn rules_fingerprint<'a>(
+    crm_content_hash: &str,
+    verified_domains: impl IntoIterator<Item = &'a str>,
+    own: &OwnAddresses,
+    import_internal: bool,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let domains: BTreeSet<String> = verified_domains
+        .into_iter()
+        .map(|domain| domain.trim().to_lowercase())
+        .collect();
+    let mut hash = Sha256::new();
+    hash.update(b"crm\0");
+    hash.update(crm_content_hash.as_bytes());
+    for domain in &domains {
+        hash.update(b"\0domain\0");
+        hash.update(domain.as_bytes());
+    }
+    for address in own.iter() {
+        hash.update(b"\0own\0");
+        hash.update(address.as_bytes());
+    }
+    hash.update(if import_internal {
+        b"\0internal:on".as_slice()
+    } else {
+        b"\0internal:off".as_slice()
+    });
+    hex::encode(&hash.finalize()[..16])
+}
+
 /// Why a meeting is imported, with what is stored as its matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Relevance {
@@ -1066,6 +1100,29 @@ mod tests {
         meeting.start = datetime!(2028-01-10 9:00 UTC);
         meeting.end = datetime!(2028-01-10 10:00 UTC);
         assert_eq!(removal_action(&meeting, &window), RemovalAction::Keep);
+    }
+
+    #[test]
+    fn fingerprints_follow_every_rule_input() {
+        let base = rules_fingerprint("h1", ["contoso.com"], &own(), false);
+        assert_eq!(base.len(), 32);
+        assert_eq!(
+            base,
+            rules_fingerprint("h1", [" Contoso.com"], &own(), false)
+        );
+        for other in [
+            rules_fingerprint("h2", ["contoso.com"], &own(), false),
+            rules_fingerprint("h1", ["contoso.com", "fabrikam.com"], &own(), false),
+            rules_fingerprint(
+                "h1",
+                ["contoso.com"],
+                &OwnAddresses::new(["ben@contoso.com"]),
+                false,
+            ),
+            rules_fingerprint("h1", ["contoso.com"], &own(), true),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     #[test]

@@ -335,6 +335,11 @@ pub struct FolderCursor {
     /// cover; `cursor` holds the round's deltaLink meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<String>,
+    /// Calendar: a fingerprint of the rules that chose what the round stored (CRM index,
+    /// internal domains, the internal-meeting switch). Meetings do not change when the rules
+    /// do, so a new fingerprint starts a new initial round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -357,6 +362,7 @@ impl FolderCursor {
             round_items: 0,
             oldest_seen: None,
             backfill: None,
+            rules: None,
             updated_at: now,
         }
     }
