@@ -1,0 +1,6 @@
+//! mail-sync against microsoft-sim (in-process) and moto: one test binary, one module per
+//! concern. Every test provisions its own stack and its own sim.
+
+mod matching;
+mod scale;
+mod support;
