@@ -214,6 +214,7 @@ pub fn router(sim: SharedSim) -> Router<SharedSim> {
         .layer(middleware::from_fn(request_ids))
         .layer(
             CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Fastest)
                 .gzip(true)
                 .no_br()
                 .no_deflate()

@@ -71,6 +71,20 @@ pub fn router() -> Router<SharedSim> {
                     &format!("{base}/{{folder}}/messages/delta"),
                     get(messages_delta),
                 )
+                // The function-call forms Microsoft's SDKs send (`delta()`, and
+                // the namespace-qualified one); Graph serves all of them alike.
+                .route(
+                    &format!("{base}/{{folder}}/messages/delta()"),
+                    get(messages_delta),
+                )
+                .route(
+                    &format!("{base}/{{folder}}/messages/microsoft.graph.delta"),
+                    get(messages_delta),
+                )
+                .route(
+                    &format!("{base}/{{folder}}/messages/microsoft.graph.delta()"),
+                    get(messages_delta),
+                )
                 .route(
                     &format!("{base}/{{folder}}/messages/{{message}}"),
                     get(get_message),
