@@ -454,6 +454,23 @@ impl Harness {
         }
     }
 
+    /// The harness's worker with another sync-state store (fault injection).
+    pub fn worker_with_state(&self, state: Arc<dyn SyncStateStore>) -> Worker {
+        let w = &self.app.worker;
+        Worker {
+            function: w.function,
+            connections: w.connections.clone(),
+            tenants: w.tenants.clone(),
+            state,
+            queue: w.queue.clone(),
+            queue_url: w.queue_url.clone(),
+            tokens: w.tokens.clone(),
+            graph: w.graph.clone(),
+            clock: w.clock.clone(),
+            summaries: w.summaries.clone(),
+        }
+    }
+
     /// One run of the worker path for the user.
     pub async fn run(&self, key: &UserKey) -> JobOutcome {
         self.app
