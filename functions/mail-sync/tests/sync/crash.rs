@@ -34,7 +34,12 @@ struct CrashingState {
 
 #[async_trait]
 impl SyncStateStore for CrashingState {
-    async fn acquire_lease(&self, key: &SyncKey, holder: &str, _ttl: Duration) -> Result<bool, StoreError> {
+    async fn acquire_lease(
+        &self,
+        key: &SyncKey,
+        holder: &str,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
         self.inner.acquire_lease(key, holder, Duration::ZERO).await
     }
     async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError> {
@@ -49,7 +54,11 @@ impl SyncStateStore for CrashingState {
     async fn put_meta(&self, key: &SyncKey, meta: &SyncMeta) -> Result<(), StoreError> {
         self.inner.put_meta(key, meta).await
     }
-    async fn get_cursor(&self, key: &SyncKey, folder_id: &str) -> Result<Option<FolderCursor>, StoreError> {
+    async fn get_cursor(
+        &self,
+        key: &SyncKey,
+        folder_id: &str,
+    ) -> Result<Option<FolderCursor>, StoreError> {
         self.inner.get_cursor(key, folder_id).await
     }
     async fn put_cursor(&self, key: &SyncKey, cursor: &FolderCursor) -> Result<(), StoreError> {
@@ -81,7 +90,9 @@ async fn a_crash_after_any_page_resumes_to_the_exact_set() -> Result<()> {
         &tenant,
         DOMAIN,
         vec![user(&patti, UPN, "exchangeOnline", json!([]))],
-        vec![json!({"user": UPN, "folder": "inbox", "messages": MESSAGES, "seed": SEED, "crmMatchRatio": 0.2})],
+        vec![
+            json!({"user": UPN, "folder": "inbox", "messages": MESSAGES, "seed": SEED, "crmMatchRatio": 0.2}),
+        ],
     );
     let settings = MailSettings {
         page_size: PAGE,
@@ -117,10 +128,17 @@ async fn a_crash_after_any_page_resumes_to_the_exact_set() -> Result<()> {
             _ = crashed.notified() => {}
         }
         let before = h.stored_ids(&key).await?;
-        assert!(before.is_subset(&expected), "k={k}: only matches are stored");
+        assert!(
+            before.is_subset(&expected),
+            "k={k}: only matches are stored"
+        );
 
         let outcomes = h.run_to_end(&key).await;
-        assert_eq!(outcomes.last(), Some(&JobOutcome::Done), "k={k}: {outcomes:?}");
+        assert_eq!(
+            outcomes.last(),
+            Some(&JobOutcome::Done),
+            "k={k}: {outcomes:?}"
+        );
         let stored = h.stored(&key).await?;
         let ids = h.stored_ids(&key).await?;
         assert_eq!(stored.len(), ids.len(), "k={k}: no duplicates");

@@ -2,6 +2,7 @@
 //! concern. Every test provisions its own stack and its own sim.
 
 mod crash;
+mod faults;
 mod matching;
 mod scale;
 mod support;
