@@ -66,14 +66,11 @@ pub fn add_months(at: OffsetDateTime, months: u32) -> OffsetDateTime {
         .unwrap_or(at)
 }
 
-/// The window of a delta round started at `now`: from `now` (whole seconds, UTC) to twelve
-/// months later. Its start doubles as the round's start: everything the round stores is
-/// stamped at or after it.
+/// The window of a delta round started at `now`: from `now` to twelve months later. Its
+/// start doubles as the round's start: everything the round stores is stamped at or after
+/// it, so it keeps full precision (the query sends whole seconds, rounded down).
 pub fn window_at(now: OffsetDateTime) -> SyncWindow {
-    let start = now
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(now);
+    let start = now.to_offset(time::UtcOffset::UTC);
     SyncWindow {
         start,
         end: Some(add_months(start, WINDOW_MONTHS)),
@@ -807,8 +804,8 @@ mod tests {
     fn windows_rebase_when_less_than_eleven_months_are_covered() {
         let t0 = datetime!(2026-11-21 23:18:16.75 UTC);
         let window = window_at(t0);
-        assert_eq!(window.start, datetime!(2026-11-21 23:18:16 UTC));
-        assert_eq!(window.end, Some(datetime!(2027-11-21 23:18:16 UTC)));
+        assert_eq!(window.start, t0, "the round's start, exactly");
+        assert_eq!(window.end, Some(datetime!(2027-11-21 23:18:16.75 UTC)));
         assert_eq!(
             delta_path(&window),
             "/me/calendarView/delta?startDateTime=2026-11-21T23:18:16Z&endDateTime=2027-11-21T23:18:16Z"
