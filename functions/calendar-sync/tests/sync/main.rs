@@ -1,5 +1,6 @@
 //! calendar-sync against microsoft-sim (in-process) and moto: one test binary (one moto),
 //! one module per concern; every test provisions its own stack and its own sim.
 
+mod live;
 mod support;
 mod world;
