@@ -230,6 +230,15 @@ pub trait ActivityStore: Send + Sync {
     ) -> Result<Option<Activity>, StoreError>;
     /// Returns whether it existed.
     async fn delete_activity(&self, owner: &UserKey, id: &ActivityId) -> Result<bool, StoreError>;
+    /// Deletes a stored mail activity only while it is filed in `folder_id`, atomically (a
+    /// message that moved to another synced folder meanwhile is kept). Returns whether it
+    /// was deleted.
+    async fn delete_mail_in_folder(
+        &self,
+        owner: &UserKey,
+        id: &ActivityId,
+        folder_id: &str,
+    ) -> Result<bool, StoreError>;
     /// Deletes many at once (missing ones are fine).
     async fn delete_activities(
         &self,

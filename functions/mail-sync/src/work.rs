@@ -658,34 +658,26 @@ impl MailWork {
         Ok((stored, not_kept))
     }
 
-    /// Deletes the stored copies of removed messages that live in this folder.
+    /// Deletes the stored copies of removed messages that are filed in this folder (one
+    /// conditional delete each: a copy that another folder's delta already moved is kept,
+    /// even when both folders are walked at once).
     async fn apply_removals(
         &self,
         env: &FolderEnv<'_>,
         folder_id: &str,
         ids: &[String],
     ) -> Result<u64, WorkError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let owner = &env.owner;
-        let found: Vec<Option<ActivityId>> = stream::iter(ids.to_vec())
+        let deleted: Vec<bool> = stream::iter(ids.to_vec())
             .map(|id: String| async move {
-                let activity_id = ActivityId::mail(&id);
-                let stored = self.activities.get_activity(owner, &activity_id).await?;
-                Ok::<_, WorkError>(stored.and_then(|activity| match &activity.content {
-                    ActivityContent::Mail(mail) if mail.folder_id == folder_id => Some(activity_id),
-                    _ => None,
-                }))
+                self.activities
+                    .delete_mail_in_folder(owner, &ActivityId::mail(&id), folder_id)
+                    .await
             })
             .buffer_unordered(8)
             .try_collect()
             .await?;
-        let doomed: Vec<ActivityId> = found.into_iter().flatten().collect();
-        if !doomed.is_empty() {
-            self.activities.delete_activities(owner, &doomed).await?;
-        }
-        Ok(doomed.len() as u64)
+        Ok(deleted.into_iter().filter(|deleted| *deleted).count() as u64)
     }
 }
 

@@ -957,6 +957,39 @@ impl ActivityStore for DynamoActivityStore {
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
+    /// One conditional DeleteItem: `content.folderId = :folder`.
+    async fn delete_mail_in_folder(
+        &self,
+        owner: &UserKey,
+        id: &ActivityId,
+        folder_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, id)))
+            .condition_expression("#content.#kind = :mail AND #content.#folder = :folder")
+            .expression_attribute_names("#content", "content")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#folder", "folderId")
+            .expression_attribute_values(":mail", s("mail"))
+            .expression_attribute_values(":folder", s(folder_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(backend("DeleteItem", &self.table, error)),
+        }
+    }
+
     async fn delete_activities(
         &self,
         owner: &UserKey,

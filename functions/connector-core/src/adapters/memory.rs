@@ -326,6 +326,25 @@ impl ActivityStore for MemoryActivityStore {
             .is_some())
     }
 
+    async fn delete_mail_in_folder(
+        &self,
+        owner: &UserKey,
+        id: &ActivityId,
+        folder_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut all = lock(&self.activities);
+        let Some(activities) = all.get_mut(owner) else {
+            return Ok(false);
+        };
+        let in_folder = activities.get(id.as_str()).is_some_and(|activity| {
+            matches!(&activity.content, crate::domain::ActivityContent::Mail(mail) if mail.folder_id == folder_id)
+        });
+        if in_folder {
+            activities.remove(id.as_str());
+        }
+        Ok(in_folder)
+    }
+
     async fn delete_activities(
         &self,
         owner: &UserKey,

@@ -3,6 +3,7 @@
 
 mod crash;
 mod faults;
+mod live;
 mod matching;
 mod scale;
 mod support;

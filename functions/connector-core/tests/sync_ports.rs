@@ -1,12 +1,16 @@
-//! `CrmIndex::load` on DynamoDB (moto) and in memory: the whole current version, once
-//! replaced the new one, never a mix; and the folder cursor's mail fields round-trip.
+//! Port methods the sync functions added, on DynamoDB (moto) and in memory:
+//! `CrmIndex::load` (the whole current version, once replaced the new one, never a mix),
+//! `ActivityStore::delete_mail_in_folder` (conditional on the folder), and the folder
+//! cursor's mail fields.
 
 use anyhow::{Context, Result, ensure};
-use connector_core::adapters::dynamodb::{DynamoCrmIndex, DynamoSyncStateStore};
-use connector_core::adapters::memory::MemoryCrmIndex;
+use connector_core::adapters::dynamodb::{
+    DynamoActivityStore, DynamoCrmIndex, DynamoSyncStateStore,
+};
+use connector_core::adapters::memory::{MemoryActivityStore, MemoryCrmIndex};
 use connector_core::config::Tables;
 use connector_core::domain::*;
-use connector_core::ports::{CrmIndex, SyncStateStore};
+use connector_core::ports::{ActivityStore, CrmIndex, SyncStateStore};
 use time::OffsetDateTime;
 
 fn snapshot(tenant: &TenantId, contacts: usize, accounts: usize) -> Result<CrmSnapshot> {
@@ -98,4 +102,85 @@ async fn folder_cursor_mail_fields_round_trip() -> Result<()> {
     store.put_cursor(&key, &plain).await?;
     ensure!(store.get_cursor(&key, "plain").await?.as_ref() == Some(&plain));
     Ok(())
+}
+
+fn mail(owner: &UserKey, id: &str, folder: &str) -> Activity {
+    Activity::new(
+        owner.clone(),
+        ActivityContent::Mail(MailActivity {
+            immutable_id: id.to_owned(),
+            internet_message_id: None,
+            conversation_id: None,
+            folder_id: folder.to_owned(),
+            subject: "s".into(),
+            participants: Vec::new(),
+            sent_at: None,
+            received_at: None,
+            body_preview: String::new(),
+            body_text: String::new(),
+            has_attachments: false,
+            web_link: None,
+        }),
+        Vec::new(),
+        OffsetDateTime::UNIX_EPOCH,
+    )
+}
+
+async fn check_folder_delete(store: &dyn ActivityStore) -> Result<()> {
+    let owner = UserKey::new(
+        TenantId::parse(&uuid::Uuid::new_v4().to_string())?,
+        UserId::parse(&uuid::Uuid::new_v4().to_string())?,
+    );
+    store
+        .upsert_activities(&[
+            mail(&owner, "AAk1", "inbox"),
+            mail(&owner, "AAk2", "archive"),
+        ])
+        .await?;
+    ensure!(
+        !store
+            .delete_mail_in_folder(&owner, &ActivityId::mail("AAk2"), "inbox")
+            .await?,
+        "moved away: kept"
+    );
+    ensure!(
+        store
+            .get_activity(&owner, &ActivityId::mail("AAk2"))
+            .await?
+            .is_some()
+    );
+    ensure!(
+        store
+            .delete_mail_in_folder(&owner, &ActivityId::mail("AAk1"), "inbox")
+            .await?
+    );
+    ensure!(
+        store
+            .get_activity(&owner, &ActivityId::mail("AAk1"))
+            .await?
+            .is_none()
+    );
+    ensure!(
+        !store
+            .delete_mail_in_folder(&owner, &ActivityId::mail("AAk9"), "inbox")
+            .await?,
+        "never stored"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_deleted_only_from_its_folder_on_dynamodb() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let tables = Tables::from_lookup(|name| stack.env.get(name).cloned())?;
+    check_folder_delete(&DynamoActivityStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        &tables.activities,
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn mail_is_deleted_only_from_its_folder_in_memory() -> Result<()> {
+    check_folder_delete(&MemoryActivityStore::default()).await
 }
