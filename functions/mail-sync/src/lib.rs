@@ -67,6 +67,75 @@ impl App {
     }
 }
 
+/// Builds the function's dependencies on the real adapters (DynamoDB, Secrets Manager,
+/// SQS, Graph and the identity platform from `config`): what `main.rs` runs on, and what
+/// `connectorctl sync mail` runs locally.
+pub fn build_app(
+    config: &connector_core::config::Config,
+    settings: MailSettings,
+    aws: &aws_config::SdkConfig,
+    summaries: Arc<dyn SummarySink>,
+) -> Result<App, reqwest::Error> {
+    use connector_core::adapters::dynamodb::{
+        DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
+        DynamoTenantStore,
+    };
+    use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+    use connector_core::adapters::sqs::SqsJobQueue;
+    use connector_core::clock::SystemClock;
+    use connector_core::domain::Scope;
+    use connector_core::graph::{GraphClient, graph_http_client};
+    use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
+
+    let dynamo = aws_sdk_dynamodb::Client::new(aws);
+    let secrets = aws_sdk_secretsmanager::Client::new(aws);
+    let tables = &config.tables;
+    let clock = Arc::new(SystemClock);
+    let tokens = TokenProvider::new(
+        Arc::new(SecretsManagerVault::new(secrets.clone())),
+        Arc::new(SecretsManagerClientSecret::new(
+            secrets,
+            &config.microsoft.client_secret_id,
+        )),
+        RefreshClient::new(
+            token_http_client()?,
+            config.microsoft.login_base_url.clone(),
+            &config.microsoft.client_id,
+        ),
+        clock.clone(),
+    )
+    .with_request_scopes(&[Scope::MailRead]);
+    Ok(App {
+        worker: Worker {
+            function: FUNCTION,
+            connections: Arc::new(DynamoConnectionStore::new(
+                dynamo.clone(),
+                &tables.connections,
+            )),
+            tenants: Arc::new(DynamoTenantStore::new(dynamo.clone(), &tables.tenants)),
+            state: Arc::new(DynamoSyncStateStore::new(
+                dynamo.clone(),
+                &tables.sync_state,
+            )),
+            queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
+            queue_url: config.queues.mail_sync.clone(),
+            tokens: Arc::new(tokens),
+            graph: Arc::new(GraphClient::new(
+                graph_http_client()?,
+                &config.microsoft.graph_base_url,
+            )),
+            clock,
+            summaries,
+        },
+        work: MailWork::new(
+            Arc::new(DynamoActivityStore::new(dynamo.clone(), &tables.activities)),
+            Arc::new(DynamoCrmIndex::new(dynamo, &tables.crm)),
+            settings,
+        ),
+        fan_out: FanOutOptions::default(),
+    })
+}
+
 /// A failure of the invocation as a whole (only schedule mode has one).
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {

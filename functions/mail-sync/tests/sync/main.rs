@@ -3,7 +3,9 @@
 
 mod crash;
 mod faults;
+mod handler;
 mod live;
 mod matching;
+mod privacy;
 mod scale;
 mod support;
