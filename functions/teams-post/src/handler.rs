@@ -28,7 +28,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::clock::Clock;
 use connector_core::domain::{ConnectionStatus, ConsentMode, Feature, StatusChange, UserKey};
 use connector_core::graph::GraphError;
-use connector_core::messages::{RefreshTargets, TeamsMessage, TeamsPost, TeamsTarget};
+use connector_core::messages::{RefreshTargets, TeamsPost, TeamsTarget};
 use connector_core::ports::{ConnectionStore, StoreError, TenantStore};
 use connector_core::sync::{Disposition, graph_disposition};
 use connector_core::teams::failures::attributes;
@@ -285,8 +285,8 @@ fn parse(body: &str) -> Parsed {
         user_id: text("userId"),
         idempotency_key: text("idempotencyKey"),
     };
-    match value.get("kind").and_then(serde_json::Value::as_str) {
-        Some("post" | "refreshTargets") => {}
+    let kind = match value.get("kind").and_then(serde_json::Value::as_str) {
+        Some(kind @ ("post" | "refreshTargets")) => kind.to_owned(),
         Some(other) => {
             return Parsed::Invalid {
                 code: FailureCode::UnknownKind,
@@ -304,25 +304,29 @@ fn parse(body: &str) -> Parsed {
                 who,
             };
         }
-    }
-    match serde_path_to_error::deserialize::<_, TeamsMessage>(value) {
-        Ok(TeamsMessage::Post(post)) => Parsed::Post(Box::new(post)),
-        Ok(TeamsMessage::RefreshTargets(refresh)) => Parsed::Refresh(refresh),
-        Err(error) => Parsed::Invalid {
-            code: FailureCode::InvalidMessage,
-            detail: format!(
-                "at {}: {}",
-                error.path(),
-                error
-                    .inner()
-                    .to_string()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            ),
-            who,
-        },
-    }
+    };
+    // Decoded as the kind's own struct (not through the tagged enum) so a decoding error
+    // names the field at fault.
+    let decoded = if kind == "post" {
+        serde_path_to_error::deserialize::<_, TeamsPost>(value)
+            .map(|post| Parsed::Post(Box::new(post)))
+    } else {
+        serde_path_to_error::deserialize::<_, RefreshTargets>(value).map(Parsed::Refresh)
+    };
+    decoded.unwrap_or_else(|error| Parsed::Invalid {
+        code: FailureCode::InvalidMessage,
+        detail: format!(
+            "at {}: {}",
+            error.path(),
+            error
+                .inner()
+                .to_string()
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ),
+        who,
+    })
 }
 
 impl Parsed {
