@@ -3,6 +3,7 @@
 //! and the functions' environment variables (only those a command needs).
 
 mod commands;
+mod teams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +18,8 @@ use clap::{Parser, Subcommand};
     long_about = "Operate the Office 365 connector.\n\n\
 AWS access uses the standard SDK configuration (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL \
 for a local emulator, ...). Table names come from the same environment variables as the \
-functions: CRM_TABLE for `crm`, CONNECTIONS_TABLE for `connections`."
+functions: CRM_TABLE for `crm`, CONNECTIONS_TABLE for `connections`, SYNC_STATE_TABLE \
+for `teams targets`, TEAMS_POST_DLQ_URL for `teams failures`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +37,11 @@ enum Command {
     Connections {
         #[command(subcommand)]
         command: ConnectionsCommand,
+    },
+    /// Teams posting: share targets and failed messages.
+    Teams {
+        #[command(subcommand)]
+        command: TeamsCommand,
     },
 }
 
@@ -66,6 +73,32 @@ enum ConnectionsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum TeamsCommand {
+    /// The teams and channels stored for a user at the last refresh (needs SYNC_STATE_TABLE).
+    Targets {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Print JSON (the stored share targets, or null) instead of a list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages teams-post gave up on, with their reasons, from the dead-letter queue
+    /// (needs TEAMS_POST_DLQ_URL). Listing leaves them on the queue.
+    Failures {
+        /// Print JSON (each message with its body and reason attributes).
+        #[arg(long)]
+        json: bool,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,6 +109,12 @@ async fn main() -> ExitCode {
         Command::Connections {
             command: ConnectionsCommand::List { json, tenant },
         } => commands::connections_list(json, tenant.as_deref()).await,
+        Command::Teams {
+            command: TeamsCommand::Targets { tenant, user, json },
+        } => teams::targets(&tenant, &user, json).await,
+        Command::Teams {
+            command: TeamsCommand::Failures { json, limit },
+        } => teams::failures(json, limit).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
