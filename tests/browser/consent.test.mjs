@@ -1,0 +1,91 @@
+// A real browser through the flows an administrator and a user go through: Debian's
+// chromium, driven by playwright-core, against the consent-callback handler served by
+// its `local_server` example (moto + microsoft-sim in HTML mode, all on 127.0.0.1).
+// Screenshots land in target/browser/ for people to look at.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const shots = path.join(root, 'target/browser');
+const server = path.join(root, 'target/debug/examples/local_server');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+let child;
+let site;
+let browser;
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  child = spawn(server, [], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
+  site = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('local_server did not start in 120 s')), 120_000);
+    child.once('exit', (code) => reject(new Error(`local_server exited early (${code})`)));
+    createInterface({ input: child.stdout }).once('line', (line) => {
+      clearTimeout(timer);
+      resolve(JSON.parse(line));
+    });
+  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+});
+
+after(async () => {
+  await browser?.close();
+  if (child && child.exitCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill('SIGTERM'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+});
+
+test('an administrator grants consent for all features from the consent page', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${site.url}/consent`);
+  assert.equal(await page.locator('h1').first().innerText(), 'Connect Microsoft 365');
+  await page.screenshot({ path: path.join(shots, '01-consent-page.png'), fullPage: true });
+
+  await page.getByRole('link', { name: 'Grant consent: All features (recommended)' }).click();
+  await page.waitForURL((url) => url.href.startsWith(site.sim));
+  await page.locator('input[name="login"]').first().fill(site.admin);
+  await page.screenshot({ path: path.join(shots, '02-microsoft-sign-in.png') });
+  await page.getByRole('button', { name: 'Next' }).click();
+
+  await page.getByRole('button', { name: 'Accept' }).waitFor();
+  assert.match(await page.content(), /Accept for your organization/);
+  await page.screenshot({ path: path.join(shots, '03-microsoft-consent.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Accept' }).click();
+
+  await page.waitForURL((url) => url.href.startsWith(`${site.url}/consent/callback`));
+  await page.screenshot({ path: path.join(shots, '04-consent-granted.png'), fullPage: true });
+  assert.equal(await page.locator('h1').first().innerText(), 'Consent granted',
+    `our success page, got: ${await page.locator('main').innerText()}`);
+  assert.match(await page.locator('main').innerText(), new RegExp(site.tenant));
+  await context.close();
+});
+
+test('a user signs in with Microsoft and lands in the app', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${site.url}/auth/login?login_hint=${encodeURIComponent(site.user)}`);
+  await page.waitForURL((url) => url.href.startsWith(site.sim));
+  assert.equal(await page.locator('input[name="login"]').first().inputValue(), site.user);
+  await page.screenshot({ path: path.join(shots, '05-user-sign-in.png') });
+  await page.getByRole('button', { name: 'Next' }).click();
+
+  // Pre-authorized by the administrator: no consent screen, straight to the app.
+  await page.waitForURL((url) => url.href.startsWith(site.app), { timeout: 30_000 });
+  await page.screenshot({ path: path.join(shots, '06-app.png') });
+  assert.match(await page.locator('h1').innerText(), /Signed in/);
+  await context.close();
+});
