@@ -12,7 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 # Tools from the venv (cargo-lambda, zig, moto_server, sam) come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv test test-rust test-clients lint lint-template fmt up down build
+.PHONY: help venv test test-rust test-clients test-browser lint lint-template fmt up down build
 
 help:
 	@echo "make test   - every test (brings its own local stack up and down)"
@@ -47,7 +47,15 @@ test-clients: $(STAMP)
 	cargo build --locked -p microsoft-sim
 	$(PY) -m pytest -q infra/microsoft-sim/clients
 
-test: lint test-rust test-clients
+# A real browser (Debian's chromium, driven by the pinned playwright-core) through the
+# consent and sign-in pages; screenshots in target/browser/.
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+	cd tests/browser && npm ci --no-audit --no-fund
+	cargo build --locked -p consent-callback --example local_server
+	cd tests/browser && node --test consent.test.mjs
+
+test: lint test-rust test-clients test-browser
 
 up: $(STAMP)
 	cargo build --locked -p local-stack
