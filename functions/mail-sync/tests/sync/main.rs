@@ -6,6 +6,7 @@ mod faults;
 mod handler;
 mod live;
 mod matching;
+mod memory;
 mod privacy;
 mod scale;
 mod support;
