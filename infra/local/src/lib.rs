@@ -6,8 +6,18 @@
 //!   declares, created from the template (see `provision.rs`).
 //! - [`test_stack`]: both at once for a test, under a unique name prefix, so
 //!   tests in one process share one emulator without seeing each other.
+//! - The event plumbing AWS provides around Lambda, derived from the template's
+//!   functions ([`functions`]): EventBridge schedules ([`scheduler`], expressions in
+//!   [`schedule`]) and SQS event source mappings ([`esm`]), invoking functions through an
+//!   [`invoke::Invoker`] (`cargo lambda watch`, or closures in tests).
 
+pub mod esm;
+pub mod functions;
+pub mod invoke;
+pub mod plumbing;
 pub mod provision;
+pub mod schedule;
+pub mod scheduler;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -20,6 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+pub use functions::FunctionSpec;
+pub use invoke::{HttpInvoker, InProcessInvoker, Invoker, Outcome};
 pub use provision::{Created, Provisioned, provision};
 pub use template::Template;
 

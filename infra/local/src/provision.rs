@@ -15,11 +15,15 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
+use crate::functions::{FunctionSpec, SERVERLESS_FUNCTION};
 use crate::template::{Pending, Resolver, Template};
 
 pub const TABLE: &str = "AWS::DynamoDB::Table";
 pub const QUEUE: &str = "AWS::SQS::Queue";
 pub const SECRET: &str = "AWS::SecretsManager::Secret";
+
+/// The account moto reports for every resource.
+pub const ACCOUNT_ID: &str = "123456789012";
 
 /// One resource created from the template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,12 @@ pub struct Provisioned {
     pub created: Vec<Created>,
     /// `Globals.Function.Environment.Variables` with every reference resolved.
     pub env: BTreeMap<String, String>,
+    pub region: String,
+    pub account_id: String,
+    /// What `Ref`/`Fn::GetAtt` resolve to in this stack (parameters, pseudo parameters,
+    /// created resources, and the functions' names and ARNs), for resolving the rest of
+    /// the template (function environments, event sources) after provisioning.
+    pub resolver: Resolver,
 }
 
 impl Provisioned {
@@ -46,6 +56,46 @@ impl Provisioned {
             .iter()
             .find(|c| c.logical_id == logical_id)
             .map(|c| c.physical_id.as_str())
+    }
+
+    /// An attribute of a created resource (`Arn`, `QueueName`, ...).
+    pub fn attribute(&self, logical_id: &str, attribute: &str) -> Option<&str> {
+        self.resolver
+            .attrs
+            .get(&(logical_id.to_string(), attribute.to_string()))
+            .map(String::as_str)
+    }
+
+    /// Resolves a template value (`!Ref`, `!GetAtt`, `!Sub`, ...) against this stack.
+    pub fn resolve(&self, value: &Value) -> Result<Value> {
+        self.resolver.resolve(value)
+    }
+
+    /// Resolves a template value that must be a string or a number.
+    pub fn resolve_string(&self, value: &Value) -> Result<String> {
+        Ok(match self.resolve(value)? {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => bail!("expected a string, got {other}"),
+        })
+    }
+
+    /// A function's environment (Globals overlaid with its own variables), resolved.
+    pub fn function_env(&self, function: &FunctionSpec) -> Result<BTreeMap<String, String>> {
+        function
+            .environment
+            .iter()
+            .map(|(name, value)| {
+                let text = self.resolve_string(value).with_context(|| {
+                    format!(
+                        "resolving {}'s environment variable {name}",
+                        function.logical_id
+                    )
+                })?;
+                Ok((name.clone(), text))
+            })
+            .collect()
     }
 }
 
@@ -69,7 +119,7 @@ pub async fn provision(
     for (k, v) in [
         ("AWS::StackName", stack_name.to_string()),
         ("AWS::Region", region.clone()),
-        ("AWS::AccountId", "123456789012".to_string()),
+        ("AWS::AccountId", ACCOUNT_ID.to_string()),
         ("AWS::Partition", "aws".to_string()),
         ("AWS::URLSuffix", "amazonaws.com".to_string()),
     ] {
@@ -148,6 +198,17 @@ pub async fn provision(
         todo = waiting;
     }
 
+    // Functions are not created locally (`cargo lambda watch` runs them), but their names
+    // and ARNs resolve as CloudFormation would resolve them.
+    for (id, _) in template.of_type(SERVERLESS_FUNCTION) {
+        let name = format!("{stack_name}-{id}");
+        resolver.attrs.insert(
+            (id.to_string(), "Arn".into()),
+            format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),
+        );
+        resolver.refs.insert(id.to_string(), name);
+    }
+
     let mut env = BTreeMap::new();
     for (name, value) in template.function_env() {
         let resolved = resolver
@@ -163,6 +224,9 @@ pub async fn provision(
         stack_name: stack_name.to_string(),
         created,
         env,
+        region,
+        account_id: ACCOUNT_ID.to_string(),
+        resolver,
     })
 }
 
