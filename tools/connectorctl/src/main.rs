@@ -3,6 +3,7 @@
 //! and the functions' environment variables (only those a command needs).
 
 mod commands;
+mod mail;
 mod teams;
 
 use std::path::PathBuf;
@@ -19,7 +20,10 @@ use clap::{Parser, Subcommand};
 AWS access uses the standard SDK configuration (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL \
 for a local emulator, ...). Table names come from the same environment variables as the \
 functions: CRM_TABLE for `crm`, CONNECTIONS_TABLE for `connections`, SYNC_STATE_TABLE \
-for `teams targets`, TEAMS_POST_DLQ_URL for `teams failures`."
+for `teams targets`, TEAMS_POST_DLQ_URL for `teams failures`, ACTIVITIES_TABLE for \
+`activities`, CONNECTIONS_TABLE and SYNC_STATE_TABLE for `status`; `sync mail` needs the \
+functions' whole environment (tables, queues, CLIENT_ID, CLIENT_SECRET_ID, LOGIN_BASE_URL, \
+GRAPH_BASE_URL)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +46,50 @@ enum Command {
     Teams {
         #[command(subcommand)]
         command: TeamsCommand,
+    },
+    /// Run a user's sync here: the function's worker path on the configured tables, queue,
+    /// vault and Microsoft endpoints (needs the functions' full environment).
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// A user's imported mail and meetings (needs ACTIVITIES_TABLE).
+    Activities {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Print JSON (the stored activities) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every connection's status, sync stage, last success, counts and last error
+    /// (needs CONNECTIONS_TABLE and SYNC_STATE_TABLE).
+    Status {
+        /// Print JSON (each connection with its mail and calendar sync state).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// One mail sync run for the user (mail-sync's worker path).
+    Mail {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Time the run may take, in minutes (it checkpoints and stops a minute before).
+        #[arg(long, default_value_t = 14)]
+        minutes: u64,
+        /// Print the outcome and the run's figures as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -115,6 +163,17 @@ async fn main() -> ExitCode {
         Command::Teams {
             command: TeamsCommand::Failures { json, limit },
         } => teams::failures(json, limit).await,
+        Command::Sync {
+            command:
+                SyncCommand::Mail {
+                    tenant,
+                    user,
+                    minutes,
+                    json,
+                },
+        } => mail::sync_mail(&tenant, &user, minutes, json).await,
+        Command::Activities { tenant, user, json } => mail::activities(&tenant, &user, json).await,
+        Command::Status { json } => mail::status(json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
