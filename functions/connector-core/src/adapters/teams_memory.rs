@@ -21,6 +21,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whole seconds rounded up, as the DynamoDB store keeps `expiresAt`.
+fn to_seconds_ceil(at: OffsetDateTime) -> OffsetDateTime {
+    let seconds = at.unix_timestamp() + i64::from(at.nanosecond() > 0);
+    OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(at)
+}
+
 /// Millisecond precision, as the DynamoDB store keeps `inProgressExpiration`.
 fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
     let millis = at.unix_timestamp_nanos() / 1_000_000;
@@ -51,7 +57,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                     IdempotencyRecord {
                         id: request.id.to_owned(),
                         payload_hash: request.payload_hash.to_owned(),
-                        expires_at: request.expires_at,
+                        expires_at: to_seconds_ceil(request.expires_at),
                         state: RecordState::InProgress {
                             until: to_millis(request.in_progress_until),
                             progress: progress.clone(),
@@ -110,7 +116,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             IdempotencyRecord {
                 id: id.to_owned(),
                 payload_hash: payload_hash.to_owned(),
-                expires_at,
+                expires_at: to_seconds_ceil(expires_at),
                 state: RecordState::Completed(result.clone()),
             },
         );

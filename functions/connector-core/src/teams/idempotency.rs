@@ -116,8 +116,10 @@ impl IdempotencyRecord {
         }
     }
 
+    /// In whole seconds, as DynamoDB compares `expiresAt` (epoch seconds) with the
+    /// claim's `:now`: both stores then agree on the very same instant.
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
-        self.expires_at < now
+        self.expires_at.unix_timestamp() < now.unix_timestamp()
     }
 
     /// Whether an `INPROGRESS` record's holder is past its deadline (or released it).
