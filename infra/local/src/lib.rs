@@ -10,7 +10,9 @@
 //!   functions ([`functions`]): EventBridge schedules ([`scheduler`], expressions in
 //!   [`schedule`]) and SQS event source mappings ([`esm`]), invoking functions through an
 //!   [`invoke::Invoker`] (`cargo lambda watch`, or closures in tests).
+//! - [`checks`]: what the template must satisfy that cfn-lint does not check.
 
+pub mod checks;
 pub mod esm;
 pub mod functions;
 pub mod invoke;

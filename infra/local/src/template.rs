@@ -17,6 +17,9 @@ pub struct Template {
     pub resources: Vec<(String, Value)>,
     pub parameters: BTreeMap<String, Value>,
     pub globals: Value,
+    /// The whole template as JSON (short tags in their long forms), for checks that look
+    /// beyond resources (Outputs, Conditions, ...).
+    pub document: Value,
 }
 
 impl Template {
@@ -41,6 +44,7 @@ impl Template {
             resources,
             parameters,
             globals: doc.get("Globals").cloned().unwrap_or(Value::Null),
+            document: doc,
         })
     }
 
