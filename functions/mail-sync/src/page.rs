@@ -4,8 +4,10 @@
 
 use std::borrow::Cow;
 
+use connector_core::matching::CrmMatcher;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use time::OffsetDateTime;
 
 /// The minimal `$select` of a listing: ids, participants, date and the draft flag. No
 /// subject, no preview, no body: a discarded message costs only these bytes.
@@ -113,6 +115,82 @@ impl Listed<'_> {
         .flat_map(|list| list.iter().flatten());
         singles.chain(lists).filter_map(Recipient::address)
     }
+}
+
+/// What one listed page gave: only ids of matches and removals outlive the page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageScan {
+    pub matched: Vec<String>,
+    pub removed: Vec<String>,
+    /// Listed messages (removals excluded), drafts and meeting messages included.
+    pub listed: u64,
+    /// Listed but not fetched: no CRM participant, a draft or a meeting message.
+    pub discarded: u64,
+    pub oldest: Option<OffsetDateTime>,
+    pub next_link: Option<String>,
+    pub delta_link: Option<String>,
+    /// With `boundary`: ids of the messages received at `oldest` (a keyset-paged list
+    /// repeats that instant on its next page); kept in memory only.
+    pub boundary_ids: Vec<String>,
+}
+
+/// The engine: parses a listed page (delta or list) borrowing from `body`, classifies each
+/// item, matches its participants, and keeps only what outlives the page. Items whose id
+/// is in `skip` are ignored (already seen on the previous page).
+pub fn scan_page(
+    body: &[u8],
+    matcher: &CrmMatcher,
+    skip: &[String],
+    boundary: bool,
+) -> Result<PageScan, serde_json::Error> {
+    let page: ListPage<'_> = serde_json::from_slice(body)?;
+    let mut scan = PageScan {
+        next_link: page.next_link.as_deref().map(str::to_owned),
+        delta_link: page.delta_link.as_deref().map(str::to_owned),
+        ..PageScan::default()
+    };
+    let mut oldest: Option<&str> = None;
+    for item in &page.value {
+        if !skip.is_empty() && skip.iter().any(|id| id == item.id.as_ref()) {
+            continue;
+        }
+        match item.kind() {
+            Kind::Removed => {
+                scan.removed.push(item.id.clone().into_owned());
+                continue;
+            }
+            Kind::Skipped => {
+                scan.listed += 1;
+                scan.discarded += 1;
+            }
+            Kind::Message => {
+                scan.listed += 1;
+                if matcher.matches(item.participants()) {
+                    scan.matched.push(item.id.clone().into_owned());
+                } else {
+                    scan.discarded += 1;
+                }
+            }
+        }
+        // Graph writes every receivedDateTime the same way (UTC, `Z`): text order is time order.
+        if let Some(received) = item.received_date_time.as_deref()
+            && oldest.is_none_or(|o| received < o)
+        {
+            oldest = Some(received);
+        }
+    }
+    scan.oldest = oldest.and_then(|text| {
+        OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    });
+    if boundary && let Some(oldest) = oldest {
+        scan.boundary_ids = page
+            .value
+            .iter()
+            .filter(|item| item.received_date_time.as_deref() == Some(oldest))
+            .map(|item| item.id.clone().into_owned())
+            .collect();
+    }
+    Ok(scan)
 }
 
 /// A full message as fetched for storage.

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::folders::{self, MailFolder, segment};
-use crate::page::{FETCH_SELECT, Fetched, Kind, LIST_SELECT, ListPage};
+use crate::page::{FETCH_SELECT, Fetched, LIST_SELECT, PageScan, scan_page};
 
 /// Microsoft's cap on a `$filter`ed message delta round.
 pub const FILTERED_DELTA_CAP: u64 = 5_000;
@@ -181,22 +181,6 @@ pub struct MailWork {
     crm: Arc<dyn CrmIndex>,
     settings: MailSettings,
     crm_cache: Mutex<HashMap<TenantId, CachedCrm>>,
-}
-
-/// What one page gave.
-#[derive(Default)]
-struct PageResult {
-    matched: Vec<String>,
-    removed: Vec<String>,
-    /// Listed messages (removals excluded), drafts and meeting messages included.
-    listed: u64,
-    discarded: u64,
-    oldest: Option<OffsetDateTime>,
-    next_link: Option<String>,
-    delta_link: Option<String>,
-    /// Backfill: ids of this page's messages received at `oldest` (the next page repeats
-    /// that instant); in memory only.
-    boundary_ids: Vec<String>,
 }
 
 /// Which listing a request belongs to.
@@ -516,7 +500,7 @@ impl MailWork {
         &self,
         cursor: &FolderCursor,
         window: SyncWindow,
-        page: &PageResult,
+        page: &PageScan,
     ) -> Option<String> {
         let next_link = page.next_link.as_ref()?;
         let start = cursor.window.unwrap_or(window).start;
@@ -539,61 +523,15 @@ impl MailWork {
         matcher: &CrmMatcher,
         phase: Phase,
         skip: &[String],
-    ) -> Result<PageResult, WorkError> {
-        let page: ListPage<'_> = serde_json::from_slice(body).map_err(|error| {
+    ) -> Result<PageScan, WorkError> {
+        scan_page(body, matcher, skip, phase == Phase::Backfill).map_err(|error| {
             GraphError::Malformed(format!(
                 "listed page: {:?} error at line {}",
                 error.classify(),
                 error.line()
             ))
-        })?;
-        let mut result = PageResult {
-            next_link: page.next_link.as_deref().map(str::to_owned),
-            delta_link: page.delta_link.as_deref().map(str::to_owned),
-            ..PageResult::default()
-        };
-        let mut oldest_text: Option<&str> = None;
-        for item in &page.value {
-            if phase == Phase::Backfill && skip.iter().any(|id| id == item.id.as_ref()) {
-                continue;
-            }
-            match item.kind() {
-                Kind::Removed => {
-                    result.removed.push(item.id.clone().into_owned());
-                    continue;
-                }
-                Kind::Skipped => {
-                    result.listed += 1;
-                    result.discarded += 1;
-                }
-                Kind::Message => {
-                    result.listed += 1;
-                    if matcher.matches(item.participants()) {
-                        result.matched.push(item.id.clone().into_owned());
-                    } else {
-                        result.discarded += 1;
-                    }
-                }
-            }
-            // Graph writes every receivedDateTime the same way (UTC, `Z`): text order is time order.
-            if let Some(received) = item.received_date_time.as_deref()
-                && oldest_text.is_none_or(|oldest| received < oldest)
-            {
-                oldest_text = Some(received);
-            }
-        }
-        result.oldest = oldest_text.and_then(parse_time);
-        if phase == Phase::Backfill
-            && let Some(oldest) = oldest_text
-        {
-            result.boundary_ids = page
-                .value
-                .iter()
-                .filter(|item| item.received_date_time.as_deref() == Some(oldest))
-                .map(|item| item.id.clone().into_owned())
-                .collect();
-        }
-        Ok(result)
+            .into()
+        })
     }
 
     /// Fetches the matched messages (20 per `$batch`) and stores those still matching;
