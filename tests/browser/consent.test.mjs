@@ -28,6 +28,7 @@ before(async () => {
   child = spawn(server, [], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
   site = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('local_server did not start in 120 s')), 120_000);
+    child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`local_server exited early (${code})`)));
     createInterface({ input: child.stdout }).once('line', (line) => {
       clearTimeout(timer);

@@ -10,8 +10,8 @@
 mod support;
 
 use serde_json::json;
+use std::io::Read as _;
 use support::live::{Live, tenant_json};
-use tokio::io::AsyncReadExt as _;
 
 #[tokio::main]
 async fn main() {
@@ -41,7 +41,6 @@ async fn main() {
                "app": live.app_url, "sim": live.sim.base_url()})
     );
     // Runs until whoever started it closes our standard input (or kills us).
-    let mut sink = Vec::new();
-    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await;
     drop(live);
 }
