@@ -557,7 +557,28 @@ impl SummarySink for LogSummarySink {
     fn run(&self, summary: &RunSummary) {
         info!(
             target: "sync_summary",
-            summary = %serde_json::to_string(summary).unwrap_or_default(),
+            function = summary.function,
+            kind = summary.kind.as_str(),
+            tenant_id = %summary.tenant_id,
+            user_id = %summary.user_id,
+            reason = ?summary.reason,
+            attempt = summary.attempt,
+            outcome = summary.outcome,
+            code = summary.code.as_deref().unwrap_or(""),
+            stage = summary.stage.as_str(),
+            folders = summary.folders,
+            scanned = summary.scanned,
+            matched = summary.matched,
+            stored = summary.stored,
+            removed = summary.removed,
+            discarded = summary.discarded,
+            pages = summary.pages,
+            graph_requests = summary.graph_requests,
+            batch_items = summary.batch_items,
+            throttled = summary.throttled,
+            retries = summary.retries,
+            bytes_received = summary.bytes_received,
+            elapsed_ms = summary.elapsed_ms,
             "sync run"
         );
         println!(
@@ -574,7 +595,14 @@ impl SummarySink for LogSummarySink {
             target: "sync_summary",
             function,
             kind = kind.as_str(),
-            summary = %serde_json::to_string(report).unwrap_or_default(),
+            scanned = report.scanned,
+            enqueued = report.enqueued,
+            skipped = report.skipped,
+            failed = report.failed,
+            pages = report.pages,
+            send_calls = report.send_calls,
+            tenants_read = report.tenants_read,
+            elapsed_ms = report.elapsed_ms,
             "fan-out"
         );
         println!(
@@ -1034,9 +1062,49 @@ mod tests {
         );
     }
 
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn emf_line_is_cloudwatch_shaped() {
-        let summary = RunSummary {
+    fn the_summary_is_one_json_line_with_every_figure() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || LogSummarySink.run(&summary()));
+        let text = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+        for (field, value) in [
+            ("scanned", 10),
+            ("matched", 2),
+            ("stored", 2),
+            ("discarded", 8),
+            ("pages", 3),
+            ("graph_requests", 5),
+        ] {
+            assert_eq!(line[field], value, "{field} in {line}");
+        }
+        assert_eq!(line["tenant_id"], "t");
+        assert_eq!(line["outcome"], "done");
+    }
+
+    fn summary() -> RunSummary {
+        RunSummary {
             function: "mail-sync",
             kind: SyncKind::Mail,
             tenant_id: "t".into(),
@@ -1059,7 +1127,12 @@ mod tests {
             retries: 0,
             bytes_received: 1234,
             elapsed_ms: 50,
-        };
+        }
+    }
+
+    #[test]
+    fn emf_line_is_cloudwatch_shaped() {
+        let summary = summary();
         let line: serde_json::Value =
             serde_json::from_str(&emf_line(&summary, 1_700_000_000_000)).expect("json");
         let directive = &line["_aws"]["CloudWatchMetrics"][0];

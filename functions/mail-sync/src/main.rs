@@ -13,6 +13,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .json()
+        .flatten_event(true)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_current_span(false)
         .without_time()
