@@ -6,7 +6,6 @@
 //! `cargo run -p consent-callback --example local_server`
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use serde_json::json;
