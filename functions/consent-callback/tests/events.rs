@@ -315,3 +315,92 @@ async fn auth_callback_not_assigned_shows_what_the_administrator_does() {
     assert!(memory.idp.token_forms().is_empty(), "no code was redeemed");
     assert!(memory.queue.sent(&memory.mail_queue()).is_empty());
 }
+
+#[tokio::test]
+async fn token_endpoint_errors_become_troubleshooting_pages() {
+    let memory = Memory::start().await;
+    let cases = [
+        (
+            401,
+            json_error(
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID",
+            ),
+            500,
+            "Secret ID",
+        ),
+        (
+            400,
+            json_error(
+                "unauthorized_client",
+                700016,
+                "Application with identifier was not found in the directory",
+            ),
+            403,
+            "not set up in this organisation",
+        ),
+        (
+            400,
+            json_error(
+                "invalid_grant",
+                65001,
+                "The user or administrator has not consented to use the application",
+            ),
+            403,
+            "Need admin approval",
+        ),
+        (
+            400,
+            json_error(
+                "invalid_grant",
+                54005,
+                "OAuth2 Authorization code was already redeemed",
+            ),
+            400,
+            "already completed",
+        ),
+    ];
+    for (status, error_body, expected, needle) in cases {
+        seed_session(
+            &memory,
+            "fixture-sign-in-state-0001",
+            Flow::SignIn,
+            "organizations",
+        )
+        .await;
+        memory.idp.respond(status, error_body);
+        let response = memory.app.handle(event("auth-callback")).await;
+        let html = body(&response);
+        assert_eq!(response.status(), expected, "{needle}: {html}");
+        assert!(html.contains(needle), "{needle}: {html}");
+        assert!(
+            html.contains("bbbbbbbb-0000-4000-8000-000000000002"),
+            "correlation id shown"
+        );
+    }
+    // Something that is not Microsoft's JSON: a 502 page, nothing stored.
+    seed_session(
+        &memory,
+        "fixture-sign-in-state-0001",
+        Flow::SignIn,
+        "organizations",
+    )
+    .await;
+    memory.idp.respond(503, serde_json::json!("upstream down"));
+    let response = memory.app.handle(event("auth-callback")).await;
+    assert_eq!(response.status(), 502, "{}", body(&response));
+    assert!(memory.queue.sent(&memory.mail_queue()).is_empty());
+}
+
+fn json_error(error: &str, code: u32, text: &str) -> serde_json::Value {
+    serde_json::json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: aaaaaaaa-0000-4000-8000-000000000001\r\nCorrelation ID: bbbbbbbb-0000-4000-8000-000000000002\r\nTimestamp: 2026-11-21 10:00:00Z"),
+        "error_codes": [code],
+        "timestamp": "2026-11-21 10:00:00Z",
+        "trace_id": "aaaaaaaa-0000-4000-8000-000000000001",
+        "correlation_id": "bbbbbbbb-0000-4000-8000-000000000002",
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}")
+    })
+}
