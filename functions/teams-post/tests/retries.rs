@@ -346,3 +346,40 @@ async fn a_team_left_since_joined_teams_answered_is_not_a_target() {
         .expect("stored");
     assert_eq!(stored.teams[0].id, SALES);
 }
+
+#[tokio::test]
+async fn a_key_whose_post_failed_can_carry_a_corrected_message() {
+    let env = Memory::start().await;
+    // Not a member of Engineering: dead-lettered, the key released.
+    let wrong = env.post("k-fix", channel(ENGINEERING, BUILDS));
+    let report = env
+        .poster
+        .process(&event("m1", &wrong, 1, None), soon())
+        .await;
+    assert!(matches!(
+        report.outcomes[0].1,
+        Outcome::DeadLettered { code } if code.as_str() == "not_a_member"
+    ));
+    // The producer corrects the target and sends it again with the same key: as with
+    // Powertools (a failed attempt leaves no record behind), it is posted.
+    let fixed = env.post("k-fix", channel(SALES, GENERAL));
+    let report = env
+        .poster
+        .process(&event("m2", &fixed, 1, None), soon())
+        .await;
+    assert!(
+        matches!(report.outcomes[0].1, Outcome::Posted { .. }),
+        "{:?}",
+        report.outcomes
+    );
+    // Now the key has produced a message: the first payload again is refused.
+    let report = env
+        .poster
+        .process(&event("m3", &wrong, 1, None), soon())
+        .await;
+    assert!(matches!(
+        report.outcomes[0].1,
+        Outcome::DeadLettered { code } if code.as_str() == "idempotency_key_reused"
+    ));
+    assert_eq!(env.posted().await, 1);
+}

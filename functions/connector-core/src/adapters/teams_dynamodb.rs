@@ -191,7 +191,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             )
             .condition_expression(
                 "attribute_not_exists(id) OR #expires < :now \
-                 OR (#status = :inprogress AND #ipe < :now_ms AND #hash = :hash)",
+                 OR (#status = :inprogress AND #ipe < :now_ms)",
             )
             .expression_attribute_names("#status", STATUS)
             .expression_attribute_names("#expires", EXPIRES_AT)
@@ -218,7 +218,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 let carried = decide(previous.as_ref(), request).unwrap_or_default();
                 let stale = had_progress && carried.is_empty();
                 if stale {
-                    // An expired record's progress belongs to another life of the key.
+                    // The progress of an expired record, or of another payload, is not ours.
                     self.client
                         .update_item()
                         .table_name(&self.table)

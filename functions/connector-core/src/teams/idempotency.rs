@@ -6,18 +6,19 @@
 //!   (message id, web URL), kept until `expiresAt` (the table's TTL);
 //! - taking a key is one conditional write that succeeds only when no record exists, the
 //!   record expired (`expiresAt < now`), or it is `INPROGRESS` and its holder's deadline
-//!   passed (`inProgressExpiration < now_ms`): Powertools' condition, plus the payload hash
-//!   in the last branch so a different payload never takes over a crashed attempt's
-//!   progress;
-//! - the payload hash is validated: a key reused with another payload is refused whatever
-//!   state its record is in (until it expires);
+//!   passed (`inProgressExpiration < now_ms`): Powertools' condition, unchanged;
+//! - the payload hash is validated against a live record: a key reused with another
+//!   payload is refused while its record is `COMPLETED` or held by a live invocation. An
+//!   abandoned record is taken over by any payload, as in Powertools (where a failed
+//!   attempt's record is deleted);
 //! - `EXPIRED` is not stored: a record whose `expiresAt` passed is treated as absent, as
 //!   Powertools does, because DynamoDB's TTL sweep is lazy.
 //!
-//! Two differences, both for `newChat`: a post may save progress (the chat it created)
-//! on its `INPROGRESS` record, and a failed attempt *releases* its record (in-progress
-//! expiration set to 0) where Powertools deletes it, so the next attempt takes the key at
-//! once and still finds the chat instead of creating a second group chat.
+//! One addition, for `newChat`: a post may save progress (the chat it created) on its
+//! `INPROGRESS` record, and a failed attempt *releases* its record (in-progress expiration
+//! set to 0) where Powertools deletes it. The next attempt with the same payload takes the
+//! key at once and finds the chat instead of creating a second group chat; a different
+//! payload takes the key as it would a deleted record, and the progress is dropped.
 //!
 //! Record ids are `teams-post#{tenantId}#{idempotencyKey}`: keys are the producer's, and
 //! one tenant's key must never suppress another tenant's post.
@@ -164,24 +165,28 @@ pub fn decide(
     let Some(record) = existing.filter(|record| !record.is_expired(request.now)) else {
         return Ok(PostProgress::default());
     };
-    if record.payload_hash != request.payload_hash {
-        return Err(Claim::PayloadMismatch {
-            status: record.status(),
-        });
-    }
+    let same_payload = record.payload_hash == request.payload_hash;
     match &record.state {
-        RecordState::Completed(result) => Err(Claim::Completed(result.clone())),
+        // Abandoned (crashed or released): taken over; the progress only by its own payload.
         RecordState::InProgress { progress, .. } if record.is_abandoned(request.now) => {
-            Ok(progress.clone())
+            Ok(if same_payload {
+                progress.clone()
+            } else {
+                PostProgress::default()
+            })
         }
+        _ if !same_payload => Err(Claim::PayloadMismatch {
+            status: record.status(),
+        }),
+        RecordState::Completed(result) => Err(Claim::Completed(result.clone())),
         RecordState::InProgress { until, .. } => Err(Claim::InProgress { until: *until }),
     }
 }
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Takes the key if it is free, expired, or abandoned by an earlier attempt with the
-    /// same payload; of concurrent claimers exactly one gets `Acquired`.
+    /// Takes the key if it is free, expired, or abandoned by an earlier attempt; of
+    /// concurrent claimers exactly one gets `Acquired`.
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError>;
     /// Saves progress on the held (`INPROGRESS`) record.
     async fn save_progress(
@@ -311,10 +316,12 @@ mod tests {
                 chat_id: Some("19:chat@thread.v2".into())
             })
         );
-        assert!(matches!(
+        // Another payload takes an abandoned key over, as if its record had been deleted,
+        // without the progress made for the first payload.
+        assert_eq!(
             decide(Some(&crashed), &request("other")),
-            Err(Claim::PayloadMismatch { .. })
-        ));
+            Ok(PostProgress::default())
+        );
 
         // Expired (TTL not swept yet): as if absent, progress and payload forgotten.
         let mut expired = done.clone();
