@@ -63,7 +63,8 @@ async fn powertools_states(store: &dyn IdempotencyStore) -> Result<()> {
     ensure!(
         first
             == Claim::Acquired {
-                progress: PostProgress::default()
+                progress: PostProgress::default(),
+                interrupted: false
             },
         "{first:?}"
     );
@@ -106,7 +107,8 @@ async fn powertools_states(store: &dyn IdempotencyStore) -> Result<()> {
     ensure!(
         takeover
             == Claim::Acquired {
-                progress: progress.clone()
+                progress: progress.clone(),
+                interrupted: true
             },
         "{takeover:?}"
     );
@@ -120,7 +122,8 @@ async fn powertools_states(store: &dyn IdempotencyStore) -> Result<()> {
     ensure!(
         retry
             == Claim::Acquired {
-                progress: progress.clone()
+                progress: progress.clone(),
+                interrupted: false
             },
         "{retry:?}"
     );
@@ -169,7 +172,8 @@ async fn powertools_states(store: &dyn IdempotencyStore) -> Result<()> {
     ensure!(
         fresh
             == Claim::Acquired {
-                progress: PostProgress::default()
+                progress: PostProgress::default(),
+                interrupted: false
             },
         "{fresh:?}"
     );
@@ -189,7 +193,8 @@ async fn powertools_states(store: &dyn IdempotencyStore) -> Result<()> {
     ensure!(
         other
             == Claim::Acquired {
-                progress: PostProgress::default()
+                progress: PostProgress::default(),
+                interrupted: true
             },
         "{other:?}"
     );

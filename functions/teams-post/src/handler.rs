@@ -749,7 +749,17 @@ impl TeamsPoster {
             .await
             .map_err(Stop::store)?;
         let progress = match claim {
-            Claim::Acquired { progress } => progress,
+            Claim::Acquired {
+                progress,
+                interrupted,
+            } => {
+                if interrupted {
+                    warn!(
+                        "an earlier attempt at this key ended without completing: if it was cut off after Graph created its message, this post is a second one"
+                    );
+                }
+                progress
+            }
             Claim::Completed(result) => return Ok(Done::AlreadyPosted(result)),
             Claim::InProgress { until } => {
                 let wait = (until - now).max(time::Duration::ZERO);

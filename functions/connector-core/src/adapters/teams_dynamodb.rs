@@ -22,7 +22,7 @@ use tracing::{debug, instrument};
 use super::backoff::Backoff;
 use crate::domain::UserKey;
 use crate::ports::StoreError;
-use crate::teams::idempotency::decide;
+use crate::teams::idempotency::{decide, interrupted};
 use crate::teams::targets::targets_partition;
 use crate::teams::{
     Claim, ClaimRequest, IdempotencyRecord, IdempotencyStatus, IdempotencyStore, PostProgress,
@@ -237,7 +237,10 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                         .await
                         .map_err(|error| backend("UpdateItem", &self.table, error))?;
                 }
-                Ok(Claim::Acquired { progress: carried })
+                Ok(Claim::Acquired {
+                    progress: carried,
+                    interrupted: interrupted(previous.as_ref(), request.now),
+                })
             }
             Err(error) if is_condition_failure(&error) => {
                 let returned = error

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::domain::UserKey;
 use crate::ports::{QueueError, StoreError};
-use crate::teams::idempotency::decide;
+use crate::teams::idempotency::{decide, interrupted};
 use crate::teams::{
     Claim, ClaimRequest, DeadLetter, FailureReport, IdempotencyRecord, IdempotencyStore,
     PostProgress, PostResult, RecordState, ShareTargetStore, ShareTargets, TeamsQueues,
@@ -50,6 +50,7 @@ impl MemoryIdempotencyStore {
 impl IdempotencyStore for MemoryIdempotencyStore {
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim, StoreError> {
         let mut records = lock(&self.records);
+        let interrupted = interrupted(records.get(request.id), request.now);
         match decide(records.get(request.id), request) {
             Ok(progress) => {
                 records.insert(
@@ -64,7 +65,10 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                         },
                     },
                 );
-                Ok(Claim::Acquired { progress })
+                Ok(Claim::Acquired {
+                    progress,
+                    interrupted,
+                })
             }
             Err(refusal) => Ok(refusal),
         }

@@ -145,8 +145,13 @@ pub struct ClaimRequest<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// This invocation holds the key; `progress` is what an interrupted attempt with the
-    /// same payload saved.
-    Acquired { progress: PostProgress },
+    /// same payload saved. `interrupted`: an earlier attempt held the key and ended without
+    /// completing or releasing it (a crash or timeout): if it got as far as Graph's 201, this
+    /// attempt posts a second message (the window the README describes).
+    Acquired {
+        progress: PostProgress,
+        interrupted: bool,
+    },
     /// The key already produced a message: do not post again.
     Completed(PostResult),
     /// Another live invocation holds the key until then.
@@ -181,6 +186,16 @@ pub fn decide(
         RecordState::Completed(result) => Err(Claim::Completed(result.clone())),
         RecordState::InProgress { until, .. } => Err(Claim::InProgress { until: *until }),
     }
+}
+
+/// Whether taking the key over `existing` follows an interrupted attempt: an `INPROGRESS`
+/// record, not expired, whose holder's deadline passed without a release.
+pub fn interrupted(existing: Option<&IdempotencyRecord>, now: OffsetDateTime) -> bool {
+    existing.is_some_and(|record| {
+        !record.is_expired(now)
+            && matches!(record.state, RecordState::InProgress { until, .. }
+                if until < now && until > OffsetDateTime::UNIX_EPOCH)
+    })
 }
 
 #[async_trait]
@@ -316,6 +331,17 @@ mod tests {
                 chat_id: Some("19:chat@thread.v2".into())
             })
         );
+        assert!(interrupted(Some(&crashed), NOW));
+        assert!(!interrupted(Some(&held), NOW), "still live");
+        let mut released = crashed.clone();
+        if let RecordState::InProgress { until, .. } = &mut released.state {
+            *until = OffsetDateTime::UNIX_EPOCH;
+        }
+        assert!(
+            !interrupted(Some(&released), NOW),
+            "released after a failure"
+        );
+        assert!(!interrupted(Some(&done), NOW));
         // Another payload takes an abandoned key over, as if its record had been deleted,
         // without the progress made for the first payload.
         assert_eq!(
