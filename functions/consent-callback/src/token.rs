@@ -183,7 +183,7 @@ pub async fn send(
 
 #[async_trait]
 impl CodeExchange for OAuthCodeExchange {
-    #[tracing::instrument(skip_all, fields(authority))]
+    #[tracing::instrument(skip_all, fields(authority = authority))]
     async fn exchange(
         &self,
         authority: &str,
