@@ -858,7 +858,7 @@ impl TeamsPoster {
                 team_id,
                 channel_id,
             } => {
-                self.slot(&channel_post(tenant, team_id, channel_id), calls_until)
+                self.slot(&channel_post(tenant, team_id), calls_until)
                     .await?;
                 let message = self
                     .graph_call(

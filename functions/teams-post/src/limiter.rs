@@ -1,6 +1,7 @@
 //! Teams' per-app posting limits, kept inside the container so a batch of many posts does
 //! not throttle itself (graph-contract §7, Microsoft's Teams service limits):
-//! - at most 4 requests per second on one team or channel;
+//! - at most 4 requests per second "on a given team or channel": counted per team, its
+//!   channels together (the stricter reading; the sim counts per channel);
 //! - 50 channel-message posts per second per tenant;
 //! - 20 chat-message posts per second per tenant.
 //!
@@ -17,8 +18,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// Per-team-or-channel requests per second.
-pub const PER_CHANNEL_PER_SECOND: usize = 4;
+/// Requests per second on one team (its channels included).
+pub const PER_TEAM_PER_SECOND: usize = 4;
 /// Channel-message posts per second per tenant.
 pub const CHANNEL_POSTS_PER_TENANT_PER_SECOND: usize = 50;
 /// Chat-message posts per second per tenant.
@@ -29,8 +30,8 @@ pub const WINDOW_MARGIN: Duration = Duration::from_millis(150);
 /// What a post counts against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Bucket {
-    /// One team's channel: `{teamId}/{channelId}`.
-    Channel(String),
+    /// One team, all its channels.
+    Team(String),
     /// A tenant's channel posts.
     TenantChannelPosts(String),
     /// A tenant's chat posts.
@@ -40,18 +41,18 @@ pub enum Bucket {
 impl Bucket {
     fn limit(&self) -> usize {
         match self {
-            Bucket::Channel(_) => PER_CHANNEL_PER_SECOND,
+            Bucket::Team(_) => PER_TEAM_PER_SECOND,
             Bucket::TenantChannelPosts(_) => CHANNEL_POSTS_PER_TENANT_PER_SECOND,
             Bucket::TenantChatPosts(_) => CHAT_POSTS_PER_TENANT_PER_SECOND,
         }
     }
 }
 
-/// The posts a request counts against: a channel post counts against its channel and its
-/// tenant's channel posts; a chat post against its tenant's chat posts.
-pub fn channel_post(tenant: &str, team_id: &str, channel_id: &str) -> Vec<Bucket> {
+/// What a request counts against: a channel post against its team and its tenant's
+/// channel posts; a chat post against its tenant's chat posts.
+pub fn channel_post(tenant: &str, team_id: &str) -> Vec<Bucket> {
     vec![
-        Bucket::Channel(format!("{team_id}/{channel_id}")),
+        Bucket::Team(team_id.to_owned()),
         Bucket::TenantChannelPosts(tenant.to_owned()),
     ]
 }
@@ -157,13 +158,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_channel_gets_at_most_four_posts_in_any_second() {
+    async fn a_team_gets_at_most_four_posts_in_any_second() {
         let limiter = RateLimiter::new();
         let far = Instant::now() + Duration::from_secs(3600);
         let mut times = Vec::new();
         for _ in 0..20 {
             limiter
-                .acquire(&channel_post("t1", "team", "c1"), far)
+                .acquire(&channel_post("t1", "team"), far)
                 .await
                 .expect("granted");
             times.push(Instant::now());
@@ -178,18 +179,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn channels_are_independent_but_share_the_tenant_limit() {
+    async fn teams_are_independent_but_share_the_tenant_limit() {
         let limiter = std::sync::Arc::new(RateLimiter::new());
         let far = Instant::now() + Duration::from_secs(3600);
         let start = Instant::now();
-        // 30 channels x 4 posts each: 120 posts, more than 50 per second for the tenant.
+        // 30 teams x 4 posts each: 120 posts, more than 50 per second for the tenant.
         let mut tasks = Vec::new();
-        for channel in 0..30 {
+        for team in 0..30 {
             for _ in 0..4 {
                 let limiter = limiter.clone();
                 tasks.push(tokio::spawn(async move {
                     limiter
-                        .acquire(&channel_post("t1", "team", &format!("c{channel}")), far)
+                        .acquire(&channel_post("t1", &format!("team{team}")), far)
                         .await
                         .expect("granted");
                     Instant::now()
@@ -210,7 +211,7 @@ mod tests {
         // Another tenant is not held back by the first one's posts.
         let other = Instant::now();
         limiter
-            .acquire(&channel_post("t2", "team", "c0"), far)
+            .acquire(&channel_post("t2", "team0"), far)
             .await
             .expect("granted");
         assert_eq!(Instant::now(), other);
@@ -232,7 +233,7 @@ mod tests {
         // Channel posts of the same tenant are not slowed by the chat posts.
         let before = Instant::now();
         limiter
-            .acquire(&channel_post("t1", "team", "c1"), far)
+            .acquire(&channel_post("t1", "team"), far)
             .await
             .expect("granted");
         assert_eq!(Instant::now(), before);
@@ -241,7 +242,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_deadline_is_refused_without_taking_a_slot() {
         let limiter = RateLimiter::new();
-        let buckets = channel_post("t1", "team", "c1");
+        let buckets = channel_post("t1", "team");
         let far = Instant::now() + Duration::from_secs(3600);
         for _ in 0..4 {
             limiter.acquire(&buckets, far).await.expect("granted");
