@@ -394,10 +394,23 @@ impl App {
                 "Microsoft's response did not name your organisation. Nothing was recorded.",
             ));
         };
-        if let Some(TenantHint::Id(requested)) = session
+        // The link's tenant, when we can tell its GUID (given, or a domain we have seen
+        // signed-in users of), must be the one Microsoft reports.
+        let requested = match session
             .requested_tenant
             .as_deref()
             .and_then(TenantHint::parse)
+        {
+            Some(TenantHint::Id(id)) => Some(id),
+            Some(TenantHint::Domain(domain)) => self
+                .ports
+                .domains
+                .tenant_for_domain(&domain)
+                .await
+                .map_err(|error| self.internal("looking up a domain failed", &error))?,
+            None => None,
+        };
+        if let Some(requested) = requested
             && requested != tenant_id
         {
             warn!(requested = %requested, reported = %tenant_id, "admin consent callback for another tenant than requested");

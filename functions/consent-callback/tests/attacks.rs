@@ -234,6 +234,71 @@ async fn admin_consent_with_a_forged_tenant_records_nothing() {
             .is_none()
     );
 
+    // A domain we know belongs to another tenant than the one reported.
+    use consent_callback::domains::TenantDomains as _;
+    let owner = guid();
+    memory
+        .domains
+        .record_domain(
+            "contoso.com",
+            &TenantId::parse(&owner).expect("guid"),
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .expect("alias");
+    let started = memory
+        .begin(&format!(
+            "/consent/admin?{}",
+            query(&[("bundle", "all"), ("tenant", "contoso.com")])
+        ))
+        .await;
+    let response = memory
+        .get(
+            &format!(
+                "/consent/callback?{}",
+                query(&[
+                    ("admin_consent", "True"),
+                    ("tenant", &forged),
+                    ("state", started.state())
+                ])
+            ),
+            Some(&started.cookie),
+        )
+        .await;
+    assert_refused(&response, 400);
+    assert!(
+        memory
+            .tenants
+            .get_tenant(&TenantId::parse(&forged).expect("guid"))
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let started = memory
+        .begin(&format!(
+            "/consent/admin?{}",
+            query(&[("bundle", "all"), ("tenant", "contoso.com")])
+        ))
+        .await;
+    let response = memory
+        .get(
+            &format!(
+                "/consent/callback?{}",
+                query(&[
+                    ("admin_consent", "True"),
+                    ("tenant", &owner),
+                    ("state", started.state())
+                ])
+            ),
+            Some(&started.cookie),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the domain's own tenant is recorded"
+    );
+
     // A tenant that is not a GUID is not recorded.
     let started = memory.begin("/consent/admin?bundle=mail").await;
     let response = memory
