@@ -731,8 +731,8 @@ impl TeamsPoster {
                     Stop::fail(FailureCode::TooLarge, error.to_string())
                 }
             })?;
-        let connection = self.usable_connection(&user).await?;
-
+        // The key first: a repeat of a message already posted is acknowledged as such, even
+        // if the user's connection changed since.
         let id = record_id(&post.tenant_id, &post.idempotency_key);
         let hash = payload_hash(post);
         let now = self.ports.clock.now();
@@ -782,19 +782,23 @@ impl TeamsPoster {
             }
         };
 
-        let result = self
-            .deliver(
-                &user,
-                &connection,
-                post,
-                &target,
-                &html,
-                progress,
-                &id,
-                &hash,
-                deadline,
-            )
-            .await;
+        let result = match self.usable_connection(&user).await {
+            Ok(connection) => {
+                self.deliver(
+                    &user,
+                    &connection,
+                    post,
+                    &target,
+                    &html,
+                    progress,
+                    &id,
+                    &hash,
+                    deadline,
+                )
+                .await
+            }
+            Err(stop) => Err(stop),
+        };
         match result {
             Ok(result) => {
                 // First thing after Graph's 201: the smaller this gap, the smaller the

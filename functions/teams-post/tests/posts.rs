@@ -553,6 +553,15 @@ async fn refresh_targets_stores_the_users_teams_and_channels() {
 #[tokio::test]
 async fn a_revoked_sign_in_marks_the_connection_and_dead_letters_the_post() {
     let env = Env::start().await;
+    let before = env.post(
+        "k-before",
+        ADELE,
+        channel(SALES, GENERAL),
+        "<p>before revocation</p>",
+    );
+    env.send(std::slice::from_ref(&before)).await;
+    env.drain(Duration::from_secs(30)).await;
+    assert_eq!(env.sim_messages().await.len(), 1);
     env.control(
         reqwest::Method::POST,
         "/_sim/revoke",
@@ -567,7 +576,11 @@ async fn a_revoked_sign_in_marks_the_connection_and_dead_letters_the_post() {
     )])
     .await;
     env.drain(Duration::from_secs(30)).await;
-    assert!(env.sim_messages().await.is_empty());
+    assert_eq!(
+        env.sim_messages().await.len(),
+        1,
+        "nothing posted after the revocation"
+    );
     let connection = env
         .connections
         .get_connection(&env.user_key(ADELE))
@@ -584,7 +597,7 @@ async fn a_revoked_sign_in_marks_the_connection_and_dead_letters_the_post() {
     );
 
     // Later posts for the user stop at the connection check, without calling Graph.
-    let before = env.sim_requests().await.len();
+    let requests = env.sim_requests().await.len();
     env.send(&[env.post(
         "k-revoked-2",
         ADELE,
@@ -593,6 +606,15 @@ async fn a_revoked_sign_in_marks_the_connection_and_dead_letters_the_post() {
     )])
     .await;
     env.drain(Duration::from_secs(30)).await;
-    assert_eq!(env.sim_requests().await.len(), before);
+    assert_eq!(env.sim_requests().await.len(), requests);
+    assert_eq!(env.dead_letters().await.len(), 2);
+
+    // A repeat of the message posted before the revocation is still acknowledged as posted.
+    env.send(&[before]).await;
+    let reports = env.drain(Duration::from_secs(30)).await;
+    assert!(matches!(
+        reports[0].outcomes[0].1,
+        Outcome::AlreadyPosted { .. }
+    ));
     assert_eq!(env.dead_letters().await.len(), 2);
 }
