@@ -16,7 +16,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 help:
 	@echo "make test   - every test (brings its own local stack up and down)"
-	@echo "make up     - start the local stack in the background (moto + template resources)"
+	@echo "make up     - start the local stack in the background (moto + template resources,"
+	@echo "              microsoft-sim, the functions under cargo lambda watch, schedules, SQS sources)"
 	@echo "make down   - stop what make up started"
 	@echo "make lint   - rustfmt, clippy, cfn-lint, sam validate --lint"
 	@echo "make build  - release Lambda binaries with cargo lambda (arm64)"
@@ -57,9 +58,13 @@ test-browser: $(STAMP)
 
 test: lint test-rust test-clients test-browser
 
+# make up [TIME_FACTOR=60] [WORLD=path.json] [AUTO_APPROVE=1]: moto + template resources,
+# microsoft-sim, the functions under cargo lambda watch, schedules and SQS event sources.
+TIME_FACTOR ?= 1
 up: $(STAMP)
-	cargo build --locked -p local-stack
-	target/debug/local-stack up --state-dir .local
+	cargo build --locked -p local-stack -p microsoft-sim
+	target/debug/local-stack up --state-dir .local --time-factor $(TIME_FACTOR) \
+		$(if $(WORLD),--world $(WORLD)) $(if $(AUTO_APPROVE),--auto-approve)
 
 down:
 	@if [ -x target/debug/local-stack ]; then target/debug/local-stack down --state-dir .local; else echo "nothing to stop"; fi

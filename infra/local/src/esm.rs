@@ -50,7 +50,7 @@ pub const DEFAULT_MAXIMUM_CONCURRENCY: u32 = 5;
 pub const MAX_WAIT_TIME_SECONDS: i32 = 20;
 
 /// One mapping, resolved against a provisioned stack.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MappingConfig {
     pub function_logical_id: String,
     pub binary: String,

@@ -74,7 +74,7 @@ pub enum EventKind {
 }
 
 /// Which AWS service delivers a schedule: the shape of the rule's ARN and names differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ScheduleFlavor {
     /// `Type: Schedule` or `AWS::Events::Rule`: an EventBridge rule.
     EventBridgeRule,

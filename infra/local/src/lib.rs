@@ -11,6 +11,8 @@
 //!   [`schedule`]) and SQS event source mappings ([`esm`]), invoking functions through an
 //!   [`invoke::Invoker`] (`cargo lambda watch`, or closures in tests).
 //! - [`checks`]: what the template must satisfy that cfn-lint does not check.
+//! - [`stack`]: the whole local stack for `make up` (moto, microsoft-sim, `cargo lambda
+//!   watch`, the plumbing), detached, stopped by `make down`.
 
 pub mod checks;
 pub mod esm;
@@ -20,6 +22,7 @@ pub mod plumbing;
 pub mod provision;
 pub mod schedule;
 pub mod scheduler;
+pub mod stack;
 pub mod template;
 
 use std::collections::BTreeMap;

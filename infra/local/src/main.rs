@@ -1,16 +1,23 @@
-//! `local-stack`: bring the local stack up and down by hand (`make up`,
-//! `make down`), or provision a template on an emulator someone else runs.
+//! `local-stack`: the local stack by hand (`make up`, `make down`), its event plumbing,
+//! firing a schedule now, checking the template, or provisioning a template on an
+//! emulator someone else runs.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use local_stack::{Lifetime, Moto, Template, aws_env, provision, sdk_config, template_path};
+use local_stack::checks::{check_template, workspace_binaries};
+use local_stack::esm::EsmOptions;
+use local_stack::plumbing::{Plumbing, PlumbingOptions};
+use local_stack::scheduler::fire_now;
+use local_stack::stack::{StackInfo, UpOptions};
+use local_stack::{Outcome, Template, aws_env, provision, repo_root, sdk_config, template_path};
 
 #[derive(Parser)]
-#[command(about = "The local AWS stack, derived from template.yaml")]
+#[command(about = "The local stack, derived from template.yaml")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -18,18 +25,60 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start moto in the background, create the template's resources, and
-    /// write the environment to `<state-dir>/env`.
+    /// Start moto (with the template's resources), microsoft-sim, the functions under
+    /// `cargo lambda watch` and the event plumbing, detached; print the endpoints.
     Up {
         #[arg(long, default_value = ".local")]
         state_dir: PathBuf,
         #[arg(long, default_value = "o365-local")]
         stack_name: String,
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// microsoft-sim world (default: infra/local/worlds/demo.json, else the sim's minimal world).
+        #[arg(long)]
+        world: Option<PathBuf>,
+        /// Let microsoft-sim sign in and consent without HTML interaction.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Run schedules this many times faster than real time (60: an hour a minute).
+        #[arg(long, default_value_t = 1.0)]
+        time_factor: f64,
+        /// Do not run schedules on their own (fire them with `local-stack fire`).
+        #[arg(long)]
+        no_schedules: bool,
+        /// Do not `cargo build` the functions first.
+        #[arg(long)]
+        no_build: bool,
+        /// Template parameter overrides, NAME=VALUE.
+        #[arg(long = "param")]
+        params: Vec<String>,
     },
-    /// Stop everything `up` started (by the PIDs it recorded).
+    /// Stop everything `up` started (by the process groups it recorded).
     Down {
         #[arg(long, default_value = ".local")]
         state_dir: PathBuf,
+    },
+    /// Run the schedules and SQS event source mappings of a stack started by `up`, until
+    /// killed (`up` starts it).
+    Plumbing {
+        #[arg(long, default_value = ".local")]
+        state_dir: PathBuf,
+    },
+    /// Fire schedules of the running stack now and print each invocation's outcome.
+    Fire {
+        #[arg(long, default_value = ".local")]
+        state_dir: PathBuf,
+        /// Only the schedules of this function (binary or logical id).
+        #[arg(long)]
+        function: Option<String>,
+        /// Only this rule (name, or event name under the function's Events).
+        #[arg(long)]
+        rule: Option<String>,
+    },
+    /// Check the template for what cfn-lint misses; exits 1 on any finding.
+    Check {
+        #[arg(long)]
+        template: Option<PathBuf>,
     },
     /// Create the template's resources on a running emulator and print the
     /// resolved environment as `export` lines.
@@ -46,28 +95,92 @@ enum Cmd {
     },
 }
 
+fn parse_params(params: &[String]) -> Result<BTreeMap<String, String>> {
+    params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--param {p}: expected NAME=VALUE"))
+        })
+        .collect()
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().cmd {
+async fn main() -> ExitCode {
+    match run(Cli::parse().cmd).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
         Cmd::Up {
             state_dir,
             stack_name,
-        } => up(&state_dir, &stack_name).await,
-        Cmd::Down { state_dir } => down(&state_dir),
+            template,
+            world,
+            auto_approve,
+            time_factor,
+            no_schedules,
+            no_build,
+            params,
+        } => {
+            if time_factor.is_nan() || time_factor <= 0.0 {
+                bail!("--time-factor must be positive");
+            }
+            let opts = UpOptions {
+                state_dir,
+                stack_name,
+                template: template.unwrap_or_else(template_path),
+                world,
+                auto_approve,
+                time_factor,
+                schedules: !no_schedules,
+                params: parse_params(&params)?,
+                build: !no_build,
+                local_stack_exe: std::env::current_exe()?,
+            };
+            let info = local_stack::stack::up(&opts).await?;
+            print_up(&info);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down { state_dir } => {
+            for line in local_stack::stack::down(&state_dir)? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plumbing { state_dir } => plumbing(&state_dir).await,
+        Cmd::Fire {
+            state_dir,
+            function,
+            rule,
+        } => fire(&state_dir, function.as_deref(), rule.as_deref()).await,
+        Cmd::Check { template } => {
+            let template = Template::load(&template.unwrap_or_else(template_path))?;
+            let findings = check_template(&template, &workspace_binaries(&repo_root())?);
+            for f in &findings {
+                println!("{f}");
+            }
+            if findings.is_empty() {
+                println!("template checks: ok");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Cmd::Provision {
             endpoint,
             stack_name,
             template,
             params,
         } => {
-            let params = params
-                .iter()
-                .map(|p| {
-                    p.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .with_context(|| format!("--param {p}: expected NAME=VALUE"))
-                })
-                .collect::<Result<BTreeMap<_, _>>>()?;
+            let params = parse_params(&params)?;
             let template = Template::load(&template.unwrap_or_else(template_path))?;
             let p = provision(
                 &sdk_config(&endpoint).await,
@@ -76,83 +189,150 @@ async fn main() -> Result<()> {
                 &params,
             )
             .await?;
-            print!("{}", exports(&endpoint, &p.env));
-            Ok(())
+            for (k, v) in aws_env(&endpoint).into_iter().chain(p.env) {
+                println!("export {k}='{v}'");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn exports(endpoint: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let template_env = env.iter().map(|(k, v)| (k.clone(), v.clone()));
-    for (k, v) in aws_env(endpoint).into_iter().chain(template_env) {
-        let _ = writeln!(out, "export {k}='{v}'");
-    }
-    out
-}
-
-async fn up(state_dir: &Path, stack_name: &str) -> Result<()> {
-    std::fs::create_dir_all(state_dir)?;
-    let pids = state_dir.join("pids");
-    if pids.exists() {
-        anyhow::bail!(
-            "{} exists: the stack seems up already (run `make down` first)",
-            pids.display()
+fn print_up(info: &StackInfo) {
+    println!("local stack {} is up:", info.stack_name);
+    println!("  AWS (moto)          {}", info.aws_endpoint);
+    println!(
+        "  microsoft-sim       {}   (world {})",
+        info.microsoft_sim_url,
+        info.world.display()
+    );
+    println!("  cargo lambda watch  {}", info.lambda_watch_url);
+    println!("  PUBLIC_BASE_URL     {}", info.public_base_url);
+    println!(
+        "  consent page        {}/consent   (app {})",
+        info.public_base_url, info.client_id
+    );
+    println!(
+        "schedules ({}):",
+        if info.schedules {
+            format!("running, time factor {}", info.time_factor)
+        } else {
+            "fire with `local-stack fire`".into()
+        }
+    );
+    for s in &info.wiring.schedules {
+        println!(
+            "  {:<40} {:<24} -> {}{}",
+            s.rule_name,
+            s.expression_text,
+            s.binary,
+            if s.enabled { "" } else { " (disabled)" }
         );
     }
-    let moto = Moto::start(Lifetime::Detached, Some(&state_dir.join("moto.log")))?;
-    let template = Template::load(&template_path())?;
-    // On error `moto` is dropped here, which stops it.
-    let provisioned = provision(
-        &moto.sdk_config().await,
-        &template,
-        stack_name,
-        &BTreeMap::new(),
-    )
-    .await
-    .context("provisioning the local stack")?;
-    let endpoint = moto.endpoint.clone();
-    // From here moto outlives us; `down` stops it by PID.
-    let pid = moto.into_pid();
-    std::fs::write(&pids, format!("{pid}\n"))?;
-    let env_file = state_dir.join("env");
-    std::fs::write(&env_file, exports(&endpoint, &provisioned.env))?;
-    println!(
-        "local AWS (moto): {endpoint}  (pid {pid}, log {})",
-        state_dir.join("moto.log").display()
-    );
-    println!("resources from template.yaml, stack name {stack_name}:");
-    for c in &provisioned.created {
+    println!("SQS event source mappings:");
+    for m in &info.wiring.mappings {
         println!(
-            "  {:<22} {:<28} {}",
-            c.logical_id, c.resource_type, c.physical_id
-        );
-    }
-    println!(
-        "environment for tools and binaries: source {}",
-        env_file.display()
-    );
-    Ok(())
-}
-
-fn down(state_dir: &Path) -> Result<()> {
-    let pids = state_dir.join("pids");
-    let Ok(text) = std::fs::read_to_string(&pids) else {
-        println!("nothing to stop ({} not found)", pids.display());
-        return Ok(());
-    };
-    for pid in text.split_whitespace() {
-        let status = std::process::Command::new("kill").arg(pid).status()?;
-        println!(
-            "stopped pid {pid}{}",
-            if status.success() {
-                ""
+            "  {:<40} -> {} (batch {}, window {}s, max concurrency {}{})",
+            m.queue_url,
+            m.binary,
+            m.batch_size,
+            m.batching_window.as_secs(),
+            m.maximum_concurrency,
+            if m.report_batch_item_failures {
+                ", ReportBatchItemFailures"
             } else {
-                " (was not running)"
+                ""
             }
         );
     }
-    std::fs::remove_file(&pids)?;
-    std::fs::remove_file(state_dir.join("env")).ok();
-    Ok(())
+    println!("processes:");
+    for p in &info.processes {
+        println!("  {:<20} pid {:<8} log {}", p.name, p.pid, p.log.display());
+    }
+    println!(
+        "environment for tools: source {}   (functions get {})",
+        info.env_file.display(),
+        info.functions_env_file.display()
+    );
+    println!("stop everything: make down");
+}
+
+async fn plumbing(state_dir: &std::path::Path) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let info = StackInfo::load(state_dir)?;
+    let sdk = info.sdk_config().await;
+    let invoker = Arc::new(info.invoker());
+    let options = PlumbingOptions {
+        time_factor: info.time_factor,
+        schedules: info.schedules,
+        esm: EsmOptions::default(),
+    };
+    let plumbing = Plumbing::start(info.wiring.clone(), &sdk, invoker, options);
+    tracing::info!(
+        schedules = info.wiring.schedules.len(),
+        mappings = info.wiring.mappings.len(),
+        "plumbing running"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping: waiting for invocations in flight");
+    plumbing.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fire(
+    state_dir: &std::path::Path,
+    function: Option<&str>,
+    rule: Option<&str>,
+) -> Result<ExitCode> {
+    let info = StackInfo::load(state_dir)?;
+    let invoker = info.invoker();
+    let targets: Vec<_> = info
+        .wiring
+        .schedules
+        .iter()
+        .filter(|t| function.is_none_or(|f| t.binary == f || t.function_logical_id == f))
+        .filter(|t| rule.is_none_or(|r| t.rule_name == r || t.event_name == r))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "no schedule matches (the template declares: {})",
+            info.wiring
+                .schedules
+                .iter()
+                .map(|t| t.rule_name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut ok = true;
+    for t in targets {
+        let outcome = fire_now(&invoker, t).await?;
+        let line = match &outcome {
+            Outcome::Ok(response) => {
+                serde_json::json!({"rule": t.rule_name, "function": t.binary, "ok": true, "response": response})
+            }
+            Outcome::FunctionError {
+                error_type,
+                error_message,
+            } => {
+                ok = false;
+                serde_json::json!({"rule": t.rule_name, "function": t.binary, "ok": false, "errorType": error_type, "errorMessage": error_message})
+            }
+        };
+        println!("{line}");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -39,7 +39,7 @@ impl Default for PlumbingOptions {
 }
 
 /// What the template declares, resolved: for printing and for drivers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Wiring {
     pub schedules: Vec<ScheduledTarget>,
     pub mappings: Vec<MappingConfig>,

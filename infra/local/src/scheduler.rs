@@ -31,8 +31,11 @@ use crate::provision::Provisioned;
 use crate::schedule::{Dialect, ScheduleExpr};
 use crate::template::Template;
 
-/// One schedule that invokes one function.
-#[derive(Debug, Clone)]
+/// One schedule that invokes one function. Serialised with the expression as text (and
+/// parsed again when read), so that `local-stack up` can hand its wiring to the plumbing
+/// process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ScheduledTargetRecord", into = "ScheduledTargetRecord")]
 pub struct ScheduledTarget {
     pub function_logical_id: String,
     /// The binary `cargo lambda watch` runs for the function.
@@ -50,6 +53,64 @@ pub struct ScheduledTarget {
     pub enabled: bool,
     pub region: String,
     pub account_id: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScheduledTargetRecord {
+    function_logical_id: String,
+    binary: String,
+    event_name: String,
+    flavor: ScheduleFlavor,
+    expression: String,
+    rule_name: String,
+    rule_arn: String,
+    input: Option<String>,
+    enabled: bool,
+    region: String,
+    account_id: String,
+}
+
+impl TryFrom<ScheduledTargetRecord> for ScheduledTarget {
+    type Error = crate::schedule::ScheduleError;
+
+    fn try_from(r: ScheduledTargetRecord) -> Result<Self, Self::Error> {
+        let dialect = match r.flavor {
+            ScheduleFlavor::EventBridgeRule => Dialect::EventBridgeRule,
+            ScheduleFlavor::Scheduler => Dialect::Scheduler,
+        };
+        Ok(ScheduledTarget {
+            expression: ScheduleExpr::parse(&r.expression, dialect)?,
+            expression_text: r.expression,
+            function_logical_id: r.function_logical_id,
+            binary: r.binary,
+            event_name: r.event_name,
+            flavor: r.flavor,
+            rule_name: r.rule_name,
+            rule_arn: r.rule_arn,
+            input: r.input,
+            enabled: r.enabled,
+            region: r.region,
+            account_id: r.account_id,
+        })
+    }
+}
+
+impl From<ScheduledTarget> for ScheduledTargetRecord {
+    fn from(t: ScheduledTarget) -> Self {
+        ScheduledTargetRecord {
+            function_logical_id: t.function_logical_id,
+            binary: t.binary,
+            event_name: t.event_name,
+            flavor: t.flavor,
+            expression: t.expression_text,
+            rule_name: t.rule_name,
+            rule_arn: t.rule_arn,
+            input: t.input,
+            enabled: t.enabled,
+            region: t.region,
+            account_id: t.account_id,
+        }
+    }
 }
 
 impl ScheduledTarget {
