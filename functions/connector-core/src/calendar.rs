@@ -40,6 +40,8 @@ pub const WINDOW_MONTHS: u32 = 12;
 pub const REBASE_BELOW_MONTHS: u32 = 11;
 /// The sync-state cursor item of the (primary) calendar.
 pub const CALENDAR_CURSOR: &str = "calendar";
+/// Activity ids of meetings start with this (`event#{immutableId}`).
+pub const MEETING_ID_PREFIX: &str = "event#";
 /// Stored as the subject of `sensitivity: private` meetings.
 pub const PRIVATE_SUBJECT: &str = "Private meeting";
 
@@ -1120,6 +1122,17 @@ mod tests {
         ] {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn meeting_ids_carry_the_prefix() {
+        let id = crate::domain::ActivityId::meeting("AAkALgAA1");
+        assert!(id.as_str().starts_with(MEETING_ID_PREFIX));
+        assert!(
+            !crate::domain::ActivityId::mail("AAkALgAA1")
+                .as_str()
+                .starts_with(MEETING_ID_PREFIX)
+        );
     }
 
     #[test]

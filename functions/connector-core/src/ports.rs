@@ -252,6 +252,27 @@ pub trait ActivityStore: Send + Sync {
         page_size: u32,
         token: Option<&PageToken>,
     ) -> Result<Page<Activity>, StoreError>;
+    /// One page of a user's activities whose id starts with `prefix` (`event#`: meetings
+    /// only), ordered by activity id. A page may hold fewer items than asked (even none)
+    /// and still have a next one. The default filters [`Self::list_activities`]; stores
+    /// that can, read only the prefix.
+    async fn list_activities_with_prefix(
+        &self,
+        owner: &UserKey,
+        prefix: &str,
+        page_size: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Activity>, StoreError> {
+        let page = self.list_activities(owner, page_size, token).await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .filter(|activity| activity.activity_id.as_str().starts_with(prefix))
+                .collect(),
+            next: page.next,
+        })
+    }
     /// Deletes every activity of a user (on disconnection); returns how many.
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError>;
 }

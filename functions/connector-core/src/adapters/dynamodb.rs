@@ -884,6 +884,47 @@ impl DynamoActivityStore {
         self
     }
 
+    /// One page of the owner's partition, optionally only ids starting with `prefix`.
+    async fn query_activities(
+        &self,
+        owner: &UserKey,
+        prefix: Option<&str>,
+        page_size: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Activity>, StoreError> {
+        let start = token.map(decode_token).transpose()?;
+        let request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner.to_string()))
+            .limit(page_size.clamp(1, i32::MAX as u32) as i32)
+            .set_exclusive_start_key(start);
+        let request = match prefix {
+            Some(prefix) => request
+                .key_condition_expression("#owner = :owner AND begins_with(#id, :prefix)")
+                .expression_attribute_names("#id", "activityId")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => request.key_condition_expression("#owner = :owner"),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|error| backend("Query", &self.table, error))?;
+        let items = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| self.decode(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match output.last_evaluated_key {
+            Some(key) if !key.is_empty() => Some(encode_token(&key)?),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
     fn key(owner: &UserKey, id: &ActivityId) -> Item {
         HashMap::from([
             ("owner".to_owned(), s(owner.to_string())),
@@ -1009,30 +1050,19 @@ impl ActivityStore for DynamoActivityStore {
         page_size: u32,
         token: Option<&PageToken>,
     ) -> Result<Page<Activity>, StoreError> {
-        let start = token.map(decode_token).transpose()?;
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(owner.to_string()))
-            .limit(page_size.clamp(1, i32::MAX as u32) as i32)
-            .set_exclusive_start_key(start)
-            .send()
+        self.query_activities(owner, None, page_size, token).await
+    }
+
+    /// Reads only the prefix's range of the partition (`begins_with` on the sort key).
+    async fn list_activities_with_prefix(
+        &self,
+        owner: &UserKey,
+        prefix: &str,
+        page_size: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Activity>, StoreError> {
+        self.query_activities(owner, Some(prefix), page_size, token)
             .await
-            .map_err(|error| backend("Query", &self.table, error))?;
-        let items = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| self.decode(item))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = match output.last_evaluated_key {
-            Some(key) if !key.is_empty() => Some(encode_token(&key)?),
-            _ => None,
-        };
-        Ok(Page { items, next })
     }
 
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError> {
