@@ -17,11 +17,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use connector_core::adapters::dynamodb::{
+    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
+    DynamoTenantStore,
+};
+use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::clock::Clock;
-use connector_core::domain::SyncKind;
+use connector_core::config::Config;
+use connector_core::domain::{Scope, SyncKind};
+use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::messages::SyncJob;
+use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 use connector_core::sync::{
-    Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, Worker, fan_out,
+    Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, fan_out,
 };
 use futures::StreamExt;
 use serde_json::Value;
@@ -113,12 +122,73 @@ pub struct CalendarSync {
 }
 
 impl CalendarSync {
+    /// The production wiring on the real adapters (the Lambda's `main` and
+    /// `connectorctl sync calendar` share it).
+    pub fn wire(
+        config: &Config,
+        aws: &aws_config::SdkConfig,
+        clock: Arc<dyn Clock>,
+        summaries: Arc<dyn SummarySink>,
+    ) -> Result<Self, reqwest::Error> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        let secrets = aws_sdk_secretsmanager::Client::new(aws);
+        let tables = &config.tables;
+        let microsoft = &config.microsoft;
+        let tokens = TokenProvider::new(
+            Arc::new(SecretsManagerVault::new(secrets.clone())),
+            Arc::new(SecretsManagerClientSecret::new(
+                secrets,
+                microsoft.client_secret_id.clone(),
+            )),
+            RefreshClient::new(
+                token_http_client()?,
+                microsoft.login_base_url.clone(),
+                microsoft.client_id.clone(),
+            ),
+            clock.clone(),
+        )
+        // Calendar scopes only: withdrawing another feature must not fail calendar refreshes.
+        .with_request_scopes(&[Scope::CalendarsReadWrite]);
+        let worker = Worker {
+            function: FUNCTION,
+            connections: Arc::new(DynamoConnectionStore::new(
+                dynamodb.clone(),
+                tables.connections.clone(),
+            )),
+            tenants: Arc::new(DynamoTenantStore::new(
+                dynamodb.clone(),
+                tables.tenants.clone(),
+            )),
+            state: Arc::new(DynamoSyncStateStore::new(
+                dynamodb.clone(),
+                tables.sync_state.clone(),
+            )),
+            queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
+            queue_url: config.queues.calendar_sync.clone(),
+            tokens: Arc::new(tokens),
+            graph: Arc::new(GraphClient::new(
+                graph_http_client()?,
+                &microsoft.graph_base_url,
+            )),
+            clock,
+            summaries,
+        };
+        let work = CalendarWork::new(
+            Arc::new(DynamoActivityStore::new(
+                dynamodb.clone(),
+                tables.activities.clone(),
+            )),
+            Arc::new(DynamoCrmIndex::new(dynamodb, tables.crm.clone())),
+        );
+        Ok(Self::new(Arc::new(worker), Arc::new(work)))
+    }
+
     pub fn new(worker: Arc<Worker>, work: Arc<CalendarWork>) -> Self {
         Self {
             worker,
             work,
             fan_out: FanOutOptions::default(),
-            job_concurrency: 4,
+            job_concurrency: 10,
         }
     }
 

@@ -279,7 +279,8 @@ impl CalendarWork {
         Ok(())
     }
 
-    /// After an initial round: deletes stored meetings of the window it did not deliver.
+    /// After an initial round: deletes stored meetings of the window it did not deliver
+    /// (reading the user's meetings only, not their mail).
     async fn reconcile(
         &self,
         ctx: &mut RunContext<'_>,
@@ -291,7 +292,12 @@ impl CalendarWork {
         loop {
             let page = self
                 .activities
-                .list_activities(owner, self.options.list_page_size, token.as_ref())
+                .list_activities_with_prefix(
+                    owner,
+                    calendar::MEETING_ID_PREFIX,
+                    self.options.list_page_size,
+                    token.as_ref(),
+                )
                 .await?;
             for activity in page.items {
                 if let ActivityContent::Meeting(meeting) = &activity.content

@@ -2,5 +2,6 @@
 //! one module per concern; every test provisions its own stack and its own sim.
 
 mod live;
+mod scale;
 mod support;
 mod world;
