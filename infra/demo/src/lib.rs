@@ -1,0 +1,728 @@
+//! The demo journey (issue 8): the whole product on the local stack, driven headlessly.
+//!
+//! The stack is `local-stack up` (moto with the template's resources, microsoft-sim with the
+//! demo world, the four functions under `cargo lambda watch`, the template's SQS event source
+//! mappings) with schedules off, so that this driver fires exactly one round. The journey goes
+//! over HTTP through the connector's real pages and the sim's authorize endpoints (the sim in
+//! auto-approve answers its pages as a user would), then through the queues. Every step is
+//! asserted; [`run`] returns the report or the first step that did not do what it says.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use local_stack::repo_root;
+use local_stack::stack::StackInfo;
+use serde_json::{Value, json};
+
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where `local-stack up` keeps its state (logs, env files, world).
+    pub state_dir: PathBuf,
+    pub world: PathBuf,
+    pub crm: PathBuf,
+    /// Overrides the `messages` of every `generate` entry of the world (the reduced test).
+    pub messages_per_folder: Option<u64>,
+    /// `cargo build` the binaries first (the test; `make demo` builds before).
+    pub build: bool,
+    /// Leave the stack running afterwards.
+    pub keep: bool,
+    /// The feature bundles consented for the first tenant and asked for at sign-in in the
+    /// second (`all`, or some of `calendar`, `mail`, `teams`).
+    pub bundles: Vec<String>,
+    /// `DefaultFeatures`: what users of a tenant the connector does not know yet are asked
+    /// for at sign-in (the second tenant's first sign-ins).
+    pub sign_in_features: String,
+}
+
+impl Options {
+    pub fn new(state_dir: PathBuf) -> Self {
+        let root = repo_root();
+        Self {
+            state_dir,
+            world: root.join("infra/local/worlds/demo.json"),
+            crm: root.join("infra/local/demo/crm.json"),
+            messages_per_folder: None,
+            build: false,
+            keep: false,
+            bundles: vec!["all".into()],
+            sign_in_features: "all".into(),
+        }
+    }
+}
+
+/// One line of the report per user.
+#[derive(Debug, Clone)]
+pub struct UserReport {
+    pub tenant: String,
+    pub upn: String,
+    pub status: String,
+    pub scanned: u64,
+    pub stored: u64,
+    pub discarded: u64,
+    pub meetings: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub steps: Vec<String>,
+    pub users: Vec<UserReport>,
+    pub teams_message_url: String,
+    pub consent_page: String,
+}
+
+impl Report {
+    fn step(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        println!("  ok  {text}");
+        self.steps.push(text);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from("\n== office365-connector demo: report ==\n\nsteps:\n");
+        for s in &self.steps {
+            out += &format!("  ok  {s}\n");
+        }
+        out += &format!(
+            "\n{:<10} {:<22} {:<12} {:>8} {:>7} {:>9} {:>9}\n",
+            "TENANT", "USER", "STATUS", "SCANNED", "STORED", "DISCARDED", "MEETINGS"
+        );
+        for u in &self.users {
+            out += &format!(
+                "{:<10} {:<22} {:<12} {:>8} {:>7} {:>9} {:>9}\n",
+                u.tenant, u.upn, u.status, u.scanned, u.stored, u.discarded, u.meetings
+            );
+        }
+        out += &format!(
+            "\nTeams message posted: {}\n\nTo click through the consent pages yourself, keep a stack running:\n  make up AUTO_APPROVE=   (then open the consent page it prints, e.g. {}; `make down` stops it)\n",
+            self.teams_message_url, self.consent_page
+        );
+        out
+    }
+}
+
+/// Stops the stack when the journey ends, however it ends.
+struct StackGuard {
+    state_dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for StackGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = Command::new(bin("local-stack"))
+                .arg("down")
+                .arg("--state-dir")
+                .arg(&self.state_dir)
+                .status();
+        }
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    repo_root().join("target/debug").join(name)
+}
+
+const BINARIES: &[&str] = &[
+    "local-stack",
+    "microsoft-sim",
+    "connectorctl",
+    "consent-callback",
+    "mail-sync",
+    "calendar-sync",
+    "teams-post",
+];
+
+fn build() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root()).args(["build", "--locked"]);
+    for b in BINARIES {
+        cmd.args(["-p", b]);
+    }
+    ensure!(cmd.status()?.success(), "cargo build failed");
+    Ok(())
+}
+
+/// The world the stack runs, written under the state dir.
+fn world(opts: &Options, dir: &Path) -> Result<(PathBuf, Value)> {
+    let mut world: Value = serde_json::from_str(&std::fs::read_to_string(&opts.world)?)
+        .with_context(|| format!("parsing {}", opts.world.display()))?;
+    if let Some(n) = opts.messages_per_folder {
+        for tenant in world["tenants"].as_array_mut().into_iter().flatten() {
+            for g in tenant["generate"].as_array_mut().into_iter().flatten() {
+                g["messages"] = json!(n);
+            }
+        }
+    }
+    let path = dir.join("demo-world.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&world)?)?;
+    Ok((path, world))
+}
+
+/// The tenant's CRM file: the snapshot the sim's generated mail of `seed` was drawn against,
+/// merged with the hand-written accounts of `crm.json`, with an open opportunity old enough
+/// that the first import's window covers the generated year.
+fn crm_file(hand: &Value, tenant_id: &str, seed: u64) -> Value {
+    let generated = microsoft_sim::generate::crm_snapshot(seed);
+    let mut accounts = hand["accounts"].as_array().cloned().unwrap_or_default();
+    let mut contacts = hand["contacts"].as_array().cloned().unwrap_or_default();
+    let mut leads = hand["leads"].as_array().cloned().unwrap_or_default();
+    for (n, a) in generated.accounts.iter().enumerate() {
+        let id = format!("001G{n:05}");
+        accounts.push(json!({"id": id, "name": a.name, "domains": [a.domain]}));
+        for (p, c) in a.contacts.iter().enumerate() {
+            contacts
+                .push(json!({"id": format!("003G{n:05}{p}"), "email": c.address, "accountId": id}));
+        }
+    }
+    for (k, l) in generated.leads.iter().enumerate() {
+        leads.push(json!({"id": format!("00QG{k:05}"), "email": l.address}));
+    }
+    let created = (time::OffsetDateTime::now_utc() - time::Duration::days(400)).date();
+    json!({"tenantId": tenant_id, "accounts": accounts, "contacts": contacts, "leads": leads,
+           "opportunities": [{"id": "006G00001", "accountId": "001G00000", "isClosed": false,
+                              "createdDate": created.to_string()}]})
+}
+
+fn tool_env(info: &StackInfo) -> Vec<(String, String)> {
+    let mut env = local_stack::aws_env(&info.aws_endpoint);
+    env.extend(info.functions_env.clone());
+    env
+}
+
+fn connectorctl(info: &StackInfo, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin("connectorctl"))
+        .args(args)
+        .envs(tool_env(info))
+        .output()
+        .context("running connectorctl")?;
+    ensure!(
+        out.status.success(),
+        "connectorctl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A browser: a cookie jar keyed by host:port (the connector and the sim share 127.0.0.1),
+/// redirects followed by hand so that the journey stops at the app's URL.
+struct Browser {
+    http: reqwest::Client,
+    jar: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Where a navigation ended.
+struct Landing {
+    url: String,
+    status: u16,
+    body: String,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(300))
+                .build()
+                .expect("a plain client builds"),
+            jar: BTreeMap::new(),
+        }
+    }
+
+    fn origin(url: &url::Url) -> String {
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        )
+    }
+
+    /// Follows redirects from `start` until a page answers, or until a URL under `stop_at`.
+    async fn navigate(&mut self, start: &str, stop_at: &str) -> Result<Landing> {
+        let mut url = url::Url::parse(start)?;
+        for _ in 0..20 {
+            if url.as_str().starts_with(stop_at) {
+                return Ok(Landing {
+                    url: url.to_string(),
+                    status: 302,
+                    body: String::new(),
+                });
+            }
+            let origin = Self::origin(&url);
+            let cookies = self.jar.get(&origin).map(|c| {
+                c.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            let mut req = self.http.get(url.clone());
+            if let Some(c) = cookies.filter(|c| !c.is_empty()) {
+                req = req.header("cookie", c);
+            }
+            let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+            for v in resp.headers().get_all("set-cookie") {
+                let v = v.to_str().unwrap_or("");
+                if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
+                    self.jar
+                        .entry(origin.clone())
+                        .or_default()
+                        .insert(name.trim().into(), value.into());
+                }
+            }
+            let status = resp.status().as_u16();
+            if resp.status().is_redirection() {
+                let location = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| anyhow!("{status} without Location from {url}"))?;
+                url = url.join(location)?;
+                continue;
+            }
+            let body = resp.text().await?;
+            return Ok(Landing {
+                url: url.to_string(),
+                status,
+                body,
+            });
+        }
+        bail!("more than 20 redirects from {start}")
+    }
+}
+
+/// Signs `upn` in through `/auth/login` in a fresh browser; where it ended.
+async fn sign_in(info: &StackInfo, app_base: &str, upn: &str) -> Result<Landing> {
+    let mut browser = Browser::new();
+    browser
+        .navigate(
+            &format!("{}/auth/login?login_hint={upn}", info.public_base_url),
+            app_base,
+        )
+        .await
+}
+
+async fn sim_get(info: &StackInfo, path: &str) -> Result<Value> {
+    let resp = reqwest::get(format!("{}{path}", info.microsoft_sim_url)).await?;
+    ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    Ok(resp.json().await?)
+}
+
+/// Waits until every queue of the stack is empty (nothing visible, nothing in flight) for
+/// three polls in a row; fails if any dead-letter queue has received something.
+async fn drain(info: &StackInfo, sqs: &aws_sdk_sqs::Client, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let queues: Vec<String> = info
+        .wiring
+        .mappings
+        .iter()
+        .map(|m| m.queue_url.clone())
+        .collect();
+    let mut quiet = 0;
+    while quiet < 3 {
+        ensure!(
+            Instant::now() < deadline,
+            "queues not drained after {timeout:?}"
+        );
+        let mut total = 0;
+        for q in &queues {
+            let attrs = sqs
+                .get_queue_attributes()
+                .queue_url(q)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+                .send()
+                .await?;
+            for name in [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ] {
+                total += attrs
+                    .attributes()
+                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::from(name)))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        quiet = if total == 0 { quiet + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for (name, url) in &info.functions_env {
+        if name.ends_with("DLQ_URL") {
+            let attrs = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await?;
+            let n = attrs
+                .attributes()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                })
+                .cloned()
+                .unwrap_or_default();
+            ensure!(n == "0" || n.is_empty(), "{name} holds {n} message(s)");
+        }
+    }
+    Ok(())
+}
+
+struct DemoUser {
+    tenant_id: String,
+    tenant_name: String,
+    upn: String,
+    id: String,
+    admin: bool,
+}
+
+fn users(world: &Value) -> Vec<DemoUser> {
+    let mut out = Vec::new();
+    for t in world["tenants"].as_array().into_iter().flatten() {
+        for u in t["users"].as_array().into_iter().flatten() {
+            out.push(DemoUser {
+                tenant_id: t["id"].as_str().unwrap_or_default().into(),
+                tenant_name: t["displayName"].as_str().unwrap_or_default().into(),
+                upn: u["userPrincipalName"].as_str().unwrap_or_default().into(),
+                id: u["id"].as_str().unwrap_or_default().into(),
+                admin: u["roles"].as_array().is_some_and(|r| !r.is_empty()),
+            });
+        }
+    }
+    out
+}
+
+/// Runs the whole journey. The stack is stopped afterwards unless `keep`.
+pub async fn run(opts: &Options) -> Result<Report> {
+    if opts.build {
+        build()?;
+    }
+    std::fs::create_dir_all(&opts.state_dir)?;
+    let dir = opts.state_dir.canonicalize()?;
+    if dir.join("pids").exists() {
+        // A previous demo left its stack behind (interrupted): stop it first.
+        let _ = Command::new(bin("local-stack"))
+            .arg("down")
+            .arg("--state-dir")
+            .arg(&dir)
+            .status();
+    }
+    let (world_path, world) = world(opts, &dir)?;
+    let tenants: Vec<Value> = world["tenants"].as_array().cloned().unwrap_or_default();
+    ensure!(tenants.len() == 2, "the demo world needs two tenants");
+    let mut report = Report::default();
+
+    println!("starting the local stack (moto, microsoft-sim, cargo lambda watch, SQS sources)...");
+    let status = Command::new(bin("local-stack"))
+        .current_dir(repo_root())
+        .args([
+            "up",
+            "--auto-approve",
+            "--no-schedules",
+            "--no-build",
+            "--stack-name",
+            "o365-demo",
+        ])
+        .arg("--state-dir")
+        .arg(&dir)
+        .arg("--world")
+        .arg(&world_path)
+        .arg("--param")
+        .arg(format!("DefaultFeatures={}", opts.sign_in_features))
+        .status()
+        .context("running local-stack up")?;
+    let _guard = StackGuard {
+        state_dir: dir.clone(),
+        keep: opts.keep,
+    };
+    ensure!(
+        status.success(),
+        "local-stack up failed (logs in {})",
+        dir.display()
+    );
+    let info = StackInfo::load(&dir)?;
+    report.consent_page = format!("{}/consent", info.public_base_url);
+    let app_base = info
+        .functions_env
+        .get("APP_BASE_URL")
+        .cloned()
+        .ok_or_else(|| anyhow!("no APP_BASE_URL in the functions' environment"))?;
+    let sdk = info.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    // cargo lambda watch starts a function with `cargo run` on its first request: in a
+    // checkout where cargo has something to rebuild that takes a while, so the HTTP function
+    // is warmed up once, with a generous bound, before the journey's timeouts apply.
+    let warm = reqwest::Client::builder()
+        .timeout(Duration::from_secs(900))
+        .build()?;
+    let health = warm
+        .get(format!("{}/healthz", info.public_base_url))
+        .send()
+        .await?;
+    ensure!(
+        health.status().is_success(),
+        "consent-callback /healthz: {}",
+        health.status()
+    );
+    report.step(
+        "stack up: moto + template resources, microsoft-sim, 4 functions under cargo lambda watch",
+    );
+
+    // CRM snapshots, one per tenant.
+    let hand: Value = serde_json::from_str(&std::fs::read_to_string(&opts.crm)?)
+        .with_context(|| format!("parsing {}", opts.crm.display()))?;
+    for t in &tenants {
+        let id = t["id"].as_str().unwrap_or_default();
+        let seed = t["generate"][0]["seed"].as_u64().unwrap_or(7);
+        let path = dir.join(format!("crm-{id}.json"));
+        std::fs::write(&path, serde_json::to_string(&crm_file(&hand, id, seed))?)?;
+        connectorctl(
+            &info,
+            &["crm", "import", path.to_str().expect("utf-8 path")],
+        )?;
+        report.step(format!(
+            "CRM snapshot imported for {} (connectorctl crm import)",
+            t["displayName"].as_str().unwrap_or(id)
+        ));
+    }
+
+    let people = users(&world);
+    let (first, second) = (&tenants[0], &tenants[1]);
+    let t1 = first["id"].as_str().unwrap_or_default();
+    let t2 = second["id"].as_str().unwrap_or_default();
+
+    // Admin consent for the first tenant through /consent/admin, one flow per bundle
+    // (grants accumulate).
+    let mut admin_browser = Browser::new();
+    for bundle in &opts.bundles {
+        let consent = admin_browser
+            .navigate(
+                &format!(
+                    "{}/consent/admin?bundle={bundle}&tenant={t1}",
+                    info.public_base_url
+                ),
+                &app_base,
+            )
+            .await?;
+        ensure!(
+            consent.status == 200
+                && consent.url.contains("/consent/callback")
+                && consent.body.contains("Sign in"),
+            "admin consent ({bundle}) for {t1} did not land on the connector's success page ({} {}): {}",
+            consent.status,
+            consent.url,
+            excerpt(&consent.body)
+        );
+    }
+    let grants = sim_get(&info, &format!("/_sim/tenants/{t1}/grants")).await?;
+    ensure!(
+        grants["grants"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["principal"] == "allUsers")),
+        "no tenant-wide grant in {t1} after admin consent: {grants}"
+    );
+    report.step(format!(
+        "admin consent for {} (tenant-wide grant recorded)",
+        name(first)
+    ));
+
+    // Second tenant: a user needs admin approval, requests it, the admin approves.
+    let requester = people
+        .iter()
+        .find(|u| u.tenant_id == t2 && !u.admin)
+        .ok_or_else(|| anyhow!("the second tenant needs a non-admin user"))?;
+    let landing = sign_in(&info, &app_base, &requester.upn).await?;
+    ensure!(
+        !landing.url.starts_with(&app_base) && landing.body.contains("9009"),
+        "{} was not asked for admin approval ({} {}): {}",
+        requester.upn,
+        landing.status,
+        landing.url,
+        excerpt(&landing.body)
+    );
+    let requests = sim_get(&info, "/_sim/consent-requests").await?;
+    let request = requests
+        .as_array()
+        .or_else(|| requests["value"].as_array())
+        .and_then(|rs| {
+            rs.iter()
+                .find(|r| r["tenantId"] == t2 && r["status"] == "pending")
+                .cloned()
+        })
+        .ok_or_else(|| anyhow!("no pending consent request for {t2}: {requests}"))?;
+    report.step(format!(
+        "{}: \"Need admin approval\" -> approval requested",
+        requester.upn
+    ));
+    let id = request["id"].as_str().unwrap_or_default();
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/_sim/consent-requests/{id}/approve",
+            info.microsoft_sim_url
+        ))
+        .send()
+        .await?;
+    ensure!(
+        resp.status().is_success(),
+        "approving consent request {id}: {}",
+        resp.status()
+    );
+    report.step(format!(
+        "{} admin approved the request (admin consent workflow)",
+        name(second)
+    ));
+
+    // Sign-ins: every user of both tenants reaches the app, the requester first.
+    let order = std::iter::once(requester).chain(people.iter().filter(|u| u.upn != requester.upn));
+    for u in order {
+        let landing = sign_in(&info, &app_base, &u.upn).await?;
+        ensure!(
+            landing.url.starts_with(&app_base),
+            "sign-in of {} ended at {} ({}): {}",
+            u.upn,
+            landing.url,
+            landing.status,
+            excerpt(&landing.body)
+        );
+        report.step(format!("{} signed in", u.upn));
+    }
+    let started = Instant::now();
+    drain(&info, &sqs, Duration::from_secs(600)).await?;
+    report.step(format!(
+        "first imports queued at sign-in done ({}s)",
+        started.elapsed().as_secs()
+    ));
+
+    // One scheduled round: the schedules fire once, fan-out -> SQS -> workers.
+    let invoker = info.invoker();
+    for target in &info.wiring.schedules {
+        let outcome = local_stack::scheduler::fire_now(&invoker, target).await?;
+        ensure!(
+            outcome.is_ok(),
+            "{} fan-out failed: {outcome:?}",
+            target.rule_name
+        );
+        report.step(format!(
+            "schedule {} fired once -> {} fan-out",
+            target.expression_text, target.binary
+        ));
+    }
+    let started = Instant::now();
+    drain(&info, &sqs, Duration::from_secs(600)).await?;
+    report.step(format!(
+        "mail and calendar queues drained, DLQs empty ({}s)",
+        started.elapsed().as_secs()
+    ));
+
+    // A Teams post through TeamsPostQueue.
+    let poster = people
+        .iter()
+        .find(|u| u.tenant_id == t1 && u.admin)
+        .ok_or_else(|| anyhow!("no admin in the first tenant"))?;
+    let team = world["tenants"][0]["users"]
+        .as_array()
+        .and_then(|us| us.iter().find(|u| u["id"] == poster.id.as_str()))
+        .map(|u| u["joinedTeams"][0].clone())
+        .filter(|t| !t.is_null())
+        .ok_or_else(|| anyhow!("{} has no team", poster.upn))?;
+    let (team_id, channel_id) = (
+        team["id"].as_str().unwrap_or_default().to_string(),
+        team["channels"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let marker = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let body = json!({"kind": "post", "idempotencyKey": marker, "tenantId": t1, "userId": poster.id,
+                      "target": {"type": "channel", "teamId": team_id, "channelId": channel_id},
+                      "html": format!("<p>Deal <b>Northwind renewal</b> won ({marker})</p>")});
+    let queue = info
+        .functions_env
+        .get("TEAMS_POST_QUEUE_URL")
+        .ok_or_else(|| anyhow!("no TEAMS_POST_QUEUE_URL"))?;
+    sqs.send_message()
+        .queue_url(queue)
+        .message_body(body.to_string())
+        .send()
+        .await?;
+    drain(&info, &sqs, Duration::from_secs(120)).await?;
+    let posted = sim_get(&info, "/_sim/teams/messages").await?;
+    let message = posted
+        .as_array()
+        .or_else(|| posted["value"].as_array())
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["content"].as_str().is_some_and(|c| c.contains(&marker)))
+                .cloned()
+        })
+        .ok_or_else(|| anyhow!("the Teams message {marker} is not in the sim"))?;
+    report.teams_message_url = format!(
+        "{}/v1.0/teams/{team_id}/channels/{}/messages/{}",
+        info.microsoft_sim_url,
+        url::form_urlencoded::byte_serialize(channel_id.as_bytes()).collect::<String>(),
+        message["id"].as_str().unwrap_or_default()
+    );
+    report.step(format!(
+        "Teams post by {} through TeamsPostQueue -> {}",
+        poster.upn,
+        team["displayName"].as_str().unwrap_or("team")
+    ));
+
+    // The figures, as the operator sees them.
+    let status: Value = serde_json::from_str(&connectorctl(&info, &["status", "--json"])?)?;
+    let rows = status.as_array().cloned().unwrap_or_default();
+    let mut failures = Vec::new();
+    for u in &people {
+        let row = rows
+            .iter()
+            .find(|r| r["userId"] == u.id.as_str() || r["upn"] == u.upn.as_str());
+        let Some(row) = row else {
+            failures.push(format!("{}: no connection", u.upn));
+            continue;
+        };
+        let total = |kind: &str, field: &str| row[kind]["totals"][field].as_u64().unwrap_or(0);
+        let user = UserReport {
+            tenant: u.tenant_name.clone(),
+            upn: u.upn.clone(),
+            status: row["status"].as_str().unwrap_or("?").to_string(),
+            scanned: total("mail", "scanned"),
+            stored: total("mail", "stored"),
+            discarded: total("mail", "discarded"),
+            meetings: total("calendar", "stored"),
+        };
+        if user.status != "connected" {
+            failures.push(format!("{}: status {}", u.upn, user.status));
+        }
+        if user.stored == 0 || user.scanned <= user.stored {
+            failures.push(format!(
+                "{}: mail scanned {} stored {}",
+                u.upn, user.scanned, user.stored
+            ));
+        }
+        let calendar = opts.bundles.iter().any(|b| b == "all" || b == "calendar");
+        if calendar && user.meetings == 0 {
+            failures.push(format!("{}: no meeting stored", u.upn));
+        }
+        report.users.push(user);
+    }
+    if !failures.is_empty() {
+        println!("{}", report.render());
+        bail!("per-user checks failed:\n  {}", failures.join("\n  "));
+    }
+    report.step("every user connected with mail and meetings stored");
+    Ok(report)
+}
+
+fn name(t: &Value) -> &str {
+    t["displayName"].as_str().unwrap_or("tenant")
+}
+
+fn excerpt(body: &str) -> String {
+    body.chars().take(400).collect()
+}
