@@ -12,7 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 # Tools from the venv (cargo-lambda, zig, moto_server, sam) come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv test test-rust test-clients test-browser lint lint-template fmt up down build
+.PHONY: help venv test test-rust test-clients test-browser lint lint-template fmt up down build bench
 
 help:
 	@echo "make test   - every test (brings its own local stack up and down)"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint   - rustfmt, clippy, cfn-lint, sam validate --lint"
 	@echo "make build  - release Lambda binaries with cargo lambda (arm64)"
 	@echo "make demo   - the whole product end to end on the local stack, with a report"
+	@echo "make bench  - speed, memory and cost, side by side with Python (target/bench/report.md)"
 
 $(STAMP): infra/local/requirements.txt
 	python3 -m venv $(VENV)
@@ -83,3 +84,15 @@ demo: $(STAMP)
 	cargo build --locked -p local-stack -p microsoft-sim -p connectorctl -p demo \
 		-p consent-callback -p mail-sync -p calendar-sync -p teams-post
 	target/debug/demo --state-dir .local/demo $(DEMO_ARGS)
+
+# Not part of `make test`: release builds, then every measurement of issue 9 in one run.
+BENCH_FUNCTIONS := mail-sync calendar-sync consent-callback teams-post
+BENCH_OUT       := target/bench
+BENCH_ARGS      ?=
+bench: $(STAMP)
+	cargo build --release --locked $(addprefix -p ,$(BENCH_FUNCTIONS)) -p connector-bench
+	mkdir -p $(BENCH_OUT)
+	cargo bench --locked -p connector-bench --bench engine | tee $(BENCH_OUT)/engine.txt
+	target/release/connector-bench run --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(PY) bench/report.py $(BENCH_OUT)
+	@cat $(BENCH_OUT)/report.md

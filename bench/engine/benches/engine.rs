@@ -1,0 +1,122 @@
+//! Engine cost per message (issue 9 item 1): one Graph message-delta page, as microsoft-sim
+//! serves it for the worker's `$select` (`mail_sync::page::LIST_SELECT`) and page size,
+//! parsed by mail-sync's page parser and matched by connector-core's `CrmMatcher` against
+//! the 10,000-address / 2,000-domain benchmark CRM. divan counts the allocations.
+//!
+//! Per message = the median time (or allocation count) of one page ÷ the messages on it;
+//! `bench/report.py` reads divan's table.
+
+use std::sync::OnceLock;
+
+use connector_bench::crm::{crm_file, crm_snapshot};
+use connector_bench::engine::scan_page;
+use connector_bench::world::{self, MailboxUser, TENANT_DOMAIN};
+use connector_core::domain::TenantId;
+use connector_core::matching::CrmMatcher;
+use divan::counter::ItemsCount;
+use divan::{AllocProfiler, Bencher, black_box};
+use mail_sync::page::{LIST_SELECT, ListPage};
+
+#[global_allocator]
+static ALLOC: AllocProfiler = AllocProfiler::system();
+
+const SEED: u64 = 7;
+/// The worker's page size and Graph's largest.
+const PAGE_SIZES: [u32; 2] = [500, 1000];
+
+struct Fixture {
+    matcher: CrmMatcher,
+    /// (page size, body, messages listed on it).
+    pages: Vec<(u32, Vec<u8>, u64)>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let tenant = TenantId::parse(&uuid::Uuid::new_v4().to_string()).expect("a GUID");
+            let user = MailboxUser::new("avery", 2_000);
+            let sim = world::start_sim(&world::world_json(
+                tenant.as_str(),
+                std::slice::from_ref(&user),
+                SEED,
+            ))
+            .await
+            .expect("microsoft-sim");
+            let base = sim.base_url();
+            let tokens = world::sign_in_user(&base, tenant.as_str(), &user.upn)
+                .await
+                .expect("sign-in");
+            let snapshot = crm_snapshot(&crm_file(&tenant, SEED, 400)).expect("CRM");
+            let index = snapshot.index();
+            let matcher = CrmMatcher::new(&index, [TENANT_DOMAIN], [user.upn.as_str()]);
+            let http = reqwest::Client::new();
+            let mut pages = Vec::new();
+            for size in PAGE_SIZES {
+                let body = http
+                    .get(format!(
+                        "{base}/v1.0/me/mailFolders/inbox/messages/delta?$select={LIST_SELECT}"
+                    ))
+                    .bearer_auth(&tokens.access_token)
+                    .header(
+                        "Prefer",
+                        format!("odata.maxpagesize={size}, IdType=\"ImmutableId\""),
+                    )
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .expect("a delta page")
+                    .bytes()
+                    .await
+                    .expect("a body")
+                    .to_vec();
+                let listed = scan_page(&body, &matcher).expect("parses").listed;
+                assert_eq!(listed, u64::from(size), "a full page");
+                pages.push((size, body, listed));
+            }
+            sim.shutdown().await;
+            Fixture { matcher, pages }
+        })
+    })
+}
+
+fn page(size: u32) -> (&'static [u8], u64) {
+    let fixture = fixture();
+    let (_, body, listed) = fixture
+        .pages
+        .iter()
+        .find(|(s, _, _)| *s == size)
+        .expect("a fetched page");
+    (body, *listed)
+}
+
+fn main() {
+    fixture();
+    divan::main();
+}
+
+/// Parse + classify + match + keep match ids: the worker's work per listed page.
+#[divan::bench(args = PAGE_SIZES, sample_count = 200)]
+fn parse_and_match(bencher: Bencher, size: u32) {
+    let (body, listed) = page(size);
+    let matcher = &fixture().matcher;
+    bencher
+        .counter(ItemsCount::new(listed))
+        .bench(|| scan_page(black_box(body), matcher).expect("parses"));
+}
+
+/// The parse alone (borrowed strings, nothing matched).
+#[divan::bench(args = PAGE_SIZES, sample_count = 200)]
+fn parse_only(bencher: Bencher, size: u32) {
+    let (body, listed) = page(size);
+    bencher.counter(ItemsCount::new(listed)).bench(|| {
+        serde_json::from_slice::<ListPage<'_>>(black_box(body))
+            .expect("parses")
+            .value
+            .len()
+    });
+}

@@ -1,0 +1,534 @@
+//! A counting HTTP proxy in front of moto: the function under test gets the proxy as its
+//! `AWS_ENDPOINT_URL`, so every AWS call it makes is counted (by operation, and DynamoDB
+//! writes by table and by item) without touching the SDK or the function. Requests and
+//! answers pass through byte for byte.
+//!
+//! For the 100,000-connection fan-out it can also answer two calls itself ([`FanOutStandIn`]):
+//! the `ByStatus` Query of the connections table, from the very items written through the
+//! proxy with BatchWriteItem (captured on the way to moto), and SendMessageBatch to the mail
+//! queue. moto re-scans and re-sorts the whole table for every Query page and re-scans the
+//! queue for every message sent, so at that size it would measure moto, not the fan-out.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// What went through the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsCounts {
+    /// `DynamoDB_20120810.BatchWriteItem`, `AmazonSQS.SendMessageBatch`, ... → calls.
+    pub calls: BTreeMap<String, u64>,
+    /// DynamoDB write calls (PutItem, UpdateItem, DeleteItem, BatchWriteItem,
+    /// TransactWriteItems) by table name.
+    pub dynamo_write_calls: BTreeMap<String, u64>,
+    /// Items those calls wrote or deleted, by table name.
+    pub dynamo_items_written: BTreeMap<String, u64>,
+    /// Time the emulator took to answer, by operation (ms, summed over calls that may
+    /// have overlapped).
+    pub upstream_ms: BTreeMap<String, f64>,
+}
+
+impl AwsCounts {
+    pub fn calls_of(&self, operation: &str) -> u64 {
+        self.calls
+            .iter()
+            .filter(|(name, _)| name.ends_with(&format!(".{operation}")))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.calls.values().sum()
+    }
+
+    fn record(&mut self, target: &str, body: &[u8]) {
+        *self.calls.entry(target.to_owned()).or_default() += 1;
+        let Some(operation) = target.strip_prefix("DynamoDB_20120810.") else {
+            return;
+        };
+        let Ok(body) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let mut add = |table: &str, items: u64| {
+            *self.dynamo_write_calls.entry(table.to_owned()).or_default() += 1;
+            *self
+                .dynamo_items_written
+                .entry(table.to_owned())
+                .or_default() += items;
+        };
+        match operation {
+            "PutItem" | "UpdateItem" | "DeleteItem" => {
+                if let Some(table) = body["TableName"].as_str() {
+                    add(table, 1);
+                }
+            }
+            "BatchWriteItem" => {
+                if let Some(tables) = body["RequestItems"].as_object() {
+                    for (table, items) in tables {
+                        add(table, items.as_array().map_or(0, |a| a.len() as u64));
+                    }
+                }
+            }
+            "TransactWriteItems" => {
+                let mut per_table: BTreeMap<String, u64> = BTreeMap::new();
+                for item in body["TransactItems"].as_array().into_iter().flatten() {
+                    for kind in ["Put", "Update", "Delete"] {
+                        if let Some(table) = item[kind]["TableName"].as_str() {
+                            *per_table.entry(table.to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+                for (table, items) in per_table {
+                    add(&table, items);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The operation of an AWS request: `X-Amz-Target` (JSON protocols), else the query
+/// protocol's `Action`.
+fn operation(headers: &HeaderMap, body: &[u8]) -> String {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return target.to_owned();
+    }
+    let action = url::form_urlencoded::parse(body)
+        .find(|(key, _)| key == "Action")
+        .map(|(_, value)| value.into_owned());
+    match action {
+        Some(action) => format!("query.{action}"),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// The two calls the proxy answers itself during a large fan-out.
+#[derive(Clone, Debug)]
+pub struct FanOutStandIn {
+    pub connections_table: String,
+    pub index: String,
+    pub queue_url: String,
+}
+
+/// Items written to one table through the proxy, in DynamoDB's wire JSON.
+#[derive(Default)]
+struct Captured {
+    table: String,
+    /// connectionKey → item.
+    items: BTreeMap<String, Value>,
+}
+
+struct Shared {
+    upstream: String,
+    http: reqwest::Client,
+    counts: Mutex<AwsCounts>,
+    captured: Mutex<Option<Captured>>,
+    stand_in: Mutex<Option<FanOutStandIn>>,
+}
+
+/// The running proxy.
+pub struct AwsProxy {
+    pub endpoint: String,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl AwsProxy {
+    /// Listens on 127.0.0.1 and forwards to `upstream` (moto's endpoint).
+    pub async fn start(upstream: &str) -> Result<AwsProxy> {
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            // Bodies pass through untouched: no decompression, no redirects, no proxies.
+            http: reqwest::Client::builder()
+                .no_gzip()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(64)
+                .build()?,
+            counts: Mutex::new(AwsCounts::default()),
+            captured: Mutex::new(None),
+            stand_in: Mutex::new(None),
+        });
+        let app = Router::new().fallback(forward).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+        Ok(AwsProxy {
+            endpoint,
+            shared,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    pub fn counts(&self) -> AwsCounts {
+        self.shared
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// From now on, keeps a copy of every item written to `table` with BatchWriteItem
+    /// (keyed by `connectionKey`).
+    pub fn capture(&self, table: &str) {
+        *self
+            .shared
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Captured {
+            table: table.to_owned(),
+            items: BTreeMap::new(),
+        });
+    }
+
+    /// Items captured so far.
+    pub fn captured(&self) -> usize {
+        self.shared
+            .captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |c| c.items.len())
+    }
+
+    /// Answers the fan-out's Query and SendMessageBatch itself (`None`: moto again).
+    pub fn stand_in(&self, stand_in: Option<FanOutStandIn>) {
+        *self
+            .shared
+            .stand_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = stand_in;
+    }
+
+    /// Counts from zero (and returns what was counted).
+    pub fn take(&self) -> AwsCounts {
+        std::mem::take(&mut *self.shared.counts.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for AwsProxy {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+];
+
+async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let target = operation(&parts.headers, &body);
+    shared
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(&target, &body);
+    if target == "DynamoDB_20120810.BatchWriteItem" {
+        capture(&shared, &body);
+    }
+    let stand_in = shared
+        .stand_in
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(stand_in) = stand_in
+        && let Some(answer) = answer_locally(&shared, &stand_in, &target, &body)
+    {
+        return answer;
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut upstream = shared
+        .http
+        .request(parts.method.clone(), format!("{}{path}", shared.upstream));
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let started = std::time::Instant::now();
+    let answer = match upstream.body(Bytes::clone(&body)).send().await {
+        Ok(answer) => answer,
+        Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
+    };
+    let status = answer.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            headers.append(name, value.clone());
+        }
+    }
+    let Ok(bytes) = answer.bytes().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    *shared
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .upstream_ms
+        .entry(target)
+        .or_default() += started.elapsed().as_secs_f64() * 1000.0;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn capture(shared: &Shared, body: &[u8]) {
+    let mut captured = shared.captured.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(captured) = captured.as_mut() else {
+        return;
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    for request in body["RequestItems"][&captured.table]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let item = &request["PutRequest"]["Item"];
+        if let Some(key) = item["connectionKey"]["S"].as_str() {
+            captured.items.insert(key.to_owned(), item.clone());
+        }
+    }
+}
+
+fn json_response(body: &Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    if let Ok(id) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+/// The stand-in's answer, or `None` when the call is not one it takes.
+fn answer_locally(
+    shared: &Shared,
+    stand_in: &FanOutStandIn,
+    target: &str,
+    body: &[u8],
+) -> Option<Response> {
+    let request: Value = serde_json::from_slice(body).ok()?;
+    match target {
+        "DynamoDB_20120810.Query"
+            if request["TableName"] == stand_in.connections_table.as_str()
+                && request["IndexName"] == stand_in.index.as_str() =>
+        {
+            // `#status = :status`: the one value is the status asked for.
+            let status = request["ExpressionAttributeValues"]
+                .as_object()?
+                .values()
+                .next()?
+                .get("S")?
+                .as_str()?
+                .to_owned();
+            let limit = request["Limit"].as_u64().unwrap_or(u64::MAX) as usize;
+            let after = request["ExclusiveStartKey"]["connectionKey"]["S"]
+                .as_str()
+                .map(str::to_owned);
+            let captured = shared.captured.lock().unwrap_or_else(|e| e.into_inner());
+            let items = captured.as_ref().map(|c| &c.items)?;
+            let range = match &after {
+                Some(key) => items.range::<String, _>((
+                    std::ops::Bound::Excluded(key.clone()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => items.range::<String, _>(..),
+            };
+            let page: Vec<&Value> = range
+                .map(|(_, item)| item)
+                .filter(|item| item["status"]["S"].as_str() == Some(status.as_str()))
+                .take(limit)
+                .collect();
+            let mut answer =
+                json!({"Count": page.len(), "ScannedCount": page.len(), "Items": page});
+            // As DynamoDB: a full page names its last key, even when nothing follows.
+            if page.len() == limit
+                && let Some(last) = page.last()
+            {
+                answer["LastEvaluatedKey"] = json!({
+                    "status": last["status"], "connectionKey": last["connectionKey"],
+                    "tenantId": last["tenantId"], "userId": last["userId"],
+                });
+            }
+            Some(json_response(&answer))
+        }
+        "AmazonSQS.SendMessageBatch" if request["QueueUrl"] == stand_in.queue_url.as_str() => {
+            use md5::Digest;
+            let successful: Vec<Value> = request["Entries"]
+                .as_array()?
+                .iter()
+                .map(|entry| {
+                    let body = entry["MessageBody"].as_str().unwrap_or_default();
+                    json!({
+                        "Id": entry["Id"],
+                        "MessageId": uuid::Uuid::new_v4().to_string(),
+                        "MD5OfMessageBody": hex_lower(&md5::Md5::digest(body.as_bytes())),
+                    })
+                })
+                .collect();
+            Some(json_response(
+                &json!({"Successful": successful, "Failed": []}),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_counted_by_table_and_item() {
+        let mut counts = AwsCounts::default();
+        counts.record(
+            "DynamoDB_20120810.BatchWriteItem",
+            br#"{"RequestItems":{"acts":[{"PutRequest":{}},{"PutRequest":{}}],"state":[{"DeleteRequest":{}}]}}"#,
+        );
+        counts.record(
+            "DynamoDB_20120810.PutItem",
+            br#"{"TableName":"state","Item":{}}"#,
+        );
+        counts.record("DynamoDB_20120810.GetItem", br#"{"TableName":"state"}"#);
+        counts.record(
+            "DynamoDB_20120810.TransactWriteItems",
+            br#"{"TransactItems":[{"Put":{"TableName":"acts"}},{"Update":{"TableName":"acts"}},{"ConditionCheck":{"TableName":"x"}}]}"#,
+        );
+        counts.record("AmazonSQS.SendMessageBatch", b"{}");
+        assert_eq!(counts.dynamo_write_calls["acts"], 2);
+        assert_eq!(counts.dynamo_items_written["acts"], 4);
+        assert_eq!(counts.dynamo_write_calls["state"], 2);
+        assert_eq!(counts.dynamo_items_written["state"], 2);
+        assert!(!counts.dynamo_write_calls.contains_key("x"));
+        assert_eq!(counts.calls_of("SendMessageBatch"), 1);
+        assert_eq!(counts.calls_of("GetItem"), 1);
+        assert_eq!(counts.total_calls(), 5);
+    }
+
+    #[test]
+    fn the_query_protocol_names_its_action() {
+        let headers = HeaderMap::new();
+        assert_eq!(
+            operation(&headers, b"Action=SendMessageBatch&Version=2012-11-05"),
+            "query.SendMessageBatch"
+        );
+    }
+
+    /// Items written through the proxy come back from the stand-in's Query in key order,
+    /// a page at a time, and SendMessageBatch is answered in SQS's shape; nothing reaches
+    /// the (absent) upstream for those calls.
+    #[tokio::test]
+    async fn the_stand_in_serves_captured_items_and_accepts_sends() -> Result<()> {
+        let proxy = AwsProxy::start("http://127.0.0.1:9").await?;
+        proxy.capture("conns");
+        let http = reqwest::Client::new();
+        let call = |target: &'static str, body: Value| {
+            http.post(&proxy.endpoint)
+                .header("x-amz-target", target)
+                .header("content-type", "application/x-amz-json-1.0")
+                .body(body.to_string())
+                .send()
+        };
+        let items: Vec<Value> = ["t1#u3", "t1#u1", "t2#u2"]
+            .iter()
+            .map(|key| {
+                let (tenant, user) = key.split_once('#').expect("key");
+                json!({"PutRequest": {"Item": {"tenantId": {"S": tenant}, "userId": {"S": user},
+                       "status": {"S": "active"}, "connectionKey": {"S": key}}}})
+            })
+            .collect();
+        // Forwarded to the unreachable upstream (502), but captured on the way.
+        let written = call(
+            "DynamoDB_20120810.BatchWriteItem",
+            json!({"RequestItems": {"conns": items}}),
+        )
+        .await?;
+        assert_eq!(written.status(), 502);
+        assert_eq!(proxy.captured(), 3);
+        proxy.stand_in(Some(FanOutStandIn {
+            connections_table: "conns".into(),
+            index: "ByStatus".into(),
+            queue_url: "http://q/mail".into(),
+        }));
+        let query = |start: Option<Value>| {
+            let mut body = json!({"TableName": "conns", "IndexName": "ByStatus", "Limit": 2,
+                "KeyConditionExpression": "#status = :status",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":status": {"S": "active"}}});
+            if let Some(start) = start {
+                body["ExclusiveStartKey"] = start;
+            }
+            call("DynamoDB_20120810.Query", body)
+        };
+        let first: Value = query(None).await?.json().await?;
+        assert_eq!(first["Count"], 2);
+        assert_eq!(first["Items"][0]["connectionKey"]["S"], "t1#u1");
+        assert_eq!(first["Items"][1]["connectionKey"]["S"], "t1#u3");
+        assert_eq!(first["LastEvaluatedKey"]["userId"]["S"], "u3");
+        let second: Value = query(Some(first["LastEvaluatedKey"].clone()))
+            .await?
+            .json()
+            .await?;
+        assert_eq!(second["Count"], 1);
+        assert_eq!(second["Items"][0]["connectionKey"]["S"], "t2#u2");
+        assert!(second.get("LastEvaluatedKey").is_none());
+        let sent: Value = call(
+            "AmazonSQS.SendMessageBatch",
+            json!({"QueueUrl": "http://q/mail", "Entries": [{"Id": "0", "MessageBody": "hello"}]}),
+        )
+        .await?
+        .json()
+        .await?;
+        assert_eq!(sent["Successful"][0]["Id"], "0");
+        assert_eq!(
+            sent["Successful"][0]["MD5OfMessageBody"],
+            "5d41402abc4b2a76b9719d911017c592"
+        );
+        assert_eq!(sent["Failed"], json!([]));
+        let counts = proxy.take();
+        assert_eq!(counts.calls_of("Query"), 2);
+        assert_eq!(counts.calls_of("SendMessageBatch"), 1);
+        Ok(())
+    }
+}

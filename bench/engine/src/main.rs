@@ -1,0 +1,98 @@
+//! `connector-bench run` (every measurement, see `run.rs`) and `connector-bench list` (the
+//! Rust listing client the run starts as a child process).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use connector_bench::listing::{self, ListingSpec};
+use connector_bench::run::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(about = "Measured speed, memory and cost of the connector (make bench)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every measurement of issue 9 items 2-6; writes OUT/measurements.json.
+    Run {
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// The repository root (events/, bench/, .venv).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Where the release function binaries are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        small: u64,
+        #[arg(long, default_value_t = 100_000)]
+        large: u64,
+        #[arg(long, default_value_t = 100_000)]
+        connections: usize,
+        /// Connections of the fan-out run on moto alone (the rest through the stand-in).
+        #[arg(long, default_value_t = 10_000)]
+        moto_connections: usize,
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        cold_runs: usize,
+        /// Leave msgraph-sdk out (it is the slow part of the run).
+        #[arg(long)]
+        no_sdk: bool,
+    },
+    /// Pages a folder like the worker's listing (child process of `run`); token in
+    /// BENCH_GRAPH_TOKEN; prints one JSON report line.
+    List {
+        #[arg(long)]
+        spec: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            out,
+            repo,
+            bin_dir,
+            small,
+            large,
+            connections,
+            moto_connections,
+            latency_ms,
+            cold_runs,
+            no_sdk,
+        } => {
+            let repo = std::fs::canonicalize(&repo).context("the repository root")?;
+            let out = repo.join(out);
+            let options = RunOptions {
+                out: out.clone(),
+                bin_dir: repo.join(bin_dir),
+                repo,
+                small,
+                large,
+                connections,
+                moto_connections,
+                latency_ms,
+                cold_runs,
+                sdk: !no_sdk,
+            };
+            let measurements = run::run(options).await?;
+            let path = out.join("measurements.json");
+            std::fs::write(&path, serde_json::to_vec_pretty(&measurements)?)?;
+            eprintln!("[bench] wrote {}", path.display());
+        }
+        Command::List { spec } => {
+            let spec: ListingSpec = serde_json::from_slice(
+                &std::fs::read(&spec).with_context(|| format!("reading {}", spec.display()))?,
+            )?;
+            let report = listing::run(&spec).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}

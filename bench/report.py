@@ -1,0 +1,366 @@
+"""Writes target/bench/report.json and report.md from one `make bench` run: the engine benchmark's divan table
+(engine.txt) and the orchestrator's measurements.json. Every figure is taken from those two files; this script
+only divides, compares with issue 9's targets and lays the result out.
+
+usage: report.py DIR   (DIR holds engine.txt and measurements.json)"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+UNITS_NS = {"ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+TREE = "│├╰─ "
+
+
+def parse_divan(text: str) -> dict:
+    """divan's table → {"group/arg": {"median_ns", "fastest_ns", "alloc_count", "alloc_bytes", "samples"}}."""
+    results, group, current, expect_alloc = {}, None, None, 0
+    for line in text.splitlines():
+        cells = line.split("│")
+        if len(cells) < 6:
+            continue
+        head = cells[0].lstrip(TREE)
+        row = re.match(r"^(\S+)\s+([\d.]+)\s*(ns|µs|us|ms|s)\s*$", head)
+        if row:
+            name = row.group(1)
+            current = f"{group}/{name}" if group else name
+            median = re.match(r"^\s*([\d.]+)\s*(ns|µs|us|ms|s)\s*$", cells[2])
+            results[current] = {
+                "fastest_ns": float(row.group(2)) * UNITS_NS[row.group(3)],
+                "median_ns": float(median.group(1)) * UNITS_NS[median.group(2)] if median else None,
+                "samples": int(cells[4].strip() or 0),
+            }
+            expect_alloc = 0
+            continue
+        if head.strip() == "alloc:":
+            expect_alloc = 1
+            continue
+        if head.strip().endswith(":"):
+            expect_alloc = 0
+            continue
+        if expect_alloc and current:
+            value = cells[2].strip()
+            if expect_alloc == 1:
+                results[current]["alloc_count"] = float(value)
+                expect_alloc = 2
+            else:
+                number, unit = re.match(r"^([\d.]+)\s*(\w+)$", value).groups()
+                scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+                results[current]["alloc_bytes"] = float(number) * scale
+                expect_alloc = 0
+            continue
+        name = head.strip()
+        if name and re.match(r"^[A-Za-z_][\w]*$", name) and not cells[1].strip():
+            group = name if not line.startswith(("├", "╰", "│")) or line.lstrip(TREE) == line[len(line) - len(line.lstrip(TREE)):] else name
+            group = name
+    return results
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and (x != x):
+        return "n/a"
+    if isinstance(x, int) or (isinstance(x, float) and x >= 100):
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/bench")
+    m = json.loads((out / "measurements.json").read_text())
+    divan = parse_divan((out / "engine.txt").read_text()) if (out / "engine.txt").exists() else {}
+    settings = m["settings"]
+    latency_ms = settings["latencyMs"]
+    concurrency = settings["mailboxConcurrency"]
+    page_size = settings["pageSize"]
+    targets = []
+
+    def target(name, measured, limit, unit, met, note=""):
+        targets.append({"target": name, "measured": measured, "limit": limit, "unit": unit, "met": bool(met), "note": note})
+
+    # ---- 1. engine
+    engine = {}
+    for key, r in divan.items():
+        group, _, size = key.partition("/")
+        if not size.isdigit():
+            continue
+        n = int(size)
+        engine[key] = {
+            "pageMessages": n,
+            "nsPerMessage": r["median_ns"] / n if r.get("median_ns") else None,
+            "allocsPerMessage": r["alloc_count"] / n if "alloc_count" in r else None,
+            "allocBytesPerMessage": r["alloc_bytes"] / n if "alloc_bytes" in r else None,
+            "medianPageNs": r.get("median_ns"),
+            "samples": r.get("samples"),
+        }
+    worker_engine = engine.get(f"parse_and_match/{page_size}")
+    if worker_engine:
+        ns = worker_engine["nsPerMessage"]
+        target("engine (parse + match) per message", ns / 1000, 2.0, "µs", ns <= 2000,
+               f"{page_size}-message page, median of divan samples")
+    else:
+        target("engine (parse + match) per message", None, 2.0, "µs", False, "engine benchmark output missing")
+
+    # ---- 6. side by side
+    listings = {}
+    for entry in m["listings"]:
+        r = entry.get("report")
+        if not r:
+            continue
+        per = r["loopCpuMs"] * 1000 / r["listed"] if r["listed"] else None
+        listings[(r["client"], entry["mailbox"])] = dict(r, mailbox=entry["mailbox"], cpuUsPerMessage=per,
+                                                        bytesPerMessage=(r["bytes"] / r["listed"]) if r["bytes"] and r["listed"] else None)
+    small, large = settings["smallMailbox"], settings["largeMailbox"]
+    rust_small = listings.get(("rust", small))
+    plain_small = listings.get(("python-requests", small))
+    sdk_small = listings.get(("python-msgraph-sdk", small))
+    if rust_small and plain_small:
+        r = ratio(rust_small["cpuUsPerMessage"], plain_small["cpuUsPerMessage"])
+        target("worker CPU per listed message vs plain Python", r, 1 / 6, "ratio", r is not None and r <= 1 / 6,
+               f"{rust_small['cpuUsPerMessage']:.2f} µs vs {plain_small['cpuUsPerMessage']:.2f} µs, {small:,} messages, same pages")
+    if rust_small and sdk_small:
+        r = ratio(rust_small["cpuUsPerMessage"], sdk_small["cpuUsPerMessage"])
+        target("worker CPU per listed message vs msgraph-sdk", r, 1 / 2000, "ratio", r is not None and r <= 1 / 2000,
+               f"{rust_small['cpuUsPerMessage']:.2f} µs vs {sdk_small['cpuUsPerMessage']:.0f} µs, {small:,} messages, same pages")
+
+    wire = {w["mailbox"]: w for w in m.get("wire", [])}
+    if rust_small:
+        per = rust_small["bytesPerMessage"]
+        w = wire.get(small)
+        gz = w["gzipBytes"] / rust_small["listed"] if w else None
+        target("bytes listed per discarded message", per, 800, "bytes", per is not None and per <= 800,
+               f"decoded JSON of the worker's listing; {fmt(gz, 0)} bytes on the wire (gzip)")
+
+    # ---- 2. imports
+    imports = []
+    for run in m["imports"]:
+        s, g = run["summary"], run["graph"]
+        cpu_ms = run["after"]["cpuMs"] - run["before"]["cpuMs"]
+        mailbox_requests = g["listPages"] + g["fetches"] + g["folderRequests"] + g["other"]
+        limit_parallel = mailbox_requests * latency_ms / concurrency
+        limit_chain = g["longestFolderChain"] * latency_ms
+        limit = max(limit_parallel, limit_chain)
+        with_batch_trips = limit_parallel + g["batchCalls"] * latency_ms
+        tables = run["tables"]
+        aws = run["aws"]
+        stored = s.get("Stored", 0)
+        act_calls = aws["dynamoWriteCalls"].get(tables["activities"], 0)
+        act_items = aws["dynamoItemsWritten"].get(tables["activities"], 0)
+        state_calls = aws["dynamoWriteCalls"].get(tables["syncState"], 0)
+        all_calls = sum(aws["dynamoWriteCalls"].values())
+        discarded = s.get("Discarded", 0)
+        steady = run.get("steady") or {}
+        per_folder = steady.get("perFolder", {})
+        imports.append({
+            "mailbox": run["mailbox"],
+            "outcome": run["outcome"],
+            "invocations": run["invocations"],
+            "wallMs": run["wallMs"],
+            "latencyLimitMs": limit,
+            "latencyLimitParallelMs": limit_parallel,
+            "latencyLimitChainMs": limit_chain,
+            "latencyLimitWithBatchRoundTripsMs": with_batch_trips,
+            "wallOverLimit": ratio(run["wallMs"], limit),
+            "cpuMs": cpu_ms,
+            "cpuUsPerListedMessage": cpu_ms * 1000 / s["Scanned"] if s.get("Scanned") else None,
+            "peakRssKb": run["after"]["peakRssKb"],
+            "coldStartMs": run["coldStartMs"],
+            "scanned": s.get("Scanned"), "matched": s.get("Matched"), "stored": stored, "discarded": discarded,
+            "pages": s.get("Pages"), "workerGraphRequests": s.get("GraphRequests"), "batchItems": s.get("BatchItems"),
+            "bytesReceived": s.get("BytesReceived"),
+            "bytesReceivedPerDiscarded": ratio(s.get("BytesReceived"), discarded),
+            "simRequests": g,
+            "mailboxStats": run["mailboxStats"],
+            "dynamoWriteCallsActivities": act_calls,
+            "dynamoItemsActivities": act_items,
+            "dynamoWriteCallsSyncState": state_calls,
+            "dynamoWriteCallsAll": all_calls,
+            "activityWriteCallsPerStored": ratio(act_calls, stored),
+            "allWriteCallsPerStored": ratio(all_calls, stored),
+            "awsCalls": aws["calls"],
+            "steady": {
+                "wallMs": steady.get("wallMs"), "outcome": steady.get("outcome"), "folders": steady.get("folders"),
+                "graphRequests": steady.get("graph", {}).get("total"), "perFolder": per_folder,
+                "cpuMs": steady.get("cpuMs"),
+            },
+        })
+    by_size = {i["mailbox"]: i for i in imports}
+    big, little = by_size.get(large), by_size.get(small)
+    if big:
+        mb = big["peakRssKb"] / 1024
+        target(f"{large:,}-message import: peak RSS of the worker", mb, 20, "MB", mb <= 20)
+        target(f"{large:,}-message import: wall time vs Graph-latency limit", big["wallOverLimit"], 1.1, "ratio",
+               big["wallOverLimit"] is not None and big["wallOverLimit"] <= 1.1,
+               f"{big['wallMs'] / 1000:.1f} s vs {big['latencyLimitMs'] / 1000:.1f} s; with one round trip per $batch "
+               f"holding the mailbox's 4 slots the limit is {big['latencyLimitWithBatchRoundTripsMs'] / 1000:.1f} s")
+    if big and little:
+        r = ratio(big["peakRssKb"], little["peakRssKb"])
+        target(f"peak RSS {large:,} vs {small:,} messages (memory flat)", r, 1.2, "ratio", r is not None and r <= 1.2)
+    for i in imports:
+        st = i["steady"]
+        folders = st.get("folders") or 0
+        counts = list(st["perFolder"].values())
+        ok = folders > 0 and st.get("graphRequests") == folders and all(c == 1 for c in counts)
+        target(f"unchanged mailbox ({i['mailbox']:,}): Graph requests per folder",
+               (st.get("graphRequests") or 0) / folders if folders else None, 1, "requests", ok,
+               f"{st.get('graphRequests')} requests for {folders} folders in {fmt(st.get('wallMs'), 0)} ms")
+
+    # ---- 4. fan-out
+    fo = m.get("fanOut") or {}
+    if fo:
+        report = fo.get("report") or {}
+        target(f"fan-out over {fo['seededConnections']:,} connections within Lambda's 900 s", fo["wallMs"] / 1000, 900, "s",
+               fo["wallMs"] < 900_000 and report.get("enqueued", 0) >= fo["seededConnections"],
+               f"{report.get('enqueued', 0):,} jobs, {fo['sendMessageBatchCalls']:,} SendMessageBatch calls")
+
+    # ---- 5. cold starts
+    py = m["pythonImport"]["runs"]["boto3+msal"]["medianMs"]
+    cold = []
+    for c in m["coldStarts"]:
+        if c.get("skipped"):
+            cold.append({"function": c["function"], "skipped": c["skipped"]})
+            continue
+        poll = sorted(c["toFirstPollMs"])[len(c["toFirstPollMs"]) // 2]
+        first = sorted(c["toFirstResponseMs"])[len(c["toFirstResponseMs"]) // 2]
+        cold.append({"function": c["function"], "toFirstPollMedianMs": poll, "toFirstResponseMedianMs": first,
+                     "zipBytes": c["zipBytes"], "binaryBytes": c["binaryBytes"], "event": c["event"],
+                     "ending": c["ending"], "peakRssKb": c["peakRssKb"], "runs": c["runs"]})
+        target(f"{c['function']}: cold start to first poll vs `import boto3, msal`", ratio(poll, py), 1 / 20, "ratio",
+               poll <= py / 20, f"{poll:.1f} ms vs {py:.0f} ms")
+        target(f"{c['function']}: zipped binary", c["zipBytes"] / 1e6, 6, "MB", c["zipBytes"] <= 6e6)
+
+    result = {
+        "machine": m["machine"], "settings": settings, "setup": m["setup"], "totalSeconds": m["totalSeconds"],
+        "engine": engine, "listings": [dict(v) for v in listings.values()], "wire": m.get("wire"),
+        "imports": imports, "fanOut": fo, "coldStarts": cold, "pythonImport": m["pythonImport"],
+        "targets": targets, "notes": m.get("notes", []),
+    }
+    (out / "report.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    (out / "report.md").write_text(markdown(result))
+    met = sum(t["met"] for t in targets)
+    print(f"report: {out / 'report.md'} ({met}/{len(targets)} targets met)")
+
+
+def markdown(r) -> str:
+    s, lines = r["settings"], []
+    add = lines.append
+    add("# office365-connector: `make bench` report\n")
+    mach = r["machine"]
+    add(f"One run, one machine: {mach['cpus']} CPUs ({mach['cpu']}), {mach['arch']}, Linux {mach['kernel']}. "
+        f"microsoft-sim with {s['latencyMs']} ms per Graph request, moto for AWS, release builds. "
+        f"Generated mailboxes (seed {s['seed']}, {s['matchRatio']:.0%} CRM matches); CRM of {s['crmAddresses']:,} addresses "
+        f"and {s['crmDomains']:,} account domains. Worker listing: `$select={s['listSelect']}`, {s['pageSize']} per page. "
+        f"Total run {r['totalSeconds']:.0f} s.\n")
+
+    add("## Targets (issue 9)\n")
+    add("| Target | Measured | Limit | Met |")
+    add("|---|---|---|---|")
+    for t in r["targets"]:
+        unit = "" if t["unit"] == "ratio" else f" {t['unit']}"
+        measured = "n/a" if t["measured"] is None else (
+            f"1/{1 / t['measured']:,.0f}" if t["unit"] == "ratio" and t["measured"] and t["measured"] < 0.2 else fmt(t["measured"]) + unit)
+        limit = f"1/{1 / t['limit']:,.0f}" if t["unit"] == "ratio" and t["limit"] < 1 else fmt(t["limit"]) + unit
+        note = f" ({t['note']})" if t["note"] else ""
+        add(f"| {t['target']}{note} | {measured} | ≤ {limit} | {'yes' if t['met'] else '**MISSED**'} |")
+    add("")
+
+    add("## 1. Engine cost per message (divan)\n")
+    add("| Benchmark | Messages/page | ns/message | allocations/message | bytes allocated/message |")
+    add("|---|---|---|---|---|")
+    for k, e in sorted(r["engine"].items()):
+        add(f"| {k} | {e['pageMessages']} | {fmt(e['nsPerMessage'], 0)} | {fmt(e['allocsPerMessage'], 3)} | {fmt(e['allocBytesPerMessage'], 1)} |")
+    add("")
+
+    add("## 2. Import at scale through the real worker (`mail-sync` release binary, moto store)\n")
+    add("| | " + " | ".join(f"{i['mailbox']:,} messages" for i in r["imports"]) + " |")
+    add("|---|" + "---|" * len(r["imports"]))
+    rows = [
+        ("outcome (invocations)", lambda i: f"{i['outcome']} ({i['invocations']})"),
+        ("wall time", lambda i: f"{i['wallMs'] / 1000:.1f} s"),
+        ("Graph-latency limit", lambda i: f"{i['latencyLimitMs'] / 1000:.1f} s"),
+        ("wall ÷ limit", lambda i: fmt(i["wallOverLimit"])),
+        ("limit counting one round trip per $batch", lambda i: f"{i['latencyLimitWithBatchRoundTripsMs'] / 1000:.1f} s"),
+        ("worker CPU (user+sys)", lambda i: f"{i['cpuMs'] / 1000:.2f} s"),
+        ("worker CPU per listed message (everything)", lambda i: f"{fmt(i['cpuUsPerListedMessage'])} µs"),
+        ("peak RSS of the worker", lambda i: f"{i['peakRssKb'] / 1024:.1f} MB"),
+        ("listed / matched / stored / discarded", lambda i: f"{i['scanned']:,} / {i['matched']:,} / {i['stored']:,} / {i['discarded']:,}"),
+        ("Graph requests (sim log): listing pages", lambda i: f"{i['simRequests']['listPages']:,}"),
+        ("… $batch calls / fetches inside them", lambda i: f"{i['simRequests']['batchCalls']:,} / {i['simRequests']['fetches']:,}"),
+        ("… folder requests / other", lambda i: f"{i['simRequests']['folderRequests']} / {i['simRequests']['other']}"),
+        ("… throttled (429)", lambda i: f"{i['simRequests']['throttled']}"),
+        ("max requests in flight on the mailbox", lambda i: str(max([x.get('maxInFlight', 0) for x in (i['mailboxStats'] if isinstance(i['mailboxStats'], list) else i['mailboxStats'].get('value', []))] or [0]))),
+        ("bytes received (decoded)", lambda i: f"{i['bytesReceived']:,}"),
+        ("bytes received per discarded message", lambda i: fmt(i["bytesReceivedPerDiscarded"], 0)),
+        ("DynamoDB write calls, activities table (per stored)", lambda i: f"{i['dynamoWriteCallsActivities']:,} ({fmt(i['activityWriteCallsPerStored'], 3)})"),
+        ("DynamoDB write calls, all tables (per stored)", lambda i: f"{i['dynamoWriteCallsAll']:,} ({fmt(i['allWriteCallsPerStored'], 3)})"),
+        ("… of which sync-state (checkpoints, lease)", lambda i: f"{i['dynamoWriteCallsSyncState']:,}"),
+    ]
+    for label, f in rows:
+        add(f"| {label} | " + " | ".join(f(i) for i in r["imports"]) + " |")
+    add("")
+    add(f"Graph-latency limit = max(Graph requests on the mailbox × {s['latencyMs']} ms ÷ {s['mailboxConcurrency']} "
+        f"(Outlook's per-mailbox concurrency), the longest chain of one folder's pages × {s['latencyMs']} ms). "
+        "Mailbox requests are every request the sim logged for the user except the outer `$batch` calls, which are not "
+        "mailbox requests at Outlook.\n")
+
+    add("## 3. Steady state: unchanged mailbox (same warm process)\n")
+    add("| Mailbox | Folders | Graph requests | Per folder | Wall | CPU |")
+    add("|---|---|---|---|---|---|")
+    for i in r["imports"]:
+        st = i["steady"]
+        per = ", ".join(str(v) for v in st["perFolder"].values())
+        add(f"| {i['mailbox']:,} | {st['folders']} | {st['graphRequests']} | {per} | {fmt(st['wallMs'], 0)} ms | {fmt(st['cpuMs'], 0)} ms |")
+    add("")
+
+    fo = r["fanOut"]
+    if fo:
+        rep = fo.get("report") or {}
+        add("## 4. Fan-out (schedule mode, real binary)\n")
+        add(f"- {fo['seededConnections']:,} active connections in {fo['tenants']:,} tenants, seeded with BatchWriteItem in {fo['seedMs'] / 1000:.1f} s")
+        add(f"- schedule invocation: **{fo['wallMs'] / 1000:.1f} s** wall, {fo['cpuMs'] / 1000:.2f} s CPU, peak RSS {fo['peakRssKb'] / 1024:.1f} MB")
+        add(f"- enqueued {rep.get('enqueued', 0):,}, skipped {rep.get('skipped', 0):,}, failed {rep.get('failed', 0):,}; "
+            f"{fo['sendMessageBatchCalls']:,} SendMessageBatch calls ({fo['sqsCalls']:,} SQS calls in all), "
+            f"{fo['queryCalls']:,} Query pages, {rep.get('tenantsRead', 0):,} tenant reads\n")
+
+    add("## 5. Cold start (release binaries, local Runtime API)\n")
+    py = r["pythonImport"]["runs"]
+    add(f"`python3 -c 'import boto3, msal'`: median **{py['boto3+msal']['medianMs']:.0f} ms** "
+        f"(bare interpreter {py['bare interpreter']['medianMs']:.0f} ms), {len(py['boto3+msal']['runsMs'])} runs.\n")
+    add("| Function | exec → first poll (median) | exec → first answer (median) | vs Python import | zipped | binary | first event |")
+    add("|---|---|---|---|---|---|---|")
+    for c in r["coldStarts"]:
+        if c.get("skipped"):
+            add(f"| {c['function']} | skipped: {c['skipped']} | | | | | |")
+            continue
+        add(f"| {c['function']} | {c['toFirstPollMedianMs']:.1f} ms | {c['toFirstResponseMedianMs']:.1f} ms | "
+            f"1/{py['boto3+msal']['medianMs'] / c['toFirstPollMedianMs']:.0f} | {c['zipBytes'] / 1e6:.2f} MB | "
+            f"{c['binaryBytes'] / 1e6:.2f} MB | {c['event']} |")
+    add("")
+
+    add("## 6. Side by side: the same sim, folder, `$select`, page size and CRM\n")
+    add("| Client | Mailbox | Listed | Matched | CPU per message | Loop wall | Process CPU | Peak RSS | Decoded bytes/message |")
+    add("|---|---|---|---|---|---|---|---|---|")
+    for l in r["listings"]:
+        add(f"| {l['client']} | {l.get('mailbox', '')} | {l['listed']:,} | {l['matched']:,} | {fmt(l['cpuUsPerMessage'])} µs | "
+            f"{l['loopWallMs'] / 1000:.1f} s | {l['processCpuMs'] / 1000:.2f} s | {l['peakRssKb'] / 1024:.1f} MB | "
+            f"{fmt(l['bytesPerMessage'], 0)} |")
+    add("")
+    for w in r.get("wire") or []:
+        add(f"- {w['mailbox']:,}-message listing: {w['pages']} pages, {w['decodedBytes']:,} bytes decoded, "
+            f"{w['gzipBytes']:,} bytes on the wire (gzip)")
+    add("")
+    if r["notes"]:
+        add("## Notes from the run\n")
+        for n in r["notes"]:
+            add(f"- {n}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
