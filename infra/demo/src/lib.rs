@@ -351,25 +351,42 @@ async fn drain(info: &StackInfo, sqs: &aws_sdk_sqs::Client, timeout: Duration) -
         quiet = if total == 0 { quiet + 1 } else { 0 };
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    for (name, url) in &info.functions_env {
-        if name.ends_with("DLQ_URL") {
-            let attrs = sqs
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
-                )
-                .send()
-                .await?;
-            let n = attrs
-                .attributes()
-                .and_then(|a| {
-                    a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-                })
-                .cloned()
-                .unwrap_or_default();
-            ensure!(n == "0" || n.is_empty(), "{name} holds {n} message(s)");
-        }
+    // Each source queue's dead-letter queue, from its redrive policy (as AWS configures it).
+    for q in &queues {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(q)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+            .send()
+            .await?;
+        let Some(policy) = attrs
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy))
+        else {
+            continue;
+        };
+        let policy: Value = serde_json::from_str(policy)?;
+        let Some(dlq_name) = policy["deadLetterTargetArn"]
+            .as_str()
+            .and_then(|arn| arn.rsplit(':').next())
+        else {
+            continue;
+        };
+        let dlq = sqs.get_queue_url().queue_name(dlq_name).send().await?;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(dlq.queue_url().unwrap_or_default())
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?;
+        let n = attrs
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        ensure!(n == 0, "dead-letter queue {dlq_name} holds {n} message(s)");
     }
     Ok(())
 }
