@@ -114,7 +114,8 @@ impl Live {
         vars.insert("GRAPH_BASE_URL".into(), sim.base_url());
         vars.insert("PUBLIC_BASE_URL".into(), public.clone());
         vars.insert("APP_BASE_URL".into(), app_url.clone());
-        // Users of unknown tenants are asked for sign-in plus mail (the shipped default is calendar).
+        // These journeys check mail jobs and Mail.Read for users of unknown tenants, so the
+        // configured default features are mail here (the shipped default is calendar).
         vars.insert("DEFAULT_FEATURES".into(), "mail".into());
         let config = ConsentConfig::from_lookup(|name| vars.get(name).cloned()).expect("config");
 

@@ -32,6 +32,16 @@ const GRAPH_DELEGATED: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "OnlineMeetings.Read",
+        "Read your online meetings",
+        false,
+    ),
+    (
+        "OnlineMeetings.ReadWrite",
+        "Read and create your online meetings",
+        false,
+    ),
+    (
         "Team.ReadBasic.All",
         "Read the names and descriptions of teams",
         false,
