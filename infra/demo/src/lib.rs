@@ -324,6 +324,7 @@ async fn drain(info: &StackInfo, sqs: &aws_sdk_sqs::Client, timeout: Duration) -
         .map(|m| m.queue_url.clone())
         .collect();
     let mut quiet = 0;
+    let mut polls = 0u64;
     while quiet < 3 {
         ensure!(
             Instant::now() < deadline,
@@ -349,6 +350,10 @@ async fn drain(info: &StackInfo, sqs: &aws_sdk_sqs::Client, timeout: Duration) -
             }
         }
         quiet = if total == 0 { quiet + 1 } else { 0 };
+        polls += 1;
+        if polls % 30 == 0 {
+            println!("      ... {total} message(s) still queued or in flight");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Each source queue's dead-letter queue, from its redrive policy (as AWS configures it).

@@ -33,7 +33,12 @@ async fn main() -> ExitCode {
     opts.keep = cli.keep;
     opts.bundles = cli.bundles;
     opts.sign_in_features = cli.sign_in_features;
-    match demo::run(&opts).await {
+    // Ctrl-C drops the journey, whose guard stops the stack it started.
+    let result = tokio::select! {
+        r = demo::run(&opts) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match result {
         Ok(report) => {
             println!("{}", report.render());
             ExitCode::SUCCESS
