@@ -351,7 +351,7 @@ async fn drain(info: &StackInfo, sqs: &aws_sdk_sqs::Client, timeout: Duration) -
         }
         quiet = if total == 0 { quiet + 1 } else { 0 };
         polls += 1;
-        if polls % 30 == 0 {
+        if polls.is_multiple_of(30) {
             println!("      ... {total} message(s) still queued or in flight");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

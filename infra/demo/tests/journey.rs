@@ -17,7 +17,11 @@ async fn the_reduced_demo_journey_completes_every_step() {
         .expect("the reduced demo finishes within 20 minutes")
         .unwrap_or_else(|e| panic!("demo failed: {e:#} (logs in {})", dir.display()));
 
-    assert_eq!(report.users.len(), 5, "every user of both tenants is reported");
+    assert_eq!(
+        report.users.len(),
+        5,
+        "every user of both tenants is reported"
+    );
     for user in &report.users {
         assert_eq!(user.status, "connected", "{user:?}");
         // 30 inbox + 30 sent generated, plus the hand-written inbox messages.
@@ -31,8 +35,16 @@ async fn the_reduced_demo_journey_completes_every_step() {
         report.teams_message_url
     );
     let rendered = report.render();
-    for needle in ["admin consent for Contoso", "Need admin approval", "fired once", "make up"] {
-        assert!(rendered.contains(needle), "report lacks {needle:?}:\n{rendered}");
+    for needle in [
+        "admin consent for Contoso",
+        "Need admin approval",
+        "fired once",
+        "make up",
+    ] {
+        assert!(
+            rendered.contains(needle),
+            "report lacks {needle:?}:\n{rendered}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
