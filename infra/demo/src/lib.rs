@@ -97,7 +97,7 @@ impl Report {
             );
         }
         out += &format!(
-            "\nTeams message posted: {}\n\nTo click through the consent pages yourself, keep a stack running:\n  make up AUTO_APPROVE=   (then open the consent page it prints, e.g. {}; `make down` stops it)\n",
+            "\nTeams message posted: {}\n\nTo click through the consent pages yourself in a browser, keep a stack running:\n  make up      (the demo world; microsoft-sim serves its real sign-in and consent pages)\n  then open the consent page it prints (this run's was {}), and `make down` to stop it.\n",
             self.teams_message_url, self.consent_page
         );
         out
