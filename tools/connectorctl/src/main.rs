@@ -2,6 +2,7 @@
 //! the standard AWS SDK configuration (`AWS_ENDPOINT_URL`, `AWS_REGION`, profiles, ...)
 //! and the functions' environment variables (only those a command needs).
 
+mod calendar;
 mod commands;
 mod mail;
 mod teams;
@@ -65,6 +66,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a user's switches, or flip them (needs CONNECTIONS_TABLE). Turning internal
+    /// meetings on or off makes the next calendar sync read the calendar window again.
+    Switches {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Calendar sync (the fan-out skips users with it off).
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        calendar: Option<bool>,
+        /// Import meetings whose participants are all internal.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        internal_meetings: Option<bool>,
+        /// Mail sync.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        mail: Option<bool>,
+        /// Print the switches as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every connection's status, sync stage, last success, counts and last error
     /// (needs CONNECTIONS_TABLE and SYNC_STATE_TABLE).
     Status {
@@ -91,6 +114,30 @@ enum SyncCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One calendar sync run for the user (calendar-sync's worker path).
+    Calendar {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Time the run may take, in minutes (it checkpoints and stops a minute before).
+        #[arg(long, default_value_t = 14)]
+        minutes: u64,
+        /// Print the outcome and the run's figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `on` / `off` (also true/false, yes/no).
+fn on_off(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        other => Err(format!("`{other}`: expected on or off")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -172,6 +219,23 @@ async fn main() -> ExitCode {
                     json,
                 },
         } => mail::sync_mail(&tenant, &user, minutes, json).await,
+        Command::Sync {
+            command:
+                SyncCommand::Calendar {
+                    tenant,
+                    user,
+                    minutes,
+                    json,
+                },
+        } => calendar::sync(&tenant, &user, minutes, json).await,
+        Command::Switches {
+            tenant,
+            user,
+            calendar,
+            internal_meetings,
+            mail,
+            json,
+        } => calendar::switches(&tenant, &user, calendar, internal_meetings, mail, json).await,
         Command::Activities { tenant, user, json } => mail::activities(&tenant, &user, json).await,
         Command::Status { json } => mail::status(json).await,
     };
