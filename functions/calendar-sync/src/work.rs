@@ -14,7 +14,12 @@
 //!    not deliver are gone or no longer relevant: they are deleted. Every meeting the round
 //!    stored is stamped at or after the window's start (the round's start), so "not
 //!    delivered" is "stamped before the window's start". Meetings behind the window stay.
-//! 4. **410** (`SyncStateNotFound`): the token is gone; a new initial round starts.
+//! 4. **Removals**: a stored meeting Graph reports removed is kept when it lies outside the
+//!    tracked window (history, or a change out there); inside it, `GET /me/events/{id}`
+//!    (20 to a `$batch`) tells a deletion (404) from a move out of the window.
+//! 5. **410** (`SyncStateNotFound`): the token is gone; a new initial round starts.
+//! 6. **Rules changed** (CRM index, internal domains, the internal-meeting switch): meetings
+//!    that did not change may have become relevant or stopped being; a new initial round.
 
 use std::sync::Arc;
 
@@ -24,7 +29,7 @@ use connector_core::domain::{
     Activity, ActivityContent, ActivityId, CrmIndexContent, CrmIndexStats, CursorKind,
     FolderCursor, SyncKind, SyncStage, SyncWindow, UserKey,
 };
-use connector_core::graph::{GraphError, Prefer};
+use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, Prefer};
 use connector_core::matching::CrmMatcher;
 use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreError};
 use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
@@ -184,8 +189,8 @@ impl CalendarWork {
                 .delete_activities(&judge.owner, &stale)
                 .await?;
         }
-        for id in removals {
-            self.removed(ctx, judge, window, &id).await?;
+        if !removals.is_empty() {
+            self.removed(ctx, judge, window, removals).await?;
         }
         Ok(())
     }
@@ -214,67 +219,90 @@ impl CalendarWork {
         }
     }
 
-    /// Graph reported `id` removed: deleted, moved out of the window, or changed outside it.
+    /// Graph reported these ids removed: deleted, moved out of the window, or changed
+    /// outside it. Stored meetings outside the window are kept; those inside are confirmed
+    /// with `GET /me/events/{id}`, 20 to a `$batch`.
     async fn removed(
         &self,
         ctx: &mut RunContext<'_>,
         judge: &Judge,
         window: &SyncWindow,
-        id: &str,
+        ids: Vec<String>,
     ) -> Result<(), WorkError> {
-        let activity_id = ActivityId::meeting(id);
-        let Some(stored) = self
-            .activities
-            .get_activity(&judge.owner, &activity_id)
-            .await?
-        else {
-            return Ok(());
-        };
-        let ActivityContent::Meeting(meeting) = &stored.content else {
-            return Ok(());
-        };
-        if calendar::removal_action(meeting, window) == RemovalAction::Keep {
-            debug!("a meeting outside the window was reported removed; kept");
-            return Ok(());
+        let mut confirm = Vec::new();
+        for id in ids {
+            let Some(stored) = self
+                .activities
+                .get_activity(&judge.owner, &ActivityId::meeting(&id))
+                .await?
+            else {
+                continue;
+            };
+            let ActivityContent::Meeting(meeting) = &stored.content else {
+                continue;
+            };
+            if calendar::removal_action(meeting, window) == RemovalAction::Keep {
+                debug!("a meeting outside the window was reported removed; kept");
+                continue;
+            }
+            confirm.push(id);
         }
-        let answer = ctx
-            .session
-            .get(
-                &calendar::event_path(id),
-                &[Prefer::TimezoneUtc, Prefer::ImmutableId],
-            )
-            .await;
-        let body = match answer {
-            Ok(body) => body,
-            Err(GraphError::Api { status: 404, .. }) => {
-                if self
-                    .activities
-                    .delete_activity(&judge.owner, &activity_id)
-                    .await?
-                {
-                    ctx.counters.removed += 1;
-                }
-                return Ok(());
+        for chunk in confirm.chunks(BATCH_LIMIT) {
+            let requests: Vec<BatchRequest> = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, id)| BatchRequest {
+                    id: n.to_string(),
+                    url: calendar::event_path(id),
+                    prefer: vec![Prefer::TimezoneUtc, Prefer::ImmutableId],
+                })
+                .collect();
+            let answers = ctx.session.batch(&requests).await?;
+            for (request, id) in requests.iter().zip(chunk) {
+                let answer = answers
+                    .iter()
+                    .find(|answer| answer.id == request.id)
+                    .ok_or_else(|| {
+                        WorkError::Graph(GraphError::Malformed("a $batch answer is missing".into()))
+                    })?;
+                let event = match answer.status {
+                    404 => None,
+                    200..=299 => {
+                        let body =
+                            answer.body.as_ref().map(|body| body.get()).ok_or_else(|| {
+                                WorkError::Graph(GraphError::Malformed(
+                                    "a $batch answer without a body".into(),
+                                ))
+                            })?;
+                        Some(calendar::parse_event(body.as_bytes()).map_err(malformed)?)
+                    }
+                    _ => return Err(answer.to_error().into()),
+                };
+                self.confirmed(ctx, judge, id, event).await?;
             }
-            Err(error) => return Err(error.into()),
-        };
-        let event = calendar::parse_event(&body).map_err(malformed)?;
-        // Still there, outside the window: moved. Keep it with its new time while relevant.
-        match self.keep(judge, &event, ctx.now()) {
-            Some(activity) => {
-                ctx.counters.matched += 1;
-                self.activities.upsert_activities(&[activity]).await?;
-                ctx.counters.stored += 1;
-            }
-            None => {
-                if self
-                    .activities
-                    .delete_activity(&judge.owner, &activity_id)
-                    .await?
-                {
-                    ctx.counters.removed += 1;
-                }
-            }
+        }
+        Ok(())
+    }
+
+    /// Applies a confirmation: gone (`None`) → deleted; still there (moved out of the
+    /// window) → stored with its new time while relevant, else deleted.
+    async fn confirmed(
+        &self,
+        ctx: &mut RunContext<'_>,
+        judge: &Judge,
+        id: &str,
+        event: Option<calendar::GraphEvent>,
+    ) -> Result<(), WorkError> {
+        if let Some(activity) = event.and_then(|event| self.keep(judge, &event, ctx.now())) {
+            ctx.counters.matched += 1;
+            self.activities.upsert_activities(&[activity]).await?;
+            ctx.counters.stored += 1;
+        } else if self
+            .activities
+            .delete_activity(&judge.owner, &ActivityId::meeting(id))
+            .await?
+        {
+            ctx.counters.removed += 1;
         }
         Ok(())
     }

@@ -215,8 +215,17 @@ async fn changes_between_runs_are_applied() {
         summary.removed, 2,
         "the deleted and the organizer-cancelled one"
     );
-    // The delta round, then one GET per in-window removal (deleted, cancelled, moved out).
+    // The delta round, then the in-window removals (deleted, cancelled, moved out)
+    // confirmed in one $batch of three GETs.
     let calls = graph_calls(&harness, since).await;
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("POST /v1.0/$batch"))
+            .count(),
+        1,
+        "{calls:#?}"
+    );
     assert_eq!(
         calls
             .iter()
