@@ -36,6 +36,8 @@ pub struct Options {
     /// `DefaultFeatures`: what users of a tenant the connector does not know yet are asked
     /// for at sign-in (the second tenant's first sign-ins).
     pub sign_in_features: String,
+    /// How long each wait for the queues to drain may take.
+    pub drain_timeout: Duration,
 }
 
 impl Options {
@@ -50,6 +52,7 @@ impl Options {
             keep: false,
             bundles: vec!["all".into()],
             sign_in_features: "all".into(),
+            drain_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -615,7 +618,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         report.step(format!("{} signed in", u.upn));
     }
     let started = Instant::now();
-    drain(&info, &sqs, Duration::from_secs(600)).await?;
+    drain(&info, &sqs, opts.drain_timeout).await?;
     report.step(format!(
         "first imports queued at sign-in done ({}s)",
         started.elapsed().as_secs()
@@ -636,7 +639,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ));
     }
     let started = Instant::now();
-    drain(&info, &sqs, Duration::from_secs(600)).await?;
+    drain(&info, &sqs, opts.drain_timeout).await?;
     report.step(format!(
         "mail and calendar queues drained, DLQs empty ({}s)",
         started.elapsed().as_secs()
@@ -673,7 +676,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         .message_body(body.to_string())
         .send()
         .await?;
-    drain(&info, &sqs, Duration::from_secs(120)).await?;
+    drain(&info, &sqs, opts.drain_timeout).await?;
     let posted = sim_get(&info, "/_sim/teams/messages").await?;
     let message = posted
         .as_array()

@@ -12,6 +12,8 @@ async fn the_reduced_demo_journey_completes_every_step() {
     let mut opts = demo::Options::new(dir.clone());
     opts.messages_per_folder = Some(30);
     opts.build = true;
+    // 30 messages per folder drain in well under a minute once the functions are built.
+    opts.drain_timeout = Duration::from_secs(240);
     let report = tokio::time::timeout(Duration::from_secs(1200), demo::run(&opts))
         .await
         .expect("the reduced demo finishes within 20 minutes")
