@@ -190,6 +190,9 @@ pub trait ConnectionStore: Send + Sync {
         page_size: u32,
         token: Option<&PageToken>,
     ) -> Result<Page<Connection>, StoreError>;
+    /// Removes the record altogether (tenant offboarding; a disconnected user keeps a
+    /// `disconnected` record instead). Returns whether it existed.
+    async fn delete_connection(&self, key: &UserKey) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
@@ -298,6 +301,9 @@ pub trait CrmIndex: Send + Sync {
         &self,
         tenant_id: &TenantId,
     ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError>;
+    /// Removes the tenant's whole index (every version and the pointer), for tenant
+    /// offboarding; returns how many items there were.
+    async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError>;
 
     /// Created date of the tenant's oldest open opportunity.
     async fn oldest_open_opportunity(

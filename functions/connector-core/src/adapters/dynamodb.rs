@@ -621,6 +621,19 @@ impl ConnectionStore for DynamoConnectionStore {
             .map_err(|error| backend("Scan", &self.table, error))?;
         self.decode_page(output.items, output.last_evaluated_key)
     }
+
+    async fn delete_connection(&self, key: &UserKey) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|error| backend("DeleteItem", &self.table, error))?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
 }
 
 fn to_rfc3339(at: OffsetDateTime) -> String {
@@ -1460,6 +1473,27 @@ impl CrmIndex for DynamoCrmIndex {
 
     async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError> {
         Ok(self.read_pointer(tenant_id).await?.summary)
+    }
+
+    /// Deletes every item of the tenant's partition. An import running at the same time
+    /// may leave entries behind; offboarding is run on a tenant no longer importing.
+    #[instrument(skip_all, fields(table = %self.table, tenant_id = %tenant_id))]
+    async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError> {
+        let items = query_partition(
+            &self.client,
+            &self.table,
+            ("tenantId", tenant_id.as_str()),
+            ("entry", None),
+            true,
+        )
+        .await?;
+        let count = items.len() as u64;
+        let requests = items
+            .into_iter()
+            .map(|key| delete_request(key, &self.table))
+            .collect::<Result<Vec<_>, _>>()?;
+        batch_write(&self.client, &self.table, requests, self.backoff).await?;
+        Ok(count)
     }
 
     /// Reads the pointer, queries every entry of its version, and reads the pointer again:

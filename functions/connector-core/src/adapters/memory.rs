@@ -180,6 +180,10 @@ impl ConnectionStore for MemoryConnectionStore {
         let all = lock(&self.connections).clone();
         page_of(&all, page_size, token)
     }
+
+    async fn delete_connection(&self, key: &UserKey) -> Result<bool, StoreError> {
+        Ok(lock(&self.connections).remove(&key.to_string()).is_some())
+    }
 }
 
 #[derive(Default)]
@@ -454,6 +458,14 @@ impl CrmIndex for MemoryCrmIndex {
     ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError> {
         Ok(lock(&self.indexes).get(tenant_id).cloned())
     }
+
+    async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError> {
+        Ok(lock(&self.indexes)
+            .remove(tenant_id)
+            .map_or(0, |(_, content)| {
+                (content.addresses.len() + content.domains.len()) as u64 + 1
+            }))
+    }
 }
 
 #[derive(Default)]
@@ -555,6 +567,53 @@ mod tests {
 
     fn user(n: u32) -> UserId {
         UserId::parse(&format!("00000000-0000-0000-0000-{n:012}")).expect("guid")
+    }
+
+    #[tokio::test]
+    async fn offboarding_deletes_a_connection_and_a_tenants_index_only() {
+        let connections = MemoryConnectionStore::default();
+        let now = OffsetDateTime::now_utc();
+        for n in [1, 2] {
+            connections
+                .upsert_connection(&Connection::new_active(
+                    tenant(),
+                    user(n),
+                    "u@contoso.com",
+                    ScopeSet::new(),
+                    now,
+                ))
+                .await
+                .expect("upsert");
+        }
+        let one = UserKey::new(tenant(), user(1));
+        assert!(connections.delete_connection(&one).await.expect("delete"));
+        assert!(!connections.delete_connection(&one).await.expect("again"));
+        assert_eq!(
+            connections
+                .list_by_tenant(&tenant())
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
+
+        let crm = MemoryCrmIndex::default();
+        let other = TenantId::parse("0d0f6f3e-1c1a-4c55-9c8e-1a2b3c4d5e6f").expect("guid");
+        for t in [tenant(), other.clone()] {
+            let snapshot = format!(
+                r#"{{"tenantId": "{t}", "accounts": [{{"id": "1", "name": "A", "domains": ["acme.com"]}}],
+                 "contacts": [], "leads": [], "opportunities": []}}"#
+            );
+            crm.replace_snapshot(
+                &CrmSnapshot::from_json_slice(snapshot.as_bytes()).expect("valid"),
+            )
+            .await
+            .expect("import");
+        }
+        assert!(crm.delete_index(&tenant()).await.expect("delete") >= 2);
+        assert!(crm.summary(&tenant()).await.expect("summary").is_none());
+        assert!(crm.summary(&other).await.expect("summary").is_some());
+        assert_eq!(crm.delete_index(&tenant()).await.expect("again"), 0);
     }
 
     #[tokio::test]
