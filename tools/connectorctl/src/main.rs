@@ -5,6 +5,7 @@
 mod calendar;
 mod commands;
 mod mail;
+mod offboard;
 mod teams;
 
 use std::path::PathBuf;
@@ -92,6 +93,39 @@ enum Command {
     /// (needs CONNECTIONS_TABLE and SYNC_STATE_TABLE).
     Status {
         /// Print JSON (each connection with its mail and calendar sync state).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect a user: the connection becomes `disconnected` (nothing personal kept),
+    /// and the token secret, mail and calendar sync state, imported activities and Teams
+    /// share targets are deleted (needs CONNECTIONS_TABLE, SYNC_STATE_TABLE,
+    /// ACTIVITIES_TABLE). A later sign-in starts fresh.
+    Disconnect {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Seconds to wait for a sync that is running for the user to finish.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offboard a tenant: every user's data as `disconnect` deletes it and their
+    /// connection records, the CRM index, the consent (tenant) record, domain aliases,
+    /// sign-in flows in progress and Teams idempotency records (needs the tables of
+    /// `disconnect` and TENANTS_TABLE, CRM_TABLE, AUTH_SESSIONS_TABLE, IDEMPOTENCY_TABLE).
+    OffboardTenant {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// Seconds to wait for each running sync to finish.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// Print what was done as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -238,6 +272,15 @@ async fn main() -> ExitCode {
         } => calendar::switches(&tenant, &user, calendar, internal_meetings, mail, json).await,
         Command::Activities { tenant, user, json } => mail::activities(&tenant, &user, json).await,
         Command::Status { json } => mail::status(json).await,
+        Command::Disconnect {
+            tenant,
+            user,
+            wait,
+            json,
+        } => offboard::disconnect(&tenant, &user, wait, json).await,
+        Command::OffboardTenant { tenant, wait, json } => {
+            offboard::offboard_tenant(&tenant, wait, json).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

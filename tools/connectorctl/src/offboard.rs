@@ -1,0 +1,607 @@
+//! Offboarding: `connectorctl disconnect` (one user) and `connectorctl offboard-tenant`
+//! (every user of a tenant, its CRM index and its consent record).
+//!
+//! Disconnecting a user, in this order:
+//! 1. the connection becomes `disconnected` (fan-out and workers skip it from now on) and
+//!    keeps nothing personal: no UPN, mail, name or scopes, so the record only says "this
+//!    user was disconnected"; the next sign-in replaces it with a fresh one;
+//! 2. the refresh-token secret is deleted at once (no recovery window);
+//! 3. the mail and calendar sync leases are taken, waiting for a worker that is still
+//!    running (workers check the connection before they take the lease, so once we hold
+//!    it no worker writes for the user any more); then every sync item (lease, meta,
+//!    cursors) is deleted;
+//! 4. the imported activities and the Teams share targets are deleted.
+//!
+//! Offboarding a tenant disconnects every user found for it (connection records, and
+//! leftovers without one: token secrets named `office365/{tenant}/...`, sync-state and
+//! activity partitions keyed `{tenant}#...`), then deletes their connection records
+//! altogether, the CRM index, the tenant record, and what other parts keep about the
+//! tenant outside connector-core's ports ([`Residue`]): consent-callback's domain aliases
+//! and its flows in progress, and teams-post's idempotency records.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::types::AttributeValue;
+use connector_core::adapters::dynamodb::{
+    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
+    DynamoTenantStore,
+};
+use connector_core::adapters::secrets::SecretsManagerVault;
+use connector_core::adapters::teams_dynamodb::DynamoShareTargetStore;
+use connector_core::config::{table_name, vars};
+use connector_core::domain::{
+    Connection, ConnectionStatus, ParkedUntil, ScopeSet, StatusChange, SyncKey, SyncKind, TenantId,
+    UserId, UserKey, UserSwitches,
+};
+use connector_core::ports::{
+    ActivityStore, ConnectionStore, CrmIndex, ShareTargetStore, SyncStateStore, TenantStore,
+    TokenVault,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// The reason recorded on a connection an operator disconnected.
+pub const DISCONNECTED_REASON: &str = "operator_disconnected";
+
+/// The ports disconnecting a user goes through.
+pub struct Stores<'a> {
+    pub connections: &'a dyn ConnectionStore,
+    pub sync: &'a dyn SyncStateStore,
+    pub activities: &'a dyn ActivityStore,
+    pub targets: &'a dyn ShareTargetStore,
+    pub vault: &'a dyn TokenVault,
+    /// How long to wait for a running sync to release its lease.
+    pub lease_wait: Duration,
+}
+
+/// What offboarding a tenant needs besides [`Stores`].
+pub struct TenantStores<'a> {
+    pub tenants: &'a dyn TenantStore,
+    pub crm: &'a dyn CrmIndex,
+    pub residue: &'a dyn Residue,
+}
+
+/// What other parts of the product keep about a tenant outside connector-core's ports,
+/// and leftovers to find users by.
+#[async_trait]
+pub trait Residue: Send + Sync {
+    /// consent-callback's domain aliases (tenants table, `tenantId = domain#{domain}`,
+    /// `aliasOf = {tenant}`); returns the domains.
+    async fn delete_domain_aliases(&self, tenant: &TenantId) -> Result<Vec<String>>;
+    /// consent-callback's flows in progress (auth sessions table) started for the tenant
+    /// (its id or one of `domains` as the requested tenant or the authority).
+    async fn delete_auth_sessions(&self, tenant: &TenantId, domains: &[String]) -> Result<u64>;
+    /// teams-post's idempotency records (`teams-post#{tenant}#{key}`).
+    async fn delete_idempotency_records(&self, tenant: &TenantId) -> Result<u64>;
+    /// Users that have data but perhaps no connection record: token secrets, sync-state
+    /// and activity partitions of the tenant.
+    async fn users_with_data(&self, tenant: &TenantId) -> Result<BTreeSet<UserId>>;
+}
+
+/// What disconnecting one user did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserReport {
+    pub tenant_id: String,
+    pub user_id: String,
+    /// The connection's status before (`None`: there was no connection record).
+    pub previous_status: Option<String>,
+    pub activities_deleted: u64,
+    /// `disconnected` (record kept) or `deleted` (tenant offboarding) or `absent`.
+    pub connection: &'static str,
+}
+
+/// What offboarding a tenant did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantReport {
+    pub tenant_id: String,
+    pub users: Vec<UserReport>,
+    pub tenant_record_deleted: bool,
+    pub crm_entries_deleted: u64,
+    pub domain_aliases_deleted: Vec<String>,
+    pub auth_sessions_deleted: u64,
+    pub idempotency_records_deleted: u64,
+}
+
+/// The connection as it stays after a disconnection: who and when, nothing else.
+fn tombstone(connection: &Connection, now: OffsetDateTime) -> Connection {
+    let mut gone = connection.clone();
+    gone.upn = String::new();
+    gone.mail = None;
+    gone.display_name = None;
+    gone.granted_scopes = ScopeSet::new();
+    gone.switches = UserSwitches::default();
+    gone.parked_until = ParkedUntil::default();
+    gone.apply(&StatusChange::new(
+        ConnectionStatus::Disconnected,
+        Some(DISCONNECTED_REASON),
+        now,
+    ));
+    gone
+}
+
+impl Stores<'_> {
+    /// Holds the sync lease of `key`, waiting up to `lease_wait` for a running worker.
+    async fn quiesce(&self, key: &SyncKey, holder: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.lease_wait;
+        loop {
+            // Long enough to delete everything; deleting the state removes the lease too.
+            if self
+                .sync
+                .acquire_lease(key, holder, Duration::from_secs(600))
+                .await
+                .with_context(|| format!("taking the sync lease of {key}"))?
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "a {} sync of {} is still running (it holds the lease); the connection is \
+                     disconnected and its secret deleted already, so the sync stops at its next \
+                     step: run the command again in a few minutes to delete the rest",
+                    key.kind,
+                    key.user()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Disconnects one user. `keep_record`: leave a `disconnected` connection record
+    /// (a user's disconnection) or delete it (tenant offboarding).
+    pub async fn disconnect_user(
+        &self,
+        key: &UserKey,
+        keep_record: bool,
+        now: OffsetDateTime,
+    ) -> Result<UserReport> {
+        let existing = self
+            .connections
+            .get_connection(key)
+            .await
+            .with_context(|| format!("reading the connection of {key}"))?;
+        if keep_record && let Some(connection) = &existing {
+            self.connections
+                .upsert_connection(&tombstone(connection, now))
+                .await
+                .with_context(|| format!("marking {key} disconnected"))?;
+        }
+        self.vault
+            .delete_token(key)
+            .await
+            .with_context(|| format!("deleting the token secret of {key}"))?;
+        let holder = format!("offboarding-{}", uuid::Uuid::new_v4());
+        for kind in SyncKind::ALL {
+            let sync_key = SyncKey::new(key.tenant_id.clone(), key.user_id.clone(), kind);
+            self.quiesce(&sync_key, &holder).await?;
+            self.sync
+                .delete_sync_state(&sync_key)
+                .await
+                .with_context(|| format!("deleting the sync state of {sync_key}"))?;
+        }
+        let activities_deleted = self
+            .activities
+            .delete_all_activities(key)
+            .await
+            .with_context(|| format!("deleting the activities of {key}"))?;
+        self.targets
+            .delete_targets(key)
+            .await
+            .with_context(|| format!("deleting the share targets of {key}"))?;
+        let connection = match (&existing, keep_record) {
+            (Some(_), true) => "disconnected",
+            (Some(_), false) => {
+                self.connections
+                    .delete_connection(key)
+                    .await
+                    .with_context(|| format!("deleting the connection of {key}"))?;
+                "deleted"
+            }
+            (None, _) => "absent",
+        };
+        Ok(UserReport {
+            tenant_id: key.tenant_id.to_string(),
+            user_id: key.user_id.to_string(),
+            previous_status: existing.map(|c| c.status.to_string()),
+            activities_deleted,
+            connection,
+        })
+    }
+
+    /// Offboards a whole tenant.
+    pub async fn offboard_tenant(
+        &self,
+        more: &TenantStores<'_>,
+        tenant: &TenantId,
+        now: OffsetDateTime,
+    ) -> Result<TenantReport> {
+        // Consent first: with the tenant record gone, nothing new is imported for it.
+        let tenant_record_deleted = more
+            .tenants
+            .delete_tenant(tenant)
+            .await
+            .with_context(|| format!("deleting the tenant record of {tenant}"))?;
+        let mut users: BTreeSet<UserId> = self
+            .connections
+            .list_by_tenant(tenant)
+            .await
+            .with_context(|| format!("listing the connections of {tenant}"))?
+            .into_iter()
+            .map(|c| c.user_id)
+            .collect();
+        users.extend(more.residue.users_with_data(tenant).await?);
+        let mut reports = Vec::new();
+        for user in users {
+            let key = UserKey::new(tenant.clone(), user);
+            reports.push(self.disconnect_user(&key, false, now).await?);
+        }
+        let crm_entries_deleted = more
+            .crm
+            .delete_index(tenant)
+            .await
+            .with_context(|| format!("deleting the CRM index of {tenant}"))?;
+        let domain_aliases_deleted = more.residue.delete_domain_aliases(tenant).await?;
+        let auth_sessions_deleted = more
+            .residue
+            .delete_auth_sessions(tenant, &domain_aliases_deleted)
+            .await?;
+        let idempotency_records_deleted = more.residue.delete_idempotency_records(tenant).await?;
+        Ok(TenantReport {
+            tenant_id: tenant.to_string(),
+            users: reports,
+            tenant_record_deleted,
+            crm_entries_deleted,
+            domain_aliases_deleted,
+            auth_sessions_deleted,
+            idempotency_records_deleted,
+        })
+    }
+}
+
+/// [`Residue`] on DynamoDB and Secrets Manager. Scans: offboarding is rare, and the
+/// tables it scans are keyed by something other than the tenant.
+pub struct AwsResidue {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub tenants_table: String,
+    pub auth_sessions_table: String,
+    pub idempotency_table: String,
+    pub sync_state_table: String,
+    pub activities_table: String,
+}
+
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+impl AwsResidue {
+    /// Every item of `table` that `keep` selects (all attributes), following pages.
+    async fn scan(&self, table: &str, keep: impl Fn(&Item) -> bool) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .with_context(|| format!("scanning {table}"))?;
+            out.extend(page.items.unwrap_or_default().into_iter().filter(&keep));
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn delete(&self, table: &str, key: Item) -> Result<()> {
+        self.dynamodb
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .send()
+            .await
+            .with_context(|| format!("deleting an item of {table}"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Residue for AwsResidue {
+    async fn delete_domain_aliases(&self, tenant: &TenantId) -> Result<Vec<String>> {
+        let aliases = self
+            .scan(&self.tenants_table, |item| {
+                text(item, "aliasOf") == Some(tenant.as_str())
+            })
+            .await?;
+        let mut domains = Vec::new();
+        for item in aliases {
+            let Some(key) = text(&item, "tenantId").map(str::to_string) else {
+                continue;
+            };
+            self.delete(
+                &self.tenants_table,
+                Item::from([("tenantId".into(), AttributeValue::S(key.clone()))]),
+            )
+            .await?;
+            domains.push(key.trim_start_matches("domain#").to_string());
+        }
+        Ok(domains)
+    }
+
+    async fn delete_auth_sessions(&self, tenant: &TenantId, domains: &[String]) -> Result<u64> {
+        let names: BTreeSet<String> = std::iter::once(tenant.to_string())
+            .chain(domains.iter().map(|d| d.to_lowercase()))
+            .collect();
+        let mentions = |v: Option<&str>| v.is_some_and(|v| names.contains(&v.to_lowercase()));
+        let sessions = self
+            .scan(&self.auth_sessions_table, |item| {
+                mentions(text(item, "requestedTenant")) || mentions(text(item, "authority"))
+            })
+            .await?;
+        let count = sessions.len() as u64;
+        for item in sessions {
+            if let Some(state) = text(&item, "state") {
+                self.delete(
+                    &self.auth_sessions_table,
+                    Item::from([("state".into(), AttributeValue::S(state.to_string()))]),
+                )
+                .await?;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn delete_idempotency_records(&self, tenant: &TenantId) -> Result<u64> {
+        let prefix = connector_core::teams::idempotency::record_id(tenant, "");
+        let records = self
+            .scan(&self.idempotency_table, |item| {
+                text(item, "id").is_some_and(|id| id.starts_with(&prefix))
+            })
+            .await?;
+        let count = records.len() as u64;
+        for item in records {
+            if let Some(id) = text(&item, "id") {
+                self.delete(
+                    &self.idempotency_table,
+                    Item::from([("id".into(), AttributeValue::S(id.to_string()))]),
+                )
+                .await?;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn users_with_data(&self, tenant: &TenantId) -> Result<BTreeSet<UserId>> {
+        let prefix = format!("{tenant}#");
+        let mut users = BTreeSet::new();
+        let mut user_of = |key: Option<&str>| {
+            // `{tenant}#{user}` or `{tenant}#{user}#{kind}`.
+            if let Some(rest) = key.and_then(|k| k.strip_prefix(&prefix))
+                && let Ok(user) = UserId::parse(rest.split('#').next().unwrap_or_default())
+            {
+                users.insert(user);
+            }
+        };
+        for item in self
+            .scan(&self.sync_state_table, |i| {
+                text(i, "syncKey").is_some_and(|k| k.starts_with(&prefix))
+            })
+            .await?
+        {
+            user_of(text(&item, "syncKey"));
+        }
+        for item in self
+            .scan(&self.activities_table, |i| {
+                text(i, "owner").is_some_and(|k| k.starts_with(&prefix))
+            })
+            .await?
+        {
+            user_of(text(&item, "owner"));
+        }
+        // Token secrets: `office365/{tenant}/{user}` (the name filter matches prefixes).
+        let secret_prefix = format!("office365/{tenant}/");
+        let mut token = None;
+        loop {
+            let page = self
+                .secrets
+                .list_secrets()
+                .filters(
+                    aws_sdk_secretsmanager::types::Filter::builder()
+                        .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                        .values(&secret_prefix)
+                        .build(),
+                )
+                .set_next_token(token)
+                .send()
+                .await
+                .context("listing the tenant's token secrets")?;
+            for secret in page.secret_list() {
+                if let Some(user) = secret
+                    .name()
+                    .and_then(|n| n.strip_prefix(&secret_prefix))
+                    .and_then(|u| UserId::parse(u).ok())
+                {
+                    users.insert(user);
+                }
+            }
+            match page.next_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(users)
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The user-level stores from the environment, kept alive for [`Stores`] to borrow.
+struct AwsStores {
+    connections: DynamoConnectionStore,
+    sync: DynamoSyncStateStore,
+    activities: DynamoActivityStore,
+    targets: DynamoShareTargetStore,
+    vault: SecretsManagerVault,
+}
+
+impl AwsStores {
+    fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let sync_table = table_name(&env, vars::SYNC_STATE_TABLE)?;
+        Ok(Self {
+            connections: DynamoConnectionStore::new(
+                dynamodb.clone(),
+                table_name(&env, vars::CONNECTIONS_TABLE)?,
+            ),
+            sync: DynamoSyncStateStore::new(dynamodb.clone(), sync_table.clone()),
+            activities: DynamoActivityStore::new(
+                dynamodb.clone(),
+                table_name(&env, vars::ACTIVITIES_TABLE)?,
+            ),
+            targets: DynamoShareTargetStore::new(dynamodb, sync_table),
+            vault: SecretsManagerVault::new(aws_sdk_secretsmanager::Client::new(sdk)),
+        })
+    }
+
+    fn stores(&self, lease_wait: Duration) -> Stores<'_> {
+        Stores {
+            connections: &self.connections,
+            sync: &self.sync,
+            activities: &self.activities,
+            targets: &self.targets,
+            vault: &self.vault,
+            lease_wait,
+        }
+    }
+}
+
+fn print_user(report: &UserReport) {
+    println!(
+        "{}#{}: connection {} (was {}), token secret deleted, mail and calendar sync state deleted, \
+         {} activities deleted, share targets deleted",
+        report.tenant_id,
+        report.user_id,
+        report.connection,
+        report.previous_status.as_deref().unwrap_or("absent"),
+        report.activities_deleted
+    );
+}
+
+/// `disconnect --tenant T --user U`.
+pub async fn disconnect(tenant: &str, user: &str, wait_secs: u64, json: bool) -> Result<()> {
+    let key = UserKey::new(
+        TenantId::parse(tenant).context("--tenant")?,
+        UserId::parse(user).context("--user")?,
+    );
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = AwsStores::from_env(&sdk)?;
+    let report = aws
+        .stores(Duration::from_secs(wait_secs))
+        .disconnect_user(&key, true, OffsetDateTime::now_utc())
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_user(&report);
+    }
+    Ok(())
+}
+
+/// `offboard-tenant --tenant T`.
+pub async fn offboard_tenant(tenant: &str, wait_secs: u64, json: bool) -> Result<()> {
+    let tenant = TenantId::parse(tenant).context("--tenant")?;
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = AwsStores::from_env(&sdk)?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let tenants_table = table_name(&env, vars::TENANTS_TABLE)?;
+    let tenants = DynamoTenantStore::new(dynamodb.clone(), tenants_table.clone());
+    let crm = DynamoCrmIndex::new(dynamodb.clone(), table_name(&env, vars::CRM_TABLE)?);
+    let residue = AwsResidue {
+        dynamodb,
+        secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+        tenants_table,
+        auth_sessions_table: table_name(&env, vars::AUTH_SESSIONS_TABLE)?,
+        idempotency_table: table_name(&env, vars::IDEMPOTENCY_TABLE)?,
+        sync_state_table: table_name(&env, vars::SYNC_STATE_TABLE)?,
+        activities_table: table_name(&env, vars::ACTIVITIES_TABLE)?,
+    };
+    let more = TenantStores {
+        tenants: &tenants,
+        crm: &crm,
+        residue: &residue,
+    };
+    let report = aws
+        .stores(Duration::from_secs(wait_secs))
+        .offboard_tenant(&more, &tenant, OffsetDateTime::now_utc())
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for user in &report.users {
+        print_user(user);
+    }
+    println!(
+        "tenant {}: {} user(s) offboarded, tenant record {}, {} CRM entries deleted, \
+         domain aliases deleted: [{}], {} sign-in flow(s) in progress and {} Teams idempotency \
+         record(s) deleted",
+        report.tenant_id,
+        report.users.len(),
+        if report.tenant_record_deleted {
+            "deleted"
+        } else {
+            "absent"
+        },
+        report.crm_entries_deleted,
+        report.domain_aliases_deleted.join(", "),
+        report.auth_sessions_deleted,
+        report.idempotency_records_deleted
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_core::domain::FeatureBundle;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_tombstone_keeps_nothing_personal() {
+        let mut connection = Connection::new_active(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
+            UserId::parse("00000000-0000-0000-0000-000000000001").expect("guid"),
+            "adele@contoso.com",
+            FeatureBundle::All.scope_set(),
+            datetime!(2026-03-01 8:00 UTC),
+        );
+        connection.mail = Some("adele@contoso.com".into());
+        connection.display_name = Some("Adele Vance".into());
+        let gone = tombstone(&connection, datetime!(2026-03-02 8:00 UTC));
+        assert_eq!(gone.status, ConnectionStatus::Disconnected);
+        assert_eq!(gone.status_reason.as_deref(), Some(DISCONNECTED_REASON));
+        assert_eq!(gone.status_changed_at, datetime!(2026-03-02 8:00 UTC));
+        let json = serde_json::to_string(&gone).expect("json");
+        assert!(!json.contains("adele") && !json.contains("Adele"), "{json}");
+        assert!(gone.granted_scopes.usable_features().is_empty());
+        assert_eq!(
+            (gone.tenant_id, gone.user_id),
+            (connection.tenant_id, connection.user_id)
+        );
+    }
+}
