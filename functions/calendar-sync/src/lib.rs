@@ -14,7 +14,6 @@
 pub mod work;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
@@ -102,13 +101,6 @@ pub fn decode(payload: Value) -> Result<Invocation, HandlerError> {
         )),
         None => Err(HandlerError::UnknownEvent("neither SQS nor a schedule")),
     }
-}
-
-/// Lambda's deadline (milliseconds since the epoch) as an [`Instant`].
-pub fn deadline_instant(deadline_ms: u64) -> Instant {
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    let remaining = (i128::from(deadline_ms) - now_ms).max(0) as u64;
-    Instant::now() + Duration::from_millis(remaining)
 }
 
 /// Everything the handler runs on.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use calendar_sync::{CalendarSync, deadline_instant};
+use calendar_sync::CalendarSync;
 use connector_core::clock::SystemClock;
 use connector_core::config::Config;
 use connector_core::sync::LogSummarySink;
@@ -33,7 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();
         async move {
-            let deadline = deadline_instant(event.context.deadline);
+            let deadline = connector_core::sync::deadline_from_epoch_ms(event.context.deadline);
             app.handle(event.payload, deadline).await
         }
     }))

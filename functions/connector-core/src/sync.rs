@@ -969,8 +969,43 @@ fn error_message(error: &WorkError) -> String {
     text.chars().take(500).collect()
 }
 
+/// The invocation's deadline (Lambda's `deadline` context field: milliseconds since the
+/// epoch) as an [`Instant`].
+///
+/// A value that cannot be an epoch deadline (before 2001-09-09, i.e. under 10^12 ms) is
+/// read as the time left: local emulators such as `cargo lambda watch` send the
+/// function's timeout there (`600000`) instead of an absolute time, and reading it as
+/// "the deadline passed in 1970" would end every run before it starts.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    deadline_at(deadline_ms, time::OffsetDateTime::now_utc())
+}
+
+fn deadline_at(deadline_ms: u64, now: time::OffsetDateTime) -> Instant {
+    const EPOCH_DEADLINE_FLOOR_MS: u64 = 1_000_000_000_000;
+    let left_ms = if deadline_ms < EPOCH_DEADLINE_FLOOR_MS {
+        deadline_ms
+    } else {
+        let now_ms = now.unix_timestamp_nanos() / 1_000_000;
+        (i128::from(deadline_ms) - now_ms).max(0) as u64
+    };
+    Instant::now() + Duration::from_millis(left_ms)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deadlines_are_epoch_times_or_emulator_timeouts() {
+        let now = time::OffsetDateTime::now_utc();
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+        let left = |d: Instant| d.saturating_duration_since(Instant::now()).as_secs();
+        // A real Lambda deadline: 300 s from now.
+        assert!((298..=300).contains(&left(super::deadline_at(now_ms + 300_000, now))));
+        // A passed deadline leaves nothing.
+        assert_eq!(left(super::deadline_at(now_ms - 5_000, now)), 0);
+        // cargo lambda watch's fixed `600000`: ten minutes left, not "1970".
+        assert!((598..=600).contains(&left(super::deadline_at(600_000, now))));
+    }
+
     use super::*;
     use crate::domain::{FeatureBundle, UserId};
     use time::macros::datetime;

@@ -15,7 +15,6 @@ pub mod page;
 pub mod work;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use connector_core::clock::Clock;
@@ -143,15 +142,6 @@ pub enum HandlerError {
     UnknownEvent,
     #[error(transparent)]
     FanOut(#[from] connector_core::sync::FanOutError),
-}
-
-/// Lambda's deadline (milliseconds since the epoch) as an `Instant`.
-pub fn deadline_instant(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 /// Handles one invocation: a schedule (fan-out) or an SQS batch (worker).

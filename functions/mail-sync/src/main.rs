@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
     let app = mail_sync::build_app(&config, settings, &aws, Arc::new(LogSummarySink))?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let deadline = mail_sync::deadline_instant(event.context.deadline);
+        let deadline = connector_core::sync::deadline_from_epoch_ms(event.context.deadline);
         mail_sync::handle(app, event.payload, deadline)
             .await
             .map_err(Error::from)

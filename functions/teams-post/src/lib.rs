@@ -21,11 +21,3 @@ pub mod sanitize;
 pub mod wiring;
 
 pub use handler::{BatchReport, Outcome, Ports, Settings, TeamsPoster};
-
-/// Lambda's deadline (milliseconds since the epoch, from the invocation context) as an
-/// [`tokio::time::Instant`].
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> tokio::time::Instant {
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    let left = (i128::from(deadline_ms) - now_ms).max(0) as u64;
-    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
-}

@@ -9,7 +9,7 @@ use connector_core::clock::SystemClock;
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use teams_post::config::TeamsPostConfig;
 use teams_post::limiter::RateLimiter;
-use teams_post::{TeamsPoster, deadline_from_epoch_ms, wiring};
+use teams_post::{TeamsPoster, wiring};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -32,7 +32,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let poster = poster.clone();
         async move {
-            let deadline = deadline_from_epoch_ms(event.context.deadline);
+            let deadline = connector_core::sync::deadline_from_epoch_ms(event.context.deadline);
             Ok::<SqsBatchResponse, std::convert::Infallible>(
                 poster.handle(&event.payload, deadline).await,
             )
