@@ -283,8 +283,13 @@ async fn plumbing(state_dir: &std::path::Path) -> Result<ExitCode> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("stopping: waiting for invocations in flight");
-    plumbing.stop().await?;
+    // A long poll in progress would hold the stop for up to 20 s; invocations cut short
+    // leave their messages to reappear after the visibility timeout, as a crash would.
+    tracing::info!("stopping: waiting up to 3 s for invocations in flight");
+    match tokio::time::timeout(std::time::Duration::from_secs(3), plumbing.stop()).await {
+        Ok(stopped) => stopped?,
+        Err(_) => tracing::warn!("invocations still in flight at exit"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
