@@ -721,7 +721,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             discarded: total("mail", "discarded"),
             meetings: total("calendar", "stored"),
         };
-        if user.status != "connected" {
+        if user.status != "active" {
             failures.push(format!("{}: status {}", u.upn, user.status));
         }
         if user.stored == 0 || user.scanned <= user.stored {
@@ -740,7 +740,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         println!("{}", report.render());
         bail!("per-user checks failed:\n  {}", failures.join("\n  "));
     }
-    report.step("every user connected with mail and meetings stored");
+    report.step("every user active with mail and meetings stored");
     Ok(report)
 }
 
