@@ -31,11 +31,7 @@ const GRAPH_DELEGATED: &[(&str, &str, bool)] = &[
         "Have full access to your calendars",
         false,
     ),
-    (
-        "OnlineMeetings.Read",
-        "Read your online meetings",
-        false,
-    ),
+    ("OnlineMeetings.Read", "Read your online meetings", false),
     (
         "OnlineMeetings.ReadWrite",
         "Read and create your online meetings",
