@@ -51,6 +51,16 @@ class Crm:
         return False
 
 
+def peak_rss_kb() -> int:
+    """VmHWM of this process. Not ru_maxrss: Linux carries the parent's high-water mark into a child across fork and
+    exec, so a child of a large process would report its parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def load_spec(argv):
     """`--spec FILE`: the JSON the orchestrator writes (graphBase, path, pageSize, crm, owner, tenantDomain)."""
     if len(argv) != 3 or argv[1] != "--spec":

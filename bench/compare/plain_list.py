@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from crm_match import Crm, load_spec
+from crm_match import Crm, load_spec, peak_rss_kb
 
 PARTICIPANTS_ONE = ("from", "sender")
 PARTICIPANTS_MANY = ("toRecipients", "ccRecipients", "bccRecipients", "replyTo")
@@ -62,7 +62,7 @@ def main():
     report["matched"] = len(matched_ids)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report["processCpuMs"] = (usage.ru_utime + usage.ru_stime) * 1000
-    report["peakRssKb"] = usage.ru_maxrss
+    report["peakRssKb"] = peak_rss_kb()
     print(json.dumps(report))
 
 

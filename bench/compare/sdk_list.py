@@ -23,7 +23,7 @@ from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request
 from msgraph.graph_request_adapter import options as SDK_MIDDLEWARE_OPTIONS
 from msgraph_core import GraphClientFactory
 
-from crm_match import Crm, load_spec
+from crm_match import Crm, load_spec, peak_rss_kb
 
 
 class StaticToken:
@@ -103,7 +103,7 @@ def main():
     report["loopWallMs"] = (time.perf_counter() - wall) * 1000
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report["processCpuMs"] = (usage.ru_utime + usage.ru_stime) * 1000
-    report["peakRssKb"] = usage.ru_maxrss
+    report["peakRssKb"] = peak_rss_kb()
     print(json.dumps(report))
 
 

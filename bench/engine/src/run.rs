@@ -873,7 +873,7 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     let t = Instant::now();
     let sim = world::start_sim(&world::world_json(
         tenant.as_str(),
-        &[small.clone(), large.clone()],
+        &[small.clone(), large.clone(), warm_up.clone()],
         SEED,
     ))
     .await?;

@@ -111,3 +111,24 @@ pub async fn control(
     anyhow::ensure!(status.is_success(), "{path}: {status} {text}");
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn users_with_and_without_generated_mail_sign_in() -> Result<()> {
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let users = [
+            MailboxUser::new("avery", 20),
+            MailboxUser::new("blake", 30),
+            MailboxUser::new("casey", 0),
+        ];
+        let sim = start_sim(&world_json(&tenant, &users, 7)).await?;
+        for user in &users {
+            let tokens = sign_in_user(&sim.base_url(), &tenant, &user.upn).await?;
+            assert!(tokens.refresh_token.is_some());
+        }
+        Ok(())
+    }
+}
