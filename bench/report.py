@@ -14,13 +14,18 @@ TREE = "│├╰─ "
 
 
 def parse_divan(text: str) -> dict:
-    """divan's table → {"group/arg": {"median_ns", "fastest_ns", "alloc_count", "alloc_bytes", "samples"}}."""
+    """divan's table → {"group/arg": {"median_ns", "fastest_ns", "alloc_count", "alloc_bytes", "samples"}}.
+
+    Each benchmark row is followed by a throughput row and by `max alloc:`, `alloc:`, `dealloc:`, `grow:` blocks
+    (a count row, then a bytes row); only `alloc:` is read."""
     results, group, current, expect_alloc = {}, None, None, 0
     for line in text.splitlines():
-        cells = line.split("│")
+        # The tree drawn on the left uses the column separator's character too.
+        rest = line.lstrip(TREE)
+        cells = rest.split("│")
         if len(cells) < 6:
             continue
-        head = cells[0].lstrip(TREE)
+        head = cells[0]
         row = re.match(r"^(\S+)\s+([\d.]+)\s*(ns|µs|us|ms|s)\s*$", head)
         if row:
             name = row.group(1)
@@ -51,8 +56,7 @@ def parse_divan(text: str) -> dict:
                 expect_alloc = 0
             continue
         name = head.strip()
-        if name and re.match(r"^[A-Za-z_][\w]*$", name) and not cells[1].strip():
-            group = name if not line.startswith(("├", "╰", "│")) or line.lstrip(TREE) == line[len(line) - len(line.lstrip(TREE)):] else name
+        if re.match(r"^[A-Za-z_]\w*$", name) and not cells[1].strip():
             group = name
     return results
 
@@ -157,8 +161,11 @@ def main():
         discarded = s.get("Discarded", 0)
         steady = run.get("steady") or {}
         per_folder = steady.get("perFolder", {})
+        budget = (m.get("outlookBudget") or {}).get("budget") or 10_000
+        window_s = (m.get("outlookBudget") or {}).get("windowSeconds") or 600
         imports.append({
             "mailbox": run["mailbox"],
+            "outlookBudgetBoundS": (max(mailbox_requests - 1, 0) // budget) * window_s,
             "outcome": run["outcome"],
             "invocations": run["invocations"],
             "wallMs": run["wallMs"],
@@ -244,12 +251,68 @@ def main():
         "machine": m["machine"], "settings": settings, "setup": m["setup"], "totalSeconds": m["totalSeconds"],
         "engine": engine, "listings": [dict(v) for v in listings.values()], "wire": m.get("wire"),
         "importWarmUp": m.get("importWarmUp"), "imports": imports, "fanOut": fo, "coldStarts": cold, "pythonImport": m["pythonImport"],
-        "targets": targets, "notes": m.get("notes", []),
+        "targets": targets, "notes": m.get("notes", []), "outlookBudget": m.get("outlookBudget"),
+        "missed": missed_notes(targets, engine, listings, imports, m),
     }
     (out / "report.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     (out / "report.md").write_text(markdown(result))
     met = sum(t["met"] for t in targets)
     print(f"report: {out / 'report.md'} ({met}/{len(targets)} targets met)")
+
+
+def missed_notes(targets, engine, listings, imports, m) -> list:
+    """Why each missed target is missed, from this run's own figures, and what would close it."""
+    notes = []
+    missed = {t["target"].split(" (")[0] for t in targets if not t["met"]}
+    page = m["settings"]["pageSize"]
+    e = engine.get(f"parse_and_match/{page}") or {}
+    g = engine.get(f"gunzip/{page}") or {}
+    if any(t.startswith("engine") for t in missed) and e:
+        notes.append(
+            f"Engine: {e['nsPerMessage']:.0f} ns and {e['allocsPerMessage']:.1f} allocations per message, "
+            f"{(engine.get(f'parse_only/{page}') or {}).get('nsPerMessage', 0):.0f} ns of it in the parse. mail-sync's page types "
+            "declare `Option<Cow<'a, str>>` fields with `#[serde(borrow)]`, but serde borrows only plain `Cow<'a, str>` fields: "
+            "every optional string (`@odata.type`, `receivedDateTime`, each participant's address) is copied into a new "
+            "String. Borrowing them (`Option<&'a str>` with an owned fallback for escaped strings, or a `deserialize_with` that "
+            "borrows) removes most of those allocations.")
+    rust = next((l for (c, mb), l in listings.items() if c == "rust" and mb == m["settings"]["smallMailbox"]), None)
+    if any(t.startswith("worker CPU per listed message") for t in missed) and rust:
+        parts = f"engine {e.get('nsPerMessage', 0) / 1000:.2f} µs"
+        if g:
+            parts += f", gunzip {g['nsPerMessage'] / 1000:.2f} µs"
+        notes.append(
+            f"CPU per listed message: the Rust listing spends {rust['cpuUsPerMessage']:.2f} µs per message ({parts}, the rest "
+            "is HTTP and the async runtime). The parse allocations above and the gzip backend (flate2's default miniz_oxide "
+            "under reqwest; Python's zlib is C) are the two levers: borrowed strings in the page types, and flate2's "
+            "`zlib-rs` backend (a workspace feature) for decompression.")
+    big = max(imports, key=lambda i: i["mailbox"]) if imports else None
+    w = m.get("importWarmUp") or {}
+    if any("peak RSS of the worker" in t for t in missed) and big:
+        cold = [c for c in m["coldStarts"] if c["function"] == "mail-sync" and not c.get("skipped")]
+        cold_rss = cold[0]["peakRssKb"] / 1024 if cold else 0
+        notes.append(
+            f"Peak RSS: a fresh mail-sync process peaks at {cold_rss:.1f} MB; loading the tenant's CRM index "
+            f"({m['settings']['crmAddresses']:,} addresses, {m['settings']['crmDomains']:,} domains) takes the warm container "
+            f"to {w.get('rssAfterKb', 0) / 1024:.1f} MB, and the imports add only {big['peakGrowthKb'] / 1024:.1f} MB on top "
+            "(memory is flat in mailbox size). The index is held as `CrmIndexContent` (BTreeMaps of Strings with per-record "
+            "Vecs) plus the matcher's HashMap copies, after a load that parses every DynamoDB page into SDK maps; glibc keeps "
+            "what the load freed. A compact index (one sorted arena of addresses and domains, the loaded content dropped once "
+            "the matcher is built) and fewer malloc arenas (MALLOC_ARENA_MAX=2) are the candidates (not measured here).")
+    if any("wall time vs Graph-latency limit" in t for t in missed) and big:
+        notes.append(
+            f"Wall time: {big['wallMs'] / 1000:.0f} s against a {big['latencyLimitMs'] / 1000:.0f} s limit. Each `$batch` holds "
+            f"all 4 mailbox slots for its own round trip as well as its items' ({big['simRequests']['batchCalls']:,} batches: the "
+            f"limit becomes {big['latencyLimitWithBatchRoundTripsMs'] / 1000:.0f} s), and the store's writes sit on the page "
+            f"path: moto took {big['motoMsByOperation'].get('DynamoDB_20120810.BatchWriteItem', 0) / 1000:.0f} s to answer "
+            "BatchWriteItem. Releasing the slots during the outer round trip (Outlook counts only the inner requests) and "
+            "overlapping a page's store with the next page's fetches are the candidates.")
+    if any(t.endswith("zipped binary") for t in missed):
+        notes.append(
+            "Zipped binaries: x86_64 builds of the release profile (opt-level 3, thin LTO, stripped), each with the AWS SDK "
+            "and its aws-lc crypto; what takes the space was not broken down here. Candidates (not measured): opt-level "
+            "\"s\" with fat LTO for these binaries, rustls on ring instead of aws-lc. `make build` (cargo lambda, arm64) "
+            "makes the shipped binaries, which this run does not measure.")
+    return notes
 
 
 def markdown(r) -> str:
@@ -291,6 +354,7 @@ def markdown(r) -> str:
         ("Graph-latency limit", lambda i: f"{i['latencyLimitMs'] / 1000:.1f} s"),
         ("wall ÷ limit", lambda i: fmt(i["wallOverLimit"])),
         ("limit counting one round trip per $batch", lambda i: f"{i['latencyLimitWithBatchRoundTripsMs'] / 1000:.1f} s"),
+        ("Outlook budget bound (see below)", lambda i: f"≥ {i['outlookBudgetBoundS'] / 60:.0f} min" if i["outlookBudgetBoundS"] else "none"),
         ("worker CPU (user+sys)", lambda i: f"{i['cpuMs'] / 1000:.2f} s"),
         ("worker CPU per listed message (everything)", lambda i: f"{fmt(i['cpuUsPerListedMessage'])} µs"),
         ("peak RSS of the worker (warm container)", lambda i: f"{i['peakRssKb'] / 1024:.1f} MB"),
@@ -316,6 +380,11 @@ def markdown(r) -> str:
         f"(Outlook's per-mailbox concurrency), the longest chain of one folder's pages × {s['latencyMs']} ms). "
         "Mailbox requests are every request the sim logged for the user except the outer `$batch` calls, which are not "
         "mailbox requests at Outlook.\n")
+    ob = r.get("outlookBudget") or {}
+    add(f"Outlook allows {ob.get('budget', 10000):,} requests per app and mailbox in {ob.get('windowSeconds', 600)} s (the sim "
+        "enforces it; every request inside a `$batch` counts). The sim's budget was lifted for these imports so that the import "
+        "itself is measured; at Microsoft an import that needs more requests than that waits for the window (the worker parks the "
+        "mailbox and resumes later), hence the budget bound above.\n")
     w = r.get("importWarmUp") or {}
     if w:
         add(f"The worker process is a warm container: one `mail-sync` process (cold start {w['coldStartMs']:.0f} ms) first ran a job "
@@ -385,6 +454,11 @@ def markdown(r) -> str:
         add(f"- {w['mailbox']:,}-message listing: {w['pages']} pages, {w['decodedBytes']:,} bytes decoded, "
             f"{w['gzipBytes']:,} bytes on the wire (gzip)")
     add("")
+    if r.get("missed"):
+        add("## Why targets are missed, and what would close them\n")
+        for n in r["missed"]:
+            add(f"- {n}")
+        add("")
     if r["notes"]:
         add("## Notes from the run\n")
         for n in r["notes"]:

@@ -1,8 +1,8 @@
 //! `make bench` (issue 9): measured speed, memory and cost of the connector, side by side
 //! with what teams would otherwise use.
 //!
-//! - [`engine`]: the worker's per-page parse + match, timed by the divan benchmark
-//!   (`benches/engine.rs`) and used by the Rust listing client.
+//! - The engine itself is mail-sync's `page::scan_page` (parse, classify, match, keep ids),
+//!   timed by the divan benchmark (`benches/engine.rs`) and used by the Rust listing client.
 //! - [`run`]: the orchestrator of every other measurement, against microsoft-sim and moto,
 //!   through the real release binaries ([`lambda`]: a local Lambda Runtime API) with AWS
 //!   calls counted by a proxy ([`awsproxy`]) and process figures from `/proc`
@@ -13,7 +13,6 @@
 
 pub mod awsproxy;
 pub mod crm;
-pub mod engine;
 pub mod lambda;
 pub mod listing;
 pub mod procstat;

@@ -2,7 +2,7 @@
 //! comparison with the Python clients: the worker's Graph client (`GraphClient` /
 //! `MailboxSession`: reqwest, gzip, `Prefer` headers, the per-mailbox slots) pages a folder's
 //! message delta with the worker's `$select` and page size, and each page goes through the
-//! worker's parser and matcher ([`crate::engine::scan_page`]). Nothing is fetched or stored:
+//! worker's own engine (`mail_sync::page::scan_page`). Nothing is fetched or stored:
 //! this is the "HTTP read + parse + match" cost per listed message that issue 9 compares.
 
 use std::path::PathBuf;
@@ -16,9 +16,9 @@ use connector_core::graph::{GraphClient, Prefer, graph_http_client};
 use connector_core::matching::CrmMatcher;
 use connector_core::oauth::{BearerSource, TokenError};
 use connector_core::secret::AccessToken;
+use mail_sync::page::scan_page;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::scan_page;
 use crate::procstat;
 
 /// What to list.
@@ -95,7 +95,7 @@ pub async fn run(spec: &ListingSpec) -> Result<ListingReport> {
     loop {
         let body = session.get(&url, &prefer).await?;
         report.bytes += body.len() as u64;
-        let scan = scan_page(&body, &matcher)?;
+        let scan = scan_page(&body, &matcher, &[], false)?;
         drop(body);
         report.pages += 1;
         report.listed += scan.listed;

@@ -25,7 +25,7 @@ async fn the_reduced_demo_journey_completes_every_step() {
         "every user of both tenants is reported"
     );
     for user in &report.users {
-        assert_eq!(user.status, "connected", "{user:?}");
+        assert_eq!(user.status, "active", "{user:?}");
         // 30 inbox + 30 sent generated, plus the hand-written inbox messages.
         assert!(user.scanned >= 60, "{user:?}");
         assert!(user.stored > 0 && user.discarded > 0, "{user:?}");
