@@ -44,6 +44,10 @@ enum Command {
         /// Leave msgraph-sdk out (it is the slow part of the run).
         #[arg(long)]
         no_sdk: bool,
+        /// Run only these parts (comma-separated: cold, listings, imports, fan-out); the
+        /// report needs them all.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(run::PARTS))]
+        only: Vec<String>,
     },
     /// Pages a folder like the worker's listing (child process of `run`); token in
     /// BENCH_GRAPH_TOKEN; prints one JSON report line.
@@ -67,6 +71,7 @@ async fn main() -> Result<()> {
             latency_ms,
             cold_runs,
             no_sdk,
+            only,
         } => {
             let repo = std::fs::canonicalize(&repo).context("the repository root")?;
             let out = repo.join(out);
@@ -81,6 +86,11 @@ async fn main() -> Result<()> {
                 latency_ms,
                 cold_runs,
                 sdk: !no_sdk,
+                parts: if only.is_empty() {
+                    run::PARTS.iter().map(|p| p.to_string()).collect()
+                } else {
+                    only.into_iter().collect()
+                },
             };
             let measurements = run::run(options).await?;
             let path = out.join("measurements.json");

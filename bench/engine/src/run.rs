@@ -51,7 +51,19 @@ pub struct RunOptions {
     pub cold_runs: usize,
     /// msgraph-sdk lists only the small mailbox (about 5–10 ms of CPU per message).
     pub sdk: bool,
+    /// The parts to run (`cold`, `listings`, `imports`, `fan-out`); `make bench` runs all.
+    /// A partial run is for working on one figure: `report.py` expects every part.
+    pub parts: BTreeSet<String>,
 }
+
+impl RunOptions {
+    fn runs(&self, part: &str) -> bool {
+        self.parts.contains(part)
+    }
+}
+
+/// Every part of a full run.
+pub const PARTS: [&str; 4] = ["cold", "listings", "imports", "fan-out"];
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -918,9 +930,11 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     .await?;
 
     // ---- cold starts (on the empty stack) and Python's import
-    m.cold_starts = cold_starts(&options, &cold_store, &proxy, &base).await?;
-    progress("cold import of boto3 + msal");
-    m.python_import = python_import(&options).await?;
+    if options.runs("cold") {
+        m.cold_starts = cold_starts(&options, &cold_store, &proxy, &base).await?;
+        progress("cold import of boto3 + msal");
+        m.python_import = python_import(&options).await?;
+    }
     proxy.take();
 
     // ---- side by side: the same folder, the same $select and page size, the same CRM
@@ -928,7 +942,12 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
         "/me/mailFolders/inbox/messages/delta?$select={}",
         mail_sync::page::LIST_SELECT
     );
-    for user in [&small, &large] {
+    let listed_users: &[&MailboxUser] = if options.runs("listings") {
+        &[&small, &large]
+    } else {
+        &[]
+    };
+    for user in listed_users {
         let tokens = world::sign_in_user(&base, tenant.as_str(), &user.upn).await?;
         let spec = ListingSpec {
             graph_base: base.clone(),
@@ -1000,12 +1019,16 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     )
     .await?;
     m.outlook_budget = throttle;
-    let (warm_up, runs) = imports(&mut ctx, &warm_up, &[&small, &large]).await?;
-    m.import_warm_up = warm_up;
-    m.imports = runs;
+    if options.runs("imports") {
+        let (warm_up, runs) = imports(&mut ctx, &warm_up, &[&small, &large]).await?;
+        m.import_warm_up = warm_up;
+        m.imports = runs;
+    }
 
     // ---- fan-out
-    m.fan_out = fan_out(&options, &store, &proxy, &base).await?;
+    if options.runs("fan-out") {
+        m.fan_out = fan_out(&options, &store, &proxy, &base).await?;
+    }
 
     sim.shutdown().await;
     m.total_seconds = started.elapsed().as_secs_f64();
