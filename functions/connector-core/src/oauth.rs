@@ -194,9 +194,16 @@ pub enum DriverError {
     /// 5xx (and 429) bodies are not OAuth errors worth parsing.
     #[error("HTTP {0}")]
     Status(u16),
+    /// More than [`MAX_TOKEN_RESPONSE_BYTES`]: not read, whatever it is.
+    #[error("response larger than {MAX_TOKEN_RESPONSE_BYTES} bytes")]
+    TooLarge,
 }
 
-/// Drives oauth2's requests through a reqwest 0.13 client.
+/// Token responses larger than this are not read (a real one is a few KB).
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Drives oauth2's requests through a reqwest 0.13 client: the one driver for every grant
+/// (consent-callback's code redemption and the workers' refreshes).
 #[derive(Clone, Debug)]
 pub struct ReqwestDriver(pub reqwest::Client);
 
@@ -221,11 +228,20 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ReqwestDriver {
             if status.is_server_error() || status.as_u16() == 429 {
                 return Err(DriverError::Status(status.as_u16()));
             }
+            if response
+                .content_length()
+                .is_some_and(|length| length > MAX_TOKEN_RESPONSE_BYTES as u64)
+            {
+                return Err(DriverError::TooLarge);
+            }
             let headers = response.headers().clone();
             let bytes = response
                 .bytes()
                 .await
                 .map_err(|error| DriverError::Transport(error.without_url()))?;
+            if bytes.len() > MAX_TOKEN_RESPONSE_BYTES {
+                return Err(DriverError::TooLarge);
+            }
             let mut out = http::Response::builder().status(status);
             for (name, value) in &headers {
                 out = out.header(name, value);
@@ -278,12 +294,15 @@ pub struct RefreshClient {
     client_id: String,
 }
 
-/// A reqwest client fit for token endpoints: no redirects, bounded time.
+/// The reqwest client for Microsoft's identity endpoints (token endpoint, JWKS, discovery):
+/// no redirects, so a token request can never be forwarded elsewhere, and bounded time
+/// (15 s: consent-callback redeems codes inside API Gateway's 30 s).
 pub fn token_http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(20))
+        .timeout(std::time::Duration::from_secs(15))
+        .user_agent(concat!("office365-connector/", env!("CARGO_PKG_VERSION")))
         .build()
 }
 
@@ -348,6 +367,9 @@ impl RefreshClient {
                 }
                 RequestTokenError::Request(DriverError::Build(message)) => {
                     OAuthError::Malformed(message)
+                }
+                RequestTokenError::Request(error @ DriverError::TooLarge) => {
+                    OAuthError::Malformed(error.to_string())
                 }
                 // serde's message may quote the body, which may hold a token: keep the path only.
                 RequestTokenError::Parse(error, _) => {

@@ -1,6 +1,7 @@
 //! Redeeming an authorization code at `{LOGIN_BASE_URL}/{authority}/oauth2/v2.0/token`: the
-//! [`CodeExchange`] port and its implementation on the `oauth2` crate, driven by our own
-//! reqwest client (redirects off, so a token request can never be forwarded elsewhere),
+//! [`CodeExchange`] port and its implementation on the `oauth2` crate, driven by
+//! connector-core's [`ReqwestDriver`] (the workers' refresh grant uses the same one: redirects
+//! off, so a token request can never be forwarded elsewhere; responses size-capped),
 //! with Microsoft's token-response (`id_token`) and error-response (`error_codes`,
 //! `trace_id`, `correlation_id`, `suberror`) shapes. Client authentication is
 //! `client_secret_post`.
@@ -8,6 +9,8 @@
 use async_trait::async_trait;
 use connector_core::config::BaseUrl;
 use connector_core::domain::ScopeSet;
+use connector_core::oauth::ReqwestDriver;
+pub use connector_core::oauth::token_http_client as http_client;
 use connector_core::secret::{AuthCode, ClientSecret, PkceVerifier, RefreshToken, SecretString};
 use oauth2::basic::{
     BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
@@ -20,9 +23,6 @@ use oauth2::{
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{MicrosoftError, TokenErrorBody};
-
-/// Token responses larger than this are not read (a real one is a few KB).
-const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// What a code redemption gives us. The access token is not kept: this function never calls Graph.
 #[derive(Debug)]
@@ -82,9 +82,10 @@ type MicrosoftClient = oauth2::Client<
     EndpointSet,
 >;
 
-/// The real exchange. `http` must be built with redirects disabled (see [`http_client`]).
+/// The real exchange, through connector-core's token-endpoint driver. `http` must be built
+/// with redirects disabled (see [`http_client`]).
 pub struct OAuthCodeExchange {
-    http: reqwest::Client,
+    driver: ReqwestDriver,
     login_base_url: BaseUrl,
     client_id: String,
     client_secret: ClientSecret,
@@ -98,7 +99,7 @@ impl OAuthCodeExchange {
         client_secret: ClientSecret,
     ) -> Self {
         Self {
-            http,
+            driver: ReqwestDriver(http),
             login_base_url,
             client_id: client_id.into(),
             client_secret,
@@ -129,58 +130,6 @@ impl OAuthCodeExchange {
     }
 }
 
-/// The one HTTP client for Microsoft's identity endpoints: no redirects, bounded time.
-pub fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(15))
-        .user_agent(concat!("office365-connector/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("request failed")]
-    Request(#[source] reqwest::Error),
-    #[error("response too large")]
-    TooLarge,
-    #[error("response could not be built")]
-    Build(#[source] http::Error),
-}
-
-/// Sends an oauth2 request through reqwest.
-pub async fn send(
-    client: &reqwest::Client,
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, HttpError> {
-    let (parts, body) = request.into_parts();
-    let response = client
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(HttpError::Request)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    if response
-        .content_length()
-        .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(HttpError::TooLarge);
-    }
-    let bytes = response.bytes().await.map_err(HttpError::Request)?;
-    if bytes.len() > MAX_RESPONSE_BYTES {
-        return Err(HttpError::TooLarge);
-    }
-    let mut builder = http::Response::builder().status(status);
-    if let Some(map) = builder.headers_mut() {
-        *map = headers;
-    }
-    builder.body(bytes.to_vec()).map_err(HttpError::Build)
-}
-
 #[async_trait]
 impl CodeExchange for OAuthCodeExchange {
     #[tracing::instrument(skip_all, fields(authority = authority))]
@@ -192,15 +141,10 @@ impl CodeExchange for OAuthCodeExchange {
         redirect_uri: &str,
     ) -> Result<TokenSet, ExchangeError> {
         let client = self.client(authority, redirect_uri)?;
-        let shared = self.http.clone();
-        let http = move |request: oauth2::HttpRequest| {
-            let client = shared.clone();
-            async move { send(&client, request).await }
-        };
         let response = client
             .exchange_code(AuthorizationCode::new(code.into_secret()))
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.into_secret()))
-            .request_async(&http)
+            .request_async(&self.driver)
             .await
             .map_err(|error| match error {
                 RequestTokenError::ServerResponse(body) => {
