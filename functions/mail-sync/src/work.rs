@@ -9,10 +9,15 @@
 //!    gzip), parse it borrowing from the body, match in memory, keep only the ids of
 //!    matches and removals, drop the page;
 //! 2. fetch the matches through `$batch` (20 per call, `outlook.body-content-type="text"`),
-//!    store them (upserts keyed by immutable id), delete removed ones (only when the stored
-//!    copy is in this folder: a message moved to another synced folder is kept);
-//! 3. checkpoint the folder's cursor (the nextLink, at the end the deltaLink); the next page
-//!    is already being listed while 2–3 run.
+//!    each call one `dependsOn` chain holding one of the mailbox's slots, so that four of
+//!    them keep Outlook's 4 slots busy without idling through each call's outer round trip;
+//! 3. store them (upserts keyed by immutable id), delete removed ones (only when the stored
+//!    copy is in this folder: a message moved to another synced folder is kept), and
+//!    checkpoint the folder's cursor (the nextLink, at the end the deltaLink).
+//!
+//! The three run at once as a pipeline per folder (listing ahead, fetches running on into
+//! the next page's matches, the store behind them), with checkpoints strictly in page
+//! order; see `MailWork::sync_folder`.
 //!
 //! ## Completeness beyond 5,000 messages
 //! A `$filter`ed message delta returns at most 5,000 messages (delta-query-messages). The
@@ -44,9 +49,11 @@ use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSessio
 use connector_core::matching::CrmMatcher;
 use connector_core::ports::{ActivityStore, CrmIndex, SyncStateStore};
 use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
+use futures::future::Either;
 use futures::{StreamExt, TryStreamExt, stream};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -55,6 +62,11 @@ use crate::page::{FETCH_SELECT, Fetched, LIST_SELECT, PageScan, scan_page};
 
 /// Microsoft's cap on a `$filter`ed message delta round.
 pub const FILTERED_DELTA_CAP: u64 = 5_000;
+
+/// Fetch batches (and page ends) a folder's fetcher keeps queued: a page's matches (≈100
+/// at 20 % of 500, five batches) and the start of the next, so that a page's last batches
+/// never leave lanes idle.
+const FETCHES_PER_FOLDER: usize = 6;
 
 /// Tunables (environment variables in the function, see `Settings::from_env`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +79,8 @@ pub struct MailSettings {
     pub folder_refresh: time::Duration,
     /// Folders walked at once.
     pub folder_concurrency: usize,
-    /// `$batch` calls in flight per folder page.
+    /// One-lane `$batch` fetches in flight per run, all folders together (each holds one
+    /// of the mailbox's 4 slots; listings take the others as they come).
     pub fetch_concurrency: usize,
 }
 
@@ -201,6 +214,38 @@ struct FolderEnv<'a> {
     window: SyncWindow,
     deadline: Instant,
     counters: Mutex<SyncCounters>,
+    /// Fetch batches in flight, all folders together. Bounding them here, before they
+    /// queue for the mailbox's slots, keeps a folder's next listing from waiting behind
+    /// every queued fetch of every folder.
+    fetch_lanes: Semaphore,
+}
+
+/// What the lister hands down a folder's pipeline, in order.
+enum Step {
+    Page(ListedPage),
+    /// The delta state was lost: the folder's import starts over from this cursor, saved
+    /// after the pages listed before it.
+    Restart(FolderCursor),
+}
+
+/// A listed and matched page: only ids outlive the page's body.
+struct ListedPage {
+    /// Ids to fetch (taken by the fetcher).
+    matched: Vec<String>,
+    matched_count: u64,
+    removed: Vec<String>,
+    listed: u64,
+    discarded: u64,
+    /// The cursor once this page is stored.
+    next: FolderCursor,
+}
+
+/// A step whose matches are fetched, ready for the storer.
+struct Ready {
+    step: Step,
+    activities: Vec<Activity>,
+    /// Matched when listed, but gone or no longer matching when fetched.
+    not_kept: u64,
 }
 
 impl FolderEnv<'_> {
@@ -352,28 +397,137 @@ impl MailWork {
         Ok(())
     }
 
-    /// Walks one folder until its round (and backfill) is done or time is up.
+    /// Walks one folder until its round (and backfill) is done or time is up, as a
+    /// pipeline of three stages that run at once (see [`Step`]):
+    ///
+    /// 1. the lister lists and matches page after page, up to one page ahead of the
+    ///    fetcher;
+    /// 2. the fetcher fetches the matches through one-lane `$batch`es, continuing into the
+    ///    next page's matches while the last ones of a page are out (at most
+    ///    [`FETCHES_PER_FOLDER`] batches queued, the run's [`FolderEnv::fetch_lanes`] in
+    ///    flight);
+    /// 3. the storer stores each page's matches, applies its removals and checkpoints the
+    ///    cursor after it, strictly in page order: a checkpoint is written only once
+    ///    everything before it is stored.
+    ///
+    /// Memory stays flat: a page's body is dropped once matched, and matches are held for
+    /// at most the page being fetched, one fetched page waiting and the one being stored.
     async fn sync_folder(
         &self,
         env: &FolderEnv<'_>,
+        cursor: FolderCursor,
+    ) -> Result<WorkOutcome, WorkError> {
+        let folder_id = cursor.folder_id.clone();
+        let folder = folder_id.as_str();
+        let mut totals = cursor.counters;
+        let (listed_tx, listed_rx) = tokio::sync::mpsc::channel::<Step>(1);
+        let (fetched_tx, mut fetched_rx) = tokio::sync::mpsc::channel::<Ready>(1);
+
+        let lister = self.list_folder(env, cursor, listed_tx);
+
+        let fetcher = async move {
+            let listed = stream::unfold(listed_rx, |mut rx| async move {
+                rx.recv().await.map(|step| (step, rx))
+            });
+            let work = listed
+                .flat_map(|mut step| {
+                    let chunks: Vec<Vec<String>> = match &mut step {
+                        Step::Page(page) => chunked(std::mem::take(&mut page.matched)),
+                        Step::Restart(_) => Vec::new(),
+                    };
+                    stream::iter(
+                        chunks
+                            .into_iter()
+                            .map(Either::Left)
+                            .chain(std::iter::once(Either::Right(step))),
+                    )
+                })
+                .map(|item| async move {
+                    match item {
+                        Either::Left(ids) => self.fetch(env, folder, &ids).await.map(Either::Left),
+                        Either::Right(step) => Ok(Either::Right(step)),
+                    }
+                })
+                .buffered(FETCHES_PER_FOLDER);
+            let mut work = std::pin::pin!(work);
+            let mut activities = Vec::new();
+            let mut not_kept = 0u64;
+            while let Some(done) = work.try_next().await? {
+                match done {
+                    Either::Left((fetched, dropped)) => {
+                        activities.extend(fetched);
+                        not_kept += dropped;
+                    }
+                    Either::Right(step) => {
+                        let ready = Ready {
+                            step,
+                            activities: std::mem::take(&mut activities),
+                            not_kept: std::mem::take(&mut not_kept),
+                        };
+                        if fetched_tx.send(ready).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok::<(), WorkError>(())
+        };
+
+        let storer = async {
+            while let Some(ready) = fetched_rx.recv().await {
+                match ready.step {
+                    Step::Restart(mut cursor) => {
+                        cursor.counters = totals;
+                        env.state.put_cursor(env.key, &cursor).await?;
+                    }
+                    Step::Page(page) => {
+                        let mut counters = SyncCounters {
+                            scanned: page.listed,
+                            pages: 1,
+                            matched: page.matched_count,
+                            stored: ready.activities.len() as u64,
+                            discarded: page.discarded + ready.not_kept,
+                            ..SyncCounters::default()
+                        };
+                        if !ready.activities.is_empty() {
+                            self.activities.upsert_activities(&ready.activities).await?;
+                        }
+                        drop(ready.activities);
+                        counters.removed = self.apply_removals(env, folder, &page.removed).await?;
+                        totals.add(&counters);
+                        let mut next = page.next;
+                        next.counters = totals;
+                        env.state.put_cursor(env.key, &next).await?;
+                        env.add(&counters);
+                    }
+                }
+            }
+            Ok::<(), WorkError>(())
+        };
+
+        let (outcome, (), ()) = tokio::try_join!(lister, fetcher, storer)?;
+        Ok(outcome)
+    }
+
+    /// The lister stage of [`Self::sync_folder`]: lists and matches the folder's pages in
+    /// order and hands each on with the cursor that follows it.
+    async fn list_folder(
+        &self,
+        env: &FolderEnv<'_>,
         mut cursor: FolderCursor,
+        out: tokio::sync::mpsc::Sender<Step>,
     ) -> Result<WorkOutcome, WorkError> {
         let prefer = [
             Prefer::MaxPageSize(self.settings.page_size),
             Prefer::ImmutableId,
         ];
-        let mut prefetched: Option<(String, Result<Vec<u8>, GraphError>)> = None;
         let mut boundary_ids: Vec<String> = Vec::new();
         loop {
             if env.out_of_time() {
                 return Ok(WorkOutcome::OutOfTime);
             }
             let (url, phase) = self.next_request(&mut cursor, env.window);
-            let body = match prefetched.take() {
-                Some((prefetched_url, body)) if prefetched_url == url => body,
-                _ => env.session.get(&url, &prefer).await,
-            };
-            let body = match body {
+            let body = match env.session.get(&url, &prefer).await {
                 Ok(body) => body,
                 Err(error) if phase == Phase::Delta && error.is_sync_state_lost() => {
                     warn!(
@@ -381,8 +535,11 @@ impl MailWork {
                         "delta state lost (410); importing the folder's window again"
                     );
                     restart(&mut cursor, env.clock.now());
-                    env.state.put_cursor(env.key, &cursor).await?;
                     boundary_ids.clear();
+                    // Saved in order, after the pages listed before it.
+                    if out.send(Step::Restart(cursor.clone())).await.is_err() {
+                        return Ok(WorkOutcome::OutOfTime);
+                    }
                     continue;
                 }
                 Err(error) => return Err(error.into()),
@@ -435,41 +592,27 @@ impl MailWork {
                 }
             }
             next.updated_at = env.clock.now();
-            let upcoming = (!done && !env.out_of_time()).then(|| {
-                let mut peek = next.clone();
-                self.next_request(&mut peek, env.window).0
-            });
-
-            let store = async {
-                let mut page = SyncCounters {
-                    scanned: result.listed,
-                    pages: 1,
-                    ..SyncCounters::default()
-                };
-                let (stored, not_kept) = self
-                    .fetch_and_store(env, &next.folder_id, &result.matched)
-                    .await?;
-                page.matched = result.matched.len() as u64;
-                page.stored = stored;
-                page.discarded = result.discarded + not_kept;
-                page.removed = self
-                    .apply_removals(env, &next.folder_id, &result.removed)
-                    .await?;
-                next.counters.add(&page);
-                env.state.put_cursor(env.key, &next).await?;
-                env.add(&page);
-                Ok::<(), WorkError>(())
+            let PageScan {
+                matched,
+                removed,
+                listed,
+                discarded,
+                boundary_ids: boundary,
+                ..
+            } = result;
+            boundary_ids = boundary;
+            cursor = next.clone();
+            let page = ListedPage {
+                matched_count: matched.len() as u64,
+                matched,
+                removed,
+                listed,
+                discarded,
+                next,
             };
-            match upcoming {
-                Some(upcoming) => {
-                    let (stored, listed) = tokio::join!(store, env.session.get(&upcoming, &prefer));
-                    stored?;
-                    prefetched = Some((upcoming, listed));
-                }
-                None => store.await?,
+            if out.send(Step::Page(page)).await.is_err() {
+                return Ok(WorkOutcome::OutOfTime);
             }
-            boundary_ids = result.boundary_ids;
-            cursor = next;
             if done {
                 return Ok(WorkOutcome::Complete);
             }
@@ -534,40 +677,36 @@ impl MailWork {
         })
     }
 
-    /// Fetches the matched messages (20 per `$batch`) and stores those still matching;
-    /// returns (stored, matched but not kept).
-    async fn fetch_and_store(
+    /// Fetches up to 20 matched messages through one one-lane `$batch` (one of the run's
+    /// [`FolderEnv::fetch_lanes`]) and keeps those still matching; returns them and the
+    /// number matched but not kept.
+    async fn fetch(
         &self,
         env: &FolderEnv<'_>,
         folder_id: &str,
         ids: &[String],
-    ) -> Result<(u64, u64), WorkError> {
-        if ids.is_empty() {
-            return Ok((0, 0));
-        }
-        let now = env.clock.now();
-        let chunks: Vec<Vec<BatchRequest>> = ids
-            .chunks(BATCH_LIMIT)
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, id)| BatchRequest {
-                        id: i.to_string(),
-                        url: format!("/me/messages/{}?$select={FETCH_SELECT}", segment(id)),
-                        prefer: vec![Prefer::ImmutableId, Prefer::BodyText],
-                    })
-                    .collect()
+    ) -> Result<(Vec<Activity>, u64), WorkError> {
+        let requests: Vec<BatchRequest> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| BatchRequest {
+                id: i.to_string(),
+                url: format!("/me/messages/{}?$select={FETCH_SELECT}", segment(id)),
+                prefer: vec![Prefer::ImmutableId, Prefer::BodyText],
             })
             .collect();
-        let answers: Vec<Vec<connector_core::graph::BatchItem>> = stream::iter(chunks)
-            .map(|chunk| async move { env.session.batch(&chunk).await })
-            .buffer_unordered(self.settings.fetch_concurrency.max(1))
-            .try_collect()
-            .await?;
-        let mut activities = Vec::new();
+        let answers = {
+            let _lane = env
+                .fetch_lanes
+                .acquire()
+                .await
+                .expect("the fetch lanes are never closed");
+            env.session.batch_in_lanes(&requests, 1).await?
+        };
+        let now = env.clock.now();
+        let mut activities = Vec::with_capacity(answers.len());
         let mut not_kept = 0u64;
-        for item in answers.into_iter().flatten() {
+        for item in answers {
             match item.status {
                 200 => {}
                 // Deleted or moved out since it was listed: the delta reports it.
@@ -589,11 +728,7 @@ impl MailWork {
                 None => not_kept += 1,
             }
         }
-        let stored = activities.len() as u64;
-        if !activities.is_empty() {
-            self.activities.upsert_activities(&activities).await?;
-        }
-        Ok((stored, not_kept))
+        Ok((activities, not_kept))
     }
 
     /// Deletes the stored copies of removed messages that are filed in this folder (one
@@ -617,6 +752,19 @@ impl MailWork {
             .await?;
         Ok(deleted.into_iter().filter(|deleted| *deleted).count() as u64)
     }
+}
+
+/// Ids in `$batch`es of at most 20, of even sizes (21 ids are 11 + 10, not 20 + 1: each
+/// batch is one lane, and a page's batches run side by side).
+fn chunked(ids: Vec<String>) -> Vec<Vec<String>> {
+    let batches = ids.len().div_ceil(BATCH_LIMIT);
+    let mut chunks = Vec::with_capacity(batches);
+    let mut ids = ids.into_iter();
+    for left in (1..=batches).rev() {
+        let size = ids.len().div_ceil(left);
+        chunks.push(ids.by_ref().take(size).collect());
+    }
+    chunks
 }
 
 fn min_time(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
@@ -773,6 +921,7 @@ impl SyncWork for MailWork {
             window,
             deadline: ctx.deadline,
             counters: Mutex::new(SyncCounters::default()),
+            fetch_lanes: Semaphore::new(self.settings.fetch_concurrency.max(1)),
         };
         let outcomes: Result<BTreeSet<OutcomeOrder>, WorkError> = stream::iter(cursors)
             .map(|cursor| {
@@ -844,6 +993,20 @@ mod tests {
         let backfill = backfill_url("f", start, upper, 500);
         assert_eq!(backfill_upper(&backfill), Some(upper));
         assert!(backfill.contains("$top=500"));
+    }
+
+    #[test]
+    fn batches_are_even_and_at_most_twenty() {
+        let ids = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+        let sizes = |n: usize| chunked(ids(n)).iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(7), vec![7]);
+        assert_eq!(sizes(20), vec![20]);
+        assert_eq!(sizes(21), vec![11, 10]);
+        assert_eq!(sizes(100), vec![20; 5]);
+        assert_eq!(sizes(101), vec![17, 17, 17, 17, 17, 16]);
+        let all: Vec<String> = chunked(ids(45)).into_iter().flatten().collect();
+        assert_eq!(all, ids(45), "every id once, in order");
     }
 
     #[test]

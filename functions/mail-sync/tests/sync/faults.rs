@@ -426,3 +426,95 @@ async fn one_batch_revoked_consent_revoked_sessions_on_premises_and_a_healthy_us
     }
     Ok(())
 }
+
+/// A message gone between its listing and its fetch (404 at the head of a one-lane `$batch`
+/// chain) costs only itself: the fetches chained after it, answered 424 without being run,
+/// are sent again and stored; every message is fetched once, and the mailbox never sees more
+/// than 4 requests at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_gone_before_its_fetch_costs_only_itself() -> Result<()> {
+    let tenant = new_tenant();
+    let rita = new_user();
+    let upn = "rita@contoso.example";
+    let world = world(
+        &tenant,
+        DOMAIN,
+        vec![user(&rita, upn, "exchangeOnline", json!([]))],
+        vec![
+            json!({"user": upn, "folder": "inbox", "messages": 200, "seed": 37, "crmMatchRatio": 0.2}),
+        ],
+    );
+    let settings = MailSettings {
+        page_size: 50,
+        ..MailSettings::default()
+    };
+    let h = Harness::start_with(tenant.clone(), world, settings).await?;
+    h.add_tenant(&[DOMAIN]).await?;
+    h.import_crm(&generated_crm(&tenant, 37, 400)).await?;
+    let key = h.connect(&rita, upn).await?;
+    h.control(
+        reqwest::Method::POST,
+        "/_sim/latency",
+        Some(json!({"ms": 5})),
+    )
+    .await?;
+    // The first message fetched is gone by the time it is fetched.
+    h.control(
+        reqwest::Method::POST,
+        "/_sim/faults",
+        Some(json!({"pathPrefix": "/v1.0/me/messages/", "status": 404, "count": 1})),
+    )
+    .await?;
+    let since = h.next_request_seq().await?;
+    assert_eq!(h.run(&key).await, JobOutcome::Done);
+
+    let expected = generated_expected(37, 200, "inbox", upn);
+    let ids = h.stored_ids(&key).await?;
+    assert!(ids.is_subset(&expected));
+    assert_eq!(
+        ids.len() + 1,
+        expected.len(),
+        "only the gone message is missing"
+    );
+    let log = h.requests_since(since).await?;
+    let fetches: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|r| {
+            let path = r["path"].as_str().unwrap_or_default().to_ascii_lowercase();
+            path.contains("/me/messages/")
+        })
+        .collect();
+    assert_eq!(fetches.len(), expected.len(), "each match fetched once");
+    assert_eq!(
+        fetches.iter().filter(|r| r["status"] == 404).count(),
+        1,
+        "{fetches:?}"
+    );
+    let summary = h
+        .sink
+        .runs
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("summary");
+    assert!(
+        summary.batch_items > expected.len() as u64,
+        "the items chained after the 404 were sent again: {summary:?}"
+    );
+    let stats = h
+        .control(reqwest::Method::GET, "/_sim/mailbox-stats", None)
+        .await?;
+    let stats = stats
+        .as_array()
+        .cloned()
+        .or_else(|| stats["value"].as_array().cloned())
+        .unwrap_or_default();
+    assert!(
+        stats
+            .iter()
+            .all(|s| s["throttledConcurrency"] == 0 && s["maxInFlight"].as_u64() <= Some(4)),
+        "{stats:?}"
+    );
+    Ok(())
+}
