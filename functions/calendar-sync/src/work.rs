@@ -26,11 +26,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use connector_core::calendar::{self, CALENDAR_CURSOR, DeltaItem, OwnAddresses, RemovalAction};
 use connector_core::domain::{
-    Activity, ActivityContent, ActivityId, CrmIndexContent, CrmIndexStats, CursorKind,
-    FolderCursor, SyncKind, SyncStage, SyncWindow, UserKey,
+    Activity, ActivityContent, ActivityId, CursorKind, FolderCursor, SyncKind, SyncStage,
+    SyncWindow, UserKey,
 };
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, Prefer};
-use connector_core::matching::CrmMatcher;
+use connector_core::matching::{CrmMatchIndex, CrmMatcher};
 use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreError};
 use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
 use time::OffsetDateTime;
@@ -113,15 +113,9 @@ impl CalendarWork {
     }
 
     async fn judge(&self, ctx: &RunContext<'_>) -> Result<Judge, StoreError> {
-        let content = match self.crm.load(&ctx.key.tenant_id).await? {
-            Some((_, content)) => content,
-            None => CrmIndexContent {
-                addresses: Default::default(),
-                domains: Default::default(),
-                oldest_open_opportunity: None,
-                stats: CrmIndexStats::default(),
-                content_hash: String::new(),
-            },
+        let (content_hash, index) = match self.crm.load(&ctx.key.tenant_id).await? {
+            Some((summary, index)) => (summary.content_hash, index),
+            None => (String::new(), CrmMatchIndex::default()),
         };
         let own = OwnAddresses::of(ctx.connection);
         let tenant_domains = || {
@@ -131,13 +125,9 @@ impl CalendarWork {
                 .flatten()
         };
         let import_internal = ctx.connection.switches.internal_meetings;
-        let rules = CrmMatcher::new(&content, tenant_domains(), own.iter());
-        let fingerprint = calendar::rules_fingerprint(
-            &content.content_hash,
-            tenant_domains(),
-            &own,
-            import_internal,
-        );
+        let rules = CrmMatcher::with_index(Arc::new(index), tenant_domains(), own.iter());
+        let fingerprint =
+            calendar::rules_fingerprint(&content_hash, tenant_domains(), &own, import_internal);
         Ok(Judge {
             rules,
             fingerprint,

@@ -1,6 +1,8 @@
 //! CRM matching: which participants of a message (or meeting) make it relevant, and why.
-//! Built once per run from the tenant's CRM index; matching itself allocates nothing on the
-//! usual path (ASCII addresses), because it runs on every listed message.
+//! The tenant's index is held as a [`CrmMatchIndex`] (flat arenas, built entry by entry as
+//! the store pages it in, kept by warm containers); each run wraps it in a [`CrmMatcher`]
+//! with the user's notion of internal. Matching itself allocates nothing on the usual path
+//! (ASCII addresses), because it runs on every listed message.
 //!
 //! The rules (issue 5; mail-sync's README states them for operators):
 //! - participants are from, sender, to, cc, bcc and reply-to (the caller passes them);
@@ -17,11 +19,11 @@
 //!   suffixes (`co.uk`: the public suffix list, through the `psl` crate), or internal
 //!   domains; such entries are dropped when the matcher is built.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
-use crate::domain::{
-    AccountRecord, AddressRecord, CrmIndexContent, CrmMatch, CrmRecordKind, MatchReason,
-};
+use crate::domain::{CrmIndexContent, CrmMatch, CrmRecordKind, MatchReason};
 
 /// Free-mail and personal mail domains of the major providers. No Rust crate keeps such a
 /// list well (the candidates are unmaintained snapshots), so it is kept here; it only has
@@ -188,15 +190,6 @@ pub fn is_public_suffix(domain: &str) -> bool {
     psl::suffix_str(domain).is_some_and(|suffix| suffix == domain)
 }
 
-/// What a domain means to the matcher.
-#[derive(Debug)]
-enum DomainEntry {
-    /// The tenant's own (or the user's own): participants here are colleagues.
-    Internal,
-    /// Owned by these accounts.
-    Account(Box<[AccountRecord]>),
-}
-
 /// Why account domains of the index were not used (counts only: operators see these in
 /// the run summary without any mail data).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,13 +199,307 @@ pub struct DroppedDomains {
     pub internal: u32,
 }
 
-/// The tenant's CRM index in hash maps, plus what counts as internal.
+/// One CRM record an entry points to: its kind and where its id sits in the id arena.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    kind: CrmRecordKind,
+    id_start: u32,
+    id_end: u32,
+}
+
+/// Keys (lower-case addresses or domains) in one string arena, each with a run of
+/// [`Record`]s, found through an open-addressing table of entry numbers. A warm container
+/// keeps this for every tenant it served, so it holds no per-entry allocation: four flat
+/// arrays and two strings whatever the index size.
+#[derive(Debug, Default)]
+struct Entries {
+    keys: Box<str>,
+    /// End of entry `i`'s key in `keys` (its start is the previous end).
+    key_ends: Box<[u32]>,
+    /// End of entry `i`'s records in `records`.
+    record_ends: Box<[u32]>,
+    records: Box<[Record]>,
+    /// Entry number + 1 per slot, 0 for empty; a power of two at most half full.
+    slots: Box<[u32]>,
+}
+
+impl Entries {
+    fn key(&self, entry: usize) -> &str {
+        let start = entry
+            .checked_sub(1)
+            .map_or(0, |previous| self.key_ends[previous] as usize);
+        &self.keys[start..self.key_ends[entry] as usize]
+    }
+
+    fn records(&self, entry: usize) -> &[Record] {
+        let start = entry
+            .checked_sub(1)
+            .map_or(0, |previous| self.record_ends[previous] as usize);
+        &self.records[start..self.record_ends[entry] as usize]
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn probe(&self, hasher: &RandomState, key: &str) -> usize {
+        let mask = self.slots.len() - 1;
+        // Truncation intended: the mask keeps the low bits only.
+        let mut slot = hasher.hash_one(key) as usize & mask;
+        loop {
+            match self.slots[slot] {
+                0 => return slot,
+                taken if self.key(taken as usize - 1) == key => return slot,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+
+    fn get(&self, hasher: &RandomState, key: &str) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let entry = self.slots[self.probe(hasher, key)];
+        (entry != 0).then(|| entry as usize - 1)
+    }
+
+    /// Entries a lookup can reach: a key listed twice is reached through its last listing.
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .filter(|&&entry| entry != 0)
+            .map(|&entry| entry as usize - 1)
+    }
+}
+
+/// [`Entries`] while they are appended.
+#[derive(Default)]
+struct EntriesBuilder {
+    keys: String,
+    key_ends: Vec<u32>,
+    record_ends: Vec<u32>,
+    records: Vec<Record>,
+}
+
+impl EntriesBuilder {
+    fn push<'r>(
+        &mut self,
+        ids: &mut String,
+        key: &str,
+        records: impl IntoIterator<Item = (CrmRecordKind, &'r str)>,
+    ) {
+        self.keys.push_str(key);
+        self.key_ends.push(offset(self.keys.len()));
+        for (kind, id) in records {
+            let id_start = offset(ids.len());
+            ids.push_str(id);
+            self.records.push(Record {
+                kind,
+                id_start,
+                id_end: offset(ids.len()),
+            });
+        }
+        self.record_ends.push(offset(self.records.len()));
+    }
+
+    fn finish(self, hasher: &RandomState) -> Entries {
+        let mut entries = Entries {
+            keys: self.keys.into_boxed_str(),
+            key_ends: self.key_ends.into_boxed_slice(),
+            record_ends: self.record_ends.into_boxed_slice(),
+            records: self.records.into_boxed_slice(),
+            slots: Box::default(),
+        };
+        let count = entries.key_ends.len();
+        if count == 0 {
+            return entries;
+        }
+        entries.slots = vec![0; (count * 2).next_power_of_two()].into_boxed_slice();
+        for entry in 0..count {
+            let slot = entries.probe(hasher, entries.key(entry));
+            // A later listing of the same key replaces the earlier one, as a map would.
+            entries.slots[slot] = offset(entry + 1);
+        }
+        entries
+    }
+}
+
+/// Arena offsets are u32: an index of 4 GiB of keys or ids is far beyond any CRM.
+fn offset(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+/// The tenant's CRM index in the form matching needs, independent of the user: contact
+/// and lead addresses with the kind and id of their records, and usable account domains
+/// with their accounts' ids (free-mail and public-suffix domains are dropped here; which
+/// domains are internal depends on the user, so [`CrmMatcher`] decides that). What the
+/// store keeps besides (account names, lead companies, contacts' accounts) is not needed
+/// to match or to explain a match, so it is not held.
+#[derive(Debug, Default)]
+pub struct CrmMatchIndex {
+    hasher: RandomState,
+    addresses: Entries,
+    domains: Entries,
+    ids: Box<str>,
+    free_mail: u32,
+    public_suffix: u32,
+}
+
+/// Builds a [`CrmMatchIndex`] entry by entry, so a store can feed it page by page and
+/// drop each page as soon as it is read.
+#[derive(Default)]
+pub struct CrmMatchIndexBuilder {
+    addresses: EntriesBuilder,
+    domains: EntriesBuilder,
+    ids: String,
+    free_mail: u32,
+    public_suffix: u32,
+}
+
+impl CrmMatchIndexBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A contact/lead address with the records that carry it.
+    pub fn add_address<'r>(
+        &mut self,
+        address: &str,
+        records: impl IntoIterator<Item = (CrmRecordKind, &'r str)>,
+    ) {
+        let address = address.trim().to_lowercase();
+        self.addresses.push(&mut self.ids, &address, records);
+    }
+
+    /// An account domain with the ids of the accounts owning it.
+    pub fn add_domain<'r>(&mut self, domain: &str, account_ids: impl IntoIterator<Item = &'r str>) {
+        let domain = domain.trim().trim_end_matches('.').to_lowercase();
+        if is_free_mail(&domain) {
+            self.free_mail += 1;
+            return;
+        }
+        if is_public_suffix(&domain) {
+            self.public_suffix += 1;
+            return;
+        }
+        let owners = account_ids
+            .into_iter()
+            .map(|id| (CrmRecordKind::Account, id));
+        self.domains.push(&mut self.ids, &domain, owners);
+    }
+
+    pub fn finish(self) -> CrmMatchIndex {
+        let hasher = RandomState::new();
+        CrmMatchIndex {
+            addresses: self.addresses.finish(&hasher),
+            domains: self.domains.finish(&hasher),
+            hasher,
+            ids: self.ids.into_boxed_str(),
+            free_mail: self.free_mail,
+            public_suffix: self.public_suffix,
+        }
+    }
+}
+
+impl From<&CrmIndexContent> for CrmMatchIndex {
+    fn from(index: &CrmIndexContent) -> Self {
+        let mut builder = CrmMatchIndexBuilder::new();
+        for (address, records) in &index.addresses {
+            builder.add_address(
+                address,
+                records
+                    .iter()
+                    .map(|record| (record.kind, record.id.as_str())),
+            );
+        }
+        for (domain, owners) in &index.domains {
+            builder.add_domain(domain, owners.iter().map(|owner| owner.id.as_str()));
+        }
+        builder.finish()
+    }
+}
+
+/// Two indexes are equal when they hold the same entries with the same records, whatever
+/// their hash order (what a store test compares a load against).
+impl PartialEq for CrmMatchIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.free_mail == other.free_mail
+            && self.public_suffix == other.public_suffix
+            && self.listing(&self.addresses) == other.listing(&other.addresses)
+            && self.listing(&self.domains) == other.listing(&other.domains)
+    }
+}
+
+impl Eq for CrmMatchIndex {}
+
+impl CrmMatchIndex {
+    /// Reachable entries of `entries` with their records, sorted by key.
+    fn listing<'m>(
+        &'m self,
+        entries: &'m Entries,
+    ) -> BTreeMap<&'m str, Vec<(CrmRecordKind, &'m str)>> {
+        entries
+            .live()
+            .map(|entry| {
+                let records = Records {
+                    records: entries.records(entry),
+                    ids: &self.ids,
+                };
+                (entries.key(entry), records.iter().collect())
+            })
+            .collect()
+    }
+
+    /// Distinct contact/lead addresses and account domains that are neither free-mail
+    /// nor public suffixes.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.addresses.live().count(), self.domains.live().count())
+    }
+
+    fn address(&self, lowered: &str) -> Option<Records<'_>> {
+        let entry = self.addresses.get(&self.hasher, lowered)?;
+        Some(Records {
+            records: self.addresses.records(entry),
+            ids: &self.ids,
+        })
+    }
+
+    fn domain(&self, lowered: &str) -> Option<(&str, Records<'_>)> {
+        let entry = self.domains.get(&self.hasher, lowered)?;
+        Some((
+            self.domains.key(entry),
+            Records {
+                records: self.domains.records(entry),
+                ids: &self.ids,
+            },
+        ))
+    }
+}
+
+/// The records of one entry, with the arena their ids live in.
+#[derive(Clone, Copy, Debug)]
+struct Records<'m> {
+    records: &'m [Record],
+    ids: &'m str,
+}
+
+impl<'m> Records<'m> {
+    fn iter(self) -> impl Iterator<Item = (CrmRecordKind, &'m str)> {
+        self.records.iter().map(move |record| {
+            (
+                record.kind,
+                &self.ids[record.id_start as usize..record.id_end as usize],
+            )
+        })
+    }
+}
+
+/// The tenant's [`CrmMatchIndex`] seen by one user: what counts as internal is the
+/// tenant's verified domains and the user's own domain.
 #[derive(Debug)]
 pub struct CrmMatcher {
-    addresses: HashMap<Box<str>, Box<[AddressRecord]>>,
-    domains: HashMap<Box<str>, DomainEntry>,
+    index: Arc<CrmMatchIndex>,
+    internal: HashSet<Box<str>>,
     own: Box<[Box<str>]>,
     dropped: DroppedDomains,
+    accounts: usize,
 }
 
 /// The verdict on one participant.
@@ -222,8 +509,8 @@ enum Verdict<'m> {
     Ignored,
     NoMatch,
     Match {
-        address: Option<&'m [AddressRecord]>,
-        account: Option<(&'m str, &'m [AccountRecord])>,
+        address: Option<Records<'m>>,
+        account: Option<(&'m str, Records<'m>)>,
     },
 }
 
@@ -270,15 +557,29 @@ impl CrmMatcher {
         tenant_domains: impl IntoIterator<Item = &'a str>,
         own_addresses: impl IntoIterator<Item = &'a str>,
     ) -> Self {
+        Self::with_index(
+            Arc::new(CrmMatchIndex::from(index)),
+            tenant_domains,
+            own_addresses,
+        )
+    }
+
+    /// Builds the matcher on an index the container already holds (shared, not copied).
+    pub fn with_index<'a>(
+        index: Arc<CrmMatchIndex>,
+        tenant_domains: impl IntoIterator<Item = &'a str>,
+        own_addresses: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let own: BTreeSet<String> = own_addresses
             .into_iter()
             .map(|address| address.trim().to_lowercase())
             .filter(|address| address.contains('@'))
             .collect();
-        let mut internal: BTreeSet<String> = tenant_domains
+        let mut internal: HashSet<Box<str>> = tenant_domains
             .into_iter()
             .map(|domain| domain.trim().trim_end_matches('.').to_lowercase())
             .filter(|domain| !domain.is_empty())
+            .map(String::into_boxed_str)
             .collect();
         // Tenants whose verified domains we never learned still have colleagues at the
         // user's own domain.
@@ -286,49 +587,30 @@ impl CrmMatcher {
             if let Some((_, domain)) = address.rsplit_once('@')
                 && !is_free_mail(domain)
             {
-                internal.insert(domain.to_owned());
+                internal.insert(domain.into());
             }
         }
-
-        let mut domains: HashMap<Box<str>, DomainEntry> = HashMap::new();
-        for domain in &internal {
-            domains.insert(domain.as_str().into(), DomainEntry::Internal);
-        }
-        let mut dropped = DroppedDomains::default();
-        for (domain, owners) in &index.domains {
-            let domain = domain.trim().trim_end_matches('.').to_lowercase();
-            if is_free_mail(&domain) {
-                dropped.free_mail += 1;
-                continue;
-            }
-            if is_public_suffix(&domain) {
-                dropped.public_suffix += 1;
-                continue;
-            }
-            if suffixes(&domain).any(|suffix| internal.contains(suffix)) {
+        // An account domain at or under an internal domain never matches (the verdict
+        // stops at the internal suffix); counted here for the run summary.
+        let mut dropped = DroppedDomains {
+            free_mail: index.free_mail,
+            public_suffix: index.public_suffix,
+            internal: 0,
+        };
+        let mut accounts = 0;
+        for entry in index.domains.live() {
+            if suffixes(index.domains.key(entry)).any(|suffix| internal.contains(suffix)) {
                 dropped.internal += 1;
-                continue;
+            } else {
+                accounts += 1;
             }
-            domains.insert(
-                domain.into_boxed_str(),
-                DomainEntry::Account(owners.clone().into_boxed_slice()),
-            );
         }
-        let addresses = index
-            .addresses
-            .iter()
-            .map(|(address, records)| {
-                (
-                    address.trim().to_lowercase().into_boxed_str(),
-                    records.clone().into_boxed_slice(),
-                )
-            })
-            .collect();
         CrmMatcher {
-            addresses,
-            domains,
+            index,
+            internal,
             own: own.into_iter().map(String::into_boxed_str).collect(),
             dropped,
+            accounts,
         }
     }
 
@@ -339,12 +621,7 @@ impl CrmMatcher {
 
     /// Distinct contact/lead addresses and usable account domains.
     pub fn sizes(&self) -> (usize, usize) {
-        let accounts = self
-            .domains
-            .values()
-            .filter(|entry| matches!(entry, DomainEntry::Account(_)))
-            .count();
-        (self.addresses.len(), accounts)
+        (self.index.sizes().0, self.accounts)
     }
 
     fn verdict(&self, lowered: &str) -> Verdict<'_> {
@@ -354,18 +631,18 @@ impl CrmMatcher {
         let Some((_, domain)) = lowered.rsplit_once('@') else {
             return Verdict::NoMatch;
         };
+        // Every suffix is checked for internal even after an account domain is found: an
+        // account domain under an internal one must not make a colleague match.
         let mut account = None;
         for suffix in suffixes(domain) {
-            match self.domains.get_key_value(suffix) {
-                Some((_, DomainEntry::Internal)) => return Verdict::Ignored,
-                Some((domain, DomainEntry::Account(owners))) => {
-                    account = Some((&**domain, &**owners));
-                    break;
-                }
-                None => {}
+            if self.internal.contains(suffix) {
+                return Verdict::Ignored;
+            }
+            if account.is_none() {
+                account = self.index.domain(suffix);
             }
         }
-        let address = self.addresses.get(lowered).map(|records| &**records);
+        let address = self.index.address(lowered);
         if address.is_none() && account.is_none() {
             Verdict::NoMatch
         } else {
@@ -392,22 +669,22 @@ impl CrmMatcher {
             let Verdict::Match { address, account } = self.verdict(lowered) else {
                 continue;
             };
-            for record in address.unwrap_or_default() {
+            for (kind, id) in address.into_iter().flat_map(Records::iter) {
                 found.insert(CrmMatch {
                     participant: lowered.to_owned(),
                     reason: MatchReason::Address,
-                    record_kind: Some(record.kind),
-                    record_id: Some(record.id.clone()),
+                    record_kind: Some(kind),
+                    record_id: Some(id.to_owned()),
                     matched_on: lowered.to_owned(),
                 });
             }
             if let Some((domain, owners)) = account {
-                for owner in owners {
+                for (kind, id) in owners.iter() {
                     found.insert(CrmMatch {
                         participant: lowered.to_owned(),
                         reason: MatchReason::AccountDomain,
-                        record_kind: Some(CrmRecordKind::Account),
-                        record_id: Some(owner.id.clone()),
+                        record_kind: Some(kind),
+                        record_id: Some(id.to_owned()),
                         matched_on: domain.to_owned(),
                     });
                 }
@@ -427,8 +704,7 @@ impl CrmMatcher {
         let Some((_, domain)) = lowered.rsplit_once('@') else {
             return false;
         };
-        suffixes(domain)
-            .any(|suffix| matches!(self.domains.get(suffix), Some(DomainEntry::Internal)))
+        suffixes(domain).any(|suffix| self.internal.contains(suffix))
     }
 }
 
@@ -447,10 +723,8 @@ fn suffixes(domain: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::domain::CrmIndexStats;
+    use crate::domain::{AccountRecord, AddressRecord, CrmIndexStats};
 
     fn index() -> CrmIndexContent {
         let mut addresses = BTreeMap::new();
@@ -591,6 +865,131 @@ mod tests {
         assert!(m.matches(["JÖRG@acme.com"]));
         let long = format!("{}@acme.com", "a".repeat(300));
         assert!(m.matches([long.as_str()]));
+    }
+
+    #[test]
+    fn internal_domains_win_over_account_domains_at_any_depth() {
+        let m = CrmMatcher::new(&index(), ["eu.acme.com"], ["adele@contoso.com"]);
+        // acme.com stays an account domain, but its eu. branch is the tenant's own.
+        assert_eq!(m.dropped_domains().internal, 1);
+        assert!(m.matches(["x@acme.com"]));
+        assert!(m.matches(["x@us.acme.com"]));
+        assert!(!m.matches(["x@eu.acme.com"]));
+        assert!(!m.matches(["x@mail.eu.acme.com"]));
+        assert!(m.is_internal("x@mail.eu.acme.com"));
+        // An account domain under the user's own domain is dropped, and so are its subdomains.
+        assert!(!m.matches(["x@sales.contoso.com", "x@eu.sales.contoso.com"]));
+        assert_eq!(m.sizes(), (3, 2));
+    }
+
+    #[test]
+    fn compact_index_finds_every_key_of_a_large_index() {
+        let mut content = index();
+        for n in 0..10_000 {
+            content.addresses.insert(
+                format!("person{n}@company{}.com", n % 2_000),
+                vec![AddressRecord {
+                    kind: CrmRecordKind::Lead,
+                    id: format!("00Q{n}"),
+                    account_id: None,
+                    company: None,
+                }],
+            );
+        }
+        for n in 0..2_000 {
+            content.domains.insert(
+                format!("company{n}.com"),
+                vec![
+                    AccountRecord {
+                        id: format!("001{n}"),
+                        name: String::new(),
+                    },
+                    AccountRecord {
+                        id: format!("001{n}b"),
+                        name: String::new(),
+                    },
+                ],
+            );
+        }
+        let m = CrmMatcher::new(&content, ["contoso.com"], ["adele@contoso.com"]);
+        assert_eq!(m.sizes(), (10_003, 2_002));
+        let reasons = m.explain(["Person1234@company1234.com"]);
+        let ids: Vec<(MatchReason, Option<&str>, &str)> = reasons
+            .iter()
+            .map(|r| (r.reason, r.record_id.as_deref(), r.matched_on.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (
+                    MatchReason::Address,
+                    Some("00Q1234"),
+                    "person1234@company1234.com"
+                ),
+                (
+                    MatchReason::AccountDomain,
+                    Some("0011234"),
+                    "company1234.com"
+                ),
+                (
+                    MatchReason::AccountDomain,
+                    Some("0011234b"),
+                    "company1234.com"
+                ),
+            ]
+        );
+        for n in (0..10_000).step_by(7) {
+            let address = format!("person{n}@company{}.com", n % 2_000);
+            assert_eq!(m.explain([address.as_str()]).len(), 3, "{address}");
+        }
+        assert!(!m.matches(["person1@company2000.com", "x@company20000.com"]));
+    }
+
+    #[test]
+    fn built_page_by_page_like_a_map() {
+        let mut builder = CrmMatchIndexBuilder::new();
+        builder.add_address(" Jane@Acme.com", [(CrmRecordKind::Contact, "003A")]);
+        // Listed again after normalisation: the later listing wins, as in a map.
+        builder.add_address("jane@acme.com", [(CrmRecordKind::Lead, "00Q9")]);
+        builder.add_address("nobody@initech.com", []);
+        builder.add_domain("Acme.com.", ["001A"]);
+        builder.add_domain("gmail.com", ["001X"]);
+        builder.add_domain("co.uk", ["001Y"]);
+        let index = Arc::new(builder.finish());
+        assert_eq!(index.sizes(), (2, 1));
+        let mut same = CrmMatchIndexBuilder::new();
+        same.add_domain("acme.com", ["001A"]);
+        same.add_domain("co.uk", ["001Y"]);
+        same.add_domain("gmail.com", ["001X"]);
+        same.add_address("nobody@initech.com", []);
+        same.add_address("jane@acme.com", [(CrmRecordKind::Lead, "00Q9")]);
+        assert_eq!(*index, same.finish());
+        let mut other_id = CrmMatchIndexBuilder::new();
+        other_id.add_domain("acme.com", ["001B"]);
+        other_id.add_domain("co.uk", ["001Y"]);
+        other_id.add_domain("gmail.com", ["001X"]);
+        other_id.add_address("nobody@initech.com", []);
+        other_id.add_address("jane@acme.com", [(CrmRecordKind::Lead, "00Q9")]);
+        assert_ne!(*index, other_id.finish());
+        let m = CrmMatcher::with_index(index.clone(), [], ["adele@contoso.com"]);
+        assert_eq!(
+            m.dropped_domains(),
+            DroppedDomains {
+                free_mail: 1,
+                public_suffix: 1,
+                internal: 0
+            }
+        );
+        let reasons = m.explain(["jane@acme.com"]);
+        assert_eq!(reasons[0].record_kind, Some(CrmRecordKind::Lead));
+        assert_eq!(reasons[0].record_id.as_deref(), Some("00Q9"));
+        assert_eq!(reasons.len(), 2);
+        // A listed address without records still makes the message relevant.
+        let other = CrmMatcher::with_index(index, [], []);
+        assert!(other.matches(["nobody@initech.com"]));
+        let empty = CrmMatcher::with_index(Arc::default(), ["contoso.com"], []);
+        assert!(!empty.matches(["jane@acme.com"]));
+        assert!(empty.is_internal("x@contoso.com"));
     }
 
     #[test]

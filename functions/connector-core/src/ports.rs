@@ -12,10 +12,11 @@ use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
 use crate::domain::{
-    Activity, ActivityId, Connection, CrmIndexContent, CrmIndexSummary, CrmLookup, CrmSnapshot,
-    FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant,
-    TenantId, UserKey, UserSwitches,
+    Activity, ActivityId, Connection, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease,
+    ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey,
+    UserSwitches,
 };
+use crate::matching::CrmMatchIndex;
 use crate::messages::SyncJob;
 use crate::secret::{ClientSecret, TokenRecord};
 
@@ -295,12 +296,13 @@ pub trait CrmIndex: Send + Sync {
     ) -> Result<CrmLookup, StoreError>;
     /// The current index's summary: version, hash, counts, oldest open opportunity.
     async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError>;
-    /// The whole current index of a tenant (one consistent version), for matching in
-    /// memory: sync workers load it once per run instead of looking up every address.
+    /// The whole current index of a tenant (one consistent version) in the compact form
+    /// matching needs: sync workers load it once per container instead of looking up
+    /// every address. Stores build it while reading, never holding the stored form whole.
     async fn load(
         &self,
         tenant_id: &TenantId,
-    ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError>;
+    ) -> Result<Option<(CrmIndexSummary, CrmMatchIndex)>, StoreError>;
     /// Removes the tenant's whole index (every version and the pointer), for tenant
     /// offboarding; returns how many items there were.
     async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError>;

@@ -42,11 +42,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use connector_core::clock::Clock;
 use connector_core::domain::{
-    Activity, ActivityContent, ActivityId, CrmIndexContent, CursorKind, FolderCursor, MailActivity,
-    Participant, SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId, UserKey,
+    Activity, ActivityContent, ActivityId, CursorKind, FolderCursor, MailActivity, Participant,
+    SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId, UserKey,
 };
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
-use connector_core::matching::CrmMatcher;
+use connector_core::matching::{CrmMatchIndex, CrmMatcher};
 use connector_core::ports::{ActivityStore, CrmIndex, SyncStateStore};
 use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
 use futures::future::Either;
@@ -182,10 +182,11 @@ pub fn backfill_url(
     )
 }
 
-/// The tenant's CRM index as this container last loaded it.
+/// The tenant's CRM index as this container last loaded it, in matching's compact form
+/// only: a warm container keeps it between runs.
 struct CachedCrm {
     version: String,
-    content: Arc<CrmIndexContent>,
+    index: Arc<CrmMatchIndex>,
 }
 
 /// Mail's part of a sync run.
@@ -284,7 +285,7 @@ impl MailWork {
     async fn crm_index(
         &self,
         tenant: &TenantId,
-    ) -> Result<Option<(Option<Date>, Arc<CrmIndexContent>)>, WorkError> {
+    ) -> Result<Option<(Option<Date>, Arc<CrmMatchIndex>)>, WorkError> {
         let Some(summary) = self.crm.summary(tenant).await? else {
             return Ok(None);
         };
@@ -297,13 +298,13 @@ impl MailWork {
         {
             return Ok(Some((
                 summary.oldest_open_opportunity,
-                cached.content.clone(),
+                cached.index.clone(),
             )));
         }
-        let Some((summary, content)) = self.crm.load(tenant).await? else {
+        let Some((summary, index)) = self.crm.load(tenant).await? else {
             return Ok(None);
         };
-        let content = Arc::new(content);
+        let index = Arc::new(index);
         self.crm_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -311,10 +312,10 @@ impl MailWork {
                 tenant.clone(),
                 CachedCrm {
                     version: summary.version.clone(),
-                    content: content.clone(),
+                    index: index.clone(),
                 },
             );
-        Ok(Some((summary.oldest_open_opportunity, content)))
+        Ok(Some((summary.oldest_open_opportunity, index)))
     }
 
     /// Brings the stored folder list in line with the mailbox: new folders get a fresh
@@ -867,7 +868,7 @@ impl SyncWork for MailWork {
             Some(ctx.connection.upn.as_str()),
             ctx.connection.mail.as_deref(),
         ];
-        let matcher = CrmMatcher::new(&index, tenant_domains, own.into_iter().flatten());
+        let matcher = CrmMatcher::with_index(index, tenant_domains, own.into_iter().flatten());
 
         if ctx.meta.window.is_none() {
             ctx.meta.window = Some(SyncWindow {

@@ -37,9 +37,10 @@ use super::backoff::Backoff;
 use crate::domain::crm::{normalize_domain, normalize_email};
 use crate::domain::{
     AccountRecord, Activity, ActivityId, AddressRecord, Connection, ConnectionStatus,
-    CrmIndexContent, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome,
+    CrmIndexSummary, CrmLookup, CrmRecordKind, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome,
     StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey, UserSwitches,
 };
+use crate::matching::{CrmMatchIndex, CrmMatchIndexBuilder};
 use crate::ports::{
     ActivityStore, ConnectionStore, CrmIndex, Page, PageToken, StoreError, SyncStateStore,
     TenantStore,
@@ -1106,11 +1107,17 @@ const POINTER: &str = "current";
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 /// Readers retry this many times when imports keep flipping the pointer under them.
 const LOOKUP_ATTEMPTS: u32 = 5;
+/// Entries per Query page of a load. DynamoDB's own 1 MB page is ~4,000 entries, which the
+/// SDK holds as ~4,000 attribute maps before the first is decoded; smaller pages keep
+/// that peak (and what the allocator keeps of it afterwards) small for a few more round
+/// trips, and cost the same read units.
+const LOAD_PAGE_ITEMS: i32 = 1000;
 
 pub struct DynamoCrmIndex {
     client: Client,
     table: String,
     backoff: Backoff,
+    load_page_items: i32,
 }
 
 /// The `current` pointer as read.
@@ -1124,17 +1131,39 @@ struct EntryRecords<T> {
     records: Vec<T>,
 }
 
+/// What matching reads of an address entry's record ([`AddressRecord`]'s other fields
+/// are skipped while decoding).
+#[derive(serde::Deserialize)]
+struct MatchedRecord {
+    kind: CrmRecordKind,
+    id: String,
+}
+
+/// What matching reads of a domain entry's owner ([`AccountRecord`] without its name).
+#[derive(serde::Deserialize)]
+struct MatchedOwner {
+    id: String,
+}
+
 impl DynamoCrmIndex {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
             backoff: Backoff::default(),
+            load_page_items: LOAD_PAGE_ITEMS,
         }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Entries per Query page of [`CrmIndex::load`] (tests use small pages to load over
+    /// many).
+    pub fn with_load_page_items(mut self, items: i32) -> Self {
+        self.load_page_items = items.max(1);
         self
     }
 
@@ -1344,6 +1373,65 @@ impl DynamoCrmIndex {
         }
         Ok(result)
     }
+
+    /// Queries every entry of `version` into a [`CrmMatchIndex`], page by page: each page
+    /// is decoded into the index and dropped before the next is requested, so a load holds
+    /// one bounded page of SDK items at a time, never the whole stored index.
+    async fn load_version(
+        &self,
+        tenant_id: &TenantId,
+        version: &str,
+    ) -> Result<CrmMatchIndex, StoreError> {
+        let prefix = format!("v#{version}#");
+        let address_prefix = format!("{prefix}a#");
+        let domain_prefix = format!("{prefix}d#");
+        let mut builder = CrmMatchIndexBuilder::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", "tenantId")
+                .expression_attribute_names("#sk", "entry")
+                .expression_attribute_names("#records", "records")
+                .expression_attribute_values(":pk", s(tenant_id.as_str()))
+                .expression_attribute_values(":prefix", s(&prefix))
+                .projection_expression("#sk, #records")
+                .limit(self.load_page_items)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| backend("Query", &self.table, error))?;
+            for item in output.items.unwrap_or_default() {
+                let entry = string_attr(&item, "entry").unwrap_or_default().to_owned();
+                if let Some(address) = entry.strip_prefix(&address_prefix) {
+                    let records: EntryRecords<MatchedRecord> =
+                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
+                    builder.add_address(
+                        address,
+                        records
+                            .records
+                            .iter()
+                            .map(|record| (record.kind, record.id.as_str())),
+                    );
+                } else if let Some(domain) = entry.strip_prefix(&domain_prefix) {
+                    let records: EntryRecords<MatchedOwner> =
+                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
+                    builder.add_domain(
+                        domain,
+                        records.records.iter().map(|owner| owner.id.as_str()),
+                    );
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(builder.finish()),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -1502,46 +1590,15 @@ impl CrmIndex for DynamoCrmIndex {
     async fn load(
         &self,
         tenant_id: &TenantId,
-    ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError> {
+    ) -> Result<Option<(CrmIndexSummary, CrmMatchIndex)>, StoreError> {
         for _ in 0..LOOKUP_ATTEMPTS {
             let Some(before) = self.read_pointer(tenant_id).await?.summary else {
                 return Ok(None);
             };
-            let prefix = format!("v#{}#", before.version);
-            let items = query_partition(
-                &self.client,
-                &self.table,
-                ("tenantId", tenant_id.as_str()),
-                ("entry", Some(&prefix)),
-                false,
-            )
-            .await?;
-            let address_prefix = format!("{prefix}a#");
-            let domain_prefix = format!("{prefix}d#");
-            let mut addresses = BTreeMap::new();
-            let mut domains = BTreeMap::new();
-            for item in items {
-                let entry = string_attr(&item, "entry").unwrap_or_default().to_owned();
-                if let Some(address) = entry.strip_prefix(&address_prefix) {
-                    let records: EntryRecords<AddressRecord> =
-                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
-                    addresses.insert(address.to_owned(), records.records);
-                } else if let Some(domain) = entry.strip_prefix(&domain_prefix) {
-                    let records: EntryRecords<AccountRecord> =
-                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
-                    domains.insert(domain.to_owned(), records.records);
-                }
-            }
+            let index = self.load_version(tenant_id, &before.version).await?;
             let after = self.read_pointer(tenant_id).await?.summary;
             if after.is_some_and(|after| after.version == before.version) {
-                let content = CrmIndexContent {
-                    addresses,
-                    domains,
-                    oldest_open_opportunity: before.oldest_open_opportunity,
-                    stats: before.stats,
-                    content_hash: before.content_hash.clone(),
-                };
-                return Ok(Some((before, content)));
+                return Ok(Some((before, index)));
             }
             debug!("CRM index replaced during load; reading the new version");
         }

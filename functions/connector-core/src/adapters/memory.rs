@@ -15,6 +15,7 @@ use crate::domain::{
     CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind,
     SyncMeta, Tenant, TenantId, UserKey, UserSwitches,
 };
+use crate::matching::CrmMatchIndex;
 use crate::ports::{
     ActivityStore, ClientSecretSource, ConnectionStore, CrmIndex, JobQueue, Page, PageToken,
     QueueError, QueueMessage, StoreError, SyncStateStore, TenantStore, TokenVault, VaultError,
@@ -455,8 +456,10 @@ impl CrmIndex for MemoryCrmIndex {
     async fn load(
         &self,
         tenant_id: &TenantId,
-    ) -> Result<Option<(CrmIndexSummary, CrmIndexContent)>, StoreError> {
-        Ok(lock(&self.indexes).get(tenant_id).cloned())
+    ) -> Result<Option<(CrmIndexSummary, CrmMatchIndex)>, StoreError> {
+        Ok(lock(&self.indexes)
+            .get(tenant_id)
+            .map(|(summary, content)| (summary.clone(), CrmMatchIndex::from(content))))
     }
 
     async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError> {
