@@ -3,10 +3,11 @@
 //! message fetched for a match.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use connector_core::matching::CrmMatcher;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 
 /// The minimal `$select` of a listing: ids, participants, date and the draft flag. No
@@ -20,9 +21,19 @@ pub const FETCH_SELECT: &str = "id,internetMessageId,conversationId,parentFolder
 /// One page of a delta round or of a message list.
 #[derive(Debug, Deserialize)]
 pub struct ListPage<'a> {
-    #[serde(rename = "@odata.nextLink", borrow, default)]
+    #[serde(
+        rename = "@odata.nextLink",
+        borrow,
+        default,
+        deserialize_with = "opt_text"
+    )]
     pub next_link: Option<Cow<'a, str>>,
-    #[serde(rename = "@odata.deltaLink", borrow, default)]
+    #[serde(
+        rename = "@odata.deltaLink",
+        borrow,
+        default,
+        deserialize_with = "opt_text"
+    )]
     pub delta_link: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub value: Vec<Listed<'a>>,
@@ -32,7 +43,7 @@ pub struct ListPage<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Listed<'a> {
-    #[serde(rename = "@odata.type", borrow, default)]
+    #[serde(rename = "@odata.type", borrow, default, deserialize_with = "opt_text")]
     pub odata_type: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub id: Cow<'a, str>,
@@ -50,10 +61,42 @@ pub struct Listed<'a> {
     pub bcc_recipients: Option<Vec<Recipient<'a>>>,
     #[serde(borrow, default)]
     pub reply_to: Option<Vec<Recipient<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     pub received_date_time: Option<Cow<'a, str>>,
     #[serde(default)]
     pub is_draft: Option<bool>,
+}
+
+/// A JSON string borrowed from the page when it holds no escape, copied when it does
+/// (serde borrows a bare `Cow<'a, str>` field, but inside an `Option` it always copies).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+fn opt_text<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<Text<'a>>::deserialize(deserializer)?.map(|text| text.0))
 }
 
 /// `{"emailAddress": {"address": ...}}` (the name is not needed to match).
@@ -65,7 +108,7 @@ pub struct Recipient<'a> {
 
 #[derive(Debug, Deserialize)]
 pub struct Address<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "opt_text")]
     pub address: Option<Cow<'a, str>>,
 }
 
@@ -100,11 +143,16 @@ impl Listed<'_> {
         }
     }
 
-    /// from, sender, to, cc, bcc, reply-to.
+    /// from, sender, to, cc, bcc, reply-to; the sender only when it is not the author
+    /// (Graph repeats `from` as `sender` on nearly every message: one lookup saved).
     pub fn participants(&self) -> impl Iterator<Item = &str> {
-        let singles = [self.from.as_ref(), self.sender.as_ref()]
-            .into_iter()
-            .flatten();
+        let from = self.from.as_ref().and_then(Recipient::address);
+        let sender = self
+            .sender
+            .as_ref()
+            .and_then(Recipient::address)
+            .filter(|sender| Some(*sender) != from);
+        let singles = [from, sender].into_iter().flatten();
         let lists = [
             &self.to_recipients,
             &self.cc_recipients,
@@ -113,7 +161,7 @@ impl Listed<'_> {
         ]
         .into_iter()
         .flat_map(|list| list.iter().flatten());
-        singles.chain(lists).filter_map(Recipient::address)
+        singles.chain(lists.filter_map(Recipient::address))
     }
 }
 
@@ -310,14 +358,31 @@ mod tests {
                "replyTo":[{"emailAddress":{"address":"reply@acme.com"}}]},
               {"@odata.type":"#microsoft.graph.eventMessageRequest","id":"AAk2","isDraft":false},
               {"@odata.type":"#microsoft.graph.message","id":"AAk3","isDraft":true},
-              {"@odata.type":"#microsoft.graph.message","id":"AAk4","@removed":{"reason":"deleted"}}
+              {"@odata.type":"#microsoft.graph.message","id":"AAk4","@removed":{"reason":"deleted"}},
+              {"id":"AAk5","from":{"emailAddress":{"address":"jane@acme.com"}},"sender":{"emailAddress":{"address":"jane@acme.com"}}},
+              {"id":"AAk6","from":{"emailAddress":{"address":"jane@acme.com"}},"sender":{"emailAddress":{"address":"assistant@acme.com"}}}
             ]}"##;
         let page: ListPage<'_> = serde_json::from_slice(json).expect("parses");
         assert!(page.next_link.is_some() && page.delta_link.is_none());
         let kinds: Vec<Kind> = page.value.iter().map(Listed::kind).collect();
         assert_eq!(
             kinds,
-            [Kind::Message, Kind::Skipped, Kind::Skipped, Kind::Removed]
+            [
+                Kind::Message,
+                Kind::Skipped,
+                Kind::Skipped,
+                Kind::Removed,
+                Kind::Message,
+                Kind::Message
+            ]
+        );
+        assert_eq!(
+            page.value[4].participants().collect::<Vec<_>>(),
+            ["jane@acme.com"]
+        );
+        assert_eq!(
+            page.value[5].participants().collect::<Vec<_>>(),
+            ["jane@acme.com", "assistant@acme.com"]
         );
         let participants: Vec<&str> = page.value[0].participants().collect();
         assert_eq!(
@@ -325,5 +390,69 @@ mod tests {
             ["jane@acme.com", "me@contoso.com", "reply@acme.com"]
         );
         assert!(matches!(page.value[0].id, Cow::Borrowed(_)));
+        let address = page.value[0]
+            .from
+            .as_ref()
+            .and_then(|r| r.email_address.as_ref());
+        assert!(matches!(
+            address.and_then(|a| a.address.as_ref()),
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(matches!(page.value[0].odata_type, Some(Cow::Borrowed(_))));
+        assert!(matches!(
+            page.value[0].received_date_time,
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(matches!(page.next_link, Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped_into_owned_copies() {
+        // Graph may escape any character of a JSON string (`\/`, `\uXXXX`, quotes in a
+        // display name or a quoted local part); such a string cannot be borrowed.
+        let json = br##"{"@odata.deltaLink":"https:\/\/graph\/v1.0\/delta?$deltatoken=a\u0026b",
+            "value":[
+              {"@odata.type":"#microsoft.graph.eventMessage\u0052equest","id":"AA\u006b1","isDraft":false},
+              {"@odata.type":"#microsoft.graph.message","id":"AAk2","receivedDateTime":"2026-03-01T08:00:00\u005a",
+               "from":{"emailAddress":{"name":"O\"Brien","address":"o.brien\u0040acme.com"}},
+               "toRecipients":[{"emailAddress":{"address":"\"quoted\"@acme.com"}},{"emailAddress":{"address":"plain@acme.com"}}],
+               "ccRecipients":[{"emailAddress":{"address":null}},{"emailAddress":null},{}]}
+            ]}"##;
+        let page: ListPage<'_> = serde_json::from_slice(json).expect("parses");
+        assert_eq!(
+            page.delta_link.as_deref(),
+            Some("https://graph/v1.0/delta?$deltatoken=a&b")
+        );
+        assert!(matches!(page.delta_link, Some(Cow::Owned(_))));
+        assert_eq!(page.value[0].id, "AAk1");
+        assert_eq!(page.value[0].kind(), Kind::Skipped);
+        assert_eq!(
+            page.value[0].odata_type.as_deref(),
+            Some("#microsoft.graph.eventMessageRequest")
+        );
+        let message = &page.value[1];
+        assert_eq!(message.kind(), Kind::Message);
+        assert_eq!(
+            message.received_date_time.as_deref(),
+            Some("2026-03-01T08:00:00Z")
+        );
+        assert!(matches!(message.received_date_time, Some(Cow::Owned(_))));
+        let participants: Vec<&str> = message.participants().collect();
+        assert_eq!(
+            participants,
+            ["o.brien@acme.com", "\"quoted\"@acme.com", "plain@acme.com"]
+        );
+        let to = message.to_recipients.as_deref().expect("to");
+        let addresses: Vec<&Cow<'_, str>> = to
+            .iter()
+            .filter_map(|r| r.email_address.as_ref()?.address.as_ref())
+            .collect();
+        assert!(matches!(addresses[..], [Cow::Owned(_), Cow::Borrowed(_)]));
+    }
+
+    #[test]
+    fn a_non_string_where_text_is_expected_is_an_error() {
+        let json = br#"{"value":[{"id":"AAk1","receivedDateTime":12}]}"#;
+        assert!(serde_json::from_slice::<ListPage<'_>>(json).is_err());
     }
 }
