@@ -12,7 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 # Tools from the venv (cargo-lambda, zig, moto_server, sam) come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv test test-rust test-clients test-browser lint lint-template fmt up down build bench
+.PHONY: help venv test test-rust test-clients test-browser lint lint-template fmt up down build bench sam-build
 
 help:
 	@echo "make test   - every test (brings its own local stack up and down)"
@@ -21,6 +21,7 @@ help:
 	@echo "make down   - stop what make up started"
 	@echo "make lint   - rustfmt, clippy, cfn-lint, sam validate --lint"
 	@echo "make build  - release Lambda binaries with cargo lambda (arm64)"
+	@echo "make sam-build - sam build of template.yaml (debug profile), every function's bootstrap checked"
 	@echo "make demo   - the whole product end to end on the local stack, with a report"
 	@echo "make bench  - speed, memory and cost, side by side with Python (target/bench/report.md)"
 
@@ -32,9 +33,12 @@ $(STAMP): infra/local/requirements.txt
 
 venv: $(STAMP)
 
+# cfn-lint and SAM's linter, then our own checks of what they miss (runtime names, 6-field
+# cron / rate syntax, batch sizes and windows, dangling references, ...: infra/local/src/checks.rs).
 lint-template: $(STAMP)
 	cfn-lint template.yaml
 	sam validate --lint -t template.yaml
+	cargo run --locked --quiet -p local-stack -- check --template template.yaml
 
 lint: lint-template
 	cargo fmt --all -- --check
@@ -58,7 +62,31 @@ test-browser: $(STAMP)
 	cargo build --locked -p consent-callback --example local_server
 	cd tests/browser && node --test consent.test.mjs
 
-test: lint test-rust test-clients test-browser
+# `sam build` as `sam deploy` packages the template: every AWS::Serverless::Function
+# must come out as an executable bootstrap for the template's architecture.
+# SAM_BUILD_MODE=debug is SAM's documented switch (its cargo-lambda builder then drops
+# --release): this checks that the template builds, and a debug cross-build costs a
+# fraction of a release one. cargo lambda installs the arm64 Rust target itself on first
+# use (rustup). Output under target/, gitignored.
+SAM_TEMPLATE  ?= template.yaml
+SAM_BUILD_DIR := target/sam/build
+sam-build: $(STAMP)
+	rm -rf $(SAM_BUILD_DIR)
+	SAM_BUILD_MODE=debug sam build --template-file $(SAM_TEMPLATE) --base-dir $(CURDIR) \
+		--build-dir $(SAM_BUILD_DIR) --cache-dir target/sam/cache
+	@functions=$$(awk '/^  [A-Za-z0-9]+:[ ]*$$/ {name=$$1; sub(":", "", name)} \
+		/^    Type: AWS::Serverless::Function/ {print name}' $(SAM_TEMPLATE)); \
+	if grep -q 'Architectures: \[x86_64\]' $(SAM_TEMPLATE); then machine="3e 00"; else machine="b7 00"; fi; \
+	test -n "$$functions" || { echo "no AWS::Serverless::Function in $(SAM_TEMPLATE)"; exit 1; }; \
+	for f in $$functions; do \
+		b=$(SAM_BUILD_DIR)/$$f/bootstrap; \
+		test -x "$$b" || { echo "sam build left no executable $$b"; exit 1; }; \
+		test "$$(od -An -tx1 -N4 "$$b" | tr -s ' ')" = " 7f 45 4c 46" || { echo "$$b is not an ELF binary"; exit 1; }; \
+		test "$$(od -An -tx1 -j18 -N2 "$$b" | tr -s ' ')" = " $$machine" || { echo "$$b is not built for the template's architecture"; exit 1; }; \
+		echo "sam build: $$b ($$(du -h "$$b" | cut -f1))"; \
+	done
+
+test: lint test-rust test-clients test-browser sam-build
 
 # make up [TIME_FACTOR=60] [WORLD=path.json] [AUTO_APPROVE=1]: moto + template resources,
 # microsoft-sim, the functions under cargo lambda watch, schedules and SQS event sources.
