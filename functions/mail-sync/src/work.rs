@@ -66,7 +66,7 @@ pub const FILTERED_DELTA_CAP: u64 = 5_000;
 /// Fetch batches (and page ends) a folder's fetcher keeps queued: a page's matches (≈100
 /// at 20 % of 500, five batches) and the start of the next, so that a page's last batches
 /// never leave lanes idle.
-const FETCHES_PER_FOLDER: usize = 6;
+const FETCHES_PER_FOLDER: usize = 8;
 
 /// Tunables (environment variables in the function, see `Settings::from_env`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
