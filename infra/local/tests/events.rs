@@ -35,6 +35,7 @@ use consent_callback::sessions::{
 use local_stack::invoke::Invoker as _;
 use local_stack::stack::{StackInfo, UpOptions, down, up};
 use local_stack::{Outcome, Template, repo_root, template_path, venv_tool};
+use md5::{Digest as _, Md5};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -322,6 +323,16 @@ fn shape_problems(kind: Kind, event: &Value, shapes: &Shapes) -> Vec<String> {
                     ],
                     &mut problems,
                 );
+                let body = record["body"].as_str().unwrap_or("");
+                let md5: String = Md5::digest(body.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                if record["md5OfBody"] != md5.as_str() {
+                    problems.push(format!(
+                        "Records[{i}].md5OfBody is not the MD5 of the body ({md5})"
+                    ));
+                }
                 if record["eventSource"] != "aws:sqs" {
                     problems.push(format!("Records[{i}].eventSource is not aws:sqs"));
                 }
