@@ -238,11 +238,11 @@ impl Entries {
         &self.records[start..self.record_ends[entry] as usize]
     }
 
-    /// The slot holding `key`, or the empty slot where it would go.
-    fn probe(&self, hasher: &RandomState, key: &str) -> usize {
+    /// The slot holding `key` (whose hash is `hash`), or the empty slot where it would go.
+    fn probe(&self, hash: u64, key: &str) -> usize {
         let mask = self.slots.len() - 1;
         // Truncation intended: the mask keeps the low bits only.
-        let mut slot = hasher.hash_one(key) as usize & mask;
+        let mut slot = hash as usize & mask;
         loop {
             match self.slots[slot] {
                 0 => return slot,
@@ -252,11 +252,11 @@ impl Entries {
         }
     }
 
-    fn get(&self, hasher: &RandomState, key: &str) -> Option<usize> {
+    fn get(&self, hash: u64, key: &str) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        let entry = self.slots[self.probe(hasher, key)];
+        let entry = self.slots[self.probe(hash, key)];
         (entry != 0).then(|| entry as usize - 1)
     }
 
@@ -313,7 +313,8 @@ impl EntriesBuilder {
         }
         entries.slots = vec![0; (count * 2).next_power_of_two()].into_boxed_slice();
         for entry in 0..count {
-            let slot = entries.probe(hasher, entries.key(entry));
+            let key = entries.key(entry);
+            let slot = entries.probe(hasher.hash_one(key), key);
             // A later listing of the same key replaces the earlier one, as a map would.
             entries.slots[slot] = offset(entry + 1);
         }
@@ -454,15 +455,17 @@ impl CrmMatchIndex {
     }
 
     fn address(&self, lowered: &str) -> Option<Records<'_>> {
-        let entry = self.addresses.get(&self.hasher, lowered)?;
+        let entry = self.addresses.get(self.hasher.hash_one(lowered), lowered)?;
         Some(Records {
             records: self.addresses.records(entry),
             ids: &self.ids,
         })
     }
 
-    fn domain(&self, lowered: &str) -> Option<(&str, Records<'_>)> {
-        let entry = self.domains.get(&self.hasher, lowered)?;
+    /// The account domain `lowered`, whose hash is `hash` (the caller hashes each suffix
+    /// once for this and for its internal domains).
+    fn domain(&self, hash: u64, lowered: &str) -> Option<(&str, Records<'_>)> {
+        let entry = self.domains.get(hash, lowered)?;
         Some((
             self.domains.key(entry),
             Records {
@@ -496,7 +499,8 @@ impl<'m> Records<'m> {
 #[derive(Debug)]
 pub struct CrmMatcher {
     index: Arc<CrmMatchIndex>,
-    internal: HashSet<Box<str>>,
+    /// Keyed with the index's hasher, so each suffix of a participant is hashed once.
+    internal: Entries,
     own: Box<[Box<str>]>,
     dropped: DroppedDomains,
     accounts: usize,
@@ -575,11 +579,10 @@ impl CrmMatcher {
             .map(|address| address.trim().to_lowercase())
             .filter(|address| address.contains('@'))
             .collect();
-        let mut internal: HashSet<Box<str>> = tenant_domains
+        let mut internal: BTreeSet<String> = tenant_domains
             .into_iter()
             .map(|domain| domain.trim().trim_end_matches('.').to_lowercase())
             .filter(|domain| !domain.is_empty())
-            .map(String::into_boxed_str)
             .collect();
         // Tenants whose verified domains we never learned still have colleagues at the
         // user's own domain.
@@ -587,9 +590,17 @@ impl CrmMatcher {
             if let Some((_, domain)) = address.rsplit_once('@')
                 && !is_free_mail(domain)
             {
-                internal.insert(domain.into());
+                internal.insert(domain.to_owned());
             }
         }
+        let internal = {
+            let mut builder = EntriesBuilder::default();
+            let mut no_ids = String::new();
+            for domain in &internal {
+                builder.push(&mut no_ids, domain, []);
+            }
+            builder.finish(&index.hasher)
+        };
         // An account domain at or under an internal domain never matches (the verdict
         // stops at the internal suffix); counted here for the run summary.
         let mut dropped = DroppedDomains {
@@ -599,7 +610,11 @@ impl CrmMatcher {
         };
         let mut accounts = 0;
         for entry in index.domains.live() {
-            if suffixes(index.domains.key(entry)).any(|suffix| internal.contains(suffix)) {
+            if suffixes(index.domains.key(entry)).any(|suffix| {
+                internal
+                    .get(index.hasher.hash_one(suffix), suffix)
+                    .is_some()
+            }) {
                 dropped.internal += 1;
             } else {
                 accounts += 1;
@@ -635,11 +650,12 @@ impl CrmMatcher {
         // account domain under an internal one must not make a colleague match.
         let mut account = None;
         for suffix in suffixes(domain) {
-            if self.internal.contains(suffix) {
+            let hash = self.index.hasher.hash_one(suffix);
+            if self.internal.get(hash, suffix).is_some() {
                 return Verdict::Ignored;
             }
             if account.is_none() {
-                account = self.index.domain(suffix);
+                account = self.index.domain(hash, suffix);
             }
         }
         let address = self.index.address(lowered);
@@ -704,7 +720,11 @@ impl CrmMatcher {
         let Some((_, domain)) = lowered.rsplit_once('@') else {
             return false;
         };
-        suffixes(domain).any(|suffix| self.internal.contains(suffix))
+        suffixes(domain).any(|suffix| {
+            self.internal
+                .get(self.index.hasher.hash_one(suffix), suffix)
+                .is_some()
+        })
     }
 }
 
