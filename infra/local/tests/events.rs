@@ -32,6 +32,7 @@ use consent_callback::security::sha256_hex;
 use consent_callback::sessions::{
     AuthSession, AuthSessionStore as _, DynamoAuthSessionStore, Flow,
 };
+use local_stack::functions::EventKind;
 use local_stack::invoke::Invoker as _;
 use local_stack::stack::{StackInfo, UpOptions, down, up};
 use local_stack::{Outcome, Template, repo_root, template_path, venv_tool};
@@ -754,6 +755,16 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
                 continue;
             }
         };
+        let delivered = function.events.iter().any(|e| match (&e.kind, kind) {
+            (EventKind::Other(t), Kind::Http) => t == "HttpApi",
+            (EventKind::Sqs(_), Kind::Sqs) | (EventKind::Schedule(_), Kind::Schedule) => true,
+            _ => false,
+        });
+        if !delivered {
+            problems.push(format!(
+                "{rel}: the template gives {binary} no {kind:?} event source"
+            ));
+        }
         for p in shape_problems(kind, &event, &shapes) {
             problems.push(format!("{rel}: {p}"));
         }
