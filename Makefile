@@ -62,27 +62,34 @@ test-browser: $(STAMP)
 	cargo build --locked -p consent-callback --example local_server
 	cd tests/browser && node --test consent.test.mjs
 
+# The functions' instruction set (template parameter `Architecture`): arm64, the
+# template's default, when this toolchain has the aarch64 Rust target; otherwise
+# x86_64, since a machine of this kind cannot fetch another target (rustup is offline).
+# Override with ARCH=arm64|x86_64.
+ARCH ?= $(shell test -d "$$(rustc --print sysroot)/lib/rustlib/aarch64-unknown-linux-gnu" && echo arm64 || echo x86_64)
+
 # `sam build` as `sam deploy` packages the template: every AWS::Serverless::Function
-# must come out as an executable bootstrap for the template's architecture.
+# must come out as an executable bootstrap for the architecture built ($(ARCH)).
 # SAM_BUILD_MODE=debug is SAM's documented switch (its cargo-lambda builder then drops
-# --release): this checks that the template builds, and a debug cross-build costs a
-# fraction of a release one. cargo lambda installs the arm64 Rust target itself on first
-# use (rustup). Output under target/, gitignored.
+# --release): this checks that the template builds, and a debug build costs a fraction
+# of a release one. Output under target/, gitignored.
 SAM_TEMPLATE  ?= template.yaml
 SAM_BUILD_DIR := target/sam/build
 sam-build: $(STAMP)
+	@echo "sam build for Architecture=$(ARCH)"
 	rm -rf $(SAM_BUILD_DIR)
 	SAM_BUILD_MODE=debug sam build --template-file $(SAM_TEMPLATE) --base-dir $(CURDIR) \
-		--build-dir $(SAM_BUILD_DIR) --cache-dir target/sam/cache
+		--build-dir $(SAM_BUILD_DIR) --cache-dir target/sam/cache \
+		--parameter-overrides Architecture=$(ARCH)
 	@functions=$$(awk '/^  [A-Za-z0-9]+:[ ]*$$/ {name=$$1; sub(":", "", name)} \
 		/^    Type: AWS::Serverless::Function/ {print name}' $(SAM_TEMPLATE)); \
-	if grep -q 'Architectures: \[x86_64\]' $(SAM_TEMPLATE); then machine="3e 00"; else machine="b7 00"; fi; \
+	if [ "$(ARCH)" = x86_64 ]; then machine="3e 00"; else machine="b7 00"; fi; \
 	test -n "$$functions" || { echo "no AWS::Serverless::Function in $(SAM_TEMPLATE)"; exit 1; }; \
 	for f in $$functions; do \
 		b=$(SAM_BUILD_DIR)/$$f/bootstrap; \
 		test -x "$$b" || { echo "sam build left no executable $$b"; exit 1; }; \
 		test "$$(od -An -tx1 -N4 "$$b" | tr -s ' ')" = " 7f 45 4c 46" || { echo "$$b is not an ELF binary"; exit 1; }; \
-		test "$$(od -An -tx1 -j18 -N2 "$$b" | tr -s ' ')" = " $$machine" || { echo "$$b is not built for the template's architecture"; exit 1; }; \
+		test "$$(od -An -tx1 -j18 -N2 "$$b" | tr -s ' ')" = " $$machine" || { echo "$$b is not built for $(ARCH)"; exit 1; }; \
 		echo "sam build: $$b ($$(du -h "$$b" | cut -f1))"; \
 	done
 
@@ -100,7 +107,8 @@ down:
 	@if [ -x target/debug/local-stack ]; then target/debug/local-stack down --state-dir .local; else echo "nothing to stop"; fi
 
 build: $(STAMP)
-	cargo lambda build --release --arm64 --locked
+	@echo "cargo lambda build for $(ARCH)"
+	cargo lambda build --release --locked $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
 
 # make demo: the whole product on the local stack (the four functions under cargo lambda
 # watch, the template's SQS sources, one scheduled round fired by the driver), driven

@@ -3,7 +3,8 @@
 //!
 //! - [`Check::Runtime`]: `Runtime` is a Lambda runtime identifier, and a function built
 //!   with `rust-cargolambda` runs on an OS-only runtime (`provided.al2023`/`provided.al2`).
-//! - [`Check::Architectures`]: exactly one of `x86_64` / `arm64`.
+//! - [`Check::Architectures`]: exactly one of `x86_64` / `arm64`, literally or as a `Ref` to a
+//!   parameter whose `AllowedValues` are only those.
 //! - [`Check::ScheduleExpression`]: `rate()` with a positive value and the unit's number
 //!   matching it, `cron()` with six fields and one `?` (see [`crate::schedule`]).
 //! - [`Check::BatchSize`]: SQS `BatchSize` within 1-10,000, at most 10 for a FIFO queue,
@@ -128,7 +129,7 @@ pub fn check_template(template: &Template, workspace_binaries: &BTreeSet<String>
     let resolver = parameter_defaults(template);
     runtimes(template, &functions, &mut findings);
     for f in &functions {
-        architectures(f, &mut findings);
+        architectures(template, f, &mut findings);
         build_binary(f, workspace_binaries, &mut findings);
         schedules(f, &resolver, &mut findings);
         sqs_sources(template, f, &resolver, &mut findings);
@@ -243,18 +244,30 @@ fn runtimes(template: &Template, functions: &[FunctionSpec], findings: &mut Vec<
     }
 }
 
-fn architectures(f: &FunctionSpec, findings: &mut Vec<Finding>) {
+fn architectures(template: &Template, f: &FunctionSpec, findings: &mut Vec<Finding>) {
     let Some(arch) = &f.architectures else {
         return;
     };
-    let ok = arch
-        .as_array()
-        .is_some_and(|a| a.len() == 1 && matches!(a[0].as_str(), Some("x86_64" | "arm64")));
+    let one = |v: &Value| matches!(v.as_str(), Some("x86_64" | "arm64"));
+    // A parameter may choose it at deploy time, so long as every value it allows is one.
+    let parameter_ok = |name: &str| {
+        template.parameters.get(name).is_some_and(|decl| {
+            decl["AllowedValues"]
+                .as_array()
+                .is_some_and(|allowed| !allowed.is_empty() && allowed.iter().all(one))
+                && decl.get("Default").is_none_or(one)
+        })
+    };
+    let ok = arch.as_array().is_some_and(|a| {
+        a.len() == 1 && (one(&a[0]) || a[0]["Ref"].as_str().is_some_and(parameter_ok))
+    });
     if !ok {
         findings.push(Finding {
             check: Check::Architectures,
             location: location(f, "Properties.Architectures"),
-            message: format!("must be a list of exactly one of x86_64 or arm64, got {arch}"),
+            message: format!(
+                "must be a list of exactly one of x86_64 or arm64 (or a Ref to a parameter allowing only those), got {arch}"
+            ),
         });
     }
 }

@@ -47,6 +47,11 @@ fn each_check_fails_on_its_fixture() {
         ("runtime-unknown", Check::Runtime, "provided.al2024"),
         ("runtime-not-os-only", Check::Runtime, "python3.12"),
         ("architectures", Check::Architectures, "exactly one"),
+        (
+            "architectures-parameter",
+            Check::Architectures,
+            "exactly one",
+        ),
         ("rate-unit", Check::ScheduleExpression, "singular"),
         ("cron-five-fields", Check::ScheduleExpression, "6 fields"),
         (
