@@ -385,6 +385,14 @@ struct BatchBody<'a> {
     requests: Vec<BatchBodyRequest<'a>>,
 }
 
+/// How Graph runs a batch's items: all at once (up to the mailbox's concurrency) or in one
+/// `dependsOn` chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchOrder {
+    Parallel,
+    Serial,
+}
+
 #[derive(Serialize)]
 struct BatchBodyRequest<'a> {
     id: &'a str,
@@ -673,32 +681,39 @@ impl MailboxSession<'_> {
     /// `Retry-After`) or 5xx; returns every item's final answer, in request order. Graph
     /// runs up to 4 of them against the mailbox at once, so the call holds 4 slots.
     pub async fn batch(&self, requests: &[BatchRequest]) -> Result<Vec<BatchItem>, GraphError> {
-        self.batch_in_lanes(requests, MAILBOX_CONCURRENCY).await
+        self.run_batch(requests, BatchOrder::Parallel).await
     }
 
-    /// [`Self::batch`] with the items in `lanes` `dependsOn` chains (contiguous runs of
-    /// the request order), so that Graph runs at most `lanes` of them at once and the call
-    /// holds only that many mailbox slots.
+    /// [`Self::batch`] with the items in one `dependsOn` chain, so that Graph runs them one
+    /// after the other and the call holds one mailbox slot.
     ///
     /// Why: a call holds its slots for its whole round trip, and the outer request's own
-    /// leg is time in which the mailbox does no work for it. A one-lane batch of 20 holds
+    /// leg is time in which the mailbox does no work for it. A serial batch of 20 holds
     /// one slot for one outer leg and 20 items (5 % idle at 50 ms per leg), where a
-    /// four-lane batch holds all four for one outer leg and 5 items each (17 % idle);
-    /// four one-lane batches side by side keep the mailbox's 4 slots busy.
+    /// parallel one holds all four for one outer leg and 5 items each (17 % idle); four
+    /// serial batches side by side keep the mailbox's 4 slots busy. Graph accepts a batch
+    /// that is wholly parallel or wholly sequential, not several chains (Microsoft's
+    /// known issue on JSON batching), hence one chain and not `n` lanes.
     ///
-    /// An item after a failed one in its chain is answered 424 (failed dependency) without
-    /// being run; it is sent again with the remaining items (each round settles at least
-    /// the head of every chain, so this ends).
-    pub async fn batch_in_lanes(
+    /// An item after a failed one is answered 424 (failed dependency) without being run;
+    /// it is sent again with the remaining items (each round settles at least the head of
+    /// the chain, so this ends).
+    pub async fn batch_serial(
         &self,
         requests: &[BatchRequest],
-        lanes: usize,
+    ) -> Result<Vec<BatchItem>, GraphError> {
+        self.run_batch(requests, BatchOrder::Serial).await
+    }
+
+    async fn run_batch(
+        &self,
+        requests: &[BatchRequest],
+        order: BatchOrder,
     ) -> Result<Vec<BatchItem>, GraphError> {
         assert!(
             requests.len() <= BATCH_LIMIT,
             "a $batch holds at most 20 requests"
         );
-        let lanes = lanes.clamp(1, MAILBOX_CONCURRENCY);
         let retry = self.client.retry;
         let mut pending: Vec<&BatchRequest> = requests.iter().collect();
         let mut done: HashMap<String, BatchItem> = HashMap::with_capacity(requests.len());
@@ -707,10 +722,7 @@ impl MailboxSession<'_> {
         let mut refreshed = false;
         let url = format!("{}/$batch", self.client.base);
         while !pending.is_empty() {
-            // Independent items when Graph's own parallelism is asked for; otherwise
-            // `lanes` chains of (nearly) equal length.
-            let chained = lanes < MAILBOX_CONCURRENCY && lanes < pending.len();
-            let chain_len = pending.len().div_ceil(lanes);
+            let chained = order == BatchOrder::Serial;
             let body = BatchBody {
                 requests: pending
                     .iter()
@@ -722,7 +734,7 @@ impl MailboxSession<'_> {
                         headers: Prefer::header(&request.prefer)
                             .map(|prefer| HashMap::from([("Prefer", prefer)]))
                             .unwrap_or_default(),
-                        depends_on: (chained && position % chain_len != 0)
+                        depends_on: (chained && position > 0)
                             .then(|| [pending[position - 1].id.as_str()]),
                     })
                     .collect(),
@@ -732,7 +744,10 @@ impl MailboxSession<'_> {
             self.stats
                 .batch_items
                 .fetch_add(pending.len() as u64, Ordering::Relaxed);
-            let slots = pending.len().min(lanes) as u32;
+            let slots = match order {
+                BatchOrder::Parallel => pending.len().min(MAILBOX_CONCURRENCY),
+                BatchOrder::Serial => 1,
+            } as u32;
             let answer = self
                 .send(
                     |token| {

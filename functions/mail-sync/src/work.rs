@@ -702,7 +702,7 @@ impl MailWork {
                 .acquire()
                 .await
                 .expect("the fetch lanes are never closed");
-            env.session.batch_in_lanes(&requests, 1).await?
+            env.session.batch_serial(&requests).await?
         };
         let now = env.clock.now();
         let mut activities = Vec::with_capacity(answers.len());
