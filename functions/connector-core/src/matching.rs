@@ -219,8 +219,22 @@ struct Entries {
     /// End of entry `i`'s records in `records`.
     record_ends: Box<[u32]>,
     records: Box<[Record]>,
-    /// Entry number + 1 per slot, 0 for empty; a power of two at most half full.
-    slots: Box<[u32]>,
+    /// A power of two of slots, at most half full.
+    slots: Box<[Slot]>,
+}
+
+/// One slot of [`Entries`]' table: entry number + 1 (0 for empty) and the high half of the
+/// key's hash, so that a probe compares keys only when the tags agree: most lookups are of
+/// addresses the CRM does not hold, and each key comparison is a trip to the arenas.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    entry: u32,
+    tag: u32,
+}
+
+/// The high half of a hash (the low bits choose the slot).
+fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
 }
 
 impl Entries {
@@ -243,10 +257,13 @@ impl Entries {
         let mask = self.slots.len() - 1;
         // Truncation intended: the mask keeps the low bits only.
         let mut slot = hash as usize & mask;
+        let tag = tag(hash);
         loop {
             match self.slots[slot] {
-                0 => return slot,
-                taken if self.key(taken as usize - 1) == key => return slot,
+                Slot { entry: 0, .. } => return slot,
+                taken if taken.tag == tag && self.key(taken.entry as usize - 1) == key => {
+                    return slot;
+                }
                 _ => slot = (slot + 1) & mask,
             }
         }
@@ -256,7 +273,7 @@ impl Entries {
         if self.slots.is_empty() {
             return None;
         }
-        let entry = self.slots[self.probe(hash, key)];
+        let entry = self.slots[self.probe(hash, key)].entry;
         (entry != 0).then(|| entry as usize - 1)
     }
 
@@ -264,8 +281,8 @@ impl Entries {
     fn live(&self) -> impl Iterator<Item = usize> + '_ {
         self.slots
             .iter()
-            .filter(|&&entry| entry != 0)
-            .map(|&entry| entry as usize - 1)
+            .filter(|slot| slot.entry != 0)
+            .map(|slot| slot.entry as usize - 1)
     }
 }
 
@@ -311,12 +328,16 @@ impl EntriesBuilder {
         if count == 0 {
             return entries;
         }
-        entries.slots = vec![0; (count * 2).next_power_of_two()].into_boxed_slice();
+        entries.slots = vec![Slot::default(); (count * 2).next_power_of_two()].into_boxed_slice();
         for entry in 0..count {
             let key = entries.key(entry);
-            let slot = entries.probe(hasher.hash_one(key), key);
+            let hash = hasher.hash_one(key);
+            let slot = entries.probe(hash, key);
             // A later listing of the same key replaces the earlier one, as a map would.
-            entries.slots[slot] = offset(entry + 1);
+            entries.slots[slot] = Slot {
+                entry: offset(entry + 1),
+                tag: tag(hash),
+            };
         }
         entries
     }
