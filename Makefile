@@ -75,12 +75,32 @@ ARCH ?= $(shell test -d "$$(rustc --print sysroot)/lib/rustlib/aarch64-unknown-l
 # of a release one. Output under target/, gitignored.
 SAM_TEMPLATE  ?= template.yaml
 SAM_BUILD_DIR := target/sam/build
+# What sam build adds under target/ (about 1.6 GB: its cargo-lambda build of the four functions, the
+# copies in target/lambda and target/sam), with room to spare. The linker writes its
+# output through a memory map: on a full disk it dies of SIGBUS, and cargo-zigbuild
+# then exits 1 with no message at all. Better to say so before building.
+SAM_BUILD_MIN_FREE_MB ?= 2000
+define resources
+	df -Pm target | awk 'NR==2 {print "disk: " $$4 " MB free of " $$2 " MB on " $$6}'; \
+	awk '/^MemAvailable:/ {print "memory: " int($$2/1024) " MiB available"}' /proc/meminfo
+endef
 sam-build: $(STAMP)
 	@echo "sam build for Architecture=$(ARCH)"
 	rm -rf $(SAM_BUILD_DIR)
-	SAM_BUILD_MODE=debug sam build --template-file $(SAM_TEMPLATE) --base-dir $(CURDIR) \
-		--build-dir $(SAM_BUILD_DIR) --cache-dir target/sam/cache \
-		--parameter-overrides Architecture=$(ARCH)
+	@mkdir -p target; $(resources); \
+	free_mb=$$(df -Pm target | awk 'NR==2 {print $$4}'); \
+	test "$$free_mb" -ge $(SAM_BUILD_MIN_FREE_MB) || { \
+		echo "sam-build needs about $(SAM_BUILD_MIN_FREE_MB) MB free under target/, $$free_mb MB are: free some disk (cargo clean)"; exit 1; }
+	@# One retry, said aloud: a linker killed by a signal (out of memory or disk) leaves no
+	@# message, so the machine's state is printed with the failure. A real build error
+	@# fails both attempts.
+	@for attempt in 1 2; do \
+		if SAM_BUILD_MODE=debug sam build --template-file $(SAM_TEMPLATE) --base-dir $(CURDIR) \
+			--build-dir $(SAM_BUILD_DIR) --cache-dir target/sam/cache \
+			--parameter-overrides Architecture=$(ARCH); then break; fi; \
+		echo "sam build failed (attempt $$attempt of 2)"; $(resources); \
+		test $$attempt = 1 || exit 1; \
+	done
 	@functions=$$(awk '/^  [A-Za-z0-9]+:[ ]*$$/ {name=$$1; sub(":", "", name)} \
 		/^    Type: AWS::Serverless::Function/ {print name}' $(SAM_TEMPLATE)); \
 	if [ "$(ARCH)" = x86_64 ]; then machine="3e 00"; else machine="b7 00"; fi; \
@@ -94,6 +114,10 @@ sam-build: $(STAMP)
 	done
 
 test: lint test-rust test-clients test-browser sam-build
+
+# make test builds from scratch: incremental compilation would only add its caches
+# (about 4 GB of target/debug/incremental on a clean clone) and their writing time.
+test: export CARGO_INCREMENTAL := 0
 
 # make up [TIME_FACTOR=60] [WORLD=path.json] [AUTO_APPROVE=1]: moto + template resources,
 # microsoft-sim, the functions under cargo lambda watch, schedules and SQS event sources.
