@@ -1,8 +1,9 @@
 //! Engine cost per message (issue 9 item 1): one Graph message-delta page, as microsoft-sim
 //! serves it for the worker's `$select` (`mail_sync::page::LIST_SELECT`) and page size,
-//! through the worker's engine (`mail_sync::page::scan_page`: parse borrowing, classify, match
-//! with connector-core's `CrmMatcher` against the 10,000-address / 2,000-domain benchmark CRM,
-//! keep the ids of matches). divan counts the allocations. `gunzip` times the decompression
+//! through the worker's engine (`mail_sync::page::scan_page`: one pass over the page that
+//! classifies each item and matches each address as it is read, with connector-core's
+//! `CrmMatcher` against the 10,000-address / 2,000-domain benchmark CRM, keeping the ids of
+//! matches). divan counts the allocations. `gunzip` times the decompression
 //! of the same page as Graph sends it (gzip), the other CPU cost of reading a page.
 //!
 //! Per message = the median time (or allocation count) of one page ÷ the messages on it;
@@ -16,7 +17,7 @@ use connector_core::domain::TenantId;
 use connector_core::matching::CrmMatcher;
 use divan::counter::ItemsCount;
 use divan::{AllocProfiler, Bencher, black_box};
-use mail_sync::page::{LIST_SELECT, ListPage, scan_page};
+use mail_sync::page::{LIST_SELECT, scan_page};
 
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();
@@ -118,15 +119,13 @@ fn parse_and_match(bencher: Bencher, size: u32) {
         .bench(|| scan_page(black_box(body), matcher, &[], false).expect("parses"));
 }
 
-/// The parse alone (borrowed strings, nothing matched).
+/// The floor of any parse: serde_json reading past the whole page (every string scanned,
+/// nothing kept, nothing matched). The engine's cost above it is its own.
 #[divan::bench(args = PAGE_SIZES, sample_count = 200)]
 fn parse_only(bencher: Bencher, size: u32) {
     let (body, listed, _) = page(size);
     bencher.counter(ItemsCount::new(listed)).bench(|| {
-        serde_json::from_slice::<ListPage<'_>>(black_box(body))
-            .expect("parses")
-            .value
-            .len()
+        serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).expect("parses")
     });
 }
 

@@ -20,7 +20,13 @@
 //!   domains; such entries are dropped when the matcher is built.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+// foldhash, not std's SipHash: a participant costs up to four hashes (its address and each
+// domain suffix), on every listed message. Seeded per process and per index, as std's.
+// Lookups are batch work whose timing nobody outside observes, so the minimal
+// flooding resistance foldhash claims is enough here.
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use crate::domain::{CrmIndexContent, CrmMatch, CrmRecordKind, MatchReason};
@@ -408,7 +414,7 @@ impl CrmMatchIndexBuilder {
     }
 
     pub fn finish(self) -> CrmMatchIndex {
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         CrmMatchIndex {
             addresses: self.addresses.finish(&hasher),
             domains: self.domains.finish(&hasher),
