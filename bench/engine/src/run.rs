@@ -468,7 +468,6 @@ async fn listing(
 
 /// The listing's bytes on the wire (gzip, as Graph sends them) and decoded.
 async fn wire_bytes(base: &str, path: &str, page_size: u32, token: &str) -> Result<Value> {
-    use std::io::Read;
     let http = reqwest::Client::builder().no_gzip().build()?;
     let mut url = format!("{base}/v1.0{path}");
     let (mut gzip, mut decoded, mut pages) = (0u64, 0u64, 0u64);
@@ -491,9 +490,7 @@ async fn wire_bytes(base: &str, path: &str, page_size: u32, token: &str) -> Resu
         let body = response.bytes().await?;
         gzip += body.len() as u64;
         let text = if compressed {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out)?;
-            out
+            connector_core::graph::gunzip(&body, connector_core::graph::MAX_GRAPH_BODY_BYTES)?
         } else {
             body.to_vec()
         };

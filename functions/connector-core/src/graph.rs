@@ -1,5 +1,5 @@
 //! The Microsoft Graph client every worker uses (mail, calendar, Teams): reqwest 0.13 with
-//! gzip, `Prefer` headers, absolute `@odata.nextLink`/`deltaLink` following (only towards
+//! gzip (decoded here, in one pass, with a size limit), `Prefer` headers, absolute `@odata.nextLink`/`deltaLink` following (only towards
 //! the configured Graph host: a stored link never takes a token elsewhere), Graph's error
 //! body as typed errors, `Retry-After` honoured on responses and on `$batch` items,
 //! exponential backoff with jitter on 5xx and transport failures, one refresh on a 401, and
@@ -35,6 +35,10 @@ type Bytes = Vec<u8>;
 pub const MAILBOX_CONCURRENCY: usize = 4;
 /// Requests in one `$batch`.
 pub const BATCH_LIMIT: usize = 20;
+/// The largest response body read from Graph, decoded: far above any page or `$batch` of
+/// 20 full messages the workers ask for, and a bound on what a response (or a gzip bomb)
+/// can make a worker hold.
+pub const MAX_GRAPH_BODY_BYTES: usize = 64 << 20;
 
 /// A `Prefer` preference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,10 +258,12 @@ pub struct GraphClient {
     slots: Mutex<HashMap<String, Weak<Semaphore>>>,
 }
 
-/// A reqwest client for Graph: gzip, bounded waits, no redirects.
+/// A reqwest client for Graph: bounded waits, no redirects. gzip is asked for and decoded
+/// by the session ([`gunzip`]), not by reqwest's streaming decoder.
 pub fn graph_http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
-        .gzip(true)
+        // Even where a test build unifies reqwest's gzip feature in.
+        .no_gzip()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(90))
@@ -440,6 +446,80 @@ enum Exchange {
     },
 }
 
+/// Why an exchange gave no response to act on.
+#[derive(Debug)]
+enum ExchangeError {
+    /// Not sent, or the answer not read: retried with backoff.
+    Transport(reqwest::Error),
+    /// Read, but not usable (too large, a broken gzip stream): not retried.
+    Body(String),
+}
+
+impl From<reqwest::Error> for ExchangeError {
+    fn from(error: reqwest::Error) -> Self {
+        ExchangeError::Transport(error)
+    }
+}
+
+/// A response's body, decoded: read chunk by chunk into one buffer (at most
+/// [`MAX_GRAPH_BODY_BYTES`]), then gunzipped in one pass when Graph sent it gzip-encoded.
+async fn read_body(
+    mut response: reqwest::Response,
+    headers: &HeaderMap,
+) -> Result<Bytes, ExchangeError> {
+    let too_large = || {
+        ExchangeError::Body(format!(
+            "the response is larger than {MAX_GRAPH_BODY_BYTES} bytes"
+        ))
+    };
+    let expected = response.content_length().unwrap_or(0);
+    if expected > MAX_GRAPH_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(expected as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_GRAPH_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    match headers
+        .get(reqwest::header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None | Some(b"identity") => Ok(body),
+        Some(encoding) if encoding.eq_ignore_ascii_case(b"gzip") => {
+            gunzip(&body, MAX_GRAPH_BODY_BYTES)
+                .map_err(|error| ExchangeError::Body(format!("the gzip-encoded response: {error}")))
+        }
+        Some(encoding) => Err(ExchangeError::Body(format!(
+            "an encoding that was not asked for: {}",
+            String::from_utf8_lossy(encoding)
+        ))),
+    }
+}
+
+/// A gzip body (RFC 1952, members concatenated) decompressed in one pass into one buffer
+/// sized from its trailer, refusing to grow past `limit` bytes. The CRC of each member is
+/// checked.
+pub fn gunzip(gzip: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // ISIZE, the last four bytes: the (last member's) decoded size modulo 2^32. A hint only.
+    let hint = gzip
+        .last_chunk::<4>()
+        .map_or(0, |size| u32::from_le_bytes(*size) as usize);
+    let mut out = Vec::with_capacity(hint.min(limit));
+    let read = flate2::bufread::MultiGzDecoder::new(gzip)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)?;
+    if read > limit {
+        return Err(std::io::Error::other(format!(
+            "decodes to more than {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
@@ -518,17 +598,20 @@ impl MailboxSession<'_> {
         &self,
         request: reqwest::RequestBuilder,
         slots: u32,
-    ) -> Result<Exchange, reqwest::Error> {
+    ) -> Result<Exchange, ExchangeError> {
         let _permits = self
             .slots
             .acquire_many(slots)
             .await
             .expect("mailbox slots are never closed");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await?;
+        let mut response = request
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await?;
         let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await?.to_vec();
+        let headers = std::mem::take(response.headers_mut());
+        let body = read_body(response, &headers).await?;
         self.stats
             .bytes
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -593,7 +676,8 @@ impl MailboxSession<'_> {
                     (wait, api_error(status, &body))
                 }
                 Ok(Exchange::Status { status, body, .. }) => return Err(api_error(status, &body)),
-                Err(error) => {
+                Err(ExchangeError::Body(error)) => return Err(GraphError::Malformed(error)),
+                Err(ExchangeError::Transport(error)) => {
                     failures += 1;
                     let wait = retry.backoff(failures);
                     (
@@ -888,6 +972,44 @@ impl MailboxSession<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gzip(members: &[&[u8]]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        for member in members {
+            let mut encoder = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+            encoder.write_all(member).expect("compresses");
+            encoder.finish().expect("compresses");
+        }
+        out
+    }
+
+    #[test]
+    fn gunzip_decodes_checks_and_limits() {
+        let page = br#"{"value":[{"id":"AAk1"}]}"#.repeat(100);
+        assert_eq!(gunzip(&gzip(&[&page]), 1 << 20).expect("decodes"), page);
+        // Concatenated members are one body (RFC 1952).
+        assert_eq!(
+            gunzip(&gzip(&[b"{\"value\":", b"[]}"]), 1 << 20).expect("decodes"),
+            b"{\"value\":[]}"
+        );
+        // Exactly at the limit passes; one byte over does not.
+        assert!(gunzip(&gzip(&[&page]), page.len()).is_ok());
+        assert!(gunzip(&gzip(&[&page]), page.len() - 1).is_err());
+        // A trailer that lies about the size is only a capacity hint, never trusted.
+        let mut lying = gzip(&[&page]);
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(gunzip(&lying, 1 << 20).is_err(), "the size is checked too");
+        // A corrupted stream (CRC), a truncated one and plain text are errors.
+        let mut corrupt = gzip(&[&page]);
+        let crc = corrupt.len() - 8;
+        corrupt[crc] ^= 0xff;
+        assert!(gunzip(&corrupt, 1 << 20).is_err());
+        let whole = gzip(&[&page]);
+        assert!(gunzip(&whole[..whole.len() / 2], 1 << 20).is_err());
+        assert!(gunzip(b"{\"value\":[]}", 1 << 20).is_err());
+    }
 
     #[test]
     fn retry_after_forms() {
