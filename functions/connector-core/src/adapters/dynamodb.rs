@@ -270,6 +270,25 @@ fn delete_request(key: Item, table: &str) -> Result<WriteRequest, StoreError> {
     Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
+/// Deletes every item of a partition (those whose sort key starts with `prefix`, when
+/// given): one keys-only Query, then BatchWriteItem deletes; how many there were.
+async fn delete_partition(
+    client: &Client,
+    table: &str,
+    partition: (&str, &str),
+    sort: (&str, Option<&str>),
+    backoff: Backoff,
+) -> Result<u64, StoreError> {
+    let keys = query_partition(client, table, partition, sort, true).await?;
+    let count = keys.len() as u64;
+    let requests = keys
+        .into_iter()
+        .map(|key| delete_request(key, table))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch_write(client, table, requests, backoff).await?;
+    Ok(count)
+}
+
 /// Every item of a partition (optionally only those whose sort key starts with
 /// `prefix`; optionally only the key attributes), following pages.
 async fn query_partition(
@@ -858,19 +877,15 @@ impl SyncStateStore for DynamoSyncStateStore {
 
     async fn delete_sync_state(&self, key: &SyncKey) -> Result<(), StoreError> {
         let partition = key.to_string();
-        let items = query_partition(
+        delete_partition(
             &self.client,
             &self.table,
             ("syncKey", &partition),
             ("item", None),
-            true,
+            self.backoff,
         )
-        .await?;
-        let requests = items
-            .into_iter()
-            .map(|key| delete_request(key, &self.table))
-            .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await
+        .await
+        .map(drop)
     }
 }
 
@@ -1081,21 +1096,14 @@ impl ActivityStore for DynamoActivityStore {
 
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError> {
         let partition = owner.to_string();
-        let items = query_partition(
+        delete_partition(
             &self.client,
             &self.table,
             ("owner", &partition),
             ("activityId", None),
-            true,
+            self.backoff,
         )
-        .await?;
-        let count = items.len() as u64;
-        let requests = items
-            .into_iter()
-            .map(|key| delete_request(key, &self.table))
-            .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await?;
-        Ok(count)
+        .await
     }
 }
 
@@ -1260,21 +1268,14 @@ impl DynamoCrmIndex {
     /// Deletes every entry of `version`; returns how many there were.
     async fn delete_version(&self, tenant_id: &TenantId, version: &str) -> Result<u64, StoreError> {
         let prefix = format!("v#{version}#");
-        let items = query_partition(
+        delete_partition(
             &self.client,
             &self.table,
             ("tenantId", tenant_id.as_str()),
             ("entry", Some(&prefix)),
-            true,
+            self.backoff,
         )
-        .await?;
-        let count = items.len() as u64;
-        let requests = items
-            .into_iter()
-            .map(|key| delete_request(key, &self.table))
-            .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await?;
-        Ok(count)
+        .await
     }
 
     async fn flip(
@@ -1567,21 +1568,14 @@ impl CrmIndex for DynamoCrmIndex {
     /// may leave entries behind; offboarding is run on a tenant no longer importing.
     #[instrument(skip_all, fields(table = %self.table, tenant_id = %tenant_id))]
     async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError> {
-        let items = query_partition(
+        delete_partition(
             &self.client,
             &self.table,
             ("tenantId", tenant_id.as_str()),
             ("entry", None),
-            true,
+            self.backoff,
         )
-        .await?;
-        let count = items.len() as u64;
-        let requests = items
-            .into_iter()
-            .map(|key| delete_request(key, &self.table))
-            .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await?;
-        Ok(count)
+        .await
     }
 
     /// Reads the pointer, queries every entry of its version, and reads the pointer again:
