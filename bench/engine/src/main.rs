@@ -57,9 +57,21 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> Result<()> {
+    let command = Cli::parse().command;
+    // The listing runs on one thread, as the functions do (their `main`); the orchestrator,
+    // which also hosts microsoft-sim and the AWS proxy, on all cores.
+    let runtime = match command {
+        Command::List { .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Run { .. } => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(main_async(command))
+}
+
+async fn main_async(command: Command) -> Result<()> {
+    match command {
         Command::Run {
             out,
             repo,

@@ -11,7 +11,9 @@ use connector_core::sync::LogSummarySink;
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;
 
-#[tokio::main]
+// One thread: Lambda gives this function a fraction of one vCPU (1,769 MB buys a whole
+// one), so worker threads would only add wake-ups between them.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt()
         .json()

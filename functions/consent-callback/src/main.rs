@@ -16,7 +16,9 @@ use consent_callback::token::{OAuthCodeExchange, http_client};
 use consent_callback::{App, Ports, SystemClock};
 use lambda_http::{Request, run, service_fn};
 
-#[tokio::main]
+// One thread: Lambda gives this function a fraction of one vCPU (1,769 MB buys a whole
+// one), so worker threads would only add wake-ups between them.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     tracing_subscriber::fmt()
         .json()

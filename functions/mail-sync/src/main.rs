@@ -9,7 +9,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use mail_sync::MailSettings;
 use serde_json::Value;
 
-#[tokio::main]
+// One thread: Lambda gives this function a fraction of one vCPU (1,769 MB buys a whole
+// one), so worker threads would only add wake-ups between them.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .json()

@@ -11,7 +11,9 @@ use teams_post::config::TeamsPostConfig;
 use teams_post::limiter::RateLimiter;
 use teams_post::{TeamsPoster, wiring};
 
-#[tokio::main]
+// One thread: Lambda gives this function a fraction of one vCPU (1,769 MB buys a whole
+// one), so worker threads would only add wake-ups between them.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt()
         .json()
