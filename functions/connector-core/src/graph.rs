@@ -1,9 +1,10 @@
-//! The Microsoft Graph client every worker uses (mail, calendar, Teams): reqwest 0.13 with
-//! gzip (decoded here, in one pass, with a size limit), `Prefer` headers, absolute `@odata.nextLink`/`deltaLink` following (only towards
-//! the configured Graph host: a stored link never takes a token elsewhere), Graph's error
-//! body as typed errors, `Retry-After` honoured on responses and on `$batch` items,
-//! exponential backoff with jitter on 5xx and transport failures, one refresh on a 401, and
-//! a per-mailbox limit of 4 requests in flight (Outlook's MailboxConcurrency).
+//! The Microsoft Graph client every worker uses (mail, calendar, Teams): reqwest 0.13;
+//! gzip asked for and decoded here, in one pass, with a size limit; `Prefer` headers;
+//! absolute `@odata.nextLink`/`deltaLink` following (only towards the configured Graph
+//! host: a stored link never takes a token elsewhere); Graph's error body as typed errors;
+//! `Retry-After` honoured on responses and on `$batch` items; exponential backoff with
+//! jitter on 5xx and transport failures; one refresh on a 401; and a per-mailbox limit of
+//! 4 requests in flight (Outlook's MailboxConcurrency).
 //!
 //! Work for one mailbox goes through a [`MailboxSession`]; sessions of the same mailbox in
 //! one container share its slots. A `$batch` takes as many slots as Graph runs its items
