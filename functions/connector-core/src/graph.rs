@@ -985,6 +985,102 @@ mod tests {
         out
     }
 
+    struct FixedBearer;
+
+    #[async_trait::async_trait]
+    impl BearerSource for FixedBearer {
+        async fn bearer(&self) -> Result<AccessToken, TokenError> {
+            Ok(AccessToken::new("token"))
+        }
+        async fn refresh_rejected(&self) -> Result<AccessToken, TokenError> {
+            Err(TokenError::NotConnected)
+        }
+    }
+
+    /// A loopback HTTP server that answers every request with `head` + `body` and closes;
+    /// returns its base URL and the request heads it received.
+    async fn canned_server(head: String, body: Vec<u8>) -> (BaseUrl, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+            .expect("a base URL");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                log.lock()
+                    .expect("log")
+                    .push(String::from_utf8_lossy(&request).to_lowercase());
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (base, seen)
+    }
+
+    /// What one GET through a session gives against the canned server, and the requests made.
+    async fn get_from(head: &str, body: Vec<u8>) -> (Result<Bytes, GraphError>, Vec<String>) {
+        let (base, seen) = canned_server(head.to_owned(), body).await;
+        let client = GraphClient::new(graph_http_client().expect("a client"), &base);
+        let session = client.session("user@contoso.com", &FixedBearer, None);
+        let result = session.get("/me/messages", &[]).await;
+        let requests = seen.lock().expect("log").clone();
+        (result, requests)
+    }
+
+    #[tokio::test]
+    async fn bodies_are_asked_for_in_gzip_decoded_and_bounded() {
+        let page = br#"{"value":[{"id":"AAk1"}]}"#.repeat(50);
+        let gz = gzip(&[&page]);
+        let (body, requests) = get_from(
+            &format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                gz.len()
+            ),
+            gz,
+        )
+        .await;
+        assert_eq!(body.expect("decoded"), page);
+        assert_eq!(requests.len(), 1);
+        assert!(
+            requests[0].contains("accept-encoding: gzip"),
+            "{}",
+            requests[0]
+        );
+
+        // An encoding we never asked for, a broken gzip stream, and a body announced past
+        // the limit are typed errors, and not retried.
+        for (encoding, length, body) in [
+            ("br", 4, b"abcd".to_vec()),
+            ("gzip", 4, b"abcd".to_vec()),
+            ("identity", MAX_GRAPH_BODY_BYTES + 1, Vec::new()),
+        ] {
+            let (result, requests) = get_from(
+                &format!(
+                    "HTTP/1.1 200 OK\r\ncontent-encoding: {encoding}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+                ),
+                body,
+            )
+            .await;
+            assert!(
+                matches!(result, Err(GraphError::Malformed(_))),
+                "{encoding}: {result:?}"
+            );
+            assert_eq!(requests.len(), 1, "{encoding}: not retried");
+        }
+    }
+
     #[test]
     fn gunzip_decodes_checks_and_limits() {
         let page = br#"{"value":[{"id":"AAk1"}]}"#.repeat(100);

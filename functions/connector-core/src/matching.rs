@@ -21,13 +21,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 // foldhash, not std's SipHash: a participant costs up to four hashes (its address and each
 // domain suffix), on every listed message. Seeded per process and per index, as std's.
 // Lookups are batch work whose timing nobody outside observes, so the minimal
 // flooding resistance foldhash claims is enough here.
 use foldhash::fast::RandomState;
-use std::sync::Arc;
 
 use crate::domain::{CrmIndexContent, CrmMatch, CrmRecordKind, MatchReason};
 

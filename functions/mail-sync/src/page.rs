@@ -44,9 +44,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// Meeting requests, responses and cancellations: never imported as mail.
+fn is_meeting_message(odata_type: &str) -> bool {
+    odata_type.starts_with("#microsoft.graph.eventMessage")
+}
+
 /// What a listed item is to the importer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+enum Kind {
     Removed,
     /// Drafts and meeting requests/responses are never imported.
     Skipped,
@@ -115,6 +120,7 @@ struct PageReader<'m, 'de> {
 }
 
 /// One item as read: only what the rules above need.
+#[derive(Default)]
 struct Item<'de> {
     id: Cow<'de, str>,
     removed: bool,
@@ -127,17 +133,19 @@ struct Item<'de> {
     received: Option<Cow<'de, str>>,
 }
 
-impl<'de> PageReader<'_, 'de> {
-    fn kind(item: &Item<'_>) -> Kind {
-        if item.removed {
+impl Item<'_> {
+    fn kind(&self) -> Kind {
+        if self.removed {
             Kind::Removed
-        } else if item.meeting || item.draft {
+        } else if self.meeting || self.draft {
             Kind::Skipped
         } else {
             Kind::Message
         }
     }
+}
 
+impl<'de> PageReader<'_, 'de> {
     fn add(&mut self, item: Item<'de>) {
         let Item {
             id,
@@ -154,7 +162,7 @@ impl<'de> PageReader<'_, 'de> {
         if !self.skip.is_empty() && self.skip.iter().any(|skip| skip == id.as_ref()) {
             return;
         }
-        match Self::kind(&item) {
+        match item.kind() {
             Kind::Removed => {
                 self.scan.removed.push(id.clone().into_owned());
                 return;
@@ -291,16 +299,7 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
         f.write_str("a message")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
-        let mut item = Item {
-            id: Cow::Borrowed(""),
-            removed: false,
-            meeting: false,
-            draft: false,
-            from: None,
-            sender: None,
-            matched: false,
-            received: None,
-        };
+        let mut item = Item::default();
         let mut id = None;
         while let Some(key) = map.next_key::<Text<'de>>()? {
             match key.0.as_ref() {
@@ -308,7 +307,7 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
                 "@odata.type" => {
                     item.meeting = map
                         .next_value::<Option<Text<'_>>>()?
-                        .is_some_and(|t| t.0.starts_with("#microsoft.graph.eventMessage"));
+                        .is_some_and(|t| is_meeting_message(&t.0));
                 }
                 "@removed" => {
                     map.next_value::<IgnoredAny>()?;
@@ -509,10 +508,7 @@ impl Fetched {
     }
 
     pub fn is_importable(&self) -> bool {
-        let meeting = self
-            .odata_type
-            .as_deref()
-            .is_some_and(|t| t.starts_with("#microsoft.graph.eventMessage"));
+        let meeting = self.odata_type.as_deref().is_some_and(is_meeting_message);
         !meeting && self.is_draft != Some(true)
     }
 }
