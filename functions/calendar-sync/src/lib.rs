@@ -24,7 +24,7 @@ use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManag
 use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::clock::Clock;
 use connector_core::config::Config;
-use connector_core::domain::{Scope, SyncKind};
+use connector_core::domain::{Feature, SyncKind};
 use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::messages::SyncJob;
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
@@ -140,7 +140,7 @@ impl CalendarSync {
             clock.clone(),
         )
         // Calendar scopes only: withdrawing another feature must not fail calendar refreshes.
-        .with_request_scopes(&[Scope::CalendarsReadWrite]);
+        .for_feature(Feature::Calendar);
         let worker = Worker {
             function: FUNCTION,
             connections: Arc::new(DynamoConnectionStore::new(

@@ -15,8 +15,9 @@ use connector_core::adapters::memory::{
 use connector_core::clock::{Clock, SystemClock};
 use connector_core::config::BaseUrl;
 use connector_core::domain::{
-    ActivityContent, Connection, ConnectionStatus, ConsentMode, CrmSnapshot, FeatureBundle, Scope,
-    ScopeSet, StatusChange, SyncKind, Tenant, TenantId, UserId, UserKey, UserSwitches,
+    ActivityContent, Connection, ConnectionStatus, ConsentMode, CrmSnapshot, Feature,
+    FeatureBundle, ScopeSet, StatusChange, SyncKind, Tenant, TenantId, UserId, UserKey,
+    UserSwitches,
 };
 use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::messages::{SyncJob, SyncReason};
@@ -107,7 +108,7 @@ async fn fixture() -> Fixture {
         RefreshClient::new(token_http_client().expect("http"), base.clone(), CLIENT_ID),
         clock.clone(),
     )
-    .with_request_scopes(&[Scope::CalendarsReadWrite]);
+    .for_feature(Feature::Calendar);
     let worker = Worker {
         function: calendar_sync::FUNCTION,
         connections: connections.clone(),
@@ -235,7 +236,11 @@ async fn the_job_event_imports_the_users_crm_meetings() {
         })
         .await
         .expect("signed in");
-    let scopes = ScopeSet::parse(&tokens.scope);
+    let scopes = ScopeSet::granted_by_token_response(
+        Some(&tokens.scope),
+        &ScopeSet::new(),
+        tokens.refresh_token.is_some(),
+    );
     f.vault
         .put_token(
             &key,

@@ -45,7 +45,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::clock::Clock;
 use crate::config::BaseUrl;
-use crate::domain::{Scope, ScopeSet, TenantId, UserKey};
+use crate::domain::{Feature, Scope, ScopeSet, TenantId, UserKey};
 use crate::ports::{ClientSecretSource, TokenVault, VaultError};
 use crate::secret::{AccessToken, ClientSecret, RefreshToken, TokenRecord};
 
@@ -271,8 +271,10 @@ pub struct TokenGrant {
     pub expires_at: OffsetDateTime,
     /// The rotated refresh token, when Microsoft sent one.
     pub refresh_token: Option<RefreshToken>,
-    /// The scopes the new token carries, when reported.
-    pub scopes: Option<ScopeSet>,
+    /// What the grant covers, read by [`ScopeSet::granted_by_token_response`]: the response's
+    /// `scope` (the scopes asked when absent), with `offline_access`, which Entra never
+    /// echoes but the refresh token we redeemed proves.
+    pub scopes: ScopeSet,
 }
 
 impl std::fmt::Debug for TokenGrant {
@@ -351,8 +353,9 @@ impl RefreshClient {
         let client = self.client(tenant, secret)?;
         let token = oauth2::RefreshToken::new(refresh_token.secret().to_owned());
         let mut request = client.exchange_refresh_token(&token);
-        for scope in request_scopes(scopes) {
-            request = request.add_scope(oauth2::Scope::new(scope));
+        let asked = request_scopes(scopes);
+        for scope in &asked {
+            request = request.add_scope(oauth2::Scope::new(scope.clone()));
         }
         let response = request
             .request_async(&self.driver)
@@ -387,26 +390,36 @@ impl RefreshClient {
             refresh_token: response
                 .refresh_token()
                 .map(|token| RefreshToken::new(token.secret().clone())),
-            scopes: response.scopes().map(|scopes| {
-                let mut set = ScopeSet::new();
-                for scope in scopes {
-                    set.insert_str(scope);
-                }
-                set
-            }),
+            scopes: {
+                let reported = response.scopes().map(|scopes| {
+                    scopes
+                        .iter()
+                        .map(|scope| scope.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+                // Nothing asked: Microsoft keeps the original grant, i.e. the record's scopes.
+                let requested = if asked.is_empty() {
+                    scopes.clone()
+                } else {
+                    asked.iter().map(String::as_str).collect()
+                };
+                ScopeSet::granted_by_token_response(reported.as_deref(), &requested, true)
+            },
         })
     }
 }
 
-/// The `scope` parameter of a refresh: the record's Graph scopes (qualified) and
-/// `offline_access`; nothing when the record does not know its scopes (Microsoft then keeps
-/// the original grant's).
+/// The `scope` parameter of a refresh: the Graph scopes of `scopes` (qualified, ours and
+/// others such as `Calendars.Read`) and `offline_access`; nothing when the record does not
+/// know its scopes (Microsoft then keeps the original grant's).
 fn request_scopes(scopes: &ScopeSet) -> Vec<String> {
-    let mut out: Vec<String> = scopes
-        .known()
-        .filter(|scope| !scope.is_oidc())
-        .map(Scope::qualified)
+    let graph_only: ScopeSet = scopes
+        .names()
+        .into_iter()
+        .filter(|name| Scope::parse(name).is_none_or(|scope| !scope.is_oidc()))
         .collect();
+    let mut out = graph_only.request_names();
     if !out.is_empty() {
         out.push(Scope::OfflineAccess.name().to_owned());
     }
@@ -489,8 +502,9 @@ pub struct TokenProvider {
     client: RefreshClient,
     clock: Arc<dyn Clock>,
     policy: RotationPolicy,
-    /// What refreshes ask for; the stored record's scopes when `None`.
-    request_scopes: Option<ScopeSet>,
+    /// The function's own feature: refreshes ask for its scopes only, as granted
+    /// ([`Feature::scopes_in`]); the stored record's scopes when `None`.
+    feature: Option<Feature>,
     cache: Mutex<HashMap<UserKey, Cached>>,
 }
 
@@ -508,19 +522,16 @@ impl TokenProvider {
             client,
             clock,
             policy: RotationPolicy::default(),
-            request_scopes: None,
+            feature: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Ask refreshes for these scopes only (a function's own feature), so that withdrawing
-    /// another feature's scope does not fail this function's refresh.
-    pub fn with_request_scopes(mut self, scopes: &[Scope]) -> Self {
-        let mut set = ScopeSet::new();
-        for scope in scopes {
-            set.insert(*scope);
-        }
-        self.request_scopes = Some(set);
+    /// Ask refreshes for this feature's scopes only, as the user granted them (the rule of
+    /// [`Feature::scopes_in`], the same one that decides whether the feature is usable), so
+    /// that withdrawing another feature's scope does not fail this function's refresh.
+    pub fn for_feature(mut self, feature: Feature) -> Self {
+        self.feature = Some(feature);
         self
     }
 
@@ -592,15 +603,11 @@ impl TokenProvider {
         };
         let secret = self.secret().await?;
         let now = self.clock.now();
+        let narrowed = self.feature.and_then(|feature| feature.scopes_in(&scopes));
+        let asked = narrowed.clone().unwrap_or_else(|| scopes.clone());
         let grant = match self
             .client
-            .refresh(
-                &key.tenant_id,
-                secret,
-                &refresh_token,
-                self.request_scopes.as_ref().unwrap_or(&scopes),
-                now,
-            )
+            .refresh(&key.tenant_id, secret, &refresh_token, &asked, now)
             .await
         {
             Ok(grant) => grant,
@@ -612,9 +619,10 @@ impl TokenProvider {
             }
         };
         // A narrowed request reports only what it asked for: keep the record's full set then.
-        let scopes = match (&self.request_scopes, &grant.scopes) {
-            (None, Some(granted)) if !granted.is_empty() => granted.clone(),
-            _ => scopes,
+        let scopes = if narrowed.is_some() {
+            scopes
+        } else {
+            grant.scopes.clone()
         };
         let newest = grant.refresh_token.clone().unwrap_or(refresh_token);
         let mut stored_at = stored_at;

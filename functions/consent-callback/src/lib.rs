@@ -700,7 +700,25 @@ impl App {
             .clone()
             .or_else(|| claims.email.clone())
             .unwrap_or_default();
-        let granted = tokens.scope;
+        let stored_tenant = self
+            .ports
+            .tenants
+            .get_tenant(&key.tenant_id)
+            .await
+            .map_err(|error| self.internal("reading a tenant failed", &error))?;
+        // What was asked: `.default` (a pre-authorized tenant's sign-in) stands for what the
+        // tenant's administrator granted.
+        let mut requested = ScopeSet::parse(&session.scope);
+        if requested.contains_other(".default")
+            && let Some(tenant) = &stored_tenant
+        {
+            requested = requested.union(&tenant.granted_scopes);
+        }
+        let granted = ScopeSet::granted_by_token_response(
+            tokens.scope.as_deref(),
+            &requested,
+            tokens.refresh_token.is_some(),
+        );
 
         if let Some(refresh_token) = tokens.refresh_token {
             let record = TokenRecord {
@@ -758,17 +776,11 @@ impl App {
             .await
             .map_err(|error| self.internal("storing a connection failed", &error))?;
 
-        let mut tenant = self
-            .ports
-            .tenants
-            .get_tenant(&key.tenant_id)
-            .await
-            .map_err(|error| self.internal("reading a tenant failed", &error))?
-            .unwrap_or_else(|| {
-                let mut tenant = Tenant::new(key.tenant_id.clone(), ConsentMode::UserConsent, now);
-                tenant.granted_bundles.insert(session.bundle);
-                tenant
-            });
+        let mut tenant = stored_tenant.unwrap_or_else(|| {
+            let mut tenant = Tenant::new(key.tenant_id.clone(), ConsentMode::UserConsent, now);
+            tenant.granted_bundles.insert(session.bundle);
+            tenant
+        });
         if tenant.consent_state != ConsentState::Confirmed {
             tenant.confirm(now);
             if tenant.consented_by.is_none() {

@@ -8,7 +8,6 @@
 
 use async_trait::async_trait;
 use connector_core::config::BaseUrl;
-use connector_core::domain::ScopeSet;
 use connector_core::oauth::ReqwestDriver;
 pub use connector_core::oauth::token_http_client as http_client;
 use connector_core::secret::{AuthCode, ClientSecret, PkceVerifier, RefreshToken, SecretString};
@@ -29,8 +28,9 @@ use crate::errors::{MicrosoftError, TokenErrorBody};
 pub struct TokenSet {
     pub refresh_token: Option<RefreshToken>,
     pub id_token: Option<SecretString>,
-    /// The `scope` of the response: what was actually granted.
-    pub scope: ScopeSet,
+    /// The response's `scope` as sent: optional, and never holding `offline_access` even when
+    /// granted. Read it with [`ScopeSet::granted_by_token_response`] and the request.
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,15 +156,13 @@ impl CodeExchange for OAuthCodeExchange {
                 }
                 RequestTokenError::Other(message) => ExchangeError::Protocol(message),
             })?;
-        let scope = response
-            .scopes()
-            .map(|scopes| {
-                scopes
-                    .iter()
-                    .map(|scope| scope.as_str())
-                    .collect::<ScopeSet>()
-            })
-            .unwrap_or_default();
+        let scope = response.scopes().map(|scopes| {
+            scopes
+                .iter()
+                .map(|scope| scope.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
         Ok(TokenSet {
             refresh_token: response
                 .refresh_token()

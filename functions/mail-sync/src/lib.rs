@@ -82,7 +82,7 @@ pub fn build_app(
     use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
     use connector_core::adapters::sqs::SqsJobQueue;
     use connector_core::clock::SystemClock;
-    use connector_core::domain::Scope;
+    use connector_core::domain::Feature;
     use connector_core::graph::{GraphClient, graph_http_client};
     use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 
@@ -103,7 +103,7 @@ pub fn build_app(
         ),
         clock.clone(),
     )
-    .with_request_scopes(&[Scope::MailRead]);
+    .for_feature(Feature::Mail);
     Ok(App {
         worker: Worker {
             function: FUNCTION,

@@ -68,13 +68,18 @@ impl Memory {
             tenant.parse().expect("guid"),
             ADELE.parse().expect("guid"),
         );
+        let scopes = ScopeSet::granted_by_token_response(
+            Some(&tokens.scope),
+            &ScopeSet::new(),
+            tokens.refresh_token.is_some(),
+        );
         let vault = Arc::new(MemoryTokenVault::default());
         vault
             .put_token(
                 &key,
                 &TokenRecord {
                     refresh_token: RefreshToken::new(tokens.refresh_token.expect("rt")),
-                    scopes: ScopeSet::parse(&tokens.scope),
+                    scopes: scopes.clone(),
                     updated_at: now,
                 },
             )
@@ -86,7 +91,7 @@ impl Memory {
                 key.tenant_id.clone(),
                 key.user_id.clone(),
                 ADELE_UPN,
-                ScopeSet::parse(&tokens.scope),
+                scopes,
                 now,
             ))
             .await

@@ -500,7 +500,11 @@ impl<'a> Seeder<'a> {
                 )
                 .await
                 .with_context(|| format!("signing {login} in at microsoft-sim"))?;
-                let scopes = ScopeSet::parse(&tokens.scope);
+                let scopes = ScopeSet::granted_by_token_response(
+                    Some(&tokens.scope),
+                    &ScopeSet::new(),
+                    tokens.refresh_token.is_some(),
+                );
                 let key = UserKey::new(tenant_id.clone(), user_id.clone());
                 self.vault
                     .put_token(

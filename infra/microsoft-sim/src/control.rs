@@ -308,6 +308,7 @@ pub fn router() -> Router<SharedSim> {
             post(deny_consent_request),
         )
         .route("/_sim/grants", post(add_grant))
+        .route("/_sim/token-scope", post(set_token_scope))
         // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
         .merge(crate::graph::calendar::control_router())
         .merge(crate::graph::teams::control_router())
@@ -328,6 +329,22 @@ fn not_found(message: impl Into<String>) -> Response {
         Json(json!({"error": message.into()})),
     )
         .into_response()
+}
+
+/// `{"mode": "echo" | "omit"}`: whether token responses carry `scope` (optional per
+/// Microsoft's auth-code flow doc).
+#[derive(Debug, Deserialize)]
+struct TokenScopeMode {
+    mode: String,
+}
+
+async fn set_token_scope(State(sim): State<SharedSim>, Json(m): Json<TokenScopeMode>) -> Response {
+    match m.mode.as_str() {
+        "echo" => sim.identity.set_omit_token_scope(false),
+        "omit" => sim.identity.set_omit_token_scope(true),
+        _ => return bad_request("mode must be \"echo\" or \"omit\""),
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn add_fault(State(sim): State<SharedSim>, Json(fault): Json<Fault>) -> Response {

@@ -431,7 +431,7 @@ async fn default_scope_asks_for_static_permissions_then_means_everything_consent
         .unwrap();
     assert_eq!(
         token["scope"],
-        "openid https://graph.microsoft.com/Calendars.Read https://graph.microsoft.com/Mail.Read https://graph.microsoft.com/User.Read offline_access"
+        "openid https://graph.microsoft.com/Calendars.Read https://graph.microsoft.com/Mail.Read https://graph.microsoft.com/User.Read"
     );
     let (again, _) = html_sign_in(&c, &base, "organizations", &params, "megan@contoso.com").await;
     assert!(

@@ -82,9 +82,10 @@ async fn code_redemption_returns_microsofts_body_and_a_verifiable_id_token() {
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(
-        body["scope"],
-        "profile openid email https://graph.microsoft.com/Mail.Read offline_access"
+        body["scope"], "profile openid email https://graph.microsoft.com/Mail.Read",
+        "offline_access is never echoed (Microsoft Q&A 806413); the refresh token proves it"
     );
+    assert!(body["refresh_token"].is_string());
     assert_eq!(body["expires_in"], 3599);
     assert_eq!(body["ext_expires_in"], 3599);
 
@@ -445,7 +446,7 @@ async fn refresh_rotates_and_the_old_token_stays_valid() {
     assert!(second["id_token"].is_string(), "openid carried over");
     assert_eq!(
         second["scope"],
-        "openid https://graph.microsoft.com/Mail.Read offline_access"
+        "openid https://graph.microsoft.com/Mail.Read"
     );
     let third = refresh(&c, &base, CONTOSO, &rt1, &[]).await;
     assert_eq!(third.status(), 200, "the old refresh token is not revoked");
@@ -692,10 +693,7 @@ async fn testing_helper_signs_in_through_the_html_pages() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        tokens.scope,
-        "openid https://graph.microsoft.com/Mail.Read offline_access"
-    );
+    assert_eq!(tokens.scope, "openid https://graph.microsoft.com/Mail.Read");
     let again = microsoft_sim::identity::testing::refresh(
         &base,
         "organizations",

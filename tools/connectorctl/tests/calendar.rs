@@ -101,7 +101,11 @@ async fn sync_calendar_switches_and_meetings_in_activities() -> Result<()> {
         .await?;
     let now = OffsetDateTime::now_utc();
     let key = UserKey::new(tenant.clone(), megan.clone());
-    let scopes = ScopeSet::parse(&tokens.scope);
+    let scopes = ScopeSet::granted_by_token_response(
+        Some(&tokens.scope),
+        &ScopeSet::new(),
+        tokens.refresh_token.is_some(),
+    );
     SecretsManagerVault::new(secrets.clone())
         .put_token(
             &key,

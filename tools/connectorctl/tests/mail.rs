@@ -98,7 +98,11 @@ async fn sync_mail_then_activities_and_status() -> Result<()> {
         .await?;
     let now = OffsetDateTime::now_utc();
     let key = UserKey::new(tenant.clone(), megan.clone());
-    let scopes = ScopeSet::parse(&tokens.scope);
+    let scopes = ScopeSet::granted_by_token_response(
+        Some(&tokens.scope),
+        &ScopeSet::new(),
+        tokens.refresh_token.is_some(),
+    );
     SecretsManagerVault::new(secrets.clone())
         .put_token(
             &key,

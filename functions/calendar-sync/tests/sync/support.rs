@@ -20,8 +20,8 @@ use connector_core::calendar::CALENDAR_CURSOR;
 use connector_core::clock::{Clock, OffsetClock};
 use connector_core::config::{BaseUrl, Config};
 use connector_core::domain::{
-    Activity, ActivityContent, Connection, ConsentMode, CrmSnapshot, FeatureBundle, FolderCursor,
-    MeetingActivity, Scope, ScopeSet, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserId,
+    Activity, ActivityContent, Connection, ConsentMode, CrmSnapshot, Feature, FeatureBundle,
+    FolderCursor, MeetingActivity, ScopeSet, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserId,
     UserKey, UserSwitches,
 };
 use connector_core::graph::{GraphClient, RetryPolicy, graph_http_client};
@@ -333,7 +333,7 @@ impl Harness {
             ),
             clock.clone(),
         )
-        .with_request_scopes(&[Scope::CalendarsReadWrite]);
+        .for_feature(Feature::Calendar);
         let graph = GraphClient::new(
             graph_http_client()?,
             &BaseUrl::parse(&base).map_err(anyhow::Error::msg)?,
@@ -434,7 +434,11 @@ impl Harness {
             .with_context(|| format!("signing {upn} in"))?;
         let key = UserKey::new(self.tenant.clone(), user.clone());
         let now = self.clock.now();
-        let scopes = ScopeSet::parse(&tokens.scope);
+        let scopes = ScopeSet::granted_by_token_response(
+            Some(&tokens.scope),
+            &ScopeSet::new(),
+            tokens.refresh_token.is_some(),
+        );
         self.vault
             .put_token(
                 &key,

@@ -193,6 +193,47 @@ impl ScopeSet {
         }
     }
 
+    /// What a token response from Entra's token endpoint grants: the one reading of its
+    /// `scope` and `refresh_token` fields, for code redemption and refresh alike.
+    /// - `scope` lists what the access token is for. It is optional, and "if omitted, the
+    ///   token is for the scopes requested on the initial leg of the flow"
+    ///   (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow,
+    ///   read 2026-12-05): absent or blank, the requested scopes stand.
+    /// - `offline_access` is never echoed in `scope`, even when granted (Microsoft Q&A
+    ///   806413, Microsoft moderator: "never returned as a scope"; conformance corpus
+    ///   `identity/token-*.json`). A refresh token in hand is the proof of offline access,
+    ///   so it decides, whatever `scope` says; without one there is no offline access.
+    pub fn granted_by_token_response(
+        scope: Option<&str>,
+        requested: &ScopeSet,
+        refresh_token: bool,
+    ) -> ScopeSet {
+        let mut granted = match scope {
+            Some(scope) if !scope.trim().is_empty() => ScopeSet::parse(scope),
+            _ => requested.clone(),
+        };
+        if refresh_token {
+            granted.known.insert(Scope::OfflineAccess);
+        } else {
+            granted.known.remove(&Scope::OfflineAccess);
+        }
+        granted
+    }
+
+    /// The request form: our scopes as [`Scope::qualified`] (OIDC bare), others (`User.Read`,
+    /// `Calendars.Read`) as Graph scopes, qualified too.
+    pub fn request_names(&self) -> Vec<String> {
+        self.known
+            .iter()
+            .map(|scope| scope.qualified())
+            .chain(
+                self.other
+                    .iter()
+                    .map(|name| format!("{GRAPH_RESOURCE}{name}")),
+            )
+            .collect()
+    }
+
     /// The features these scopes make usable (see [`Feature::is_usable_with`]).
     pub fn usable_features(&self) -> BTreeSet<Feature> {
         Feature::ALL
@@ -379,37 +420,56 @@ impl Feature {
         }
     }
 
-    /// The rule, in one place:
+    /// The rule, in one place (both "is this feature usable" and "what does a refresh for
+    /// this feature ask for" read it, so the two can never disagree):
     /// - sign-in needs `openid` and `profile`;
     /// - every background feature acts while the user is away, so it needs `offline_access`
-    ///   (a refresh token) on top of its Graph scopes;
+    ///   (proven by a refresh token, see [`ScopeSet::granted_by_token_response`]) on top of
+    ///   its Graph scopes;
     /// - mail needs `Mail.Read` (or `Mail.ReadWrite`, which includes it);
-    /// - calendar sync only reads, so `Calendars.ReadWrite` or `Calendars.Read` will do;
+    /// - calendar sync only reads, so `Calendars.ReadWrite` or `Calendars.Read` will do
+    ///   (ReadWrite preferred when both were granted: Explicit Consent Mode writes events);
     /// - teams needs all five scopes of the teams bundle (list, post to channels, create
     ///   chats, post to chats).
-    pub fn is_usable_with(self, scopes: &ScopeSet) -> bool {
+    ///
+    /// Returns the feature's own Graph scopes as granted (bare names), or `None` when the
+    /// feature is not usable with `scopes`.
+    pub fn scopes_in(self, scopes: &ScopeSet) -> Option<ScopeSet> {
+        let either = |known: Scope, other: &str| -> Option<ScopeSet> {
+            if scopes.contains(known) {
+                Some(ScopeSet::from(&[known][..]))
+            } else if scopes.contains_other(other) {
+                Some(ScopeSet::parse(other))
+            } else {
+                None
+            }
+        };
+        let offline = scopes.contains(Scope::OfflineAccess);
         match self {
-            Feature::SignIn => scopes.contains_all(&[Scope::OpenId, Scope::Profile]),
-            Feature::Mail => {
-                scopes.contains(Scope::OfflineAccess)
-                    && (scopes.contains(Scope::MailRead) || scopes.contains_other("Mail.ReadWrite"))
+            Feature::SignIn => scopes
+                .contains_all(&[Scope::OpenId, Scope::Profile])
+                .then(ScopeSet::new),
+            Feature::Mail if offline => either(Scope::MailRead, "Mail.ReadWrite"),
+            Feature::Calendar if offline => either(Scope::CalendarsReadWrite, "Calendars.Read"),
+            Feature::Teams if offline => {
+                const TEAMS: [Scope; 5] = [
+                    Scope::TeamReadBasicAll,
+                    Scope::ChannelReadBasicAll,
+                    Scope::ChannelMessageSend,
+                    Scope::ChatCreate,
+                    Scope::ChatMessageSend,
+                ];
+                scopes
+                    .contains_all(&TEAMS)
+                    .then(|| ScopeSet::from(&TEAMS[..]))
             }
-            Feature::Calendar => {
-                scopes.contains(Scope::OfflineAccess)
-                    && (scopes.contains(Scope::CalendarsReadWrite)
-                        || scopes.contains_other("Calendars.Read"))
-            }
-            Feature::Teams => {
-                scopes.contains(Scope::OfflineAccess)
-                    && scopes.contains_all(&[
-                        Scope::TeamReadBasicAll,
-                        Scope::ChannelReadBasicAll,
-                        Scope::ChannelMessageSend,
-                        Scope::ChatCreate,
-                        Scope::ChatMessageSend,
-                    ])
-            }
+            Feature::Mail | Feature::Calendar | Feature::Teams => None,
         }
+    }
+
+    /// Whether `scopes` make this feature usable (see [`Feature::scopes_in`]).
+    pub fn is_usable_with(self, scopes: &ScopeSet) -> bool {
+        self.scopes_in(scopes).is_some()
     }
 }
 

@@ -11,12 +11,13 @@ use aws_sdk_sqs::Client as SqsClient;
 use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
-use connector_core::domain::{Connection, Tenant, TenantId, UserId, UserKey};
+use connector_core::domain::{Connection, SyncKind, Tenant, TenantId, UserId, UserKey};
 use connector_core::messages::SyncJob;
 use connector_core::ports::{
     ClientSecretSource as _, ConnectionStore as _, TenantStore as _, TokenVault as _,
 };
 use connector_core::secret::TokenRecord;
+use connector_core::sync::{FanOutOptions, FanOutReport, fan_out};
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::{DynamoTenantDomains, TenantDomains as _};
 use consent_callback::idtoken::JwksValidator;
@@ -262,6 +263,26 @@ impl Live {
 
     pub async fn calendar_jobs(&self) -> Vec<SyncJob> {
         self.jobs(self.stack.var("CALENDAR_SYNC_QUEUE_URL")).await
+    }
+
+    /// The scheduled fan-out for `kind`, as mail-sync's and calendar-sync's schedule handlers
+    /// run it, over this stack's tables and queue.
+    pub async fn fan_out(&self, kind: SyncKind) -> FanOutReport {
+        let queue_url = match kind {
+            SyncKind::Mail => self.stack.var("MAIL_SYNC_QUEUE_URL"),
+            SyncKind::Calendar => self.stack.var("CALENDAR_SYNC_QUEUE_URL"),
+        };
+        fan_out(
+            &self.connections,
+            &self.tenants,
+            &SqsJobQueue::new(self.sqs.clone()),
+            queue_url,
+            kind,
+            time::OffsetDateTime::now_utc(),
+            FanOutOptions::default(),
+        )
+        .await
+        .expect("fan-out")
     }
 
     /// POSTs to the sim's control API.

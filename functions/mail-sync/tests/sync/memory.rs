@@ -217,7 +217,11 @@ async fn a_whole_run_on_in_memory_stores() -> Result<()> {
             &key,
             &TokenRecord {
                 refresh_token: original.clone(),
-                scopes: ScopeSet::parse(&tokens.scope),
+                scopes: ScopeSet::granted_by_token_response(
+                    Some(&tokens.scope),
+                    &ScopeSet::new(),
+                    tokens.refresh_token.is_some(),
+                ),
                 // Old enough that the rotated token gets stored.
                 updated_at: now - time::Duration::days(2),
             },
@@ -228,7 +232,11 @@ async fn a_whole_run_on_in_memory_stores() -> Result<()> {
         tenant.clone(),
         megan.clone(),
         upn,
-        ScopeSet::parse(&tokens.scope),
+        ScopeSet::granted_by_token_response(
+            Some(&tokens.scope),
+            &ScopeSet::new(),
+            tokens.refresh_token.is_some(),
+        ),
         now,
     );
     c.mail = Some(upn.into());

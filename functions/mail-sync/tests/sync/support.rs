@@ -17,7 +17,7 @@ use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManag
 use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::clock::{Clock, OffsetClock};
 use connector_core::config::{BaseUrl, Config};
-use connector_core::domain::Scope;
+use connector_core::domain::Feature;
 use connector_core::domain::{
     Activity, ActivityContent, Connection, ConsentMode, CrmSnapshot, FeatureBundle, MailActivity,
     ScopeSet, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserId, UserKey,
@@ -327,7 +327,7 @@ impl Harness {
             ),
             clock.clone(),
         )
-        .with_request_scopes(&[Scope::MailRead]);
+        .for_feature(Feature::Mail);
         let graph = GraphClient::new(
             graph_http_client()?,
             &BaseUrl::parse(&base).map_err(anyhow::Error::msg)?,
@@ -417,7 +417,11 @@ impl Harness {
             .with_context(|| format!("signing {upn} in"))?;
         let key = UserKey::new(self.tenant.clone(), user.clone());
         let now = self.clock.now();
-        let scopes = ScopeSet::parse(&tokens.scope);
+        let scopes = ScopeSet::granted_by_token_response(
+            Some(&tokens.scope),
+            &ScopeSet::new(),
+            tokens.refresh_token.is_some(),
+        );
         self.vault
             .put_token(
                 &key,

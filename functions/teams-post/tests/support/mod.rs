@@ -155,7 +155,18 @@ impl Env {
         let user_key =
             |user: &str| UserKey::new(tenant_id.clone(), UserId::parse(user).expect("guid"));
 
-        for (user, upn) in [(ADELE, ADELE_UPN), (MEGAN, MEGAN_UPN)] {
+        // Adele's token response lists her Graph scopes without `offline_access` (Entra never
+        // echoes it); Megan's has no `scope` at all (it is optional). Both must post: the
+        // connector reads a token response by one rule, ScopeSet::granted_by_token_response.
+        let control = reqwest::Client::new();
+        for (user, upn, scope_mode) in [(ADELE, ADELE_UPN, "echo"), (MEGAN, MEGAN_UPN, "omit")] {
+            let answer = control
+                .post(format!("{base}/_sim/token-scope"))
+                .json(&json!({ "mode": scope_mode }))
+                .send()
+                .await
+                .expect("sim control");
+            assert!(answer.status().is_success(), "token-scope mode");
             let tokens = microsoft_sim::identity::testing::sign_in(
                 &microsoft_sim::identity::testing::SignIn {
                     base_url: &base,
@@ -171,7 +182,13 @@ impl Env {
             )
             .await
             .expect("sign-in through the sim");
-            let scopes = ScopeSet::parse(&tokens.scope);
+            assert_eq!(tokens.scope.is_empty(), scope_mode == "omit");
+            assert!(!tokens.scope.contains("offline_access"), "never echoed");
+            let scopes = ScopeSet::granted_by_token_response(
+                Some(&tokens.scope),
+                &ScopeSet::parse(TEAMS_SCOPES),
+                tokens.refresh_token.is_some(),
+            );
             let key = user_key(user);
             vault
                 .put_token(

@@ -26,6 +26,10 @@ pub use access::{AccessClaims, AccessTokenError};
 pub struct IdentityState {
     keys: RwLock<keys::KeySet>,
     flows: Mutex<flows::Flows>,
+    /// Token responses leave `scope` out (`POST /_sim/token-scope {"mode":"omit"}`): the
+    /// auth-code flow doc marks it optional ("if omitted, the token is for the scopes
+    /// requested"), so the connector must cope with its absence.
+    omit_token_scope: std::sync::atomic::AtomicBool,
 }
 
 impl IdentityState {
@@ -33,6 +37,7 @@ impl IdentityState {
         Ok(IdentityState {
             keys: RwLock::new(keys::KeySet::generate()?),
             flows: Mutex::new(flows::Flows::default()),
+            omit_token_scope: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -46,6 +51,16 @@ impl IdentityState {
 
     pub fn flows(&self) -> MutexGuard<'_, flows::Flows> {
         self.flows.lock().expect("flows lock")
+    }
+
+    pub fn omit_token_scope(&self) -> bool {
+        self.omit_token_scope
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_omit_token_scope(&self, omit: bool) {
+        self.omit_token_scope
+            .store(omit, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

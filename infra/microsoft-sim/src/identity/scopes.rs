@@ -180,10 +180,9 @@ pub fn qualified(graph: &BTreeSet<String>, oidc: &BTreeSet<String>) -> String {
         }
     }
     parts.extend(graph.iter().map(|g| format!("{GRAPH_RESOURCE}/{g}")));
-    // offline_access is listed last in captured responses when present.
-    if oidc.contains("offline_access") {
-        parts.push("offline_access".to_owned());
-    }
+    // `offline_access` is never echoed, even when requested and granted: the refresh token
+    // is its only evidence (Microsoft Q&A 806413, a Microsoft moderator: "never returned as
+    // a scope"; read 2026-12-05; conformance/identity/token-*.json).
     parts.join(" ")
 }
 

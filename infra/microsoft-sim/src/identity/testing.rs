@@ -44,6 +44,8 @@ pub struct Tokens {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub id_token: Option<String>,
+    /// Empty when the response left `scope` out (it is optional).
+    #[serde(default)]
     pub scope: String,
     pub expires_in: u64,
 }

@@ -342,13 +342,16 @@ fn issue(
         .issue_access_token(&grant.tenant_id, &grant.user_id, client_id, &scopes)
         .map_err(server_error)?;
     let lifetime = sim.config().access_token_lifetime.as_secs();
-    let mut fields: Vec<(&str, serde_json::Value)> = vec![
-        ("token_type", "Bearer".into()),
-        ("scope", scopes::qualified(&scopes, &grant.oidc).into()),
+    let mut fields: Vec<(&str, serde_json::Value)> = vec![("token_type", "Bearer".into())];
+    // `scope` is optional (v2-oauth2-auth-code-flow, read 2026-12-05); the sim can leave it out.
+    if !sim.identity.omit_token_scope() {
+        fields.push(("scope", scopes::qualified(&scopes, &grant.oidc).into()));
+    }
+    fields.extend([
         ("expires_in", lifetime.into()),
         ("ext_expires_in", lifetime.into()),
         ("access_token", access_token.into()),
-    ];
+    ]);
     if grant.oidc.contains("offline_access") {
         let rt = random_token("1.A", 160);
         sim.identity.flows().refresh_tokens.insert(
