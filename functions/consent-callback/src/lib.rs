@@ -15,6 +15,7 @@ pub mod domains;
 pub mod errors;
 pub mod html;
 pub mod idtoken;
+pub mod lambda;
 pub mod pages;
 pub mod params;
 pub mod security;
@@ -176,6 +177,11 @@ impl App {
             _ => self.sign_in_callback(&query, request.headers()).await,
         };
         outcome.unwrap_or_else(|Stop(response)| response)
+    }
+
+    /// The 400 page for a request whose query cannot even be read (see [`lambda`]).
+    pub fn unreadable_request_page(&self) -> Response<Body> {
+        self.bad_request(&ParamError::Malformed)
     }
 
     fn page(&self, status: StatusCode, html: String, cookies: &[String]) -> Response<Body> {

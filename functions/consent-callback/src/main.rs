@@ -11,10 +11,10 @@ use connector_core::ports::ClientSecretSource as _;
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::DynamoTenantDomains;
 use consent_callback::idtoken::JwksValidator;
+use consent_callback::lambda::Handler;
 use consent_callback::sessions::DynamoAuthSessionStore;
 use consent_callback::token::{OAuthCodeExchange, http_client};
 use consent_callback::{App, Ports, SystemClock};
-use lambda_http::{Request, run, service_fn};
 
 // One thread: Lambda gives this function a fraction of one vCPU (1,769 MB buys a whole
 // one), so worker threads would only add wake-ups between them.
@@ -76,9 +76,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         clock: Arc::new(SystemClock),
     };
     let app = Arc::new(App::new(config, ports));
-    run(service_fn(move |request: Request| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
-    }))
-    .await
+    // Our handler in front of lambda_http's adapter: a query lambda_http cannot turn into a
+    // URI gets our 400 page instead of a panic (see consent_callback::lambda).
+    lambda_http::lambda_runtime::run(Handler::new(app)).await
 }

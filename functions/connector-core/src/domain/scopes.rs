@@ -590,6 +590,65 @@ mod tests {
     }
 
     #[test]
+    fn a_token_response_proves_offline_access_by_its_refresh_token_only() {
+        let requested = ScopeSet::parse(
+            "openid profile email offline_access https://graph.microsoft.com/Mail.Read",
+        );
+        // As Entra answers: the Graph scopes and OIDC ones, never offline_access.
+        let echoed = Some("profile openid email https://graph.microsoft.com/Mail.Read");
+        let granted = ScopeSet::granted_by_token_response(echoed, &requested, true);
+        assert!(granted.contains(Scope::OfflineAccess));
+        assert!(Feature::Mail.is_usable_with(&granted));
+        // `scope` is optional: absent or blank, what was requested stands.
+        for absent in [None, Some(""), Some("  ")] {
+            let granted = ScopeSet::granted_by_token_response(absent, &requested, true);
+            assert_eq!(granted, requested, "{absent:?}");
+        }
+        // No refresh token, no offline access, whatever `scope` claims.
+        let claimed = Some("openid profile offline_access https://graph.microsoft.com/Mail.Read");
+        let granted = ScopeSet::granted_by_token_response(claimed, &requested, false);
+        assert!(!granted.contains(Scope::OfflineAccess));
+        assert!(!Feature::Mail.is_usable_with(&granted));
+        assert!(Feature::SignIn.is_usable_with(&granted));
+    }
+
+    #[test]
+    fn one_rule_decides_usability_and_what_a_refresh_asks_for() {
+        let read_only =
+            ScopeSet::parse("offline_access https://graph.microsoft.com/Calendars.Read");
+        let asked = Feature::Calendar.scopes_in(&read_only).expect("usable");
+        assert_eq!(
+            asked.request_names(),
+            vec!["https://graph.microsoft.com/Calendars.Read".to_owned()]
+        );
+        let both = ScopeSet::parse("offline_access Calendars.Read Calendars.ReadWrite");
+        assert_eq!(
+            Feature::Calendar
+                .scopes_in(&both)
+                .expect("usable")
+                .request_names(),
+            vec!["https://graph.microsoft.com/Calendars.ReadWrite".to_owned()]
+        );
+        let read_write_mail = ScopeSet::parse("offline_access Mail.ReadWrite");
+        assert_eq!(
+            Feature::Mail
+                .scopes_in(&read_write_mail)
+                .expect("usable")
+                .names(),
+            vec!["Mail.ReadWrite".to_owned()]
+        );
+        assert_eq!(Feature::Calendar.scopes_in(&read_write_mail), None);
+        for feature in Feature::ALL {
+            for scopes in [&read_only, &both, &read_write_mail] {
+                assert_eq!(
+                    feature.is_usable_with(scopes),
+                    feature.scopes_in(scopes).is_some()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn scope_sets_serialise_as_bare_names() {
         let set = ScopeSet::parse("https://graph.microsoft.com/Mail.Read openid User.Read");
         let json = serde_json::to_string(&set).expect("serialises");
