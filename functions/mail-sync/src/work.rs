@@ -56,9 +56,10 @@
 //! of `W` (the backfill re-lists what the round delivered: 10 extra list requests of 500
 //! per 5,000), and the matches among the round's messages are fetched again (≈ 20 % of
 //! them: 50 extra `$batch` calls per 5,000). An uncapped folder pays one count request per
-//! initial round. The remaining blind spot: a capped round whose delivered messages are
-//! deleted, before the count is taken, in numbers reaching what the cap left out (the count
-//! then no longer exceeds what was delivered) — and then only below the documented 5,000.
+//! initial round. The remaining blind spot, only below the documented 5,000: a capped round
+//! whose delivered messages are deleted before the count is taken, or delivered twice
+//! within the round, in numbers reaching what the cap left out (the count then no longer
+//! exceeds what was counted as delivered).
 //!
 //! Nothing of a discarded message is kept or logged: its id and participants live only in
 //! the parsed page, which is dropped before the next one is read.
