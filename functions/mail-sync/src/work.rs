@@ -20,18 +20,46 @@
 //! order; see `MailWork::sync_folder`.
 //!
 //! ## Completeness beyond 5,000 messages
-//! A `$filter`ed message delta returns at most 5,000 messages (delta-query-messages). The
-//! first round asks `$filter=receivedDateTime ge {window start}` with
-//! `$orderby=receivedDateTime desc`, so the cap keeps the newest 5,000 and the round ends
-//! with a deltaLink that tracks changes from then on. When the round delivered 5,000 or
-//! more, the rest of the window — `receivedDateTime` from the window start up to the oldest
-//! one the round delivered, inclusive — is read with the message *list* of the folder (no
-//! cap; same minimal `$select`, newest first), before the deltaLink is used. The list is
-//! paged by key (`receivedDateTime le` the oldest seen so far) rather than `$skip`, so a
-//! message deleted meanwhile cannot shift a page over an unseen one; Graph's own nextLink is
-//! followed only when a whole page shares one timestamp. Messages arriving meanwhile come
-//! through the deltaLink; messages on the boundary may be read twice (upserts make that
-//! harmless).
+//! "Applying `$filter` in a delta query returns only up to 5,000 messages"
+//! (<https://learn.microsoft.com/graph/delta-query-messages>, read 2026-12-05). Microsoft
+//! does not say *which* 5,000 a capped round keeps (newest, oldest or any), nor does a
+//! capped round say it was capped: it ends with a deltaLink like any other, and that
+//! deltaLink never reports the messages the cap left out. So the first round asks
+//! `$filter=receivedDateTime ge {window start}` (with `$orderby=receivedDateTime desc`, the
+//! only order delta supports) and, when it ends, the connector decides whether it may have
+//! been capped, without trusting any one cap value or order:
+//!
+//! - it delivered [`FILTERED_DELTA_CAP`] messages or more (the documented number); or
+//! - the folder's message list counts more messages in the window than the round
+//!   delivered: one request, `$filter=receivedDateTime ge {window start}&$count=true&$top=1`
+//!   (`@odata.count`; <https://learn.microsoft.com/graph/query-parameters> documents
+//!   `$count=true` with `/me/messages?$top=2&$count=true` as its example). A missing or
+//!   unreadable count, or a 400 for the probe, counts as "maybe capped". The probe is
+//!   skipped for a round that delivered nothing.
+//!
+//! A round that may have been capped is followed by a *backfill of the whole window* with
+//! the folder's message list (no cap; same minimal `$select`, newest first), before the
+//! deltaLink is used: whichever messages the cap kept, the list reads the rest. Its filter
+//! and order follow the message-list rule ("Properties that appear in `$orderby` must also
+//! appear in `$filter`", in the same order, before any others:
+//! <https://learn.microsoft.com/graph/api/user-list-messages>, read 2026-12-05): the first
+//! page is `receivedDateTime ge {start}` ordered `receivedDateTime desc`, and every later
+//! page adds `and receivedDateTime le {oldest seen so far}` (key paging rather than `$skip`,
+//! so a message deleted meanwhile cannot shift a page over an unseen one; Graph's own
+//! nextLink is followed only when a whole page shares one timestamp). The backfill's cursor
+//! is the next URL, checkpointed after every stored page like the delta's, so a backfill cut
+//! off by the Lambda deadline resumes at the page where it stopped. Messages arriving
+//! meanwhile come through the deltaLink; everything is an upsert keyed by immutable id, so
+//! a message read by both the round and the backfill is stored once.
+//!
+//! Cost: a capped folder with `W` messages in the window is listed `cap + W` times instead
+//! of `W` (the backfill re-lists what the round delivered: 10 extra list requests of 500
+//! per 5,000), and the matches among the round's messages are fetched again (≈ 20 % of
+//! them: 50 extra `$batch` calls per 5,000). An uncapped folder pays one count request per
+//! initial round. The remaining blind spot, only below the documented 5,000: a capped round
+//! whose delivered messages are deleted before the count is taken, or delivered twice
+//! within the round, in numbers reaching what the cap left out (the count then no longer
+//! exceeds what was counted as delivered).
 //!
 //! Nothing of a discarded message is kept or logged: its id and participants live only in
 //! the parsed page, which is dropped before the next one is read.
@@ -60,7 +88,9 @@ use tracing::{info, warn};
 use crate::folders::{self, MailFolder, segment};
 use crate::page::{FETCH_SELECT, Fetched, LIST_SELECT, PageScan, scan_page};
 
-/// Microsoft's cap on a `$filter`ed message delta round.
+/// Microsoft's documented cap on a `$filter`ed message delta round (delta-query-messages). One
+/// of two signals that a round may have been capped; the window count is the other, and the
+/// one that works whatever the cap is.
 pub const FILTERED_DELTA_CAP: u64 = 5_000;
 
 /// Fetch batches (and page ends) a folder's fetcher keeps queued: a page's matches (≈100
@@ -167,19 +197,39 @@ pub fn initial_delta_url(folder_id: &str, start: OffsetDateTime) -> String {
     )
 }
 
-/// A page of the backfill list: the window's messages up to `upper`, newest first.
+/// A page of the backfill list: the window's messages (up to `upper` when given), newest
+/// first. `receivedDateTime` leads `$filter` because it is the `$orderby` property
+/// (user-list-messages: "Using filter and orderby in the same query").
 pub fn backfill_url(
     folder_id: &str,
     start: OffsetDateTime,
-    upper: OffsetDateTime,
+    upper: Option<OffsetDateTime>,
     top: u32,
 ) -> String {
+    let upper = upper
+        .map(|upper| format!("%20and%20receivedDateTime%20le%20{}", filter_time(upper)))
+        .unwrap_or_default();
     format!(
-        "/me/mailFolders/{}/messages?$select={LIST_SELECT}&$filter=receivedDateTime%20ge%20{}%20and%20receivedDateTime%20le%20{}&$orderby=receivedDateTime%20desc&$top={top}",
+        "/me/mailFolders/{}/messages?$select={LIST_SELECT}&$filter=receivedDateTime%20ge%20{}{upper}&$orderby=receivedDateTime%20desc&$top={top}",
         segment(folder_id),
         filter_time(start),
-        filter_time(upper)
     )
+}
+
+/// How many messages the folder holds in the window: one `id`, and `@odata.count`.
+pub fn window_count_url(folder_id: &str, start: OffsetDateTime) -> String {
+    format!(
+        "/me/mailFolders/{}/messages?$select=id&$filter=receivedDateTime%20ge%20{}&$count=true&$top=1",
+        segment(folder_id),
+        filter_time(start)
+    )
+}
+
+/// `@odata.count` of a listed page, if it carries one.
+#[derive(serde::Deserialize)]
+struct Counted {
+    #[serde(rename = "@odata.count")]
+    count: Option<u64>,
 }
 
 /// The tenant's CRM index as this container last loaded it, in matching's compact form
@@ -563,15 +613,16 @@ impl MailWork {
                     } else if let Some(link) = &result.delta_link {
                         next.cursor = Some(link.clone());
                         next.cursor_kind = Some(CursorKind::DeltaLink);
+                        let start = next.window.unwrap_or(env.window).start;
                         if next.initial_round
-                            && next.round_items >= FILTERED_DELTA_CAP
-                            && let Some(oldest) = next.oldest_seen
+                            && self
+                                .maybe_capped(env, &next.folder_id, start, next.round_items)
+                                .await?
                         {
-                            let start = next.window.unwrap_or(env.window).start;
                             next.backfill = Some(backfill_url(
                                 &next.folder_id,
                                 start,
-                                oldest,
+                                None,
                                 self.settings.page_size,
                             ));
                         } else {
@@ -638,6 +689,52 @@ impl MailWork {
         )
     }
 
+    /// Whether a finished initial round that delivered `delivered` messages may have been
+    /// cut by the `$filter` cap (see the module docs): the documented cap reached, or the
+    /// window holding more messages than delivered, or no readable count.
+    async fn maybe_capped(
+        &self,
+        env: &FolderEnv<'_>,
+        folder_id: &str,
+        start: OffsetDateTime,
+        delivered: u64,
+    ) -> Result<bool, WorkError> {
+        if delivered >= FILTERED_DELTA_CAP {
+            return Ok(true);
+        }
+        if delivered == 0 {
+            return Ok(false);
+        }
+        let body = match env
+            .session
+            .get(&window_count_url(folder_id, start), &[])
+            .await
+        {
+            Ok(body) => body,
+            Err(error) if error.status() == Some(400) => {
+                warn!("the window count was refused; reading the whole window to be sure");
+                return Ok(true);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        match serde_json::from_slice::<Counted>(&body) {
+            Ok(Counted { count: Some(count) }) => {
+                if count > delivered {
+                    info!(
+                        delivered,
+                        in_window = count,
+                        "the filtered delta round was capped; reading the whole window"
+                    );
+                }
+                Ok(count > delivered)
+            }
+            _ => {
+                warn!("no @odata.count for the window; reading the whole window to be sure");
+                Ok(true)
+            }
+        }
+    }
+
     /// The backfill's next link: keyset on `receivedDateTime`, or Graph's own nextLink
     /// when a whole page shares one timestamp; `None` when the list is exhausted.
     fn next_backfill(
@@ -650,10 +747,16 @@ impl MailWork {
         let start = cursor.window.unwrap_or(window).start;
         let upper = cursor.backfill.as_deref().and_then(backfill_upper);
         match (page.oldest, upper) {
+            (Some(oldest), None) => Some(backfill_url(
+                &cursor.folder_id,
+                start,
+                Some(oldest),
+                self.settings.page_size,
+            )),
             (Some(oldest), Some(upper)) if oldest < upper => Some(backfill_url(
                 &cursor.folder_id,
                 start,
-                oldest,
+                Some(oldest),
                 self.settings.page_size,
             )),
             _ => Some(next_link.clone()),
@@ -991,9 +1094,16 @@ mod tests {
         assert!(url.contains("$orderby=receivedDateTime%20desc"));
         assert!(!url.contains("subject") && !url.contains("bodyPreview"));
         let upper = datetime!(2026-02-01 12:30:05 UTC);
-        let backfill = backfill_url("f", start, upper, 500);
+        let backfill = backfill_url("f", start, Some(upper), 500);
         assert_eq!(backfill_upper(&backfill), Some(upper));
         assert!(backfill.contains("$top=500"));
+        let whole = backfill_url("f", start, None, 500);
+        assert_eq!(backfill_upper(&whole), None);
+        assert!(whole.contains(
+            "$filter=receivedDateTime%20ge%202026-01-15T00:00:00Z&$orderby=receivedDateTime%20desc"
+        ));
+        let count = window_count_url("f", start);
+        assert!(count.contains("$count=true") && count.contains("$top=1"));
     }
 
     #[test]

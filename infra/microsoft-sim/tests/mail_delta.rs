@@ -187,6 +187,102 @@ async fn filter_caps_the_round_at_the_5000_newest_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_cap_keeps_the_newest_oldest_or_arbitrary_messages_as_the_control_says() {
+    let server = start().await;
+    let token = token(&server, ADELE, &["Mail.Read"]).await;
+    let base = server.base_url();
+    let (status, cap) = control(&server, Method::GET, "/_sim/delta-cap", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(cap, json!({"limit": 5000, "order": "newest", "seed": 0}));
+    for bad in [
+        json!({"order": "middle"}),
+        json!({"limit": 0}),
+        json!({"cap": 3}),
+    ] {
+        let (status, body) =
+            control(&server, Method::POST, "/_sim/delta-cap", Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    let year_ago = (time::OffsetDateTime::now_utc() - time::Duration::days(400))
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let delta = format!(
+        "{base}/v1.0/me/mailFolders/inbox/messages/delta?$select=receivedDateTime&$filter=receivedDateTime+ge+{year_ago}&$orderby=receivedDateTime+desc"
+    );
+    // The window by the message list, newest first (filter and orderby on the same property).
+    let mut window = Vec::new();
+    let mut list = format!(
+        "{base}/v1.0/me/mailFolders/inbox/messages?$select=id&$filter=receivedDateTime+ge+{year_ago}&$orderby=receivedDateTime+desc&$top=1000&$count=true"
+    );
+    let mut counted = None;
+    loop {
+        let (status, _, page) = get(&list, &token, &[]).await;
+        assert_eq!(status, 200, "{page}");
+        counted = counted.or(page["@odata.count"].as_u64());
+        window.extend(
+            page["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_owned()),
+        );
+        match page["@odata.nextLink"].as_str() {
+            Some(n) => list = n.to_owned(),
+            None => break,
+        }
+    }
+    assert!(window.len() > 300, "{}", window.len());
+    assert_eq!(
+        counted,
+        Some(window.len() as u64),
+        "@odata.count is the whole window"
+    );
+
+    let round = |order: &'static str, seed: u64| {
+        let (server, token, delta) = (&server, &token, &delta);
+        async move {
+            let (status, _) = control(
+                server,
+                Method::POST,
+                "/_sim/delta-cap",
+                Some(json!({"limit": 100, "order": order, "seed": seed})),
+            )
+            .await;
+            assert_eq!(status, 200);
+            let (items, _, _) = walk_delta(delta, token, &["odata.maxpagesize=30"]).await;
+            assert_eq!(items.len(), 100, "{order}");
+            let ids: Vec<String> = items
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids
+        }
+    };
+    assert_eq!(round("newest", 0).await, window[..100].to_vec());
+    assert_eq!(
+        round("oldest", 0).await,
+        window[window.len() - 100..].to_vec()
+    );
+    let arbitrary = round("arbitrary", 5).await;
+    let positions: Vec<usize> = arbitrary
+        .iter()
+        .map(|id| window.iter().position(|w| w == id).expect("in the window"))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "newest first, each once"
+    );
+    assert!(
+        positions[0] < 100 && positions[99] >= window.len() - 100,
+        "spread: {positions:?}"
+    );
+    assert_eq!(round("arbitrary", 5).await, arbitrary, "seeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn live_changes_arrive_in_the_next_round_as_items_and_removals() {
     let server = start().await;
     let token = token(&server, MEGAN, &["Mail.Read"]).await;

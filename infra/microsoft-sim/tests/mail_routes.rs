@@ -233,7 +233,19 @@ async fn message_lists_page_filter_and_order() {
         ADELE_INBOX + ADELE_ARCHIVE + ADELE_INBOX / 50 + ADELE_ARCHIVE / 50
     );
 
+    // $count=true: the whole filtered total beside a one-message page.
+    let (_, _, counted) = get(
+        &format!("{base}/v1.0/me/mailFolders/inbox/messages?$select=id&$top=1&$count=true&$filter=receivedDateTime+ge+{cutoff}"),
+        &token,
+        &[],
+    )
+    .await;
+    assert_eq!(counted["@odata.count"], n);
+    assert_eq!(counted["value"].as_array().unwrap().len(), 1);
+    assert!(counted["@odata.nextLink"].is_string());
+
     for (query, code) in [
+        ("$count=maybe", "ErrorInvalidUrlQuery"),
         ("$top=1001", "ErrorInvalidUrlQuery"),
         ("$top=0", "ErrorInvalidUrlQuery"),
         ("$filter=subject+eq+'x'", "ErrorInvalidUrlQuery"),

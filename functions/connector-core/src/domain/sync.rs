@@ -323,16 +323,16 @@ pub struct FolderCursor {
     /// Items the current round has delivered so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub round_items: u64,
-    /// The oldest `receivedDateTime` the initial round delivered so far (mail: where the
-    /// capped filtered delta stopped).
+    /// The oldest `receivedDateTime` the initial round delivered so far (mail: informational;
+    /// which messages a capped filtered delta keeps is unknown, so the backfill ignores it).
     #[serde(
         default,
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub oldest_seen: Option<OffsetDateTime>,
-    /// Mail: the list link walking the part of the window a capped initial round did not
-    /// cover; `cursor` holds the round's deltaLink meanwhile.
+    /// Mail: the list link walking the whole window after an initial round that may have
+    /// been capped; `cursor` holds the round's deltaLink meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<String>,
     /// Calendar: a fingerprint of the rules that chose what the round stored (CRM index,

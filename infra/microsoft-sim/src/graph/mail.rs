@@ -17,7 +17,7 @@ pub mod store;
 pub mod text;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -40,6 +40,8 @@ pub struct MailStore {
     pub(crate) instance: u64,
     /// Outlook throttling counters and limits (`graph::throttle`).
     pub throttle: Throttle,
+    /// How many messages a `$filter`ed initial delta round returns, and which (`/_sim/delta-cap`).
+    delta_cap: Mutex<delta::DeltaCap>,
 }
 
 impl MailStore {
@@ -129,7 +131,17 @@ impl MailStore {
             mailboxes: RwLock::new(mailboxes),
             instance: rand::random(),
             throttle: Throttle::default(),
+            delta_cap: Mutex::new(delta::DeltaCap::default()),
         })
+    }
+
+    /// The cap on `$filter`ed initial delta rounds that new rounds get.
+    pub fn delta_cap(&self) -> delta::DeltaCap {
+        *self.delta_cap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_delta_cap(&self, cap: delta::DeltaCap) {
+        *self.delta_cap.lock().unwrap_or_else(|e| e.into_inner()) = cap;
     }
 
     /// The mailbox of a user (object id, any case).

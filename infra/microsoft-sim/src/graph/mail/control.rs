@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::delta::DeltaCap;
 use super::render::{materialise, normalise_json_message};
 use super::store::{Content, Mailbox, MailboxData};
 use crate::graph::calendar::ChangeType;
@@ -29,6 +30,7 @@ pub fn router() -> Router<SharedSim> {
         .route("/_sim/users/{user}/mailFolders", post(add_folder))
         .route("/_sim/users/{user}/delta/evict", post(evict))
         .route("/_sim/throttle", get(get_throttle).post(set_throttle))
+        .route("/_sim/delta-cap", get(get_delta_cap).post(set_delta_cap))
         .route(
             "/_sim/mailbox-stats",
             get(mailbox_stats).delete(reset_mailbox_stats),
@@ -355,6 +357,29 @@ async fn evict(State(sim): State<SharedSim>, Path(user): Path<String>) -> Respon
     let mut data = mailbox.write();
     data.generation += 1;
     Json(json!({"generation": data.generation})).into_response()
+}
+
+async fn get_delta_cap(State(sim): State<SharedSim>) -> Response {
+    Json(sim.mail.delta_cap()).into_response()
+}
+
+/// `{"limit": 5000, "order": "newest"|"oldest"|"arbitrary", "seed": 0}` (each optional): applies to initial
+/// rounds that start from now on.
+async fn set_delta_cap(
+    State(sim): State<SharedSim>,
+    body: Result<Json<DeltaCap>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(cap)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"limit\": n >= 1, \"order\": \"newest\" | \"oldest\" | \"arbitrary\", \"seed\": n}",
+        );
+    };
+    if cap.limit == 0 {
+        return error(StatusCode::BAD_REQUEST, "limit must be at least 1");
+    }
+    sim.mail.set_delta_cap(cap);
+    Json(cap).into_response()
 }
 
 async fn get_throttle(State(sim): State<SharedSim>) -> Response {

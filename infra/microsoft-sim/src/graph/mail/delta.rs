@@ -22,8 +22,65 @@ use sha2::{Digest, Sha256};
 use super::query::CmpOp;
 use super::store::{Entry, MailboxData};
 
-/// Microsoft applies `$filter` to a delta round by returning at most this many messages (delta-query-messages).
+/// Microsoft applies `$filter` to a delta round by returning at most this many messages: "Applying `$filter` in a
+/// delta query returns only up to 5,000 messages." (https://learn.microsoft.com/graph/delta-query-messages, read
+/// 2026-12-05). Which 5,000 it keeps is not said: see [`CapOrder`].
 pub const FILTER_CAP: usize = 5_000;
+
+/// Which messages a capped `$filter`ed initial round keeps. Microsoft documents the cap but not which messages it
+/// keeps (delta-query-messages, read 2026-12-05), so the sim can play each answer (`POST /_sim/delta-cap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum CapOrder {
+    /// The newest `limit` (the first rows of the `receivedDateTime desc` view the round pages through). Default:
+    /// the cap reads as a truncation of the result the round would otherwise return, and the only `$orderby`
+    /// delta supports is `receivedDateTime desc`.
+    #[default]
+    Newest,
+    /// The oldest `limit`.
+    Oldest,
+    /// A deterministic pseudo-random `limit` of them, drawn with `seed`.
+    Arbitrary,
+}
+
+/// The sim's cap on `$filter`ed initial rounds (control API: `GET|POST /_sim/delta-cap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeltaCap {
+    /// Messages a capped round returns; Microsoft's is [`FILTER_CAP`]. Smaller values keep tests fast.
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    #[serde(default)]
+    pub order: CapOrder,
+    /// Seed of the `arbitrary` draw.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_limit() -> usize {
+    FILTER_CAP
+}
+
+impl Default for DeltaCap {
+    fn default() -> Self {
+        DeltaCap {
+            limit: FILTER_CAP,
+            order: CapOrder::Newest,
+            seed: 0,
+        }
+    }
+}
+
+/// The `arbitrary` draw's rank of a message: the round keeps the `limit` lowest.
+fn draw(seed: u64, key: u32) -> u64 {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(key.to_le_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(out)
+}
 /// Default page without `Prefer: odata.maxpagesize` (observed).
 pub const DEFAULT_PAGE: usize = 10;
 /// Largest page we honour. Microsoft documents no maximum for message delta; this one is unconfirmed.
@@ -83,6 +140,9 @@ pub struct DeltaState {
     pub cur: Cursor,
     /// `$filter` cap: the round ends after this `(receivedDateTime, key)`.
     pub floor: Option<(i64, u32)>,
+    /// `$filter` cap, `arbitrary` order: only messages whose `(draw(seed, key), key)` is at most this are returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<(u64, u64, u32)>,
 }
 
 const TOKEN_KEY: &[u8] = b"microsoft-sim/message-delta/v1";
@@ -143,8 +203,9 @@ pub struct DeltaPage {
     pub delta: Option<DeltaState>,
 }
 
-/// Starts a round from a deltaLink state, or fixes the boundary of an initial one (the 5,000 cap included).
-pub fn begin_round(data: &MailboxData, state: &mut DeltaState) {
+/// Starts a round from a deltaLink state, or fixes the boundary of an initial one (the `$filter` cap included:
+/// `cap` says how many messages and which).
+pub fn begin_round(data: &MailboxData, state: &mut DeltaState, cap: DeltaCap) {
     if state.b.is_some() {
         return;
     }
@@ -156,12 +217,34 @@ pub fn begin_round(data: &MailboxData, state: &mut DeltaState) {
     };
     if state.from == 0 && state.flt.is_some() {
         let folder = &data.folders[state.f as usize];
-        state.floor = folder
-            .by_received
-            .iter()
-            .take_while(|(Reverse(r), _)| state.filter_accepts(*r))
-            .nth(FILTER_CAP - 1)
-            .map(|(Reverse(r), k)| (*r, *k));
+        let limit = cap.limit.max(1);
+        let window = || {
+            folder
+                .by_received
+                .iter()
+                .take_while(|(Reverse(r), _)| state.filter_accepts(*r))
+                .map(|(Reverse(r), k)| (*r, *k))
+        };
+        let total = window().count();
+        if total <= limit {
+            return;
+        }
+        match cap.order {
+            CapOrder::Newest => state.floor = window().nth(limit - 1),
+            // Start the round after the newer ones: it walks (and returns) the oldest `limit` only.
+            CapOrder::Oldest => {
+                if let Some((r, k)) = window().nth(total - limit - 1) {
+                    state.cur = Cursor::Received(r, k);
+                }
+            }
+            CapOrder::Arbitrary => {
+                let mut ranks: Vec<(u64, u32)> =
+                    window().map(|(_, k)| (draw(cap.seed, k), k)).collect();
+                ranks.select_nth_unstable(limit - 1);
+                let (rank, key) = ranks[limit - 1];
+                state.pick = Some((cap.seed, rank, key));
+            }
+        }
     }
 }
 
@@ -177,6 +260,7 @@ pub fn page(data: &MailboxData, state: &DeltaState, size: usize) -> DeltaPage {
             b: None,
             cur: Cursor::Start,
             floor: None,
+            pick: None,
             from: boundary,
             ..state.clone()
         }),
@@ -194,6 +278,13 @@ pub fn page(data: &MailboxData, state: &DeltaState, size: usize) -> DeltaPage {
         for &(Reverse(r), k) in folder.by_received.range((start, Bound::Unbounded)) {
             if !state.filter_accepts(r) || floor.is_some_and(|f| (Reverse(r), k) > f) {
                 break;
+            }
+            if state
+                .pick
+                .is_some_and(|(seed, rank, key)| (draw(seed, k), k) > (rank, key))
+            {
+                last = Some((r, k));
+                continue;
             }
             if items.len() == size {
                 // One more exists: this page ends with a nextLink.
@@ -296,16 +387,26 @@ mod tests {
             b: None,
             cur: Cursor::Start,
             floor: None,
+            pick: None,
         }
     }
 
     /// Walks a round to its end; returns the items and the deltaLink state.
     fn walk(
         data: &MailboxData,
-        mut state: DeltaState,
+        state: DeltaState,
         size: usize,
     ) -> (Vec<DeltaItem>, DeltaState, usize) {
-        begin_round(data, &mut state);
+        walk_capped(data, state, size, DeltaCap::default())
+    }
+
+    fn walk_capped(
+        data: &MailboxData,
+        mut state: DeltaState,
+        size: usize,
+        cap: DeltaCap,
+    ) -> (Vec<DeltaItem>, DeltaState, usize) {
+        begin_round(data, &mut state, cap);
         let mut all = Vec::new();
         let mut requests = 0;
         loop {
@@ -416,6 +517,85 @@ mod tests {
         assert_eq!(items.len(), 500);
     }
 
+    /// Received times of a round's messages, newest first.
+    fn received(data: &MailboxData, items: &[DeltaItem]) -> Vec<i64> {
+        items
+            .iter()
+            .map(|i| match i {
+                DeltaItem::Message(k) => data.message(*k).unwrap().received,
+                DeltaItem::Removed(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cap_keeps_the_newest_the_oldest_or_an_arbitrary_subset() {
+        let mut data = MailboxData::new("u");
+        let inbox = data.resolve_folder("inbox").unwrap();
+        for i in 0..300 {
+            data.insert(inbox, msg(), 1_000 + i, 0, None, 0);
+        }
+        // 250 messages in the window (1,050..=1,299), a cap of 40, pages of 7.
+        let filtered = DeltaState {
+            flt: Some((CmpOp::Ge, 1_050)),
+            ..initial(inbox)
+        };
+        let cap = |order, seed| DeltaCap {
+            limit: 40,
+            order,
+            seed,
+        };
+        let (items, _, _) = walk_capped(&data, filtered.clone(), 7, cap(CapOrder::Newest, 0));
+        assert_eq!(
+            received(&data, &items),
+            (1_260..1_300).rev().collect::<Vec<_>>()
+        );
+        let (items, _, _) = walk_capped(&data, filtered.clone(), 7, cap(CapOrder::Oldest, 0));
+        assert_eq!(
+            received(&data, &items),
+            (1_050..1_090).rev().collect::<Vec<_>>()
+        );
+
+        let (items, delta, _) =
+            walk_capped(&data, filtered.clone(), 7, cap(CapOrder::Arbitrary, 9));
+        let times = received(&data, &items);
+        assert_eq!(times.len(), 40);
+        assert!(
+            times.windows(2).all(|w| w[0] > w[1]),
+            "newest first, each once"
+        );
+        assert!(times.iter().all(|t| (1_050..1_300).contains(t)));
+        assert!(
+            times[0] > 1_200 && times[39] < 1_100,
+            "spread over the window, not its newest or oldest 40: {times:?}"
+        );
+        let (again, _, _) = walk_capped(&data, filtered.clone(), 13, cap(CapOrder::Arbitrary, 9));
+        assert_eq!(
+            again, items,
+            "the same seed draws the same subset at any page size"
+        );
+        let (other, _, _) = walk_capped(&data, filtered.clone(), 7, cap(CapOrder::Arbitrary, 10));
+        assert_ne!(other, items, "another seed, another subset");
+        // The deltaLink after a capped round carries no cap: later changes all come through.
+        let added = data.insert(inbox, msg(), 2_000, 2_000, None, 2_000);
+        let (next, _, _) = walk(&data, delta, 7);
+        assert_eq!(next, vec![DeltaItem::Message(added)]);
+
+        // Under the cap nothing is dropped, whatever the order.
+        for order in [CapOrder::Newest, CapOrder::Oldest, CapOrder::Arbitrary] {
+            let small = DeltaCap {
+                limit: 251,
+                order,
+                seed: 3,
+            };
+            let (items, _, _) = walk_capped(&data, filtered.clone(), 7, small);
+            assert_eq!(items.len(), 251, "{order:?}");
+        }
+        // Without $filter there is no cap.
+        let (items, _, _) = walk_capped(&data, initial(inbox), 50, cap(CapOrder::Oldest, 0));
+        assert_eq!(items.len(), 301);
+    }
+
     #[test]
     fn a_long_stretch_of_filtered_changes_yields_an_empty_page_with_a_next_link() {
         let mut data = MailboxData::new("u");
@@ -432,7 +612,7 @@ mod tests {
             c: Some(ChangeType::Created),
             ..delta
         };
-        begin_round(&data, &mut state);
+        begin_round(&data, &mut state, DeltaCap::default());
         let first = page(&data, &state, 10);
         assert!(
             first.items.is_empty(),

@@ -538,9 +538,28 @@ async fn list_folder_messages(
 }
 
 fn message_page(ctx: &MailCtx, folder: Option<u32>, uri: &OriginalUri) -> Response {
-    if let Err(r) = only_options(&ctx.query, &["select", "top", "skip", "filter", "orderby"]) {
+    if let Err(r) = only_options(
+        &ctx.query,
+        &["select", "top", "skip", "filter", "orderby", "count"],
+    ) {
         return r;
     }
+    // `$count=true`: the total of matching messages in `@odata.count` (query-parameters, whose own example is
+    // `/me/messages?$top=2&$count=true`; https://learn.microsoft.com/graph/query-parameters, read 2026-12-05).
+    let count = match ctx
+        .query
+        .get("count")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return invalid_query(&format!(
+                "The value '{v}' of $count is invalid; use true or false."
+            ));
+        }
+    };
     let select = match parse_select(
         ctx.query.get("select"),
         &MESSAGE_PROPERTIES,
@@ -639,9 +658,12 @@ fn message_page(ctx: &MailCtx, folder: Option<u32>, uri: &OriginalUri) -> Respon
         if matched >= skip {
             if page.len() == top {
                 more = true;
-                break;
+                if !count {
+                    break;
+                }
+            } else {
+                page.push(key);
             }
-            page.push(key);
         }
         matched += 1;
     }
@@ -674,6 +696,9 @@ fn message_page(ctx: &MailCtx, folder: Option<u32>, uri: &OriginalUri) -> Respon
             ctx.user.id
         )),
     );
+    if count {
+        body.insert("@odata.count".into(), json!(matched));
+    }
     body.insert("value".into(), Value::Array(value));
     if more {
         let path = match folder {
@@ -847,7 +872,7 @@ async fn messages_delta(
     if state.f != folder_param {
         return invalid_query("The sync state token belongs to another folder.");
     }
-    delta::begin_round(&data, &mut state);
+    delta::begin_round(&data, &mut state, ctx.sim.mail.delta_cap());
     let page = delta::page(&data, &state, size);
     let opts = ctx.render_options(true);
     let select: Option<Vec<&'static str>> = state.s.as_ref().map(|names| {
@@ -982,5 +1007,6 @@ fn initial_state(ctx: &MailCtx, folder: u32, generation: u32) -> Result<DeltaSta
         b: None,
         cur: Cursor::Start,
         floor: None,
+        pick: None,
     })
 }
