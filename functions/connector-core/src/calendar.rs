@@ -1143,3 +1143,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "calendar_conformance.rs"]
+mod conformance;

@@ -1181,3 +1181,7 @@ mod tests {
         assert_eq!(error.code(), Some("Forbidden"));
     }
 }
+
+#[cfg(test)]
+#[path = "graph_conformance.rs"]
+mod conformance;

@@ -18,6 +18,8 @@ pub mod adapters;
 pub mod calendar;
 pub mod clock;
 pub mod config;
+#[cfg(test)]
+mod conformance;
 pub mod domain;
 pub mod graph;
 pub mod matching;

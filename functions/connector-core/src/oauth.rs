@@ -775,3 +775,7 @@ mod tests {
         assert!(request_scopes(&ScopeSet::new()).is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "oauth_conformance.rs"]
+mod conformance;

@@ -331,3 +331,7 @@ mod tests {
         assert_eq!(forged.correlation_id, None);
     }
 }
+
+#[cfg(test)]
+#[path = "errors_conformance.rs"]
+mod conformance;

@@ -650,3 +650,7 @@ mod tests {
         assert_eq!(scan(br#"{"value":null}"#), PageScan::default());
     }
 }
+
+#[cfg(test)]
+#[path = "page_conformance.rs"]
+mod conformance;

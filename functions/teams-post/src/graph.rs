@@ -211,6 +211,17 @@ fn posted(body: &[u8]) -> PostedMessage {
     }
 }
 
+/// Reads a chat answer (`201 Created`, a chat): its id.
+fn created_chat(answer: &[u8]) -> Result<String, GraphError> {
+    let chat: Value = serde_json::from_slice(answer)
+        .map_err(|error| GraphError::Malformed(format!("chat answer: {:?}", error.classify())))?;
+    chat["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| GraphError::Malformed("chat answer without an id".into()))
+}
+
 fn message_body(html: &str) -> Value {
     json!({"body": {"contentType": "html", "content": html}})
 }
@@ -272,14 +283,7 @@ impl TeamsGraph for GraphTeams {
         };
         let url = Self::url(&self.posts, &["chats"])?;
         let answer = self.post(user, &url, &body, deadline).await?;
-        let chat: Value = serde_json::from_slice(&answer).map_err(|error| {
-            GraphError::Malformed(format!("chat answer: {:?}", error.classify()))
-        })?;
-        chat["id"]
-            .as_str()
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| GraphError::Malformed("chat answer without an id".into()))
+        created_chat(&answer)
     }
 
     async fn joined_teams(
@@ -352,3 +356,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "graph_conformance.rs"]
+mod conformance;

@@ -68,6 +68,11 @@ pub struct Fault {
     pub code: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// With status 410: Graph's documented synchronization reset, a 410 whose `Location` is the
+    /// request's URL with an empty `$deltatoken` (the initial query) and no body
+    /// (https://learn.microsoft.com/en-us/graph/delta-query-overview, Synchronization reset; read 2026-12-05).
+    #[serde(default)]
+    pub sync_reset: bool,
 }
 
 fn one() -> u32 {
@@ -193,9 +198,37 @@ pub async fn request_log_layer(
 pub async fn fault_layer(State(sim): State<SharedSim>, request: Request, next: Next) -> Response {
     let path = full_path(&request);
     match sim.control.take_fault(request.method(), &path) {
+        Some(fault) if fault.sync_reset => sync_reset(sim.base_url(), &path, request.uri().query()),
         Some(fault) => fault_response(&fault),
         None => next.run(request).await,
     }
+}
+
+/// 410 Gone with `Location`: the request's URL, its state tokens dropped, `$deltatoken=` empty.
+fn sync_reset(base: &str, path: &str, query: Option<&str>) -> Response {
+    let mut kept: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .filter(|(k, _)| {
+                !k.eq_ignore_ascii_case("$deltatoken") && !k.eq_ignore_ascii_case("$skiptoken")
+            })
+            .collect();
+    kept.push(("$deltatoken".to_owned(), String::new()));
+    let query: Vec<String> = kept
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+            )
+        })
+        .collect();
+    let location = format!("{base}{path}?{}", query.join("&"));
+    let mut response = StatusCode::GONE.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// Delays Graph requests by the configured latency.

@@ -258,7 +258,11 @@ impl SubscriptionStore {
         if let Some(key) = change_key {
             resource_data["@odata.etag"] = json!(format!("W/\"{key}\""));
         }
+        // Each change notification carries its own opaque `id`, as in Microsoft's example
+        // (https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks, Change
+        // notification example; read 2026-12-05).
         let mut notification = json!({
+            "id": uuid::Uuid::new_v4().simple().to_string(),
             "subscriptionId": sub.id,
             "subscriptionExpirationDateTime": format_expiration(sub.expiration),
             "changeType": change.as_str(),

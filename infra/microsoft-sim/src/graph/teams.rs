@@ -588,7 +588,8 @@ struct NewMessage<'a> {
 }
 
 fn chat_message_json(m: NewMessage<'_>) -> Value {
-    json!({
+    let chat = m.chat_id.is_some();
+    let mut message = json!({
         "@odata.context": m.context,
         "id": m.id.to_string(),
         "replyToId": null,
@@ -618,7 +619,13 @@ fn chat_message_json(m: NewMessage<'_>) -> Value {
         "mentions": m.request.get("mentions").cloned().unwrap_or(json!([])),
         "reactions": [],
         "messageHistory": [],
-    })
+    });
+    if chat {
+        // A chat message's `from` also names its conversation (null for a user's message), as in
+        // https://learn.microsoft.com/en-us/graph/api/chat-post-messages (Response; read 2026-12-05).
+        message["from"]["conversation"] = Value::Null;
+    }
+    message
 }
 
 async fn post_channel_message(

@@ -1,0 +1,254 @@
+//! Microsoft's Graph error, throttling and `$batch` examples (the conformance corpus) served
+//! verbatim by a loopback server to the real [`MailboxSession`]: each ends as its source says
+//! (a 429 waits its `Retry-After`, a 410 sync-state answer means start over, a `$batch`
+//! answer keeps each item's status and error code).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::*;
+use crate::conformance::{body_bytes, example, examples};
+
+struct FixedBearer;
+
+#[async_trait::async_trait]
+impl BearerSource for FixedBearer {
+    async fn bearer(&self) -> Result<AccessToken, TokenError> {
+        Ok(AccessToken::new("token"))
+    }
+    async fn refresh_rejected(&self) -> Result<AccessToken, TokenError> {
+        Err(TokenError::NotConnected)
+    }
+}
+
+/// A loopback server answering every request with the example's status, headers and body;
+/// returns its base URL and how many requests it served.
+async fn serve(example: &Value) -> (BaseUrl, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let response = &example["response"];
+    let status = response["status"].as_u64().expect("a status");
+    let body = if response.get("body").is_some() {
+        body_bytes(example)
+    } else {
+        Vec::new()
+    };
+    let mut head = format!("HTTP/1.1 {status} Example\r\n");
+    if let Some(headers) = response["headers"].as_object() {
+        for (name, value) in headers {
+            head.push_str(&format!(
+                "{name}: {}\r\n",
+                value.as_str().expect("a header value")
+            ));
+        }
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+        .expect("a base URL");
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 8192];
+            // Head, then as many body bytes as Content-Length says.
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (base, served)
+}
+
+/// No retries at all: the first answer decides.
+fn no_retries() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 1,
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+        throttle_retries: 0,
+        max_retry_after: Duration::from_secs(120),
+    }
+}
+
+async fn get_once(example: &Value) -> (Result<Bytes, GraphError>, usize) {
+    let (base, served) = serve(example).await;
+    let client =
+        GraphClient::new(graph_http_client().expect("a client"), &base).with_retry(no_retries());
+    let session = client.session("user@contoso.com", &FixedBearer, None);
+    let result = session
+        .get("/me/mailFolders/inbox/messages/delta", &[])
+        .await;
+    (result, served.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn throttled_answers_wait_their_retry_after() {
+    for (name, example) in examples("throttling", "") {
+        if example["response"]["status"] != 429 {
+            continue;
+        }
+        let (result, served) = get_once(&example).await;
+        assert_eq!(served, 1, "{name}");
+        let Err(GraphError::Throttled { retry_after }) = result else {
+            panic!("{name}: {result:?}");
+        };
+        if let Some(seconds) = example["meaning"]["retry_after_seconds"].as_f64() {
+            assert_eq!(retry_after, Duration::from_secs_f64(seconds), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sync_state_answers_mean_start_over() {
+    let mut seen = 0;
+    for (name, example) in examples("mail", "") {
+        if example["meaning"]["resync"] != true {
+            continue;
+        }
+        seen += 1;
+        let (result, _) = get_once(&example).await;
+        let error = result.expect_err(&name);
+        assert!(error.is_sync_state_lost(), "{name}: {error:?}");
+        assert_eq!(
+            error.status(),
+            example["response"]["status"].as_u64().map(|s| s as u16),
+            "{name}"
+        );
+        if let Some(code) = example["response"]["body"]["error"]["code"].as_str() {
+            assert_eq!(error.code(), Some(code), "{name}");
+        }
+    }
+    assert!(seen >= 4, "the corpus holds the four sync-state forms");
+}
+
+#[tokio::test]
+async fn a_mixed_batch_answer_keeps_each_items_status_and_code() {
+    let example = example("batch/batch-response-mixed.json");
+    let (base, served) = serve(&example).await;
+    let client =
+        GraphClient::new(graph_http_client().expect("a client"), &base).with_retry(no_retries());
+    let session = client.session("user@contoso.com", &FixedBearer, None);
+    let requests: Vec<BatchRequest> = (1..=5)
+        .map(|id| BatchRequest {
+            id: id.to_string(),
+            url: format!("/me/messages/{id}"),
+            prefer: Vec::new(),
+        })
+        .collect();
+    let items = session.batch(&requests).await.expect("a batch answer");
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "nothing to retry"
+    );
+    let expected = example["meaning"]["items"].as_object().expect("items");
+    assert_eq!(items.len(), expected.len());
+    for item in &items {
+        let meaning = &expected[&item.id];
+        assert_eq!(
+            u64::from(item.status),
+            meaning["status"].as_u64().expect("a status"),
+            "{}",
+            item.id
+        );
+        if let Some(code) = meaning.get("error_code") {
+            assert_eq!(item.error_code().as_deref(), code.as_str(), "{}", item.id);
+            assert_eq!(item.to_error().status(), Some(item.status), "{}", item.id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_batch_item_waits_the_items_retry_after() {
+    let example = example("batch/batch-response-throttled-and-dependent.json");
+    let (base, _) = serve(&example).await;
+    let client =
+        GraphClient::new(graph_http_client().expect("a client"), &base).with_retry(no_retries());
+    let session = client.session("user@contoso.com", &FixedBearer, None);
+    let requests: Vec<BatchRequest> = ["1", "2", "3"]
+        .into_iter()
+        .map(|id| BatchRequest {
+            id: id.to_owned(),
+            url: format!("/me/messages/{id}"),
+            prefer: Vec::new(),
+        })
+        .collect();
+    let result = session.batch_serial(&requests).await;
+    let Err(GraphError::Throttled { retry_after }) = result else {
+        panic!("{result:?}");
+    };
+    let seconds = example["meaning"]["items"]["1"]["retry_after_seconds"]
+        .as_f64()
+        .expect("seconds");
+    assert_eq!(retry_after, Duration::from_secs_f64(seconds));
+}
+
+#[test]
+fn batch_items_parse_as_documented() {
+    for (name, example) in examples("batch", "batch-response-") {
+        let answer: BatchAnswer = serde_json::from_slice(&body_bytes(&example))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        let expected = example["meaning"]["items"].as_object().expect("items");
+        assert_eq!(answer.responses.len(), expected.len(), "{name}");
+        for item in answer.responses {
+            let meaning = &expected[&item.id];
+            assert_eq!(
+                u64::from(item.status),
+                meaning["status"].as_u64().expect("status"),
+                "{name}"
+            );
+            let parsed = BatchItem {
+                id: item.id.clone(),
+                status: item.status,
+                body: item.body,
+            };
+            if let Some(code) = meaning.get("error_code") {
+                assert_eq!(
+                    parsed.error_code().as_deref(),
+                    code.as_str(),
+                    "{name} {}",
+                    item.id
+                );
+            }
+            if let Some(seconds) = meaning["retry_after_seconds"].as_f64() {
+                let after = item
+                    .headers
+                    .iter()
+                    .find(|(header, _)| header.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, value)| parse_retry_after(value));
+                assert_eq!(
+                    after,
+                    Some(Duration::from_secs_f64(seconds)),
+                    "{name} {}",
+                    item.id
+                );
+            }
+        }
+    }
+}
