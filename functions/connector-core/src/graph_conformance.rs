@@ -3,13 +3,12 @@
 //! (a 429 waits its `Retry-After`, a 410 sync-state answer means start over, a `$batch`
 //! answer keeps each item's status and error code).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::*;
-use crate::conformance::{body_bytes, example, examples};
+use crate::conformance::{body_bytes, example, examples, serve};
 
 struct FixedBearer;
 
@@ -21,68 +20,6 @@ impl BearerSource for FixedBearer {
     async fn refresh_rejected(&self) -> Result<AccessToken, TokenError> {
         Err(TokenError::NotConnected)
     }
-}
-
-/// A loopback server answering every request with the example's status, headers and body;
-/// returns its base URL and how many requests it served.
-async fn serve(example: &Value) -> (BaseUrl, Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let response = &example["response"];
-    let status = response["status"].as_u64().expect("a status");
-    let body = if response.get("body").is_some() {
-        body_bytes(example)
-    } else {
-        Vec::new()
-    };
-    let mut head = format!("HTTP/1.1 {status} Example\r\n");
-    if let Some(headers) = response["headers"].as_object() {
-        for (name, value) in headers {
-            head.push_str(&format!(
-                "{name}: {}\r\n",
-                value.as_str().expect("a header value")
-            ));
-        }
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
-        .expect("a base URL");
-    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut request = Vec::new();
-            let mut buf = [0u8; 8192];
-            // Head, then as many body bytes as Content-Length says.
-            loop {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|line| line.strip_prefix("content-length:"))
-                        .and_then(|n| n.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        break;
-                    }
-                }
-            }
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = socket.write_all(head.as_bytes()).await;
-            let _ = socket.write_all(&body).await;
-            let _ = socket.shutdown().await;
-        }
-    });
-    (base, served)
 }
 
 /// No retries at all: the first answer decides.

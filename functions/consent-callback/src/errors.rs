@@ -106,18 +106,24 @@ impl MicrosoftError {
         }
     }
 
+    /// What went wrong, by the first of `error_codes` we know (Microsoft may list several:
+    /// `[70002, 70000]` for a malformed grant, conformance/identity/token-error-*), then by
+    /// `error_subcode` and `error`.
     pub fn problem(&self) -> Problem {
-        match self.code() {
-            Some(50105) => return Problem::NotAssigned,
-            Some(65001 | 90094 | 90095) => return Problem::AdminApprovalNeeded,
-            Some(65004) => return Problem::ConsentDeclined,
-            Some(50020) => return Problem::OtherDirectory,
-            Some(700016) => return Problem::AppNotInTenant,
-            Some(7000215 | 7000222) => return Problem::BadClientSecret,
-            Some(54005 | 70008 | 70000) if self.error == "invalid_grant" => {
-                return Problem::CodeAlreadyUsed;
+        let by_code = |code: u32| match code {
+            50105 => Some(Problem::NotAssigned),
+            65001 | 90094 | 90095 => Some(Problem::AdminApprovalNeeded),
+            65004 => Some(Problem::ConsentDeclined),
+            50020 => Some(Problem::OtherDirectory),
+            700016 => Some(Problem::AppNotInTenant),
+            7000215 | 7000222 => Some(Problem::BadClientSecret),
+            54005 | 70008 | 70000 if self.error == "invalid_grant" => {
+                Some(Problem::CodeAlreadyUsed)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(problem) = self.codes.iter().copied().find_map(by_code) {
+            return problem;
         }
         if self.subcode.as_deref() == Some("cancel") {
             return Problem::Cancelled;

@@ -470,7 +470,7 @@ async fn refresh_rotates_and_the_old_token_stays_valid() {
 }
 
 #[tokio::test]
-async fn refresh_token_inactive_for_more_than_90_days_is_70008() {
+async fn refresh_token_inactive_for_more_than_90_days_is_700082() {
     let sim = start(true).await;
     let base = sim.base_url();
     let c = client();
@@ -509,7 +509,7 @@ async fn refresh_token_inactive_for_more_than_90_days_is_70008() {
     )
     .await;
     let r = refresh(&c, &base, "organizations", rt, &[]).await;
-    let body = assert_token_error(r, 400, "invalid_grant", 70008, &base).await;
+    let body = assert_token_error(r, 400, "invalid_grant", 700082, &base).await;
     assert!(
         body["error_description"]
             .as_str()

@@ -103,6 +103,29 @@ impl fmt::Display for Scope {
     }
 }
 
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(Some(high)), Some(Some(low))) = (
+                bytes.get(i + 1).map(|b| hex(*b)),
+                bytes.get(i + 2).map(|b| hex(*b)),
+            )
+        {
+            out.push((high * 16 + low) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn strip_graph_resource(value: &str) -> &str {
     for prefix in [GRAPH_RESOURCE, GRAPH_APP_ID_PREFIX] {
         if value.len() >= prefix.len()
@@ -139,6 +162,15 @@ impl ScopeSet {
         if value.is_empty() {
             return;
         }
+        // The auth-code doc's sample shows `scope` URL-encoded
+        // (`https%3A%2F%2Fgraph.microsoft.com%2Fmail.read`); captures show it plain. Read both.
+        let decoded;
+        let value = if value.contains('%') {
+            decoded = percent_decoded(value);
+            decoded.as_str()
+        } else {
+            value
+        };
         match Scope::parse(value) {
             Some(scope) => {
                 self.known.insert(scope);
@@ -548,6 +580,8 @@ mod tests {
             Some(Scope::MailRead)
         );
         assert_eq!(Scope::parse("OFFLINE_ACCESS"), Some(Scope::OfflineAccess));
+        let encoded = ScopeSet::parse("https%3A%2F%2Fgraph.microsoft.com%2Fmail.read openid");
+        assert!(encoded.contains(Scope::MailRead) && encoded.contains(Scope::OpenId));
         assert_eq!(Scope::parse("User.Read"), None);
         assert_eq!(Scope::parse("https://graph.microsoft.com/"), None);
     }

@@ -301,16 +301,18 @@ pub fn code_redeemed() -> StsError {
     )
 }
 
-pub fn expired_inactivity(issued: OffsetDateTime, what: &str) -> StsError {
+/// A refresh token unused for 90 days: AADSTS700082 as captured (Azure/azure-cli#14244,
+/// read 2026-12-05; conformance/identity/token-error-invalid-grant-inactive.json), not the
+/// authorization code's 70008.
+pub fn expired_inactivity(issued: OffsetDateTime) -> StsError {
     let issued = issued
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     StsError::new(
         "invalid_grant",
-        70008,
+        700082,
         format!(
-            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive \
-             authorization request for this user and resource. The {what} was issued on {issued} and was inactive \
+            "The refresh token has expired due to inactivity. The token was issued on {issued} and was inactive \
              for 90.00:00:00."
         ),
     )

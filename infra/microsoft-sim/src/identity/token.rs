@@ -263,7 +263,7 @@ fn redeem_refresh_token(
         }
     }
     if now - issued_at > REFRESH_INACTIVITY {
-        return Err(errors::expired_inactivity(issued_at, "refresh token"));
+        return Err(errors::expired_inactivity(issued_at));
     }
     // `scope` on refresh: a subset of what is consented (".default": all of it); absent: what the RT carried.
     let wanted = match form.get("scope").filter(|s| !s.trim().is_empty()) {
