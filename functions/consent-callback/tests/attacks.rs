@@ -843,6 +843,7 @@ async fn oversized_and_invalid_parameters_get_a_400_page() {
             "a".repeat(2049)
         ),
         format!("/consent?x={}", "a".repeat(4100)),
+        format!("/consent?x={}", "a".repeat(8200)),
         "/consent/admin?bundle=everything".to_owned(),
         "/consent/admin".to_owned(),
         "/consent/admin?bundle=all&tenant=not%20a%20domain".to_owned(),
@@ -857,6 +858,21 @@ async fn oversized_and_invalid_parameters_get_a_400_page() {
         memory.sessions.is_empty(),
         "no flow started from a bad request"
     );
+
+    // Entra's codes are well over 1,000 characters: a 2,000-character code of Microsoft's
+    // alphabet (with `.`, `-`, `_`) is redeemed as given.
+    let (tid, oid) = (guid(), guid());
+    let started = memory.begin("/auth/login").await;
+    let claims = memory
+        .idp
+        .claims(&tid, &oid, CLIENT_ID, started.nonce(), "l@contoso.com");
+    memory.idp.respond_tokens(&memory.idp.sign(&claims), SCOPE);
+    let code = format!("0.A{}", "AbC-_.x9".repeat(250))[..2_000].to_owned();
+    let response = callback(&memory, &started, &[("code", &code)], Some(&started.cookie)).await;
+    assert_eq!(response.status(), 302, "{}", body(&response));
+    assert_eq!(header(&response, "location"), Some(APP_URL));
+    let forms = memory.idp.token_forms();
+    assert_eq!(forms.last().map(|f| f["code"].clone()), Some(code));
 }
 
 /// The same forgeries against the validator alone: each is refused for its own reason.

@@ -291,6 +291,7 @@ pub fn router() -> Router<SharedSim> {
         .route("/_sim/keys", get(list_keys))
         .route("/_sim/keys/rotate", post(rotate_keys))
         .route("/_sim/keys/withdraw", post(withdraw_key))
+        .route("/_sim/keys/outage", post(keys_outage))
         .route("/_sim/revoke", post(revoke))
         .route(
             "/_sim/tenants/{tenant}/service-principal/delete",
@@ -409,7 +410,18 @@ async fn rotate_keys(State(sim): State<SharedSim>) -> Response {
 async fn list_keys(State(sim): State<SharedSim>) -> Json<Value> {
     let keys = sim.identity.keys();
     let kids = keys.kids();
-    Json(json!({ "signing": kids.first(), "published": kids }))
+    Json(json!({ "signing": kids.first(), "published": kids, "fetches": keys.fetches }))
+}
+
+#[derive(Deserialize)]
+struct Outage {
+    requests: u32,
+}
+
+/// The next `requests` JWKS requests answer 503.
+async fn keys_outage(State(sim): State<SharedSim>, Json(o): Json<Outage>) -> Json<Value> {
+    sim.identity.keys_mut().outage = o.requests;
+    Json(json!({ "outage": o.requests }))
 }
 
 #[derive(Deserialize)]

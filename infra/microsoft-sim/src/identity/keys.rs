@@ -115,16 +115,22 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// Published keys, newest (the signing key) first.
+/// Published keys, newest (the signing key) first, with the JWKS endpoint's counters.
 #[derive(Debug)]
 pub struct KeySet {
     keys: Vec<SigningKey>,
+    /// JWKS documents served (control API: how often relying parties fetched).
+    pub fetches: u64,
+    /// The next this-many JWKS requests answer 503 (control API: an outage of the keys endpoint).
+    pub outage: u32,
 }
 
 impl KeySet {
     pub fn generate() -> anyhow::Result<KeySet> {
         Ok(KeySet {
             keys: vec![SigningKey::generate()?],
+            fetches: 0,
+            outage: 0,
         })
     }
 
