@@ -133,7 +133,7 @@ pub fn consent_page(site: &Site<'_>) -> String {
 
     html.element("h2", "Who can grant consent");
     html.raw("<p>")
-        .text("Sign in with an account that holds one of these Microsoft Entra roles: Global Administrator, Cloud Application Administrator or Application Administrator. Any of them is enough, because every permission below is a delegated permission: the connector only ever acts for a user who has signed in, never on its own with application permissions.")
+        .text("Sign in with an account that holds one of these Microsoft Entra roles: Global Administrator, Privileged Role Administrator, Cloud Application Administrator or Application Administrator. Any of them is enough, because every permission below is a delegated permission: the connector only ever acts for a user who has signed in, never on its own with application permissions.")
         .raw("</p>\n");
     html.raw("<p>")
         .text("Application (client) ID: ")
@@ -302,7 +302,7 @@ pub fn troubleshooting(
             html.raw("<ul>\n<li>")
                 .text("Grant consent for the whole organisation with ")
                 .link(&admin_link, "the admin consent link")
-                .text(" (Global Administrator, Cloud Application Administrator or Application Administrator).")
+                .text(" (Global Administrator, Privileged Role Administrator, Cloud Application Administrator or Application Administrator).")
                 .raw("</li>\n")
                 .element("li", &format!("Or, if you requested approval, approve the request in the Microsoft Entra admin center under Enterprise applications, Admin consent requests ({product})."))
                 .raw("</ul>\n<p>");
