@@ -109,7 +109,10 @@ pub struct IdTokenClaims {
     pub issuer: String,
     /// The `wids` claim (directory role template ids), `None` when the token has none: Entra
     /// emits it only when the app registration's `groupMembershipClaims` is `DirectoryRole` or
-    /// `All` (access-token-claims-reference, `wids`).
+    /// `All` (access-token-claims-reference, `wids`, read 2026-12-05; the id-token reference does
+    /// not list it, but ID tokens configured for directory roles carry it: observed in
+    /// https://github.com/AzureAD/microsoft-authentication-library-for-dotnet/issues/4134).
+    /// Absent, no consent is recorded (fail closed).
     pub wids: Option<Vec<String>>,
 }
 

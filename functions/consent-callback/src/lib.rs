@@ -1,7 +1,8 @@
 //! `consent-callback`: the connector's web-facing Lambda (API Gateway HTTP API). It serves
-//! the administrators' consent page and links, records admin consent, runs "Sign in with
-//! Microsoft" (authorization code + PKCE + nonce, id_token validation), stores what a
-//! sign-in grants, and explains every Microsoft error it receives.
+//! the administrators' consent page and links, records admin consent once the
+//! administrator's own sign-in proves tenant and role, runs "Sign in with Microsoft"
+//! (authorization code + PKCE + nonce, id_token validation), stores what a sign-in grants,
+//! and explains every Microsoft error it receives.
 //!
 //! [`App::handle`] decodes the request and drives the flows over narrow ports: tenants,
 //! tenant domains, connections, the token vault, the job queue, auth sessions, the token
