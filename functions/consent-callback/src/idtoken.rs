@@ -3,11 +3,25 @@
 //! signature, `aud` and time checks.
 //!
 //! Order matters: the header is read first and anything but `alg: RS256` with a `kid` is
-//! refused before a key is looked up (no `none`, no HS256 keyed with our public key). Keys
-//! come from the JWKS named by the `organizations` discovery document, cached by `kid` for
-//! 24 hours; an unknown `kid` triggers one synchronous refetch, at most once per 5 minutes,
-//! so a flood of forged kids cannot turn into a flood of fetches. The issuer template comes
-//! from the same discovery document and must live under LOGIN_BASE_URL.
+//! refused before a key is looked up (no `none`, no HS256 keyed with our public key). The issuer
+//! template comes from the `organizations` discovery document and must live under LOGIN_BASE_URL.
+//!
+//! Keys (signing-key-rollover, https://learn.microsoft.com/entra/identity-platform/signing-key-rollover,
+//! read 2026-12-05: cache by `kid`, 24-hour TTL, refresh every hour, refresh on an unknown `kid`,
+//! keep the last known good keys when a fetch fails, one fetch at a time):
+//! - a fetch **replaces** the key set, so a key Microsoft withdraws stops validating at the next
+//!   fetch (the doc's pseudo-code merges and lets a vanished key live out its 24 hours; we do not
+//!   keep trusting a key Microsoft no longer publishes);
+//! - keys older than [`KeyTimings::refresh`] (1 hour) are refetched on the next validation; if that
+//!   fetch fails the cached keys stay in use until they are [`KeyTimings::ttl`] (24 hours) old;
+//! - an unknown `kid` forces a synchronous fetch, at once unless another unknown `kid` forced one
+//!   less than [`KeyTimings::floor`] (10 seconds) ago. Fetches are single-flight (one lock;
+//!   whoever waited re-checks the cache after the fetch in flight). The doc's floor is 5 minutes,
+//!   meant to stop redundant fetches; with single flight, a 10-second floor bounds forged kids to
+//!   6 fetches a minute per container, while a genuine rollover (including an emergency one,
+//!   which the doc says can happen "immediately") is picked up by the first token signed with the
+//!   new key, and even under a forged-kid flood fails sign-ins for at most 10 seconds, not 5
+//!   minutes. A failing endpoint is retried at most once per floor too.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,10 +38,59 @@ use tokio::sync::Mutex;
 
 use crate::security::constant_time_eq;
 
-/// How long fetched keys and the discovery document are trusted.
+/// How long fetched keys and the discovery document are trusted when refreshing them fails.
 pub const KEYS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// The least time between two refetches caused by an unknown `kid`.
-pub const REFETCH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// How old keys may get before the next validation refetches them (the doc's hourly refresh).
+pub const KEYS_REFRESH: Duration = Duration::from_secs(60 * 60);
+/// The least time between two key fetches (any cause): see the module doc.
+pub const REFETCH_FLOOR: Duration = Duration::from_secs(10);
+
+/// The key cache's clock settings; [`KeyTimings::default`] is production's.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyTimings {
+    /// Keys (and discovery) older than this are refetched on the next validation.
+    pub refresh: Duration,
+    /// Keys (and discovery) older than this are not used, whatever the fetch did.
+    pub ttl: Duration,
+    /// No fetch starts sooner than this after the previous attempt.
+    pub floor: Duration,
+}
+
+impl Default for KeyTimings {
+    fn default() -> Self {
+        Self {
+            refresh: KEYS_REFRESH,
+            ttl: KEYS_TTL,
+            floor: REFETCH_FLOOR,
+        }
+    }
+}
+
+/// The directory role template ids that can grant tenant-wide admin consent to delegated
+/// permissions, as `wids` carries them. Sources, read 2026-12-05:
+/// https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent (Privileged Role
+/// Administrator; Cloud Application Administrator or Application Administrator for any permission
+/// except Microsoft Graph app roles, which this connector never asks) and
+/// https://learn.microsoft.com/entra/identity/role-based-access-control/permissions-reference
+/// (template ids; Global Administrator can manage all aspects of Microsoft Entra ID).
+pub const CONSENT_ADMIN_ROLES: [(&str, &str); 4] = [
+    (
+        "62e90394-69f5-4237-9190-012177145e10",
+        "Global Administrator",
+    ),
+    (
+        "e8611ab8-c189-46e8-94e1-60213ab1f814",
+        "Privileged Role Administrator",
+    ),
+    (
+        "158c047a-c907-4556-b7ef-446551a6b5f7",
+        "Cloud Application Administrator",
+    ),
+    (
+        "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+        "Application Administrator",
+    ),
+];
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 300;
 
@@ -44,6 +107,24 @@ pub struct IdTokenClaims {
     /// Present when the user's identity provider is not the token's tenant (guests).
     pub idp: Option<String>,
     pub issuer: String,
+    /// The `wids` claim (directory role template ids), `None` when the token has none: Entra
+    /// emits it only when the app registration's `groupMembershipClaims` is `DirectoryRole` or
+    /// `All` (access-token-claims-reference, `wids`, read 2026-12-05; the id-token reference does
+    /// not list it, but ID tokens configured for directory roles carry it: observed in
+    /// https://github.com/AzureAD/microsoft-authentication-library-for-dotnet/issues/4134).
+    /// Absent, no consent is recorded (fail closed).
+    pub wids: Option<Vec<String>>,
+}
+
+impl IdTokenClaims {
+    /// The first role of `wids` that can grant tenant-wide consent, by name.
+    pub fn consent_admin_role(&self) -> Option<&'static str> {
+        let wids = self.wids.as_ref()?;
+        CONSENT_ADMIN_ROLES
+            .iter()
+            .find(|(id, _)| wids.iter().any(|w| w.eq_ignore_ascii_case(id)))
+            .map(|(_, name)| *name)
+    }
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,14 +202,19 @@ struct Cache {
     jwks_uri: Option<String>,
     discovery_fetched: Option<Instant>,
     keys: HashMap<String, CachedKey>,
+    /// The last successful key fetch.
     keys_fetched: Option<Instant>,
-    last_forced_refetch: Option<Instant>,
+    /// The last key fetch attempted, successful or not.
+    last_attempt: Option<Instant>,
+    /// The last fetch forced by an unknown `kid`.
+    last_forced: Option<Instant>,
 }
 
 pub struct JwksValidator {
     http: reqwest::Client,
     login_base_url: BaseUrl,
     client_id: String,
+    timings: KeyTimings,
     cache: Mutex<Cache>,
 }
 
@@ -148,6 +234,7 @@ struct Claims {
     email: Option<String>,
     name: Option<String>,
     idp: Option<String>,
+    wids: Option<Vec<String>>,
 }
 
 impl JwksValidator {
@@ -157,10 +244,21 @@ impl JwksValidator {
         login_base_url: BaseUrl,
         client_id: impl Into<String>,
     ) -> Self {
+        Self::with_timings(http, login_base_url, client_id, KeyTimings::default())
+    }
+
+    /// As [`JwksValidator::new`] with other cache timings (tests shorten them).
+    pub fn with_timings(
+        http: reqwest::Client,
+        login_base_url: BaseUrl,
+        client_id: impl Into<String>,
+        timings: KeyTimings,
+    ) -> Self {
         Self {
             http,
             login_base_url,
             client_id: client_id.into(),
+            timings,
             cache: Mutex::new(Cache::default()),
         }
     }
@@ -194,16 +292,23 @@ impl JwksValidator {
     }
 
     async fn refresh_discovery(&self, cache: &mut Cache) -> Result<(), IdTokenError> {
-        let fresh = cache
-            .discovery_fetched
-            .is_some_and(|at| at.elapsed() < KEYS_TTL);
-        if fresh && cache.issuer_template.is_some() {
+        let age = cache.discovery_fetched.map(|at| at.elapsed());
+        let usable = cache.issuer_template.is_some() && age.is_some_and(|a| a < self.timings.ttl);
+        if usable && age.is_some_and(|a| a < self.timings.refresh) {
             return Ok(());
         }
         let url = self
             .login_base_url
             .join("organizations/v2.0/.well-known/openid-configuration");
-        let discovery: Discovery = self.get_json(&url).await?;
+        let discovery: Discovery = match self.get_json(&url).await {
+            Ok(discovery) => discovery,
+            // The last known good metadata stays in use until its TTL.
+            Err(error) if usable => {
+                tracing::warn!(error = %error, "refreshing the OpenID metadata failed; keeping the cached one");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
         if !self.under_login_base(&discovery.issuer)
             || !discovery.issuer.contains(TENANT_PLACEHOLDER)
         {
@@ -251,25 +356,47 @@ impl JwksValidator {
         Ok(())
     }
 
-    /// Ensures fresh metadata and, if `kid` is unknown, at most one rate-limited refetch.
-    /// Returns the key and the issuer template.
+    /// Ensures fresh metadata and keys, refetching (single-flight, at most once per floor) when
+    /// the keys are due for their periodic refresh or `kid` is unknown. Returns the key and the
+    /// issuer template.
     async fn key_for(
         &self,
         kid: &str,
     ) -> Result<(DecodingKey, Option<String>, String), IdTokenError> {
+        // The lock makes fetches single-flight: a caller that waited finds the new key set.
         let mut cache = self.cache.lock().await;
         self.refresh_discovery(&mut cache).await?;
-        let stale = cache.keys_fetched.is_none_or(|at| at.elapsed() >= KEYS_TTL);
-        if stale {
-            self.fetch_keys(&mut cache).await?;
-        } else if !cache.keys.contains_key(kid) {
-            let allowed = cache
-                .last_forced_refetch
-                .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
-            if allowed {
-                cache.last_forced_refetch = Some(Instant::now());
-                self.fetch_keys(&mut cache).await?;
+        let age = cache.keys_fetched.map(|at| at.elapsed());
+        let usable = age.is_some_and(|a| a < self.timings.ttl);
+        let periodic = !usable || age.is_some_and(|a| a >= self.timings.refresh);
+        let unknown = !cache.keys.contains_key(kid);
+        let since = |at: Option<Instant>| at.is_none_or(|at| at.elapsed() >= self.timings.floor);
+        // Periodic refreshes retry a failing endpoint at most once per floor; fetches forced by
+        // an unknown `kid` happen at most once per floor, whatever fetched before them.
+        let fetch = if periodic {
+            since(cache.last_attempt)
+        } else {
+            unknown && since(cache.last_forced)
+        };
+        if fetch {
+            cache.last_attempt = Some(Instant::now());
+            if !periodic {
+                cache.last_forced = cache.last_attempt;
             }
+            match self.fetch_keys(&mut cache).await {
+                Ok(()) => {}
+                // A failed refresh keeps the last known good keys until their TTL.
+                Err(error) if usable => {
+                    tracing::warn!(error = %error, "refreshing the signing keys failed; keeping the cached ones");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if cache
+            .keys_fetched
+            .is_none_or(|at| at.elapsed() >= self.timings.ttl)
+        {
+            return Err(IdTokenError::Metadata("no current signing keys".into()));
         }
         let template = cache
             .issuer_template
@@ -365,6 +492,7 @@ impl IdTokenValidator for JwksValidator {
             name: claims.name,
             idp: claims.idp,
             issuer: claims.iss,
+            wids: claims.wids,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! `consent-callback`: the connector's web-facing Lambda (API Gateway HTTP API). It serves
-//! the administrators' consent page and links, records admin consent, runs "Sign in with
-//! Microsoft" (authorization code + PKCE + nonce, id_token validation), stores what a
-//! sign-in grants, and explains every Microsoft error it receives.
+//! the administrators' consent page and links, records admin consent once the
+//! administrator's own sign-in proves tenant and role, runs "Sign in with Microsoft"
+//! (authorization code + PKCE + nonce, id_token validation), stores what a sign-in grants,
+//! and explains every Microsoft error it receives.
 //!
 //! [`App::handle`] decodes the request and drives the flows over narrow ports: tenants,
 //! tenant domains, connections, the token vault, the job queue, auth sessions, the token
@@ -16,6 +17,7 @@ pub mod errors;
 pub mod html;
 pub mod idtoken;
 pub mod lambda;
+pub mod organization;
 pub mod pages;
 pub mod params;
 pub mod security;
@@ -44,7 +46,8 @@ use crate::config::ConsentConfig;
 use crate::domains::TenantDomains;
 use crate::errors::MicrosoftError;
 use crate::html::{html_response, json_response, redirect};
-use crate::idtoken::{IdTokenClaims, IdTokenValidator};
+use crate::idtoken::{CONSENT_ADMIN_ROLES, IdTokenClaims, IdTokenValidator};
+use crate::organization::OrganizationDirectory;
 use crate::pages::Site;
 use crate::params::{ParamError, Query, TenantHint, parse_login_hint};
 use crate::security::{
@@ -81,6 +84,8 @@ pub struct Ports {
     pub sessions: Arc<dyn AuthSessionStore>,
     pub exchange: Arc<dyn CodeExchange>,
     pub id_tokens: Arc<dyn IdTokenValidator>,
+    /// Graph's `/organization`, read with the verifying administrator's access token.
+    pub organization: Arc<dyn OrganizationDirectory>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -245,8 +250,9 @@ impl App {
         &self,
         query: &Query,
         headers: &http::HeaderMap,
-        flow: Flow,
+        flows: &[Flow],
     ) -> Flowing<AuthSession> {
+        let flow = flows[0];
         let Some(state) = query.get("state") else {
             warn!(flow = flow.as_str(), "callback without state");
             return Err(self.expired());
@@ -262,7 +268,7 @@ impl App {
             warn!(flow = flow.as_str(), "unknown, used or expired state");
             return Err(self.expired());
         };
-        if session.flow != flow {
+        if !flows.contains(&session.flow) {
             warn!(
                 flow = flow.as_str(),
                 issued_for = session.flow.as_str(),
@@ -308,7 +314,7 @@ impl App {
             .map_or_else(|| "organizations".to_owned(), TenantHint::as_string);
         let now = self.ports.clock.now();
         let state = random_token();
-        let scope = bundle.request_scope_string();
+        let scope = admin_consent_scope(bundle);
         let cookie = self
             .new_flow(AuthSession {
                 state: state.clone(),
@@ -347,7 +353,9 @@ impl App {
         query: &Query,
         headers: &http::HeaderMap,
     ) -> Flowing<Response<Body>> {
-        let session = self.take_flow(query, headers, Flow::AdminConsent).await?;
+        let session = self
+            .take_flow(query, headers, &[Flow::AdminConsent])
+            .await?;
         let clear = self.cookie().clear();
         if let Some(error) = query.get("error") {
             let error = MicrosoftError::from_callback(
@@ -391,52 +399,263 @@ impl App {
                 "Microsoft's response did not say that consent was granted. Nothing was recorded.",
             ));
         }
-        let Some(tenant_id) = query
-            .get("tenant")
-            .and_then(|value| TenantId::parse(value).ok())
-        else {
-            warn!("admin consent callback without a tenant GUID");
-            return Err(refuse(
-                "Microsoft's response did not name your organisation. Nothing was recorded.",
-            ));
-        };
-        // The link's tenant, when we can tell its GUID (given, or a domain we have seen
-        // signed-in users of), must be the one Microsoft reports.
-        let requested = match session
+        // The redirect's `tenant` and `scope` are unauthenticated (v2-admin-consent: never use
+        // `tenant` to authorize; https://learn.microsoft.com/entra/identity-platform/v2-admin-consent,
+        // read 2026-12-05). Nothing is recorded here: the administrator signs in (authorization
+        // code + PKCE + nonce) and the grant is recorded for the validated id_token's `tid`, if its
+        // `wids` holds a role that can grant tenant-wide consent. `tenant` only picks the authority
+        // of that sign-in when the link named none.
+        let link_tenant = session
             .requested_tenant
             .as_deref()
-            .and_then(TenantHint::parse)
-        {
-            Some(TenantHint::Id(id)) => Some(id),
-            Some(TenantHint::Domain(domain)) => self
-                .ports
-                .domains
-                .tenant_for_domain(&domain)
-                .await
-                .map_err(|error| self.internal("looking up a domain failed", &error))?,
-            None => None,
+            .and_then(TenantHint::parse);
+        let reported =
+            query
+                .get("tenant")
+                .and_then(TenantHint::parse)
+                .and_then(|hint| match hint {
+                    TenantHint::Id(id) => Some(id),
+                    TenantHint::Domain(_) => None,
+                });
+        let authority = match (&link_tenant, &reported) {
+            (Some(hint), _) => hint.as_string(),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => "organizations".to_owned(),
         };
-        if let Some(requested) = requested
-            && requested != tenant_id
+        let now = self.ports.clock.now();
+        let state = random_token();
+        let nonce = random_token();
+        let (verifier, challenge) = pkce_pair();
+        let scope = verification_scope(session.bundle);
+        let cookie = self
+            .new_flow(AuthSession {
+                state: state.clone(),
+                flow: Flow::AdminVerify,
+                bundle: session.bundle,
+                requested_tenant: session.requested_tenant.clone(),
+                authority: authority.clone(),
+                scope: scope.clone(),
+                pkce_verifier: Some(verifier),
+                nonce: Some(nonce.clone()),
+                binding_hash: String::new(),
+                created_at: now,
+                expires_at: now.unix_timestamp() + FLOW_TTL_SECONDS,
+            })
+            .await?;
+        let params = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", self.config.client_id())
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &self.config.sign_in_redirect_uri())
+            .append_pair("response_mode", "query")
+            .append_pair("scope", &scope)
+            .append_pair("state", &state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .finish();
+        let location = format!(
+            "{}?{params}",
+            self.config
+                .core
+                .microsoft
+                .login_base_url
+                .join(&format!("{authority}/oauth2/v2.0/authorize"))
+        );
+        info!(
+            bundle = session.bundle.as_str(),
+            authority, "admin consent reported; verifying the administrator"
+        );
+        Ok(redirect(&location, &[cookie]))
+    }
+
+    /// The administrator's verification sign-in came back: records the consent on proof only.
+    async fn admin_verification(
+        &self,
+        session: AuthSession,
+        query: &Query,
+    ) -> Flowing<Response<Body>> {
+        let clear = self.cookie().clear();
+        let link_tenant = session
+            .requested_tenant
+            .as_deref()
+            .and_then(TenantHint::parse);
+        let refuse = |title: &str, message: &str| {
+            Stop(self.page(
+                StatusCode::FORBIDDEN,
+                pages::notice(
+                    &self.site(),
+                    title,
+                    message,
+                    Some((
+                        &self.site().admin_consent_link(
+                            session.bundle,
+                            session.requested_tenant.as_deref(),
+                        ),
+                        "Start again",
+                    )),
+                ),
+                std::slice::from_ref(&clear),
+            ))
+        };
+        if let Some(error) = query.get("error") {
+            let error = MicrosoftError::from_callback(
+                error,
+                query.get("error_description"),
+                query.get("error_subcode"),
+            );
+            info!(error = %error, authority = session.authority, "administrator verification refused by Microsoft");
+            let (status, html) = pages::troubleshooting(
+                &self.site(),
+                &error,
+                session.bundle,
+                session.requested_tenant.as_deref(),
+            );
+            return Ok(self.page(status, html, &[clear]));
+        }
+        let Some(code) = query.get("code") else {
+            return Err(Stop(self.bad_request(&ParamError::Missing("code"))));
+        };
+        let (Some(verifier), Some(nonce)) = (session.pkce_verifier.clone(), session.nonce.clone())
+        else {
+            warn!("verification session without verifier or nonce");
+            return Err(self.expired());
+        };
+        let tokens = match self
+            .ports
+            .exchange
+            .exchange(
+                &session.authority,
+                AuthCode::new(code),
+                verifier,
+                &self.config.sign_in_redirect_uri(),
+            )
+            .await
         {
-            warn!(requested = %requested, reported = %tenant_id, "admin consent callback for another tenant than requested");
+            Ok(tokens) => tokens,
+            Err(ExchangeError::Microsoft(error)) => {
+                info!(error = %error, authority = session.authority, "verification code refused by Microsoft");
+                let (status, html) = pages::troubleshooting(
+                    &self.site(),
+                    &error,
+                    session.bundle,
+                    session.requested_tenant.as_deref(),
+                );
+                return Err(Stop(self.page(status, html, std::slice::from_ref(&clear))));
+            }
+            Err(error) => {
+                error!(error = %error, "verification code redemption failed");
+                return Err(Stop(self.page(
+                    StatusCode::BAD_GATEWAY,
+                    pages::notice(&self.site(), "Microsoft could not be reached", "The consent could not be verified because Microsoft's sign-in service did not answer as expected. Nothing was recorded. Please try again in a minute.", Some((&self.site().admin_consent_link(session.bundle, session.requested_tenant.as_deref()), "Start again"))),
+                    std::slice::from_ref(&clear),
+                )));
+            }
+        };
+        let unverified = "Microsoft's answer did not prove who signed in, so the consent was not recorded. Nothing was changed. Please start again.";
+        let Some(id_token) = tokens.id_token.as_ref() else {
+            warn!("verification token response without id_token");
+            return Err(refuse("Consent could not be verified", unverified));
+        };
+        let claims = match self
+            .ports
+            .id_tokens
+            .validate(id_token.secret(), &nonce)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(error) => {
+                warn!(error = %error, "verification id_token rejected");
+                return Err(refuse("Consent could not be verified", unverified));
+            }
+        };
+        let tenant_id = claims.tenant_id.clone();
+        let other_tenant = match &link_tenant {
+            Some(TenantHint::Id(id)) => *id != tenant_id,
+            _ => {
+                looks_like_guid_authority(&session.authority)
+                    && TenantId::parse(&session.authority).is_ok_and(|a| a != tenant_id)
+            }
+        };
+        if other_tenant {
+            warn!(authority = session.authority, tid = %tenant_id, "verification sign-in from another tenant than the link's");
             return Err(refuse(
-                "The response names a different organisation than the one this link was for. Nothing was recorded.",
+                "Consent could not be recorded",
+                "You signed in to a different organisation than the one this consent link was for. Nothing was recorded. Sign in with an administrator account of the organisation named in the link, or ask for a link for your own organisation.",
             ));
         }
-        let mut granted = ScopeSet::parse(query.get("scope").unwrap_or_default());
-        if !granted.is_empty() {
-            // The redirect lists the resource's scopes only; the OIDC scopes were part of the
-            // same request, and admin consent is all or nothing.
-            for scope in session
-                .bundle
-                .scopes()
-                .iter()
-                .filter(|scope| scope.is_oidc())
-            {
-                granted.insert(*scope);
+        let who = claims
+            .preferred_username
+            .clone()
+            .unwrap_or_else(|| format!("user {}", claims.user_id));
+        let Some(role) = claims.consent_admin_role() else {
+            if claims.wids.is_none() {
+                // Entra only emits `wids` when the app registration's groupMembershipClaims
+                // includes directory roles (see README, deploy).
+                warn!(tid = %tenant_id, "verification id_token has no wids claim: check the app registration's groupMembershipClaims");
+            } else {
+                info!(tid = %tenant_id, user_id = %claims.user_id, "verification sign-in by a user who cannot grant tenant-wide consent");
             }
+            let roles = CONSENT_ADMIN_ROLES
+                .iter()
+                .map(|(_, name)| *name)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(refuse(
+                "An administrator must grant this consent",
+                &format!(
+                    "The account you signed in with ({who}) does not hold a directory role that can grant consent for your whole organisation, so nothing was recorded. Ask someone with one of these roles to open the consent link: {roles}."
+                ),
+            ));
+        };
+
+        // What was granted: the bundle's scopes the token response confirms (an absent `scope`
+        // means what was asked). OIDC scopes come with any sign-in; `offline_access` is never
+        // echoed (https://learn.microsoft.com/answers/questions/806413, read 2026-12-05).
+        let proof = tokens
+            .scope
+            .as_deref()
+            .map(ScopeSet::parse)
+            .unwrap_or_default();
+        let confirmed: Vec<Scope> = session
+            .bundle
+            .scopes()
+            .iter()
+            .copied()
+            .filter(|scope| scope.is_oidc() || proof.is_empty() || proof.contains(*scope))
+            .collect();
+        let granted = ScopeSet::from(confirmed.as_slice());
+        let bundle_graph = session.bundle.scopes().iter().any(|s| !s.is_oidc());
+        if bundle_graph && granted.known().all(|s| s.is_oidc()) {
+            warn!(tid = %tenant_id, "verification token confirms none of the bundle's permissions");
+            return Err(refuse(
+                "Consent could not be recorded",
+                "Microsoft did not confirm any of the permissions of this consent link, so nothing was recorded. Please open the consent link again and accept.",
+            ));
         }
+
+        // The tenant's verified domains, for routing sign-ins by login_hint/domain_hint.
+        let domains = match self
+            .ports
+            .organization
+            .verified_domains(&tokens.access_token, &tenant_id)
+            .await
+        {
+            Ok(domains) => Some(domains),
+            Err(error) => {
+                warn!(error = %error, tid = %tenant_id, "reading the tenant's verified domains failed");
+                None
+            }
+        };
+        if let Some(TenantHint::Domain(domain)) = &link_tenant
+            && !domains.as_ref().is_some_and(|d| d.contains(domain))
+        {
+            warn!(tid = %tenant_id, "the link's domain is not a verified domain of the signed-in tenant");
+            return Err(refuse(
+                "Consent could not be recorded",
+                "The domain named in the consent link could not be confirmed as a verified domain of the organisation you signed in to, so nothing was recorded. Sign in with an administrator account of that organisation, or use a link that names your organisation's tenant id.",
+            ));
+        }
+
         let now = self.ports.clock.now();
         let mut tenant = self
             .ports
@@ -445,21 +664,36 @@ impl App {
             .await
             .map_err(|error| self.internal("reading a tenant failed", &error))?
             .unwrap_or_else(|| Tenant::new(tenant_id.clone(), ConsentMode::Preauthorized, now));
-        tenant.record_admin_consent(session.bundle, &granted, None, now);
+        tenant.record_admin_consent(
+            session.bundle,
+            &granted,
+            Some(format!("{who} (oid {}, {role})", claims.user_id)),
+            now,
+        );
+        tenant.confirm(now);
+        if let Some(domains) = &domains {
+            tenant.verified_domains = domains.iter().cloned().collect();
+        }
         self.ports
             .tenants
             .put_tenant(&tenant)
             .await
             .map_err(|error| self.internal("storing a tenant failed", &error))?;
-        info!(tenant_id = %tenant_id, bundle = session.bundle.as_str(), consent_state = tenant.consent_state.as_str(), "admin consent recorded");
-        let shown = if granted.is_empty() {
-            session.bundle.scope_set()
-        } else {
-            granted
-        };
+        for domain in domains.iter().flatten() {
+            if let Err(error) = self
+                .ports
+                .domains
+                .record_domain(domain, &tenant_id, now)
+                .await
+            {
+                // Only the login page's tenant guess depends on it: the consent itself stands.
+                warn!(error = %error, "recording a verified domain failed");
+            }
+        }
+        info!(tenant_id = %tenant_id, bundle = session.bundle.as_str(), role, domains = domains.as_ref().map_or(0, Vec::len), "admin consent verified and recorded");
         Ok(self.page(
             StatusCode::OK,
-            pages::consent_granted(&self.site(), &tenant_id, session.bundle, &shown),
+            pages::consent_granted(&self.site(), &tenant_id, session.bundle, &granted, &who),
             &[clear],
         ))
     }
@@ -608,7 +842,12 @@ impl App {
         query: &Query,
         headers: &http::HeaderMap,
     ) -> Flowing<Response<Body>> {
-        let session = self.take_flow(query, headers, Flow::SignIn).await?;
+        let session = self
+            .take_flow(query, headers, &[Flow::SignIn, Flow::AdminVerify])
+            .await?;
+        if session.flow == Flow::AdminVerify {
+            return self.admin_verification(session, query).await;
+        }
         let clear = self.cookie().clear();
         let tenant_hint = session.requested_tenant.clone();
         let trouble = |error: &MicrosoftError| {
@@ -793,26 +1032,14 @@ impl App {
                 tenant.consented_by = Some(format!("{upn} (oid {})", key.user_id));
             }
         }
-        let domain = member_domain(claims);
-        if let Some(domain) = &domain {
-            tenant.verified_domains.insert(domain.clone());
-        }
+        // The tenant's domains come from its verified domains at a proven admin consent only,
+        // never from a member's UPN.
         tenant.updated_at = now;
         self.ports
             .tenants
             .put_tenant(&tenant)
             .await
             .map_err(|error| self.internal("storing a tenant failed", &error))?;
-        if let Some(domain) = &domain
-            && let Err(error) = self
-                .ports
-                .domains
-                .record_domain(domain, &key.tenant_id, now)
-                .await
-        {
-            // Only the login page's tenant guess depends on it: the sign-in itself stands.
-            warn!(error = %error, "recording the tenant's domain failed");
-        }
 
         let mut queued = Vec::new();
         for kind in [SyncKind::Mail, SyncKind::Calendar] {
@@ -855,21 +1082,29 @@ fn looks_like_guid_authority(authority: &str) -> bool {
     matches!(TenantHint::parse(authority), Some(TenantHint::Id(_)))
 }
 
-/// The UPN's domain of a member (not a guest, whose UPN belongs to their home tenant).
-fn member_domain(claims: &IdTokenClaims) -> Option<String> {
-    if claims
-        .idp
-        .as_deref()
-        .is_some_and(|idp| idp != claims.issuer)
-    {
-        return None;
-    }
-    let upn = claims.preferred_username.as_deref()?;
-    if upn.contains("#EXT#") {
-        return None;
-    }
-    parse_login_hint(upn).map(|(_, domain)| domain)
+/// What an admin consent link asks: the bundle, plus `User.Read`, the least privileged delegated
+/// permission of Graph's `GET /organization` (organization-get, read 2026-12-05), so that the
+/// verification sign-in that follows reads the tenant's verified domains without a prompt.
+fn admin_consent_scope(bundle: FeatureBundle) -> String {
+    format!("{} {USER_READ}", bundle.request_scope_string())
 }
+
+/// What the administrator's verification sign-in asks: the bundle's scopes (so the token
+/// response says which were granted) without `offline_access` (nothing of it is stored), plus
+/// `User.Read`.
+fn verification_scope(bundle: FeatureBundle) -> String {
+    let mut scopes: Vec<String> = vec!["openid".into(), "profile".into()];
+    for scope in bundle.scopes() {
+        let qualified = scope.qualified();
+        if *scope != Scope::OfflineAccess && !scopes.contains(&qualified) {
+            scopes.push(qualified);
+        }
+    }
+    scopes.push(USER_READ.to_owned());
+    scopes.join(" ")
+}
+
+const USER_READ: &str = "https://graph.microsoft.com/User.Read";
 
 /// The request form of the scopes for sign-in plus `features`: OIDC bare, Graph qualified.
 pub fn explicit_scope(features: &BTreeSet<Feature>) -> String {

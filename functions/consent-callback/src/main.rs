@@ -12,6 +12,7 @@ use consent_callback::config::ConsentConfig;
 use consent_callback::domains::DynamoTenantDomains;
 use consent_callback::idtoken::JwksValidator;
 use consent_callback::lambda::Handler;
+use consent_callback::organization::GraphOrganizationDirectory;
 use consent_callback::sessions::DynamoAuthSessionStore;
 use consent_callback::token::{OAuthCodeExchange, http_client};
 use consent_callback::{App, Ports, SystemClock};
@@ -69,9 +70,13 @@ async fn main() -> Result<(), lambda_http::Error> {
             client_secret,
         )),
         id_tokens: Arc::new(JwksValidator::new(
-            http,
+            http.clone(),
             microsoft.login_base_url.clone(),
             microsoft.client_id.clone(),
+        )),
+        organization: Arc::new(GraphOrganizationDirectory::new(
+            http,
+            microsoft.graph_base_url.clone(),
         )),
         clock: Arc::new(SystemClock),
     };

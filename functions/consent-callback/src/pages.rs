@@ -133,7 +133,7 @@ pub fn consent_page(site: &Site<'_>) -> String {
 
     html.element("h2", "Who can grant consent");
     html.raw("<p>")
-        .text("Sign in with an account that holds one of these Microsoft Entra roles: Global Administrator, Cloud Application Administrator or Application Administrator. Any of them is enough, because every permission below is a delegated permission: the connector only ever acts for a user who has signed in, never on its own with application permissions.")
+        .text("Sign in with an account that holds one of these Microsoft Entra roles: Global Administrator, Privileged Role Administrator, Cloud Application Administrator or Application Administrator. Any of them is enough, because every permission below is a delegated permission: the connector only ever acts for a user who has signed in, never on its own with application permissions.")
         .raw("</p>\n");
     html.raw("<p>")
         .text("Application (client) ID: ")
@@ -208,21 +208,23 @@ pub fn consent_page(site: &Site<'_>) -> String {
     page(product, "Connect Microsoft 365", &html)
 }
 
-/// The admin-consent callback succeeded.
+/// An admin consent, verified by the administrator's sign-in, was recorded.
 pub fn consent_granted(
     site: &Site<'_>,
     tenant: &TenantId,
     bundle: FeatureBundle,
     granted: &ScopeSet,
+    verified_by: &str,
 ) -> String {
     let mut html = Html::new();
     html.raw("<div class=\"ok\">")
         .element(
             "p",
             &format!(
-                "Microsoft reported that consent was granted for {} in your organisation (tenant {}).",
+                "Consent for {} is recorded for your organisation (tenant {}), verified by the sign-in of {}.",
                 bundle_title(bundle),
-                tenant
+                tenant,
+                verified_by
             ),
         )
         .raw("</div>\n");
@@ -233,12 +235,11 @@ pub fn consent_granted(
     } else {
         scope_table(&mut html, known.into_iter());
     }
-    html.element("h2", "One more step");
     html.raw("<p>")
-        .text("Sign in once with your work account: the connector then knows for certain that the consent came from your organisation, and your users can start signing in without being asked for permissions.")
-        .raw("</p>\n<p><a class=\"button\" href=\"")
-        .text(&site.sign_in_link(Some(tenant.as_str())))
-        .raw("\">Sign in to confirm</a></p>\n");
+        .text("Your users can now sign in without being asked for permissions: ")
+        .link(&site.sign_in_link(Some(tenant.as_str())), "Sign in")
+        .text(".")
+        .raw("</p>\n");
     html.raw("<p class=\"muted\">")
         .text("To allow only some users, see \"After granting\" on the ")
         .link(&site.url("/consent"), "consent page")
@@ -301,7 +302,7 @@ pub fn troubleshooting(
             html.raw("<ul>\n<li>")
                 .text("Grant consent for the whole organisation with ")
                 .link(&admin_link, "the admin consent link")
-                .text(" (Global Administrator, Cloud Application Administrator or Application Administrator).")
+                .text(" (Global Administrator, Privileged Role Administrator, Cloud Application Administrator or Application Administrator).")
                 .raw("</li>\n")
                 .element("li", &format!("Or, if you requested approval, approve the request in the Microsoft Entra admin center under Enterprise applications, Admin consent requests ({product})."))
                 .raw("</ul>\n<p>");

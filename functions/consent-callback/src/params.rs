@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use connector_core::domain::TenantId;
 
-/// Larger query strings are refused outright.
-pub const MAX_QUERY_BYTES: usize = 4096;
+/// Larger query strings are refused outright. Room for a `code` at its limit plus the rest of a
+/// callback (`state`, `session_state`, `client_info`).
+pub const MAX_QUERY_BYTES: usize = 8192;
 
 /// Why a request was refused; the text is ours (never the offending value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +31,10 @@ pub enum ParamError {
 fn max_len(name: &str) -> usize {
     match name {
         "state" => 128,
+        // Entra's codes are well over 1,000 characters (1,085 in
+        // https://github.com/plankanban/planka/issues/1113, "1200–2000+" in
+        // https://github.com/IBM/mcp-context-forge/issues/4490, read 2026-12-05) and no Microsoft
+        // document caps them: about twice the longest reported.
         "code" => 4096,
         "error_description" => 2048,
         "error" | "error_subcode" => 64,
@@ -189,6 +194,20 @@ mod tests {
         assert_eq!(
             Query::parse(Some(&long_state)).unwrap_err(),
             ParamError::TooLong("state".into())
+        );
+        // Codes of realistic length pass with a margin; past the limit they are refused.
+        let code = |len: usize| {
+            format!(
+                "code=0.A{}&state=s&session_state=00000000-0000-0000-0000-000000000000",
+                "Ab-_.".repeat(len / 5)[..len - 3].to_owned()
+            )
+        };
+        let parsed = Query::parse(Some(&code(2_000))).expect("a 2,000-character code");
+        assert_eq!(parsed.get("code").map(str::len), Some(2_000));
+        assert!(Query::parse(Some(&code(4_096))).is_ok());
+        assert_eq!(
+            Query::parse(Some(&code(4_097))).unwrap_err(),
+            ParamError::TooLong("code".into())
         );
         let huge = format!("x={}", "a".repeat(MAX_QUERY_BYTES));
         assert_eq!(

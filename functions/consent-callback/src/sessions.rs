@@ -23,6 +23,9 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     AdminConsent,
+    /// The administrator's OpenID sign-in that follows a reported admin consent: the proof of
+    /// who consented, in which tenant, with which directory roles. Answered at `/auth/callback`.
+    AdminVerify,
     SignIn,
 }
 
@@ -30,6 +33,7 @@ impl Flow {
     pub fn as_str(self) -> &'static str {
         match self {
             Flow::AdminConsent => "admin_consent",
+            Flow::AdminVerify => "admin_verify",
             Flow::SignIn => "sign_in",
         }
     }
@@ -37,6 +41,7 @@ impl Flow {
     fn parse(value: &str) -> Option<Flow> {
         match value {
             "admin_consent" => Some(Flow::AdminConsent),
+            "admin_verify" => Some(Flow::AdminVerify),
             "sign_in" => Some(Flow::SignIn),
             _ => None,
         }

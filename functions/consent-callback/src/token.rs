@@ -23,9 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::{MicrosoftError, TokenErrorBody};
 
-/// What a code redemption gives us. The access token is not kept: this function never calls Graph.
+/// What a code redemption gives us. The access token is never stored: it is used once, by the
+/// administrator's verification sign-in, to read the tenant's verified domains.
 #[derive(Debug)]
 pub struct TokenSet {
+    pub access_token: SecretString,
     pub refresh_token: Option<RefreshToken>,
     pub id_token: Option<SecretString>,
     /// The response's `scope` as sent: optional, and never holding `offline_access` even when
@@ -164,6 +166,7 @@ impl CodeExchange for OAuthCodeExchange {
                 .join(" ")
         });
         Ok(TokenSet {
+            access_token: SecretString::new(response.access_token().secret().to_owned()),
             refresh_token: response
                 .refresh_token()
                 .map(|token| RefreshToken::new(token.secret().to_owned())),

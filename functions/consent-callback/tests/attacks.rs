@@ -167,48 +167,140 @@ async fn state_missing_unknown_replayed_expired_or_unbound_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn admin_consent_with_a_forged_tenant_records_nothing() {
-    let memory = Memory::start().await;
-    let (requested, forged) = (guid(), guid());
-    let started = memory
-        .begin(&format!(
-            "/consent/admin?{}",
-            query(&[("bundle", "all"), ("tenant", &requested)])
-        ))
-        .await;
-    assert!(
-        started
-            .location
-            .path()
-            .starts_with(&format!("/{requested}/v2.0/adminconsent"))
-    );
+/// Answers the admin-consent redirect with `extra` and returns the verification sign-in it
+/// starts (a redirect to Microsoft's authorize endpoint with a new bound state).
+async fn consent_reported(memory: &Memory, started: &Started, extra: &[(&str, &str)]) -> Started {
+    let mut pairs = vec![("admin_consent", "True"), ("state", started.state())];
+    pairs.extend_from_slice(extra);
     let response = memory
         .get(
-            &format!(
-                "/consent/callback?{}",
-                query(&[
-                    ("admin_consent", "True"),
-                    ("tenant", &forged),
-                    ("scope", "openid"),
-                    ("state", started.state())
-                ])
-            ),
+            &format!("/consent/callback?{}", query(&pairs)),
             Some(&started.cookie),
         )
         .await;
-    assert_refused(&response, 400);
-    assert!(body(&response).contains("different organisation"));
-    for tid in [&requested, &forged] {
-        assert!(
-            memory
-                .tenants
-                .get_tenant(&TenantId::parse(tid).expect("guid"))
-                .await
-                .expect("read")
-                .is_none()
-        );
+    assert_eq!(response.status(), 302, "{}", body(&response));
+    let verification = Started::from_response(&response);
+    assert_eq!(
+        verification.location.path().rsplit('/').next(),
+        Some("authorize")
+    );
+    assert_eq!(
+        verification.params["redirect_uri"],
+        "https://connector.example.com/auth/callback"
+    );
+    assert_eq!(verification.params["code_challenge_method"], "S256");
+    assert!(!verification.params["scope"].contains("offline_access"));
+    assert!(verification.params["scope"].contains("https://graph.microsoft.com/User.Read"));
+    verification
+}
+
+async fn tenant_of(memory: &Memory, tid: &str) -> Option<connector_core::domain::Tenant> {
+    memory
+        .tenants
+        .get_tenant(&TenantId::parse(tid).expect("guid"))
+        .await
+        .expect("read")
+}
+
+const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
+const MEMBER_ROLE: &str = "b79fbf4d-3ef9-4689-8143-76b194e85509";
+
+/// The verification's id_token for `tid`/`oid` with `wids` (absent when `None`).
+fn verification_token(
+    memory: &Memory,
+    started: &Started,
+    tid: &str,
+    oid: &str,
+    wids: Option<&[&str]>,
+) -> String {
+    let mut claims = memory
+        .idp
+        .claims(tid, oid, CLIENT_ID, started.nonce(), "admin@contoso.com");
+    if let Some(wids) = wids {
+        claims["wids"] = json!(wids);
     }
+    memory.idp.sign(&claims)
+}
+
+#[tokio::test]
+async fn a_forged_admin_consent_callback_records_nothing() {
+    let memory = Memory::start().await;
+    let (attacker, victim, oid) = (guid(), guid(), guid());
+
+    // A consent link naming no tenant, answered by hand with the victim's tenant: nothing is
+    // recorded, the flow only continues into a sign-in at the victim's authority.
+    let started = memory.begin("/consent/admin?bundle=mail").await;
+    let verification = consent_reported(
+        &memory,
+        &started,
+        &[("tenant", &victim), ("scope", "openid")],
+    )
+    .await;
+    assert!(
+        verification
+            .location
+            .path()
+            .starts_with(&format!("/{victim}/oauth2"))
+    );
+    assert!(tenant_of(&memory, &victim).await.is_none());
+    // The forger signs in as the administrator of their own tenant: refused, nothing recorded.
+    let token = verification_token(
+        &memory,
+        &verification,
+        &attacker,
+        &oid,
+        Some(&[GLOBAL_ADMIN]),
+    );
+    memory.idp.respond_tokens(&token, SCOPE);
+    let response = callback(
+        &memory,
+        &verification,
+        &[("code", "c")],
+        Some(&verification.cookie),
+    )
+    .await;
+    assert_refused(&response, 403);
+    assert!(
+        body(&response).contains("different organisation"),
+        "{}",
+        body(&response)
+    );
+    assert!(tenant_of(&memory, &victim).await.is_none());
+    assert!(tenant_of(&memory, &attacker).await.is_none());
+
+    // A link for one tenant, a token of another: refused.
+    let started = memory
+        .begin(&format!(
+            "/consent/admin?{}",
+            query(&[("bundle", "all"), ("tenant", &victim)])
+        ))
+        .await;
+    let verification = consent_reported(&memory, &started, &[("tenant", &attacker)]).await;
+    assert!(
+        verification
+            .location
+            .path()
+            .starts_with(&format!("/{victim}/oauth2")),
+        "the link's tenant is the authority"
+    );
+    let token = verification_token(
+        &memory,
+        &verification,
+        &attacker,
+        &oid,
+        Some(&[GLOBAL_ADMIN]),
+    );
+    memory.idp.respond_tokens(&token, SCOPE);
+    let response = callback(
+        &memory,
+        &verification,
+        &[("code", "c")],
+        Some(&verification.cookie),
+    )
+    .await;
+    assert_refused(&response, 403);
+    assert!(tenant_of(&memory, &attacker).await.is_none());
+    assert!(tenant_of(&memory, &victim).await.is_none());
 
     // Without a valid state, a hand-made success callback records nothing either.
     let response = memory
@@ -217,7 +309,7 @@ async fn admin_consent_with_a_forged_tenant_records_nothing() {
                 "/consent/callback?{}",
                 query(&[
                     ("admin_consent", "True"),
-                    ("tenant", &forged),
+                    ("tenant", &victim),
                     ("state", "made-up")
                 ])
             ),
@@ -225,96 +317,200 @@ async fn admin_consent_with_a_forged_tenant_records_nothing() {
         )
         .await;
     assert_refused(&response, 400);
-    assert!(
-        memory
-            .tenants
-            .get_tenant(&TenantId::parse(&forged).expect("guid"))
-            .await
-            .expect("read")
-            .is_none()
-    );
-
-    // A domain we know belongs to another tenant than the one reported.
-    use consent_callback::domains::TenantDomains as _;
-    let owner = guid();
-    memory
-        .domains
-        .record_domain(
-            "contoso.com",
-            &TenantId::parse(&owner).expect("guid"),
-            time::OffsetDateTime::now_utc(),
-        )
-        .await
-        .expect("alias");
-    let started = memory
-        .begin(&format!(
-            "/consent/admin?{}",
-            query(&[("bundle", "all"), ("tenant", "contoso.com")])
-        ))
-        .await;
-    let response = memory
-        .get(
-            &format!(
-                "/consent/callback?{}",
-                query(&[
-                    ("admin_consent", "True"),
-                    ("tenant", &forged),
-                    ("state", started.state())
-                ])
-            ),
-            Some(&started.cookie),
-        )
-        .await;
-    assert_refused(&response, 400);
-    assert!(
-        memory
-            .tenants
-            .get_tenant(&TenantId::parse(&forged).expect("guid"))
-            .await
-            .expect("read")
-            .is_none()
-    );
-    let started = memory
-        .begin(&format!(
-            "/consent/admin?{}",
-            query(&[("bundle", "all"), ("tenant", "contoso.com")])
-        ))
-        .await;
-    let response = memory
-        .get(
-            &format!(
-                "/consent/callback?{}",
-                query(&[
-                    ("admin_consent", "True"),
-                    ("tenant", &owner),
-                    ("state", started.state())
-                ])
-            ),
-            Some(&started.cookie),
-        )
-        .await;
-    assert_eq!(
-        response.status(),
-        200,
-        "the domain's own tenant is recorded"
-    );
-
-    // A tenant that is not a GUID is not recorded.
+    // A verification state is only good at /auth/callback, a consent state only at /consent/callback.
     let started = memory.begin("/consent/admin?bundle=mail").await;
+    let verification = consent_reported(&memory, &started, &[]).await;
+    assert!(
+        verification
+            .location
+            .path()
+            .starts_with("/organizations/oauth2")
+    );
     let response = memory
         .get(
             &format!(
                 "/consent/callback?{}",
                 query(&[
                     ("admin_consent", "True"),
-                    ("tenant", "contoso.com"),
-                    ("state", started.state())
+                    ("tenant", &victim),
+                    ("state", verification.state())
                 ])
             ),
-            Some(&started.cookie),
+            Some(&verification.cookie),
         )
         .await;
     assert_refused(&response, 400);
+    assert!(tenant_of(&memory, &victim).await.is_none());
+}
+
+#[tokio::test]
+async fn admin_consent_needs_a_consent_admin_role_in_wids() {
+    let memory = Memory::start().await;
+    let (tid, oid) = (guid(), guid());
+    for (wids, reason) in [
+        (None, "no wids claim"),
+        (Some(&[MEMBER_ROLE][..]), "a member"),
+        (
+            Some(&["f2ef992c-3afb-46b9-b7cf-a126ee74c451", MEMBER_ROLE][..]),
+            "Global Reader",
+        ),
+    ] {
+        let started = memory
+            .begin(&format!(
+                "/consent/admin?{}",
+                query(&[("bundle", "mail"), ("tenant", &tid)])
+            ))
+            .await;
+        let verification = consent_reported(&memory, &started, &[("tenant", &tid)]).await;
+        let token = verification_token(&memory, &verification, &tid, &oid, wids);
+        memory.idp.respond_tokens(&token, SCOPE);
+        let response = callback(
+            &memory,
+            &verification,
+            &[("code", "c")],
+            Some(&verification.cookie),
+        )
+        .await;
+        assert_refused(&response, 403);
+        let html = body(&response);
+        assert!(
+            html.contains("An administrator must grant this consent"),
+            "{reason}: {html}"
+        );
+        assert!(html.contains("Cloud Application Administrator"), "{reason}");
+        assert!(tenant_of(&memory, &tid).await.is_none(), "{reason}");
+    }
+
+    // A Cloud Application Administrator: recorded for the token's tenant, with what the token
+    // response confirms (Mail.Read) and the tenant's verified domains from Graph.
+    memory
+        .idp
+        .organization(&tid, &["Contoso.example", "contoso.onmicrosoft.com"]);
+    let started = memory
+        .begin(&format!(
+            "/consent/admin?{}",
+            query(&[("bundle", "all"), ("tenant", &tid)])
+        ))
+        .await;
+    let verification = consent_reported(
+        &memory,
+        &started,
+        &[
+            ("tenant", &tid),
+            ("scope", "https://graph.microsoft.com/Chat.Create"),
+        ],
+    )
+    .await;
+    let token = verification_token(
+        &memory,
+        &verification,
+        &tid,
+        &oid,
+        Some(&[MEMBER_ROLE, "158c047a-c907-4556-b7ef-446551a6b5f7"]),
+    );
+    memory.idp.respond_tokens(&token, "openid profile https://graph.microsoft.com/Mail.Read https://graph.microsoft.com/User.Read");
+    let response = callback(
+        &memory,
+        &verification,
+        &[("code", "c")],
+        Some(&verification.cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", body(&response));
+    let tenant = tenant_of(&memory, &tid).await.expect("recorded");
+    assert_eq!(
+        tenant.consent_mode,
+        connector_core::domain::ConsentMode::Preauthorized
+    );
+    assert_eq!(
+        tenant.consent_state,
+        connector_core::domain::ConsentState::Confirmed
+    );
+    assert!(
+        tenant
+            .granted_scopes
+            .contains(connector_core::domain::Scope::MailRead)
+    );
+    assert!(
+        !tenant
+            .granted_scopes
+            .contains(connector_core::domain::Scope::ChatCreate),
+        "the callback's scope is not proof"
+    );
+    assert!(
+        !tenant
+            .granted_scopes
+            .contains(connector_core::domain::Scope::CalendarsReadWrite),
+        "not confirmed by the token response"
+    );
+    assert!(
+        tenant
+            .consented_by
+            .as_deref()
+            .is_some_and(|by| by.contains("Cloud Application Administrator"))
+    );
+    assert_eq!(
+        tenant.verified_domains,
+        [
+            "contoso.example".to_owned(),
+            "contoso.onmicrosoft.com".to_owned()
+        ]
+        .into()
+    );
+    use consent_callback::domains::TenantDomains as _;
+    for domain in ["contoso.example", "contoso.onmicrosoft.com"] {
+        assert_eq!(
+            memory
+                .domains
+                .tenant_for_domain(domain)
+                .await
+                .expect("read")
+                .map(|t| t.to_string()),
+            Some(tid.clone())
+        );
+    }
+    // The verification stored no token and no connection for the administrator.
+    let key = UserKey::new(
+        TenantId::parse(&tid).expect("guid"),
+        UserId::parse(&oid).expect("guid"),
+    );
+    assert!(memory.vault.get_token(&key).await.expect("read").is_none());
+    assert!(
+        memory
+            .connections
+            .get_connection(&key)
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    // A link naming a domain: recorded only when Graph lists that domain for the token's tenant.
+    let other = guid();
+    memory.idp.organization(&other, &["fabrikam.example"]);
+    let started = memory
+        .begin(&format!(
+            "/consent/admin?{}",
+            query(&[("bundle", "mail"), ("tenant", "contoso.example")])
+        ))
+        .await;
+    let verification = consent_reported(&memory, &started, &[("tenant", &other)]).await;
+    assert!(
+        verification
+            .location
+            .path()
+            .starts_with("/contoso.example/oauth2")
+    );
+    let token = verification_token(&memory, &verification, &other, &oid, Some(&[GLOBAL_ADMIN]));
+    memory.idp.respond_tokens(&token, SCOPE);
+    let response = callback(
+        &memory,
+        &verification,
+        &[("code", "c")],
+        Some(&verification.cookie),
+    )
+    .await;
+    assert_refused(&response, 403);
+    assert!(tenant_of(&memory, &other).await.is_none());
 }
 
 /// One forged token per case; each must be refused with nothing stored.
@@ -508,26 +704,15 @@ async fn a_token_from_another_tenant_than_the_authority_is_refused() {
     let memory = Memory::start().await;
     let (known, other, oid) = (guid(), guid(), guid());
     // Make `known` a pre-authorized tenant so sign-in uses its GUID as the authority.
-    let started = memory
-        .begin(&format!(
-            "/consent/admin?{}",
-            query(&[("bundle", "all"), ("tenant", &known)])
-        ))
-        .await;
-    let response = memory
-        .get(
-            &format!(
-                "/consent/callback?{}",
-                query(&[
-                    ("admin_consent", "True"),
-                    ("tenant", &known),
-                    ("state", started.state())
-                ])
-            ),
-            Some(&started.cookie),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
+    let mut tenant = connector_core::domain::Tenant::new(
+        TenantId::parse(&known).expect("guid"),
+        connector_core::domain::ConsentMode::Preauthorized,
+        time::OffsetDateTime::now_utc(),
+    );
+    tenant
+        .granted_bundles
+        .insert(connector_core::domain::FeatureBundle::All);
+    memory.tenants.put_tenant(&tenant).await.expect("seeded");
     let started = memory
         .begin(&format!(
             "/auth/login?{}",
@@ -658,6 +843,7 @@ async fn oversized_and_invalid_parameters_get_a_400_page() {
             "a".repeat(2049)
         ),
         format!("/consent?x={}", "a".repeat(4100)),
+        format!("/consent?x={}", "a".repeat(8200)),
         "/consent/admin?bundle=everything".to_owned(),
         "/consent/admin".to_owned(),
         "/consent/admin?bundle=all&tenant=not%20a%20domain".to_owned(),
@@ -672,6 +858,21 @@ async fn oversized_and_invalid_parameters_get_a_400_page() {
         memory.sessions.is_empty(),
         "no flow started from a bad request"
     );
+
+    // Entra's codes are well over 1,000 characters: a 2,000-character code of Microsoft's
+    // alphabet (with `.`, `-`, `_`) is redeemed as given.
+    let (tid, oid) = (guid(), guid());
+    let started = memory.begin("/auth/login").await;
+    let claims = memory
+        .idp
+        .claims(&tid, &oid, CLIENT_ID, started.nonce(), "l@contoso.com");
+    memory.idp.respond_tokens(&memory.idp.sign(&claims), SCOPE);
+    let code = format!("0.A{}", "AbC-_.x9".repeat(250))[..2_000].to_owned();
+    let response = callback(&memory, &started, &[("code", &code)], Some(&started.cookie)).await;
+    assert_eq!(response.status(), 302, "{}", body(&response));
+    assert_eq!(header(&response, "location"), Some(APP_URL));
+    let forms = memory.idp.token_forms();
+    assert_eq!(forms.last().map(|f| f["code"].clone()), Some(code));
 }
 
 /// The same forgeries against the validator alone: each is refused for its own reason.

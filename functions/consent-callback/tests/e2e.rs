@@ -113,7 +113,9 @@ async fn preauthorized_tenant_admin_consent_then_users_sign_in_without_a_prompt(
             );
             let done = consent_page(browser, &consent, "accept").await;
             let (url, status, _) = done.page();
-            assert!(url.starts_with(&live.url("/consent/callback")), "{url}");
+            // Microsoft's redirect continues into the administrator's verification sign-in (the
+            // sim's session signs them in silently); the consent is recorded at its callback.
+            assert!(url.starts_with(&live.url("/auth/callback")), "{url}");
             assert_eq!(status, 200, "{}", done.text());
             assert!(done.text().contains("Consent granted"));
         }
@@ -124,7 +126,12 @@ async fn preauthorized_tenant_admin_consent_then_users_sign_in_without_a_prompt(
 
     let tenant = live.tenant(&tid).await.expect("tenant recorded");
     assert_eq!(tenant.consent_mode, ConsentMode::Preauthorized);
-    assert_eq!(tenant.consent_state, ConsentState::Reported);
+    assert_eq!(tenant.consent_state, ConsentState::Confirmed);
+    assert!(tenant.verified_domains.contains(&dns));
+    assert_eq!(
+        live.domain(&dns).await.map(|t| t.to_string()),
+        Some(tid.clone())
+    );
     assert_eq!(
         tenant.granted_bundles,
         [FeatureBundle::Mail, FeatureBundle::Teams].into()
@@ -138,7 +145,7 @@ async fn preauthorized_tenant_admin_consent_then_users_sign_in_without_a_prompt(
     }
     assert!(live.sim.sim().directory().tenant(&tid).is_some());
 
-    // "Sign in to confirm": the admin's session at the sim signs them in silently.
+    // The administrator signs in as a user too: the sim's session signs them in silently.
     let confirm = browser
         .open(&live.url(&format!("/auth/login?{}", query(&[("domain_hint", &tid)]))))
         .await;
@@ -263,7 +270,8 @@ async fn user_consent_tenant_asks_for_explicit_feature_scopes() {
         "calendar was not granted: no calendar job"
     );
 
-    // The tenant is known now (by the first user's domain): its GUID and explicit scopes.
+    // A member's UPN domain routes nothing (only verified domains from a proven admin consent
+    // do): the next sign-in goes to `organizations`, with the default features' explicit scopes.
     let next = browser
         .open_until(
             &live.url(&format!(
@@ -278,7 +286,7 @@ async fn user_consent_tenant_asks_for_explicit_feature_scopes() {
     };
     let authorize = url::Url::parse(&authorize).expect("url");
     let params: std::collections::HashMap<_, _> = authorize.query_pairs().into_owned().collect();
-    assert_eq!(authorize.path(), format!("/{tid}/oauth2/v2.0/authorize"));
+    assert_eq!(authorize.path(), "/organizations/oauth2/v2.0/authorize");
     assert!(params["scope"].contains("https://graph.microsoft.com/Mail.Read"));
     assert!(!params["scope"].contains(".default"));
     let landed = browser.open(authorize.as_str()).await;
@@ -661,4 +669,226 @@ async fn a_replayed_code_or_callback_is_refused() {
             .updated_at,
         stored.updated_at
     );
+}
+
+/// Issue 12: an admin consent is recorded on proof only. A user-consent tenant exists; a consent
+/// link naming no tenant, answered by a hand-written `admin_consent=True&tenant=<it>&scope=openid`,
+/// leaves its record and its connection byte-for-byte as they were, also when a member of that
+/// tenant (no admin role) completes the sign-in that follows. Then a real consent by a Global
+/// Administrator is recorded, with the tenant's verified domains from Graph; a member's UPN
+/// domain that is not verified routes nothing.
+#[tokio::test]
+async fn admin_consent_is_recorded_only_for_a_verified_administrator() {
+    let (tid, admin, member, outsider) = (guid(), guid(), guid(), guid());
+    let dns = domain("northwind");
+    let unverified = domain("unverified");
+    let (admin_upn, member_upn, outsider_upn) = (
+        format!("admin@{dns}"),
+        format!("maria@{dns}"),
+        format!("otto@{unverified}"),
+    );
+    let live = Live::start(
+        false,
+        vec![tenant_json(
+            &tid,
+            &dns,
+            json!({"userConsent": "allowed"}),
+            &[
+                (&admin, &admin_upn, &["GlobalAdministrator"]),
+                (&member, &member_upn, &[]),
+                (&outsider, &outsider_upn, &[]),
+            ],
+        )],
+    )
+    .await;
+
+    // A member signs in with user consent: a user-consent tenant with one active connection.
+    let member_browser = live.browser();
+    let page = member_browser
+        .open(&live.url(&format!(
+            "/auth/login?{}",
+            query(&[("login_hint", &member_upn)])
+        )))
+        .await;
+    let page = sign_in_page(&member_browser, &page, &member_upn).await;
+    let landed = consent_page(&member_browser, &page, "accept").await;
+    assert!(matches!(landed, Landing::App(_)), "{landed:?}");
+    let tenant_before = live.raw_tenant(&tid).await.expect("tenant item");
+    let connection_before = live
+        .raw_connection(&tid, &member)
+        .await
+        .expect("connection item");
+    let tenant = live.tenant(&tid).await.expect("tenant");
+    assert_eq!(tenant.consent_mode, ConsentMode::UserConsent);
+    assert!(tenant.verified_domains.is_empty(), "no domain from a UPN");
+    assert_eq!(
+        live.domain(&dns).await,
+        None,
+        "a member's UPN domain routes nothing"
+    );
+    let _ = live.mail_jobs().await;
+
+    // (a) The forged callback: the forger starts a link with no tenant and answers it by hand.
+    let forger = live.browser();
+    let started = forger
+        .open_until(&live.url("/consent/admin?bundle=mail"), |url| {
+            url.starts_with(&live.sim.base_url())
+        })
+        .await;
+    let Landing::Stopped(adminconsent) = started else {
+        panic!("{started:?}")
+    };
+    let state = url::Url::parse(&adminconsent)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("state");
+    let forged = live.url(&format!(
+        "/consent/callback?{}",
+        query(&[
+            ("admin_consent", "True"),
+            ("tenant", &tid),
+            ("scope", "openid"),
+            ("state", &state)
+        ])
+    ));
+    let next = forger
+        .open_until(&forged, |url| url.starts_with(&live.sim.base_url()))
+        .await;
+    let Landing::Stopped(authorize) = next else {
+        panic!("the forged callback must only lead to a sign-in: {next:?}")
+    };
+    assert!(
+        authorize.contains(&format!("/{tid}/oauth2/v2.0/authorize")),
+        "{authorize}"
+    );
+    assert_eq!(live.raw_tenant(&tid).await.as_ref(), Some(&tenant_before));
+
+    // (c) The forger is a member of that tenant and completes the sign-in: nothing recorded.
+    let page = forger.open(&authorize).await;
+    let page = sign_in_page(&forger, &page, &member_upn).await;
+    // The sign-in asks User.Read, which the member consents to for themselves.
+    let page = if page.text().contains("Permissions requested") {
+        consent_page(&forger, &page, "accept").await
+    } else {
+        page
+    };
+    let (_, status, _) = page.page();
+    assert_eq!(status, 403, "{}", page.text());
+    assert!(
+        page.text()
+            .contains("An administrator must grant this consent"),
+        "{}",
+        page.text()
+    );
+    assert!(page.text().contains("Global Administrator"));
+    assert_eq!(
+        live.raw_tenant(&tid).await.as_ref(),
+        Some(&tenant_before),
+        "tenant unchanged"
+    );
+    assert_eq!(
+        live.raw_connection(&tid, &member).await.as_ref(),
+        Some(&connection_before),
+        "connection unchanged"
+    );
+    assert_eq!(live.domain(&dns).await, None);
+    // Its next sync is unaffected: still active, still due for mail, its token still stored.
+    let connection = live.connection(&tid, &member).await.expect("connection");
+    assert_eq!(connection.status, ConnectionStatus::Active);
+    assert!(connection.wants_sync(SyncKind::Mail, None, time::OffsetDateTime::now_utc()));
+    assert!(live.token(&tid, &member).await.is_some());
+    assert!(
+        live.mail_jobs().await.is_empty(),
+        "nothing queued by the forgery"
+    );
+
+    // (b) A real consent by a verified Global Administrator of the tenant is recorded.
+    let admin_browser = live.browser();
+    let page = admin_browser
+        .open(&live.url(&format!(
+            "/consent/admin?{}",
+            query(&[("bundle", "mail"), ("tenant", &tid)])
+        )))
+        .await;
+    let page = sign_in_page(&admin_browser, &page, &admin_upn).await;
+    assert!(
+        page.text().contains("Accept for your organization"),
+        "{}",
+        page.text()
+    );
+    let done = consent_page(&admin_browser, &page, "accept").await;
+    let (url, status, _) = done.page();
+    assert!(url.starts_with(&live.url("/auth/callback")), "{url}");
+    assert_eq!(status, 200, "{}", done.text());
+    assert!(done.text().contains("Consent granted"), "{}", done.text());
+    let tenant = live.tenant(&tid).await.expect("tenant");
+    assert_eq!(tenant.consent_mode, ConsentMode::Preauthorized);
+    assert_eq!(tenant.consent_state, ConsentState::Confirmed);
+    assert!(tenant.granted_bundles.contains(&FeatureBundle::Mail));
+    assert!(tenant.granted_scopes.contains(Scope::MailRead));
+    assert!(
+        tenant
+            .consented_by
+            .as_deref()
+            .is_some_and(|by| by.contains(&admin) && by.contains("Global Administrator"))
+    );
+    assert!(
+        live.connection(&tid, &admin).await.is_none(),
+        "verification stores no connection"
+    );
+    assert!(
+        live.token(&tid, &admin).await.is_none(),
+        "verification stores no token"
+    );
+
+    // Sign-in routing: the tenant's verified domains (Graph `/organization`) route to it; the
+    // outsider's UPN domain, not verified in the tenant, routes nothing.
+    assert!(tenant.verified_domains.contains(&dns));
+    assert!(!tenant.verified_domains.contains(&unverified));
+    assert_eq!(
+        live.domain(&dns).await.map(|t| t.to_string()),
+        Some(tid.clone())
+    );
+    for (hint, expected) in [
+        (member_upn.clone(), format!("/{tid}/oauth2/v2.0/authorize")),
+        (
+            outsider_upn.clone(),
+            "/organizations/oauth2/v2.0/authorize".to_owned(),
+        ),
+    ] {
+        let landing = live
+            .browser()
+            .open_until(
+                &live.url(&format!("/auth/login?{}", query(&[("login_hint", &hint)]))),
+                |url| url.starts_with(&live.sim.base_url()),
+            )
+            .await;
+        let Landing::Stopped(authorize) = landing else {
+            panic!("{landing:?}")
+        };
+        assert_eq!(
+            url::Url::parse(&authorize).expect("url").path(),
+            expected,
+            "{hint}"
+        );
+    }
+    // The outsider signs in (their tenant is found by the token): still no route by their domain.
+    let outsider_browser = live.browser();
+    let page = outsider_browser
+        .open(&live.url(&format!(
+            "/auth/login?{}",
+            query(&[("login_hint", &outsider_upn)])
+        )))
+        .await;
+    let landed = match page {
+        Landing::Page { ref body, .. } if body.contains("name=\"login\"") => {
+            sign_in_page(&outsider_browser, &page, &outsider_upn).await
+        }
+        other => other,
+    };
+    assert!(matches!(landed, Landing::App(_)), "{landed:?}");
+    assert!(live.connection(&tid, &outsider).await.is_some());
+    assert_eq!(live.domain(&unverified).await, None);
 }

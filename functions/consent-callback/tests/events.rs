@@ -94,7 +94,10 @@ async fn consent_admin_redirects_to_the_tenants_adminconsent_endpoint() {
     assert_eq!(started.params["client_id"], CLIENT_ID);
     assert_eq!(
         started.params["scope"],
-        FeatureBundle::All.request_scope_string()
+        format!(
+            "{} https://graph.microsoft.com/User.Read",
+            FeatureBundle::All.request_scope_string()
+        )
     );
     assert_eq!(
         started.params["redirect_uri"],
@@ -111,7 +114,7 @@ async fn consent_admin_redirects_to_the_tenants_adminconsent_endpoint() {
 }
 
 #[tokio::test]
-async fn consent_callback_records_a_reported_preauthorization() {
+async fn consent_callback_continues_into_the_administrators_sign_in() {
     let memory = Memory::start().await;
     seed_session(
         &memory,
@@ -121,28 +124,38 @@ async fn consent_callback_records_a_reported_preauthorization() {
     )
     .await;
     let response = memory.app.handle(event("consent-callback")).await;
-    let html = body(&response);
-    assert_eq!(response.status(), 200, "{html}");
-    assert!(html.contains("Sign in to confirm"));
+    assert_eq!(response.status(), 302, "{}", body(&response));
+    assert_secure_headers(&response);
+    // Nothing is recorded on the redirect's word; its tenant only names the sign-in's authority.
     assert!(
-        html.contains(&format!("domain_hint&#x3D;{FIXTURE_TENANT}")),
-        "{html}"
+        memory
+            .tenants
+            .get_tenant(&TenantId::parse(FIXTURE_TENANT).expect("guid"))
+            .await
+            .expect("read")
+            .is_none()
     );
-    assert!(
-        header(&response, "set-cookie")
-            .expect("cleared")
-            .contains("Max-Age=0")
+    let started = support::Started::from_response(&response);
+    assert_eq!(
+        started.location.as_str().split('?').next(),
+        Some(
+            format!(
+                "{}/{FIXTURE_TENANT}/oauth2/v2.0/authorize",
+                memory.idp.base_url
+            )
+            .as_str()
+        )
     );
-    let tenant = memory
-        .tenants
-        .get_tenant(&TenantId::parse(FIXTURE_TENANT).expect("guid"))
-        .await
-        .expect("read")
-        .expect("recorded");
-    assert_eq!(tenant.consent_mode, ConsentMode::Preauthorized);
-    assert_eq!(tenant.consent_state, ConsentState::Reported);
-    assert!(tenant.granted_bundles.contains(&FeatureBundle::All));
-    assert!(tenant.granted_scopes.contains(Scope::MailRead));
+    assert_eq!(started.params["response_type"], "code");
+    assert_eq!(
+        started.params["redirect_uri"],
+        "https://connector.example.com/auth/callback"
+    );
+    assert_eq!(started.params["code_challenge_method"], "S256");
+    assert!(!started.nonce().is_empty());
+    assert!(started.set_cookie.starts_with("__Host-o365c-flow="));
+    // One flow consumed, one created: the verification sign-in.
+    assert_eq!(memory.sessions.len(), 1);
 
     // The same event again: the state is spent.
     let again = memory.app.handle(event("consent-callback")).await;
@@ -288,7 +301,17 @@ async fn auth_callback_completes_the_sign_in() {
         .expect("created");
     assert_eq!(tenant.consent_mode, ConsentMode::UserConsent);
     assert_eq!(tenant.consent_state, ConsentState::Confirmed);
-    assert!(tenant.verified_domains.contains("contoso.com"));
+    // A member's UPN domain is not a domain Microsoft vouches for: nothing routes by it.
+    assert!(tenant.verified_domains.is_empty());
+    use consent_callback::domains::TenantDomains as _;
+    assert_eq!(
+        memory
+            .domains
+            .tenant_for_domain("contoso.com")
+            .await
+            .expect("read"),
+        None
+    );
     assert_eq!(memory.queue.sent(&memory.mail_queue()).len(), 1);
     assert_eq!(memory.queue.sent(&memory.calendar_queue()).len(), 1);
     let job: serde_json::Value =

@@ -536,9 +536,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
             )
             .await?;
         ensure!(
+            // Microsoft's redirect continues into the administrator's verification sign-in;
+            // the consent is recorded (and this page shown) at its callback.
             consent.status == 200
-                && consent.url.contains("/consent/callback")
-                && consent.body.contains("Sign in"),
+                && consent.url.contains("/auth/callback")
+                && consent.body.contains("Consent granted"),
             "admin consent ({bundle}) for {t1} did not land on the connector's success page ({} {}): {}",
             consent.status,
             consent.url,

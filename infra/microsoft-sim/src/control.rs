@@ -321,7 +321,10 @@ pub fn router() -> Router<SharedSim> {
         .route("/_sim/requests", get(list_requests).delete(clear_requests))
         .route("/_sim/clock", get(clock))
         .route("/_sim/clock/advance", post(advance_clock))
+        .route("/_sim/keys", get(list_keys))
         .route("/_sim/keys/rotate", post(rotate_keys))
+        .route("/_sim/keys/withdraw", post(withdraw_key))
+        .route("/_sim/keys/outage", post(keys_outage))
         .route("/_sim/revoke", post(revoke))
         .route(
             "/_sim/tenants/{tenant}/service-principal/delete",
@@ -451,6 +454,44 @@ async fn rotate_keys(State(sim): State<SharedSim>) -> Response {
             Json(json!({"error": e.to_string()})),
         )
             .into_response(),
+    }
+}
+
+async fn list_keys(State(sim): State<SharedSim>) -> Json<Value> {
+    let keys = sim.identity.keys();
+    let kids = keys.kids();
+    Json(json!({ "signing": kids.first(), "published": kids, "fetches": keys.fetches }))
+}
+
+#[derive(Deserialize)]
+struct Outage {
+    requests: u32,
+}
+
+/// The next `requests` JWKS requests answer 503.
+async fn keys_outage(State(sim): State<SharedSim>, Json(o): Json<Outage>) -> Json<Value> {
+    sim.identity.keys_mut().outage = o.requests;
+    Json(json!({ "outage": o.requests }))
+}
+
+#[derive(Deserialize)]
+struct Withdraw {
+    kid: String,
+}
+
+/// Withdraws a published key that no longer signs: the JWKS stops listing it.
+async fn withdraw_key(State(sim): State<SharedSim>, Json(w): Json<Withdraw>) -> Response {
+    let mut keys = sim.identity.keys_mut();
+    match keys.withdraw(&w.kid) {
+        Ok(()) => Json(json!({ "published": keys.kids() })).into_response(),
+        Err(crate::identity::keys::WithdrawError::SigningKey) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "the signing key cannot be withdrawn: rotate first"})),
+        )
+            .into_response(),
+        Err(crate::identity::keys::WithdrawError::Unknown) => {
+            not_found(format!("no published key {}", w.kid))
+        }
     }
 }
 

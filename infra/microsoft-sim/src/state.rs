@@ -158,12 +158,15 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
-    /// The three roles that may grant tenant-wide consent to delegated Graph permissions.
+    /// The roles that may grant tenant-wide consent to delegated Graph permissions (grant-admin-consent:
+    /// Privileged Role Administrator, Cloud Application Administrator, Application Administrator; Global
+    /// Administrator holds every permission). https://learn.microsoft.com/entra/identity/enterprise-apps/grant-admin-consent
     pub fn can_grant_admin_consent(&self) -> bool {
         self.roles.iter().any(|r| {
             matches!(
                 r,
                 Role::GlobalAdministrator
+                    | Role::PrivilegedRoleAdministrator
                     | Role::CloudApplicationAdministrator
                     | Role::ApplicationAdministrator
             )

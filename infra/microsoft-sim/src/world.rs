@@ -34,6 +34,24 @@ pub struct App {
     /// requests at admin consent. Microsoft calls this `requiredResourceAccess`.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// The manifest's `groupMembershipClaims` (`None`, `SecurityGroup`, `DirectoryRole`, `ApplicationGroup`,
+    /// `All`): with `DirectoryRole` or `All`, tokens carry the user's `wids` (directory role template ids). Source:
+    /// https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference (`wids`), read 2026-12-05.
+    #[serde(default)]
+    pub group_membership_claims: Option<String>,
+}
+
+impl App {
+    /// Whether tokens issued to this app carry `wids`.
+    pub fn emits_wids(&self) -> bool {
+        self.group_membership_claims
+            .as_deref()
+            .is_some_and(|value| {
+                value
+                    .split(',')
+                    .any(|v| matches!(v.trim(), "All" | "DirectoryRole"))
+            })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -86,11 +104,30 @@ pub struct Grant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
     GlobalAdministrator,
+    PrivilegedRoleAdministrator,
     CloudApplicationAdministrator,
     ApplicationAdministrator,
     /// Any other directory role: never allowed to grant tenant-wide consent.
     #[serde(other)]
     Other,
+}
+
+/// The template id of the "User" role every member holds; Entra lists it in `wids` too (observed:
+/// https://github.com/microsoftgraph/msgraph-sdk-powershell/issues/1782, read 2026-12-05).
+pub const MEMBER_ROLE_TEMPLATE_ID: &str = "b79fbf4d-3ef9-4689-8143-76b194e85509";
+
+impl Role {
+    /// The role's template id, as `wids` carries it. Source: Microsoft Entra built-in roles,
+    /// https://learn.microsoft.com/entra/identity/role-based-access-control/permissions-reference, read 2026-12-05.
+    pub fn template_id(self) -> Option<&'static str> {
+        match self {
+            Role::GlobalAdministrator => Some("62e90394-69f5-4237-9190-012177145e10"),
+            Role::PrivilegedRoleAdministrator => Some("e8611ab8-c189-46e8-94e1-60213ab1f814"),
+            Role::CloudApplicationAdministrator => Some("158c047a-c907-4556-b7ef-446551a6b5f7"),
+            Role::ApplicationAdministrator => Some("9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"),
+            Role::Other => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -711,3 +711,191 @@ async fn testing_helper_signs_in_through_the_html_pages() {
         .unwrap();
     assert_eq!(claims.user_id, MEGAN);
 }
+
+/// The id_token's claims, unverified (the tests above verify signatures).
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("payload");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("json")
+}
+
+#[tokio::test]
+async fn wids_follow_group_membership_claims_and_organization_lists_verified_domains() {
+    // Without groupMembershipClaims (the shared world): no wids, as Entra.
+    let sim = start(true).await;
+    let (base, c) = (sim.base_url(), client());
+    let code = auto_code(
+        &c,
+        &base,
+        "organizations",
+        "openid profile User.Read",
+        "adele@contoso.com",
+    )
+    .await;
+    let body: Value = redeem(&c, &base, "organizations", &code, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        claims_of(body["id_token"].as_str().unwrap())
+            .get("wids")
+            .is_none()
+    );
+
+    // With DirectoryRole: the user's role template ids and the member role.
+    let mut world: Value = serde_json::from_str(&world_json()).unwrap();
+    world["apps"][0]["groupMembershipClaims"] = json!("DirectoryRole");
+    let mut options = microsoft_sim::SimOptions::new(
+        microsoft_sim::World::from_json(&world.to_string()).expect("world"),
+    );
+    options.auto_approve = true;
+    let sim = microsoft_sim::SimServer::start(options).await.expect("sim");
+    let base = sim.base_url();
+    let member_role = "b79fbf4d-3ef9-4689-8143-76b194e85509";
+    for (login, wids) in [
+        (
+            "adele@contoso.com",
+            json!(["62e90394-69f5-4237-9190-012177145e10", member_role]),
+        ),
+        ("megan@contoso.com", json!([member_role])),
+    ] {
+        let code = auto_code(
+            &c,
+            &base,
+            "organizations",
+            "openid profile User.Read",
+            login,
+        )
+        .await;
+        let body: Value = redeem(&c, &base, "organizations", &code, &[])
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            claims_of(body["id_token"].as_str().unwrap())["wids"],
+            wids,
+            "{login}"
+        );
+        assert!(
+            code.len() >= 1_100 && code.len() <= 1_300,
+            "code length {}",
+            code.len()
+        );
+
+        // GET /organization with the User.Read token: id, displayName and verifiedDomains only.
+        let org: Value = c
+            .get(format!("{base}/v1.0/organization"))
+            .bearer_auth(body["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let org = &org["value"][0];
+        assert_eq!(org["id"], CONTOSO);
+        assert_eq!(org["displayName"], "Contoso");
+        assert!(
+            org["tenantType"].is_null(),
+            "User.Read reads no other property"
+        );
+        assert_eq!(
+            org["verifiedDomains"],
+            json!([
+                {"capabilities": "Email, OfficeCommunicationsOnline", "isDefault": true, "isInitial": false, "name": "contoso.com", "type": "Managed"},
+                {"capabilities": "Email, OfficeCommunicationsOnline", "isDefault": false, "isInitial": true, "name": "t0d0f6f3e.onmicrosoft.com", "type": "Managed"}
+            ])
+        );
+    }
+    let anonymous = c
+        .get(format!("{base}/v1.0/organization"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn keys_can_be_withdrawn_and_the_jwks_endpoint_taken_down() {
+    let sim = start(true).await;
+    let (base, c) = (sim.base_url(), client());
+    let post = |path: &str, body: Value| c.post(format!("{base}{path}")).json(&body).send();
+    let listed: Value = c
+        .get(format!("{base}/_sim/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old = listed["signing"].as_str().unwrap().to_owned();
+    assert_eq!(
+        post("/_sim/keys/withdraw", json!({"kid": old}))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let rotated: Value = post("/_sim/keys/rotate", json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        post("/_sim/keys/withdraw", json!({"kid": "nope"}))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let withdrawn: Value = post("/_sim/keys/withdraw", json!({"kid": old}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn["published"], json!([rotated["kid"]]));
+    let kids: Vec<Value> = jwks(&c, &base).await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert_eq!(kids, [rotated["kid"].clone()]);
+
+    post("/_sim/keys/outage", json!({"requests": 1}))
+        .await
+        .unwrap();
+    let down = c
+        .get(format!("{base}/common/discovery/v2.0/keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 503);
+    let up = c
+        .get(format!("{base}/common/discovery/v2.0/keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), 200);
+    let listed: Value = c
+        .get(format!("{base}/_sim/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["fetches"], 2,
+        "the two successful JWKS documents served"
+    );
+}

@@ -87,6 +87,8 @@ struct IdpState {
     next: Option<(u16, Value)>,
     jwks_fetches: usize,
     token_forms: Vec<HashMap<String, String>>,
+    /// What `GET /v1.0/organization` answers (404 when unset).
+    organization: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -123,6 +125,7 @@ impl MiniIdp {
             )
             .route("/common/discovery/v2.0/keys", get(keys))
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/v1.0/organization", get(organization))
             .with_state(shared);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serves");
@@ -152,6 +155,17 @@ impl MiniIdp {
             json!({"token_type": "Bearer", "scope": scope, "expires_in": 3599, "ext_expires_in": 3599,
                    "access_token": "at-not-used", "refresh_token": "rt-0.AXfixture", "id_token": id_token}),
         );
+    }
+
+    /// `GET /v1.0/organization` answers tenant `tid` with these verified domains.
+    pub fn organization(&self, tid: &str, domains: &[&str]) {
+        let domains: Vec<Value> = domains
+            .iter()
+            .enumerate()
+            .map(|(i, name)| json!({"capabilities": "Email, OfficeCommunicationsOnline", "isDefault": i == 0, "isInitial": false, "name": name, "type": "Managed"}))
+            .collect();
+        self.state.lock().expect("lock").organization =
+            Some(json!({"value": [{"id": tid, "displayName": "Org", "verifiedDomains": domains}]}));
     }
 
     pub fn jwks_fetches(&self) -> usize {
@@ -194,6 +208,13 @@ async fn keys(State(shared): State<Shared>) -> Response {
     shared.state.lock().expect("lock").jwks_fetches += 1;
     let issuer = format!("{}/{{tenantid}}/v2.0", shared.base);
     axum::Json(json!({"keys": [shared.key.jwk(&issuer)]})).into_response()
+}
+
+async fn organization(State(shared): State<Shared>) -> Response {
+    match shared.state.lock().expect("lock").organization.clone() {
+        Some(body) => axum::Json(body).into_response(),
+        None => (StatusCode::NOT_FOUND, "{}").into_response(),
+    }
 }
 
 async fn token(

@@ -21,6 +21,7 @@ use connector_core::sync::{FanOutOptions, FanOutReport, fan_out};
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::{DynamoTenantDomains, TenantDomains as _};
 use consent_callback::idtoken::JwksValidator;
+use consent_callback::organization::GraphOrganizationDirectory;
 use consent_callback::sessions::DynamoAuthSessionStore;
 use consent_callback::token::{OAuthCodeExchange, http_client};
 use consent_callback::{App, Ports, SystemClock};
@@ -97,7 +98,9 @@ impl Live {
         let world = json!({
             "apps": [{"clientId": client_id, "clientSecret": secret, "displayName": "Office 365 connector",
                       "redirectUris": [format!("{public}/consent/callback"), format!("{public}/auth/callback")],
-                      "permissions": APP_PERMISSIONS}],
+                      "permissions": APP_PERMISSIONS,
+                      // Directory roles in tokens (`wids`): what the admin-consent verification needs.
+                      "groupMembershipClaims": "DirectoryRole"}],
             "tenants": tenants,
         });
         let world = World::from_json(&world.to_string()).expect("world");
@@ -158,7 +161,11 @@ impl Live {
                 client_id.clone(),
                 client_secret,
             )),
-            id_tokens: Arc::new(JwksValidator::new(http, login, client_id.clone())),
+            id_tokens: Arc::new(JwksValidator::new(http.clone(), login, client_id.clone())),
+            organization: Arc::new(GraphOrganizationDirectory::new(
+                http,
+                config.core.microsoft.graph_base_url.clone(),
+            )),
             clock: Arc::new(SystemClock),
         };
         let app = Arc::new(App::new(config, ports));
@@ -202,6 +209,43 @@ impl Live {
             .get_tenant(&TenantId::parse(id).expect("guid"))
             .await
             .expect("tenants table")
+    }
+
+    /// The tenant's DynamoDB item as stored, attribute by attribute.
+    pub async fn raw_tenant(
+        &self,
+        id: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.raw_item("TENANTS_TABLE", "tenantId", id, None).await
+    }
+
+    /// The connection's DynamoDB item as stored.
+    pub async fn raw_connection(
+        &self,
+        tid: &str,
+        oid: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        self.raw_item("CONNECTIONS_TABLE", "tenantId", tid, Some(("userId", oid)))
+            .await
+    }
+
+    async fn raw_item(
+        &self,
+        table_var: &str,
+        hash: &str,
+        value: &str,
+        range: Option<(&str, &str)>,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let mut request = aws_sdk_dynamodb::Client::new(&self.stack.sdk)
+            .get_item()
+            .table_name(self.stack.var(table_var))
+            .consistent_read(true)
+            .key(hash, AttributeValue::S(value.to_owned()));
+        if let Some((name, value)) = range {
+            request = request.key(name, AttributeValue::S(value.to_owned()));
+        }
+        request.send().await.expect("GetItem").item
     }
 
     pub async fn domain(&self, domain: &str) -> Option<TenantId> {

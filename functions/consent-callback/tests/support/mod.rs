@@ -18,6 +18,7 @@ use connector_core::secret::ClientSecret;
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::MemoryTenantDomains;
 use consent_callback::idtoken::JwksValidator;
+use consent_callback::organization::GraphOrganizationDirectory;
 use consent_callback::sessions::MemoryAuthSessionStore;
 use consent_callback::token::{OAuthCodeExchange, http_client};
 use consent_callback::{App, Clock, Ports};
@@ -121,7 +122,8 @@ impl Memory {
                 CLIENT_ID,
                 ClientSecret::new(CLIENT_SECRET),
             )),
-            id_tokens: Arc::new(JwksValidator::new(http, login, CLIENT_ID)),
+            id_tokens: Arc::new(JwksValidator::new(http.clone(), login.clone(), CLIENT_ID)),
+            organization: Arc::new(GraphOrganizationDirectory::new(http, login)),
             clock: clock.clone(),
         };
         Memory {

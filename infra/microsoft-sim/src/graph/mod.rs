@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod calendar;
 pub mod mail;
+pub mod organization;
 pub mod subscriptions;
 pub mod teams;
 pub mod throttle;
@@ -190,6 +191,7 @@ async fn request_ids(request: Request, next: Next) -> Response {
 pub fn router(sim: SharedSim) -> Router<SharedSim> {
     let resources = Router::new()
         .merge(mail::router())
+        .merge(organization::router())
         .merge(batch::router())
         .merge(calendar::router())
         .merge(teams::router())

@@ -14,9 +14,7 @@ use base64::Engine;
 
 use super::Authority;
 use super::errors::{self, StsError};
-use super::flows::{
-    CodeRecord, PendingRequest, PkceMethod, RequestKind, ResponseMode, SsoSession, random_token,
-};
+use super::flows::{CodeRecord, PendingRequest, PkceMethod, RequestKind, ResponseMode, SsoSession};
 use super::pages;
 use super::scopes::{self, RequestedScopes};
 use crate::state::{ConsentRequest, ConsentRequestStatus, GrantPrincipal, SharedSim, Sim};
@@ -649,7 +647,7 @@ fn finish(sim: &Sim, ctx: &str, request: &PendingRequest, scopes: BTreeSet<Strin
             redirect(&request.redirect_uri, ResponseMode::Query, &params)
         }
         RequestKind::Authorize => {
-            let code = random_token("0.A", 96);
+            let code = super::flows::authorization_code();
             let now = sim.now();
             let mut flows = sim.identity.flows();
             // Long-expired codes are forgotten so a long-running sim's memory stays flat; recently expired ones stay

@@ -151,6 +151,15 @@ pub async fn keys(State(sim): State<SharedSim>, Path(tenant): Path<String>) -> R
         return e.token_response(sim.base_url(), sim.now());
     }
     let issuer = format!("{}/{{tenantid}}/v2.0", sim.base_url());
-    let jwks = sim.identity.keys().jwks(&issuer);
-    cacheable(jwks.to_string())
+    let mut keys = sim.identity.keys_mut();
+    if keys.outage > 0 {
+        keys.outage -= 1;
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "The service is temporarily unavailable.",
+        )
+            .into_response();
+    }
+    keys.fetches += 1;
+    cacheable(keys.jwks(&issuer).to_string())
 }

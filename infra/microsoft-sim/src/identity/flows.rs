@@ -114,3 +114,39 @@ pub fn random_token(prefix: &str, bytes: usize) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
     )
 }
+
+/// An authorization code of the length Entra issues: well over 1,000 characters (1,085 reported in
+/// https://github.com/plankanban/planka/issues/1113; "1200–2000+" in https://github.com/IBM/mcp-context-forge/issues/4490,
+/// both read 2026-12-05), of the base64url alphabet with `.` separators like real codes (`0.A…`). Here 1,100–1,300
+/// characters, the length drawn per code so no consumer can rely on a fixed size.
+pub fn authorization_code() -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let target = 1_100 + usize::from(rand::random::<u8>()) * 200 / 255;
+    let mut head = [0u8; 48];
+    rand::fill(&mut head[..]);
+    let mut code = format!("0.A{}.", engine.encode(head));
+    // base64url of n bytes is ceil(4n/3) characters; fill to just under the target and pad with the same alphabet.
+    let rest = target.saturating_sub(code.len());
+    let mut body = vec![0u8; rest * 3 / 4 + 3];
+    rand::fill(&mut body[..]);
+    code.push_str(&engine.encode(body));
+    code.truncate(target);
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn authorization_codes_have_realistic_length_and_alphabet() {
+        for _ in 0..200 {
+            let code = super::authorization_code();
+            assert!((1_100..=1_300).contains(&code.len()), "{}", code.len());
+            assert!(code.starts_with("0.A"));
+            assert!(
+                code.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            );
+        }
+    }
+}

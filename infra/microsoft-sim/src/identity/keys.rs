@@ -115,16 +115,22 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// Published keys, newest (the signing key) first.
+/// Published keys, newest (the signing key) first, with the JWKS endpoint's counters.
 #[derive(Debug)]
 pub struct KeySet {
     keys: Vec<SigningKey>,
+    /// JWKS documents served (control API: how often relying parties fetched).
+    pub fetches: u64,
+    /// The next this-many JWKS requests answer 503 (control API: an outage of the keys endpoint).
+    pub outage: u32,
 }
 
 impl KeySet {
     pub fn generate() -> anyhow::Result<KeySet> {
         Ok(KeySet {
             keys: vec![SigningKey::generate()?],
+            fetches: 0,
+            outage: 0,
         })
     }
 
@@ -143,8 +149,33 @@ impl KeySet {
         Ok(&self.keys[0])
     }
 
+    /// Stops publishing `kid` (an emergency withdrawal: tokens it signed stop validating once a relying party
+    /// refetches the JWKS). The signing key cannot be withdrawn while it signs: roll over first.
+    pub fn withdraw(&mut self, kid: &str) -> Result<(), WithdrawError> {
+        if self.signing_key().kid == kid {
+            return Err(WithdrawError::SigningKey);
+        }
+        let before = self.keys.len();
+        self.keys.retain(|k| k.kid != kid);
+        if self.keys.len() == before {
+            return Err(WithdrawError::Unknown);
+        }
+        Ok(())
+    }
+
+    /// The published kids, the signing key's first.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.kid.clone()).collect()
+    }
+
     /// The JWKS document; `issuer` is the templated issuer Microsoft puts on every key of `common`.
     pub fn jwks(&self, issuer: &str) -> Value {
         json!({ "keys": self.keys.iter().map(|k| k.jwk(issuer)).collect::<Vec<_>>() })
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithdrawError {
+    SigningKey,
+    Unknown,
 }

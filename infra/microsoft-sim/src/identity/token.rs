@@ -421,8 +421,34 @@ fn id_token(
     if let Some(nonce) = &grant.nonce {
         claims["nonce"] = nonce.clone().into();
     }
+    if let Some(wids) = wids(sim, client_id, grant) {
+        claims["wids"] = wids.into();
+    }
     let keys = sim.identity.keys();
     jwt::sign(keys.signing_key(), &claims, false)
+}
+
+/// `wids`: the user's directory role template ids (the member role included), when the app registration's
+/// `groupMembershipClaims` asks for directory roles; otherwise no claim, as Entra does. Source:
+/// https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference (`wids`), read 2026-12-05.
+fn wids(sim: &Sim, client_id: &str, grant: &Grant) -> Option<Vec<String>> {
+    let dir = sim.directory();
+    if !dir
+        .app(client_id)
+        .is_some_and(crate::world::App::emits_wids)
+    {
+        return None;
+    }
+    let user = dir.tenant(&grant.tenant_id)?.user(&grant.user_id)?;
+    let mut wids: Vec<String> = user
+        .roles
+        .iter()
+        .filter_map(|role| role.template_id())
+        .map(str::to_owned)
+        .collect();
+    wids.push(crate::world::MEMBER_ROLE_TEMPLATE_ID.to_owned());
+    wids.dedup();
+    Some(wids)
 }
 
 /// `sub` is pairwise: the same user has a different subject in every app.
