@@ -824,6 +824,8 @@ impl Worker {
             }
         };
         *stats = session.stats();
+        // Leaves the mailbox's slot budget (if any) so other workers grow back at once.
+        session.close().await;
         let now = self.clock.now();
         let mut run = *counters;
         run.graph_requests = stats.requests;
