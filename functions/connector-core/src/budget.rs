@@ -552,3 +552,88 @@ impl Drop for BudgetHolder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(share: u32, wants: u32, since_ms: i64, until_ms: i64) -> HolderShare {
+        HolderShare {
+            share,
+            wants,
+            until_ms,
+            since_ms,
+        }
+    }
+
+    #[test]
+    fn fair_split_in_order_of_joining() {
+        let now = 1_000;
+        let mut shares = MailboxShares::default();
+        shares.holders.insert("a".into(), holder(4, 4, 1, 5_000));
+        assert_eq!(shares.fair_share("a", now), 4, "alone: all 4");
+        shares.holders.insert("b".into(), holder(0, 4, 2, 5_000));
+        assert_eq!(
+            (shares.fair_share("a", now), shares.fair_share("b", now)),
+            (2, 2)
+        );
+        shares.holders.insert("c".into(), holder(0, 4, 3, 5_000));
+        let split: Vec<u32> = ["a", "b", "c"]
+            .iter()
+            .map(|id| shares.fair_share(id, now))
+            .collect();
+        assert_eq!(split, vec![2, 1, 1], "the first to join gets the odd slot");
+        // One wanting 1 leaves the rest to the others.
+        shares.holders.insert("c".into(), holder(0, 1, 3, 5_000));
+        shares.holders.remove("b");
+        assert_eq!(
+            (shares.fair_share("a", now), shares.fair_share("c", now)),
+            (3, 1)
+        );
+        // An expired holder counts for nothing.
+        shares.holders.insert("c".into(), holder(1, 4, 3, 999));
+        assert_eq!(shares.fair_share("a", now), 4);
+        assert_eq!(shares.held(now), 4);
+        shares.prune(now);
+        assert!(!shares.holders.contains_key("c"));
+    }
+
+    #[tokio::test]
+    async fn pool_is_first_come_first_served_and_survives_cancelled_waiters() {
+        let pool = Arc::new(SlotPool::fixed(4));
+        let soon = || Instant::now() + Duration::from_millis(100);
+        let three = pool.acquire(3, soon()).await.expect("3 of 4");
+        assert_eq!(pool.acquire(5, soon()).await.err(), Some(SlotWait::TooMany));
+        // A waiter for 2 comes first; a later one for 1 must not overtake it.
+        let first = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.acquire(2, Instant::now() + Duration::from_secs(5))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            pool.acquire(1, soon()).await.err(),
+            Some(SlotWait::TimedOut)
+        );
+        drop(three);
+        let two = first.await.expect("task").expect("2 once 3 came back");
+        assert_eq!(pool.in_use(), 2);
+        // A cancelled waiter leaves no ticket behind.
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(20), pool.acquire(3, soon())).await;
+        assert!(cancelled.is_err());
+        drop(two);
+        assert!(pool.acquire(4, soon()).await.is_ok());
+        // A closed pool grants nothing until it opens.
+        let closed = Arc::new(SlotPool::closed());
+        assert_eq!(
+            closed.acquire(1, soon()).await.err(),
+            Some(SlotWait::TimedOut)
+        );
+        closed.set_capacity(2);
+        closed.open_until(Instant::now() + Duration::from_secs(5));
+        assert!(closed.acquire(2, soon()).await.is_ok());
+    }
+}
