@@ -175,7 +175,7 @@ async fn dead_holder_expires(ledger: Arc<dyn SlotLedger>) -> Result<()> {
 
 /// Three processes hammer one mailbox, joining and leaving: never more than 4 slots in
 /// use at once across them, and each gets work done.
-async fn never_over_four(ledger: Arc<dyn SlotLedger>) -> Result<()> {
+async fn never_over_four(ledger: Arc<dyn SlotLedger>) -> Result<String> {
     let mailbox = mailbox();
     let in_flight = Arc::new(AtomicU32::new(0));
     let most = Arc::new(AtomicU32::new(0));
@@ -226,7 +226,7 @@ async fn never_over_four(ledger: Arc<dyn SlotLedger>) -> Result<()> {
     let most = most.load(Ordering::SeqCst);
     assert!(most <= MAILBOX_SLOTS, "{most} slots in use at once");
     assert_eq!(most, MAILBOX_SLOTS, "the 4 were used");
-    Ok(())
+    Ok(mailbox)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -245,7 +245,10 @@ async fn memory_dead_holder_expires() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_never_over_four() -> Result<()> {
     let ledger = Arc::new(MemorySlotLedger::default());
-    never_over_four(ledger.clone()).await
+    let mailbox = never_over_four(ledger.clone()).await?;
+    let most = ledger.most_held(&mailbox);
+    assert_eq!(most, MAILBOX_SLOTS, "the ledger never recorded more than 4");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -276,7 +279,7 @@ async fn dynamo_dead_holder_expires() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamo_never_over_four() -> Result<()> {
     let (_stack, ledger) = dynamo_ledger().await?;
-    never_over_four(ledger).await
+    never_over_four(ledger).await.map(drop)
 }
 
 /// Of writers that read one version, exactly one wins.
