@@ -8,6 +8,9 @@
 //! - **Worker** ([`run_job`]): connection check → lease → token → the function's
 //!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
 //!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
+//!   - Outlook's 4 concurrent requests: the run's Graph session joins the mailbox's slot
+//!     budget when the client has one ([`crate::budget`]; mail-sync and calendar-sync share
+//!     it) and leaves it when the work ends;
 //!   - deadline: the work gets a deadline [`DEADLINE_MARGIN`] (60 s) before Lambda's and
 //!     stops at a page boundary; the run then queues its continuation job;
 //!   - throttling past the job's budget: the mailbox is parked (`parkedUntil` on the
