@@ -901,10 +901,13 @@ impl MailboxSession<'_> {
         let url = format!("{}/$batch", self.client.base);
         let mut order = order;
         while !pending.is_empty() {
+            let capacity = self.slots.capacity();
             if order == BatchOrder::Parallel
-                && pending.len().min(MAILBOX_CONCURRENCY) as u32 > self.slots.capacity().max(1)
+                && capacity >= 1
+                && pending.len().min(MAILBOX_CONCURRENCY) as u32 > capacity
             {
-                // Graph would run more items at once than this session's share.
+                // Graph would run more items at once than this session's share. (A share
+                // not known yet is waited for: the slots' answer is TooMany if it is small.)
                 order = BatchOrder::Serial;
             }
             let chained = order == BatchOrder::Serial;
@@ -1129,6 +1132,20 @@ mod tests {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
+                // The body too, as far as Content-Length says.
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                let head_end = text.find("\r\n\r\n").map_or(request.len(), |at| at + 4);
+                let length = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while request.len() < head_end + length {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 log.lock()
                     .expect("log")
                     .push(String::from_utf8_lossy(&request).to_lowercase());
@@ -1190,6 +1207,59 @@ mod tests {
             );
             assert_eq!(requests.len(), 1, "{encoding}: not retried");
         }
+    }
+
+    /// Under a share of 2 (another worker of the app holds the other 2), a parallel
+    /// `$batch` of 4 would run 4 items at once against the mailbox: it goes as a chain.
+    #[tokio::test]
+    async fn a_parallel_batch_wider_than_the_share_goes_as_a_chain() {
+        use crate::budget::{BudgetOptions, HolderShare, MailboxBudget, MailboxShares};
+        use crate::ports::SlotLedger;
+        let answer = br#"{"responses":[{"id":"0","status":200,"body":{}},{"id":"1","status":200,"body":{}},{"id":"2","status":200,"body":{}},{"id":"3","status":200,"body":{}}]}"#.to_vec();
+        let (base, seen) = canned_server(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            ),
+            answer,
+        )
+        .await;
+        let ledger = Arc::new(crate::adapters::memory::MemorySlotLedger::default());
+        let mut other = MailboxShares::default();
+        other.holders.insert(
+            "calendar-sync".into(),
+            HolderShare {
+                share: 2,
+                wants: 4,
+                until_ms: crate::budget::unix_ms(time::OffsetDateTime::now_utc()) + 60_000,
+                since_ms: 0,
+            },
+        );
+        assert!(ledger.write_slots("mbx", &other, 0).await.expect("written"));
+        let client = GraphClient::new(graph_http_client().expect("a client"), &base).with_budget(
+            MailboxBudget::new(
+                ledger,
+                BudgetOptions {
+                    tick: Duration::from_millis(20),
+                    ..BudgetOptions::default()
+                },
+            ),
+        );
+        let session = client.session("mbx", &FixedBearer, None);
+        let requests: Vec<BatchRequest> = (0..4)
+            .map(|n| BatchRequest {
+                id: n.to_string(),
+                url: format!("/me/events/{n}"),
+                prefer: Vec::new(),
+            })
+            .collect();
+        let answers = session.batch(&requests).await.expect("answered");
+        assert_eq!(answers.len(), 4);
+        assert_eq!(session.slot_capacity(), 2);
+        let sent = seen.lock().expect("log").clone();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].matches("dependson").count(), 3, "{}", sent[0]);
+        session.close().await;
     }
 
     #[test]
