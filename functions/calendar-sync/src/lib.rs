@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSlotLedger,
+    DynamoSyncStateStore, DynamoTenantStore,
 };
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::budget::{BudgetOptions, MailboxBudget};
 use connector_core::clock::Clock;
 use connector_core::config::Config;
 use connector_core::domain::{Feature, SyncKind};
@@ -158,10 +159,18 @@ impl CalendarSync {
             queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
             queue_url: config.queues.calendar_sync.clone(),
             tokens: Arc::new(tokens),
-            graph: Arc::new(GraphClient::new(
-                graph_http_client()?,
-                &microsoft.graph_base_url,
-            )),
+            // Outlook's 4 concurrent requests per mailbox, shared with mail-sync.
+            graph: Arc::new(
+                GraphClient::new(graph_http_client()?, &microsoft.graph_base_url).with_budget(
+                    MailboxBudget::new(
+                        Arc::new(DynamoSlotLedger::new(
+                            dynamodb.clone(),
+                            tables.sync_state.clone(),
+                        )),
+                        BudgetOptions::default(),
+                    ),
+                ),
+            ),
             clock,
             summaries,
         };

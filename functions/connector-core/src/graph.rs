@@ -6,10 +6,15 @@
 //! jitter on 5xx and transport failures; one refresh on a 401; and a per-mailbox limit of
 //! 4 requests in flight (Outlook's MailboxConcurrency).
 //!
-//! Work for one mailbox goes through a [`MailboxSession`]; sessions of the same mailbox in
-//! one container share its slots. A `$batch` takes as many slots as Graph runs its items
-//! in parallel against the mailbox (up to 4), so a batch and other requests together never
-//! exceed the limit. A session may carry a deadline: a wait (throttling, backoff) that would
+//! Work for one mailbox goes through a [`MailboxSession`]. Without a budget, sessions of
+//! the same mailbox in one container share its 4 slots. With a [`MailboxBudget`]
+//! ([`GraphClient::with_budget`]; the sync workers' wiring), each session is a holder of
+//! the mailbox's cross-process budget and takes its slots from a pool sized by its share,
+//! so all the app's workers on a mailbox together stay within 4 ([`crate::budget`]); close
+//! the session with [`MailboxSession::close`]. A `$batch` takes as many slots as Graph runs
+//! its items in parallel against the mailbox (up to 4), so a batch and other requests
+//! together never exceed the limit; a parallel batch wider than the session's share is
+//! sent as one `dependsOn` chain (one slot) instead. A session may carry a deadline: a wait (throttling, backoff) that would
 //! end past it is not waited; the error goes back to the worker, which parks or continues.
 
 use std::collections::HashMap;
@@ -21,10 +26,10 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::budget::{BudgetHolder, MailboxBudget, SlotGuard, SlotPool, SlotWait};
 use crate::config::BaseUrl;
 use crate::oauth::{BearerSource, TokenError};
 use crate::secret::AccessToken;
@@ -34,6 +39,8 @@ type Bytes = Vec<u8>;
 
 /// Outlook's limit of concurrent requests per app and mailbox.
 pub const MAILBOX_CONCURRENCY: usize = 4;
+/// The wait a worker is told when its mailbox's other workers kept every slot.
+const MIN_SLOT_RETRY: Duration = Duration::from_secs(60);
 /// Requests in one `$batch`.
 pub const BATCH_LIMIT: usize = 20;
 /// The largest response body read from Graph, decoded: far above any page or `$batch` of
@@ -256,7 +263,8 @@ pub struct GraphClient {
     /// `scheme://host[:port]` links must start with.
     origin: String,
     retry: RetryPolicy,
-    slots: Mutex<HashMap<String, Weak<Semaphore>>>,
+    slots: Mutex<HashMap<String, Weak<SlotPool>>>,
+    budget: Option<Arc<MailboxBudget>>,
 }
 
 /// A reqwest client for Graph: bounded waits, no redirects. gzip is asked for and decoded
@@ -284,7 +292,14 @@ impl GraphClient {
             origin,
             retry: RetryPolicy::default(),
             slots: Mutex::new(HashMap::new()),
+            budget: None,
         }
+    }
+
+    /// Shares each mailbox's 4 slots with the app's other workers through `budget`.
+    pub fn with_budget(mut self, budget: Arc<MailboxBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -298,29 +313,35 @@ impl GraphClient {
     }
 
     /// The slots of one mailbox, shared by every session of it in this container.
-    fn slots(&self, mailbox: &str) -> Arc<Semaphore> {
+    fn slots(&self, mailbox: &str) -> Arc<SlotPool> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = slots.get(mailbox).and_then(Weak::upgrade) {
             return existing;
         }
         slots.retain(|_, weak| weak.strong_count() > 0);
-        let fresh = Arc::new(Semaphore::new(MAILBOX_CONCURRENCY));
+        let fresh = Arc::new(SlotPool::fixed(MAILBOX_CONCURRENCY as u32));
         slots.insert(mailbox.to_owned(), Arc::downgrade(&fresh));
         fresh
     }
 
-    /// A session for one mailbox (`mailbox` is any stable key, e.g. the user key).
+    /// A session for one mailbox (`mailbox` is any stable key, e.g. the user key). With a
+    /// budget it joins the mailbox's budget (needs a tokio runtime): close it with
+    /// [`MailboxSession::close`].
     pub fn session<'a>(
         &'a self,
         mailbox: &str,
         bearer: &'a dyn BearerSource,
         deadline: Option<Instant>,
     ) -> MailboxSession<'a> {
+        let holder = self.budget.as_ref().map(|budget| budget.join(mailbox));
         MailboxSession {
             client: self,
             bearer,
             token: tokio::sync::Mutex::new(None),
-            slots: self.slots(mailbox),
+            slots: holder
+                .as_ref()
+                .map_or_else(|| self.slots(mailbox), |holder| holder.pool().clone()),
+            holder,
             deadline,
             stats: SessionStats::default(),
         }
@@ -432,7 +453,9 @@ pub struct MailboxSession<'a> {
     client: &'a GraphClient,
     bearer: &'a dyn BearerSource,
     token: tokio::sync::Mutex<Option<AccessToken>>,
-    slots: Arc<Semaphore>,
+    slots: Arc<SlotPool>,
+    /// The session's place in the mailbox's cross-process budget, if the client has one.
+    holder: Option<BudgetHolder>,
     deadline: Option<Instant>,
     stats: SessionStats,
 }
@@ -454,6 +477,27 @@ enum ExchangeError {
     Transport(reqwest::Error),
     /// Read, but not usable (too large, a broken gzip stream): not retried.
     Body(String),
+    /// Not sent: no slot in time, or more slots asked than the session's share.
+    Slots(SlotWait),
+}
+
+/// Why [`MailboxSession::try_send`] gave up.
+enum SendFailure {
+    Graph(GraphError),
+    /// More slots asked for than the session's share: a parallel batch goes as a chain.
+    TooMany,
+}
+
+impl From<GraphError> for SendFailure {
+    fn from(error: GraphError) -> Self {
+        SendFailure::Graph(error)
+    }
+}
+
+impl From<TokenError> for SendFailure {
+    fn from(error: TokenError) -> Self {
+        SendFailure::Graph(GraphError::Token(error))
+    }
 }
 
 impl From<reqwest::Error> for ExchangeError {
@@ -572,6 +616,34 @@ impl MailboxSession<'_> {
         self.client
     }
 
+    /// Slots the session may use now (its share of the mailbox's budget, or 4).
+    pub fn slot_capacity(&self) -> u32 {
+        self.slots.capacity()
+    }
+
+    /// Ends the session: leaves the mailbox's budget, so that the app's other workers on
+    /// the mailbox grow back at once (a session dropped without it leaves when its record
+    /// expires).
+    pub async fn close(mut self) {
+        if let Some(holder) = self.holder.take() {
+            holder.release().await;
+        }
+    }
+
+    /// Slots for one exchange, waited for at most the budget's `max_wait` and never past
+    /// the session's deadline.
+    async fn take_slots(&self, slots: u32) -> Result<SlotGuard, SlotWait> {
+        let mut until = Instant::now()
+            + self
+                .holder
+                .as_ref()
+                .map_or(Duration::from_secs(86_400), BudgetHolder::max_wait);
+        if let Some(deadline) = self.deadline {
+            until = until.min(deadline);
+        }
+        self.slots.acquire(slots, until).await
+    }
+
     /// Whether waiting `wait` now would still end before the deadline.
     fn can_wait(&self, wait: Duration) -> bool {
         self.deadline
@@ -600,11 +672,7 @@ impl MailboxSession<'_> {
         request: reqwest::RequestBuilder,
         slots: u32,
     ) -> Result<Exchange, ExchangeError> {
-        let _permits = self
-            .slots
-            .acquire_many(slots)
-            .await
-            .expect("mailbox slots are never closed");
+        let _permits = self.take_slots(slots).await.map_err(ExchangeError::Slots)?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let mut response = request
             .header(reqwest::header::ACCEPT_ENCODING, "gzip")
@@ -634,6 +702,21 @@ impl MailboxSession<'_> {
         build: impl Fn(&AccessToken) -> reqwest::RequestBuilder,
         slots: u32,
     ) -> Result<Bytes, GraphError> {
+        match self.try_send(build, slots).await {
+            Ok(body) => Ok(body),
+            Err(SendFailure::Graph(error)) => Err(error),
+            // One slot is never more than a share (a share of 0 waits instead).
+            Err(SendFailure::TooMany) => Err(GraphError::Throttled {
+                retry_after: MIN_SLOT_RETRY,
+            }),
+        }
+    }
+
+    async fn try_send(
+        &self,
+        build: impl Fn(&AccessToken) -> reqwest::RequestBuilder,
+        slots: u32,
+    ) -> Result<Bytes, SendFailure> {
         let retry = self.client.retry;
         let mut refreshed = false;
         let mut throttles = 0u32;
@@ -645,7 +728,7 @@ impl MailboxSession<'_> {
                 Ok(Exchange::Ok(body)) => return Ok(body),
                 Ok(Exchange::Status { status, .. }) if status == StatusCode::UNAUTHORIZED => {
                     if refreshed {
-                        return Err(GraphError::Unauthorized);
+                        return Err(GraphError::Unauthorized.into());
                     }
                     refreshed = true;
                     token = self.bearer(true).await?;
@@ -661,7 +744,7 @@ impl MailboxSession<'_> {
                         || wait > retry.max_retry_after
                         || !self.can_wait(wait)
                     {
-                        return Err(GraphError::Throttled { retry_after: wait });
+                        return Err(GraphError::Throttled { retry_after: wait }.into());
                     }
                     debug!(wait_ms = wait.as_millis() as u64, "throttled; waiting");
                     tokio::time::sleep(wait).await;
@@ -676,8 +759,18 @@ impl MailboxSession<'_> {
                     let wait = retry_after(&headers).unwrap_or_else(|| retry.backoff(failures));
                     (wait, api_error(status, &body))
                 }
-                Ok(Exchange::Status { status, body, .. }) => return Err(api_error(status, &body)),
-                Err(ExchangeError::Body(error)) => return Err(GraphError::Malformed(error)),
+                Ok(Exchange::Status { status, body, .. }) => {
+                    return Err(api_error(status, &body).into());
+                }
+                Err(ExchangeError::Body(error)) => return Err(GraphError::Malformed(error).into()),
+                Err(ExchangeError::Slots(SlotWait::TooMany)) => return Err(SendFailure::TooMany),
+                Err(ExchangeError::Slots(SlotWait::TimedOut)) => {
+                    // The mailbox's other workers hold every slot: as a throttle, to park.
+                    return Err(GraphError::Throttled {
+                        retry_after: MIN_SLOT_RETRY,
+                    }
+                    .into());
+                }
                 Err(ExchangeError::Transport(error)) => {
                     failures += 1;
                     let wait = retry.backoff(failures);
@@ -691,7 +784,7 @@ impl MailboxSession<'_> {
                 }
             };
             if failures >= retry.attempts || !self.can_wait(wait) {
-                return Err(error);
+                return Err(error.into());
             }
             warn!(attempt = failures, error = %error, "Graph call failed; retrying");
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -806,7 +899,17 @@ impl MailboxSession<'_> {
         let mut failures = 0u32;
         let mut refreshed = false;
         let url = format!("{}/$batch", self.client.base);
+        let mut order = order;
         while !pending.is_empty() {
+            let capacity = self.slots.capacity();
+            if order == BatchOrder::Parallel
+                && capacity >= 1
+                && pending.len().min(MAILBOX_CONCURRENCY) as u32 > capacity
+            {
+                // Graph would run more items at once than this session's share. (A share
+                // not known yet is waited for: the slots' answer is TooMany if it is small.)
+                order = BatchOrder::Serial;
+            }
             let chained = order == BatchOrder::Serial;
             let body = BatchBody {
                 requests: pending
@@ -834,7 +937,7 @@ impl MailboxSession<'_> {
                 BatchOrder::Serial => 1,
             } as u32;
             let answer = self
-                .send(
+                .try_send(
                     |token| {
                         self.client
                             .http
@@ -848,7 +951,18 @@ impl MailboxSession<'_> {
                     },
                     slots,
                 )
-                .await?;
+                .await;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(SendFailure::TooMany) => {
+                    self.stats
+                        .batch_items
+                        .fetch_sub(pending.len() as u64, Ordering::Relaxed);
+                    order = BatchOrder::Serial;
+                    continue;
+                }
+                Err(SendFailure::Graph(error)) => return Err(error),
+            };
             let answer: BatchAnswer = serde_json::from_slice(&answer).map_err(|error| {
                 GraphError::Malformed(format!("$batch answer: {:?} error", error.classify()))
             })?;
@@ -1018,6 +1132,20 @@ mod tests {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
+                // The body too, as far as Content-Length says.
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                let head_end = text.find("\r\n\r\n").map_or(request.len(), |at| at + 4);
+                let length = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while request.len() < head_end + length {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 log.lock()
                     .expect("log")
                     .push(String::from_utf8_lossy(&request).to_lowercase());
@@ -1079,6 +1207,59 @@ mod tests {
             );
             assert_eq!(requests.len(), 1, "{encoding}: not retried");
         }
+    }
+
+    /// Under a share of 2 (another worker of the app holds the other 2), a parallel
+    /// `$batch` of 4 would run 4 items at once against the mailbox: it goes as a chain.
+    #[tokio::test]
+    async fn a_parallel_batch_wider_than_the_share_goes_as_a_chain() {
+        use crate::budget::{BudgetOptions, HolderShare, MailboxBudget, MailboxShares};
+        use crate::ports::SlotLedger;
+        let answer = br#"{"responses":[{"id":"0","status":200,"body":{}},{"id":"1","status":200,"body":{}},{"id":"2","status":200,"body":{}},{"id":"3","status":200,"body":{}}]}"#.to_vec();
+        let (base, seen) = canned_server(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            ),
+            answer,
+        )
+        .await;
+        let ledger = Arc::new(crate::adapters::memory::MemorySlotLedger::default());
+        let mut other = MailboxShares::default();
+        other.holders.insert(
+            "calendar-sync".into(),
+            HolderShare {
+                share: 2,
+                wants: 4,
+                until_ms: crate::budget::unix_ms(time::OffsetDateTime::now_utc()) + 60_000,
+                since_ms: 0,
+            },
+        );
+        assert!(ledger.write_slots("mbx", &other, 0).await.expect("written"));
+        let client = GraphClient::new(graph_http_client().expect("a client"), &base).with_budget(
+            MailboxBudget::new(
+                ledger,
+                BudgetOptions {
+                    tick: Duration::from_millis(20),
+                    ..BudgetOptions::default()
+                },
+            ),
+        );
+        let session = client.session("mbx", &FixedBearer, None);
+        let requests: Vec<BatchRequest> = (0..4)
+            .map(|n| BatchRequest {
+                id: n.to_string(),
+                url: format!("/me/events/{n}"),
+                prefer: Vec::new(),
+            })
+            .collect();
+        let answers = session.batch(&requests).await.expect("answered");
+        assert_eq!(answers.len(), 4);
+        assert_eq!(session.slot_capacity(), 2);
+        let sent = seen.lock().expect("log").clone();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].matches("dependson").count(), 3, "{}", sent[0]);
+        session.close().await;
     }
 
     #[test]

@@ -9,12 +9,14 @@
 //! - [`secret`]: redacting secret types.
 //! - [`clock`]: the time source the sync machinery asks.
 //! - [`matching`]: the CRM matching rules.
+//! - [`budget`]: Outlook's 4 concurrent requests per mailbox, shared across processes.
 //! - [`graph`]: the Microsoft Graph client (throttling, retries, per-mailbox limit, `$batch`).
 //! - [`oauth`]: the refresh-token grant, Microsoft's error classification, the token provider.
 //! - [`sync`]: fan-out and the worker skeleton the sync functions share.
 //! - [`teams`]: Teams posting state (idempotency records, share targets, dead-letter reasons).
 
 pub mod adapters;
+pub mod budget;
 pub mod calendar;
 pub mod clock;
 pub mod config;

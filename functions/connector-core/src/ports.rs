@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
+use crate::budget::{LedgerRead, MailboxShares};
 use crate::domain::{
     Activity, ActivityId, Connection, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease,
     ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey,
@@ -221,6 +222,22 @@ pub trait SyncStateStore: Send + Sync {
     async fn delete_cursor(&self, key: &SyncKey, folder_id: &str) -> Result<(), StoreError>;
     /// Removes every item of the sync (lease, meta, cursors): on disconnection.
     async fn delete_sync_state(&self, key: &SyncKey) -> Result<(), StoreError>;
+}
+
+/// The ledger of a mailbox's Outlook slots, shared by every worker of the app
+/// ([`crate::budget`]): one record per mailbox, written by compare-and-set.
+#[async_trait]
+pub trait SlotLedger: Send + Sync {
+    /// The mailbox's ledger (empty, version 0, when there is none), read consistently.
+    async fn read_slots(&self, mailbox: &str) -> Result<LedgerRead, StoreError>;
+    /// Stores `shares` if the ledger is still at `version` (as version + 1; no holders:
+    /// the ledger is removed). `false` when another writer came first.
+    async fn write_slots(
+        &self,
+        mailbox: &str,
+        shares: &MailboxShares,
+        version: u64,
+    ) -> Result<bool, StoreError>;
 }
 
 #[async_trait]

@@ -8,6 +8,9 @@
 //! - **Worker** ([`run_job`]): connection check → lease → token → the function's
 //!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
 //!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
+//!   - Outlook's 4 concurrent requests: the run's Graph session joins the mailbox's slot
+//!     budget when the client has one ([`crate::budget`]; mail-sync and calendar-sync share
+//!     it) and leaves it when the work ends;
 //!   - deadline: the work gets a deadline [`DEADLINE_MARGIN`] (60 s) before Lambda's and
 //!     stops at a page boundary; the run then queues its continuation job;
 //!   - throttling past the job's budget: the mailbox is parked (`parkedUntil` on the
@@ -824,6 +827,8 @@ impl Worker {
             }
         };
         *stats = session.stats();
+        // Leaves the mailbox's slot budget (if any) so other workers grow back at once.
+        session.close().await;
         let now = self.clock.now();
         let mut run = *counters;
         run.graph_requests = stats.requests;

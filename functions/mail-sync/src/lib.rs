@@ -76,11 +76,12 @@ pub fn build_app(
     summaries: Arc<dyn SummarySink>,
 ) -> Result<App, reqwest::Error> {
     use connector_core::adapters::dynamodb::{
-        DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-        DynamoTenantStore,
+        DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSlotLedger,
+        DynamoSyncStateStore, DynamoTenantStore,
     };
     use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
     use connector_core::adapters::sqs::SqsJobQueue;
+    use connector_core::budget::{BudgetOptions, MailboxBudget};
     use connector_core::clock::SystemClock;
     use connector_core::domain::Feature;
     use connector_core::graph::{GraphClient, graph_http_client};
@@ -119,10 +120,14 @@ pub fn build_app(
             queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
             queue_url: config.queues.mail_sync.clone(),
             tokens: Arc::new(tokens),
-            graph: Arc::new(GraphClient::new(
-                graph_http_client()?,
-                &config.microsoft.graph_base_url,
-            )),
+            // Outlook's 4 concurrent requests per mailbox, shared with calendar-sync.
+            graph: Arc::new(
+                GraphClient::new(graph_http_client()?, &config.microsoft.graph_base_url)
+                    .with_budget(MailboxBudget::new(
+                        Arc::new(DynamoSlotLedger::new(dynamo.clone(), &tables.sync_state)),
+                        BudgetOptions::default(),
+                    )),
+            ),
             clock,
             summaries,
         },

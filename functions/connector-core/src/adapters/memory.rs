@@ -799,3 +799,54 @@ mod tests {
         ));
     }
 }
+
+/// The slot ledger in memory. It also keeps, per mailbox, the largest sum of live shares
+/// ever written (what the limit is about), for tests.
+#[derive(Default)]
+pub struct MemorySlotLedger {
+    ledgers: Mutex<HashMap<String, (u64, crate::budget::MailboxShares)>>,
+    most_held: Mutex<HashMap<String, u32>>,
+}
+
+impl MemorySlotLedger {
+    /// The largest sum of live shares ever written for `mailbox`.
+    pub fn most_held(&self, mailbox: &str) -> u32 {
+        lock(&self.most_held).get(mailbox).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl crate::ports::SlotLedger for MemorySlotLedger {
+    async fn read_slots(&self, mailbox: &str) -> Result<crate::budget::LedgerRead, StoreError> {
+        Ok(lock(&self.ledgers)
+            .get(mailbox)
+            .map(|(version, shares)| crate::budget::LedgerRead {
+                shares: shares.clone(),
+                version: *version,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn write_slots(
+        &self,
+        mailbox: &str,
+        shares: &crate::budget::MailboxShares,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let mut ledgers = lock(&self.ledgers);
+        let current = ledgers.get(mailbox).map_or(0, |(version, _)| *version);
+        if current != version {
+            return Ok(false);
+        }
+        if shares.holders.is_empty() {
+            ledgers.remove(mailbox);
+        } else {
+            ledgers.insert(mailbox.to_owned(), (version + 1, shares.clone()));
+        }
+        let held = shares.held(crate::budget::unix_ms(OffsetDateTime::now_utc()));
+        let mut most = lock(&self.most_held);
+        let most = most.entry(mailbox.to_owned()).or_default();
+        *most = (*most).max(held);
+        Ok(true)
+    }
+}

@@ -10,4 +10,5 @@ mod matching;
 mod memory;
 mod privacy;
 mod scale;
+mod shared_mailbox;
 mod support;
