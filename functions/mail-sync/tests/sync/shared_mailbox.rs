@@ -19,7 +19,7 @@ use connector_core::budget::{BudgetOptions, MailboxBudget};
 use connector_core::clock::Clock;
 use connector_core::config::BaseUrl;
 use connector_core::domain::{
-    ActivityContent, Connection, ConsentMode, FeatureBundle, Scope, ScopeSet, SyncKind, Tenant,
+    ActivityContent, Connection, ConsentMode, Feature, FeatureBundle, ScopeSet, SyncKind, Tenant,
     UserKey,
 };
 use connector_core::graph::{GraphClient, RetryPolicy, graph_http_client};
@@ -111,7 +111,7 @@ fn graph(h: &Harness, budget: bool) -> Result<Arc<GraphClient>> {
     }))
 }
 
-fn tokens(h: &Harness, scope: Scope) -> Result<Arc<TokenProvider>> {
+fn tokens(h: &Harness, feature: Feature) -> Result<Arc<TokenProvider>> {
     Ok(Arc::new(
         TokenProvider::new(
             h.vault.clone(),
@@ -126,7 +126,7 @@ fn tokens(h: &Harness, scope: Scope) -> Result<Arc<TokenProvider>> {
             ),
             h.clock.clone(),
         )
-        .with_request_scopes(&[scope]),
+        .for_feature(feature),
     ))
 }
 
@@ -139,7 +139,7 @@ fn pair(h: &Harness, budget: bool) -> Result<Pair> {
         state: w.state.clone(),
         queue: w.queue.clone(),
         queue_url: w.queue_url.clone(),
-        tokens: tokens(h, Scope::MailRead)?,
+        tokens: tokens(h, Feature::Mail)?,
         graph: graph(h, budget)?,
         clock: w.clock.clone(),
         summaries: w.summaries.clone(),
@@ -151,7 +151,7 @@ fn pair(h: &Harness, budget: bool) -> Result<Pair> {
         state: w.state.clone(),
         queue: w.queue.clone(),
         queue_url: h.config.queues.calendar_sync.clone(),
-        tokens: tokens(h, Scope::CalendarsReadWrite)?,
+        tokens: tokens(h, Feature::Calendar)?,
         graph: graph(h, budget)?,
         clock: w.clock.clone(),
         summaries: w.summaries.clone(),
@@ -221,7 +221,11 @@ async fn setup() -> Result<(Harness, UserKey, String)> {
         .await
         .context("signing in")?;
     let key = UserKey::new(tenant.clone(), adele.clone());
-    let scopes = ScopeSet::parse(&tokens.scope);
+    let scopes = ScopeSet::granted_by_token_response(
+        Some(&tokens.scope),
+        &ScopeSet::new(),
+        tokens.refresh_token.is_some(),
+    );
     h.vault
         .put_token(
             &key,
