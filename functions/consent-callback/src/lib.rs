@@ -97,6 +97,20 @@ pub struct App {
 /// A request that ends early with a page.
 struct Stop(Response<Body>);
 
+/// How a code-redemption leg ([`App::redeem`]) words its failures.
+struct Leg<'a> {
+    /// For logs: `sign-in`, `administrator verification`.
+    what: &'static str,
+    /// Title of the page when the answer proves nobody.
+    title: &'a str,
+    unverified: &'a str,
+    unverified_status: StatusCode,
+    /// Message when Microsoft could not be reached or answered nonsense.
+    unreachable: &'a str,
+    /// Where to start again, and the link's label.
+    again: (String, &'a str),
+}
+
 type Flowing<T> = Result<T, Stop>;
 
 impl App {
@@ -468,6 +482,99 @@ impl App {
         Ok(redirect(&location, &[cookie]))
     }
 
+    /// The authorization-code leg every sign-in shares (a user's, or an administrator's
+    /// verification): Microsoft's error redirect explained, the code redeemed with the flow's
+    /// PKCE verifier, the id_token validated against the flow's nonce. Any failure ends in a
+    /// page worded by `leg`; nothing is stored.
+    async fn redeem(
+        &self,
+        session: &AuthSession,
+        query: &Query,
+        leg: &Leg<'_>,
+    ) -> Flowing<(token::TokenSet, IdTokenClaims)> {
+        let clear = self.cookie().clear();
+        let trouble = |error: &MicrosoftError| {
+            let (status, html) = pages::troubleshooting(
+                &self.site(),
+                error,
+                session.bundle,
+                session.requested_tenant.as_deref(),
+            );
+            Stop(self.page(status, html, std::slice::from_ref(&clear)))
+        };
+        let notice = |status: StatusCode, title: &str, message: &str| {
+            Stop(self.page(
+                status,
+                pages::notice(
+                    &self.site(),
+                    title,
+                    message,
+                    Some((&leg.again.0, leg.again.1)),
+                ),
+                std::slice::from_ref(&clear),
+            ))
+        };
+        if let Some(error) = query.get("error") {
+            let error = MicrosoftError::from_callback(
+                error,
+                query.get("error_description"),
+                query.get("error_subcode"),
+            );
+            info!(error = %error, authority = session.authority, leg = leg.what, "refused by Microsoft");
+            return Err(trouble(&error));
+        }
+        let Some(code) = query.get("code") else {
+            return Err(Stop(self.bad_request(&ParamError::Missing("code"))));
+        };
+        let (Some(verifier), Some(nonce)) = (session.pkce_verifier.clone(), session.nonce.clone())
+        else {
+            warn!(leg = leg.what, "session without verifier or nonce");
+            return Err(self.expired());
+        };
+        let tokens = match self
+            .ports
+            .exchange
+            .exchange(
+                &session.authority,
+                AuthCode::new(code),
+                verifier,
+                &self.config.sign_in_redirect_uri(),
+            )
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(ExchangeError::Microsoft(error)) => {
+                info!(error = %error, authority = session.authority, leg = leg.what, "code redemption refused by Microsoft");
+                return Err(trouble(error.as_ref()));
+            }
+            Err(error) => {
+                error!(error = %error, leg = leg.what, "code redemption failed");
+                return Err(notice(
+                    StatusCode::BAD_GATEWAY,
+                    "Microsoft could not be reached",
+                    leg.unreachable,
+                ));
+            }
+        };
+        let unverified = || notice(leg.unverified_status, leg.title, leg.unverified);
+        let Some(id_token) = tokens.id_token.as_ref() else {
+            warn!(leg = leg.what, "token response without id_token");
+            return Err(unverified());
+        };
+        match self
+            .ports
+            .id_tokens
+            .validate(id_token.secret(), &nonce)
+            .await
+        {
+            Ok(claims) => Ok((tokens, claims)),
+            Err(error) => {
+                warn!(error = %error, leg = leg.what, "id_token rejected");
+                Err(unverified())
+            }
+        }
+    }
+
     /// The administrator's verification sign-in came back: records the consent on proof only.
     async fn admin_verification(
         &self,
@@ -497,77 +604,26 @@ impl App {
                 std::slice::from_ref(&clear),
             ))
         };
-        if let Some(error) = query.get("error") {
-            let error = MicrosoftError::from_callback(
-                error,
-                query.get("error_description"),
-                query.get("error_subcode"),
-            );
-            info!(error = %error, authority = session.authority, "administrator verification refused by Microsoft");
-            let (status, html) = pages::troubleshooting(
-                &self.site(),
-                &error,
-                session.bundle,
-                session.requested_tenant.as_deref(),
-            );
-            return Ok(self.page(status, html, &[clear]));
-        }
-        let Some(code) = query.get("code") else {
-            return Err(Stop(self.bad_request(&ParamError::Missing("code"))));
-        };
-        let (Some(verifier), Some(nonce)) = (session.pkce_verifier.clone(), session.nonce.clone())
-        else {
-            warn!("verification session without verifier or nonce");
-            return Err(self.expired());
-        };
-        let tokens = match self
-            .ports
-            .exchange
-            .exchange(
-                &session.authority,
-                AuthCode::new(code),
-                verifier,
-                &self.config.sign_in_redirect_uri(),
+        let (tokens, claims) = self
+            .redeem(
+                &session,
+                query,
+                &Leg {
+                    what: "administrator verification",
+                    title: "Consent could not be verified",
+                    unverified: "Microsoft's answer did not prove who signed in, so the consent was not recorded. Nothing was changed. Please start again.",
+                    unverified_status: StatusCode::FORBIDDEN,
+                    unreachable: "The consent could not be verified because Microsoft's sign-in service did not answer as expected. Nothing was recorded. Please try again in a minute.",
+                    again: (
+                        self.site().admin_consent_link(
+                            session.bundle,
+                            session.requested_tenant.as_deref(),
+                        ),
+                        "Start again",
+                    ),
+                },
             )
-            .await
-        {
-            Ok(tokens) => tokens,
-            Err(ExchangeError::Microsoft(error)) => {
-                info!(error = %error, authority = session.authority, "verification code refused by Microsoft");
-                let (status, html) = pages::troubleshooting(
-                    &self.site(),
-                    &error,
-                    session.bundle,
-                    session.requested_tenant.as_deref(),
-                );
-                return Err(Stop(self.page(status, html, std::slice::from_ref(&clear))));
-            }
-            Err(error) => {
-                error!(error = %error, "verification code redemption failed");
-                return Err(Stop(self.page(
-                    StatusCode::BAD_GATEWAY,
-                    pages::notice(&self.site(), "Microsoft could not be reached", "The consent could not be verified because Microsoft's sign-in service did not answer as expected. Nothing was recorded. Please try again in a minute.", Some((&self.site().admin_consent_link(session.bundle, session.requested_tenant.as_deref()), "Start again"))),
-                    std::slice::from_ref(&clear),
-                )));
-            }
-        };
-        let unverified = "Microsoft's answer did not prove who signed in, so the consent was not recorded. Nothing was changed. Please start again.";
-        let Some(id_token) = tokens.id_token.as_ref() else {
-            warn!("verification token response without id_token");
-            return Err(refuse("Consent could not be verified", unverified));
-        };
-        let claims = match self
-            .ports
-            .id_tokens
-            .validate(id_token.secret(), &nonce)
-            .await
-        {
-            Ok(claims) => claims,
-            Err(error) => {
-                warn!(error = %error, "verification id_token rejected");
-                return Err(refuse("Consent could not be verified", unverified));
-            }
-        };
+            .await?;
         let tenant_id = claims.tenant_id.clone();
         let other_tenant = match &link_tenant {
             Some(TenantHint::Id(id)) => *id != tenant_id,
@@ -849,83 +905,42 @@ impl App {
             return self.admin_verification(session, query).await;
         }
         let clear = self.cookie().clear();
-        let tenant_hint = session.requested_tenant.clone();
-        let trouble = |error: &MicrosoftError| {
-            let (status, html) =
-                pages::troubleshooting(&self.site(), error, session.bundle, tenant_hint.as_deref());
-            Stop(self.page(status, html, std::slice::from_ref(&clear)))
-        };
-        if let Some(error) = query.get("error") {
-            let error = MicrosoftError::from_callback(
-                error,
-                query.get("error_description"),
-                query.get("error_subcode"),
-            );
-            info!(error = %error, authority = session.authority, "sign-in refused by Microsoft");
-            return Err(trouble(&error));
-        }
-        let Some(code) = query.get("code") else {
-            return Err(Stop(self.bad_request(&ParamError::Missing("code"))));
-        };
-        let (Some(verifier), Some(nonce)) = (session.pkce_verifier.clone(), session.nonce.clone())
-        else {
-            warn!("sign-in session without verifier or nonce");
-            return Err(self.expired());
-        };
-        let tokens = match self
-            .ports
-            .exchange
-            .exchange(
-                &session.authority,
-                AuthCode::new(code),
-                verifier,
-                &self.config.sign_in_redirect_uri(),
+        let (tokens, claims) = self
+            .redeem(
+                &session,
+                query,
+                &Leg {
+                    what: "sign-in",
+                    title: "This sign-in could not be verified",
+                    unverified: "Microsoft's answer did not prove who signed in, so it was not accepted. Nothing was stored. Please sign in again.",
+                    unverified_status: StatusCode::BAD_REQUEST,
+                    unreachable: "The sign-in could not be completed because Microsoft's sign-in service did not answer as expected. Nothing was stored. Please try again in a minute.",
+                    again: (
+                        self.site()
+                            .sign_in_link(session.requested_tenant.as_deref()),
+                        "Sign in again",
+                    ),
+                },
             )
-            .await
-        {
-            Ok(tokens) => tokens,
-            Err(ExchangeError::Microsoft(error)) => {
-                info!(error = %error, authority = session.authority, "code redemption refused by Microsoft");
-                return Err(trouble(error.as_ref()));
-            }
-            Err(error) => {
-                error!(error = %error, "code redemption failed");
-                return Err(Stop(self.page(
-                    StatusCode::BAD_GATEWAY,
-                    pages::notice(&self.site(), "Microsoft could not be reached", "The sign-in could not be completed because Microsoft's sign-in service did not answer as expected. Nothing was stored. Please try again in a minute.", Some((&self.site().sign_in_link(tenant_hint.as_deref()), "Sign in again"))),
-                    std::slice::from_ref(&clear),
-                )));
-            }
-        };
-        let unverified = || {
-            Stop(self.page(
-                StatusCode::BAD_REQUEST,
-                pages::notice(&self.site(), "This sign-in could not be verified", "Microsoft's answer did not prove who signed in, so it was not accepted. Nothing was stored. Please sign in again.", Some((&self.site().sign_in_link(tenant_hint.as_deref()), "Sign in again"))),
-                std::slice::from_ref(&clear),
-            ))
-        };
-        let Some(id_token) = tokens.id_token.as_ref() else {
-            warn!("token response without id_token");
-            return Err(unverified());
-        };
-        let claims = match self
-            .ports
-            .id_tokens
-            .validate(id_token.secret(), &nonce)
-            .await
-        {
-            Ok(claims) => claims,
-            Err(error) => {
-                warn!(error = %error, "id_token rejected");
-                return Err(unverified());
-            }
-        };
+            .await?;
         if let Ok(authority_tenant) = TenantId::parse(&session.authority)
             && looks_like_guid_authority(&session.authority)
             && authority_tenant != claims.tenant_id
         {
             warn!(authority = session.authority, tid = %claims.tenant_id, "token from another tenant than the authority");
-            return Err(unverified());
+            return Err(Stop(self.page(
+                StatusCode::BAD_REQUEST,
+                pages::notice(
+                    &self.site(),
+                    "This sign-in could not be verified",
+                    "Microsoft's answer did not prove who signed in, so it was not accepted. Nothing was stored. Please sign in again.",
+                    Some((
+                        &self.site().sign_in_link(session.requested_tenant.as_deref()),
+                        "Sign in again",
+                    )),
+                ),
+                &[clear],
+            )));
         }
         self.complete_sign_in(&session, &claims, tokens).await?;
         Ok(redirect(self.config.web.app_base_url.as_str(), &[clear]))
