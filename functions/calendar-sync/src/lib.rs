@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSlotLedger,
-    DynamoSyncStateStore, DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
+    DynamoTenantStore,
 };
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
 use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::budget::{BudgetOptions, MailboxBudget};
 use connector_core::clock::Clock;

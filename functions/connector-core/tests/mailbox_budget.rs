@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use connector_core::adapters::dynamodb::DynamoSlotLedger;
 use connector_core::adapters::memory::MemorySlotLedger;
+use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
 use connector_core::budget::{BudgetOptions, MAILBOX_SLOTS, MailboxBudget, SlotPool, SlotWait};
 use connector_core::config::Tables;
 use connector_core::ports::SlotLedger;

@@ -76,10 +76,11 @@ pub fn build_app(
     summaries: Arc<dyn SummarySink>,
 ) -> Result<App, reqwest::Error> {
     use connector_core::adapters::dynamodb::{
-        DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSlotLedger,
-        DynamoSyncStateStore, DynamoTenantStore,
+        DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
+        DynamoTenantStore,
     };
     use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+    use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
     use connector_core::adapters::sqs::SqsJobQueue;
     use connector_core::budget::{BudgetOptions, MailboxBudget};
     use connector_core::clock::SystemClock;

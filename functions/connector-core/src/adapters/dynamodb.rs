@@ -46,7 +46,7 @@ use crate::ports::{
     TenantStore,
 };
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// DynamoDB's limit of write requests in one BatchWriteItem.
 pub const BATCH_WRITE_LIMIT: usize = 25;
@@ -58,15 +58,15 @@ const BATCH_CONCURRENCY: usize = 4;
 /// Name of the status index (docs/data-model.md).
 pub const BY_STATUS_INDEX: &str = "ByStatus";
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: impl ToString) -> AttributeValue {
+pub(super) fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn backend(
+pub(super) fn backend(
     operation: &'static str,
     resource: &str,
     error: impl std::error::Error + Send + Sync + 'static,
@@ -886,153 +886,6 @@ impl SyncStateStore for DynamoSyncStateStore {
         )
         .await
         .map(drop)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The mailbox slot ledger
-
-/// The slot ledger of [`crate::budget`] in the SyncStateTable: one item per mailbox,
-/// `syncKey = {tenantId}#{userId}#mailbox`, `item = slots`, with `version` (the
-/// compare-and-set counter), `holders` (holder id → `share`, `wants`, `untilMs`,
-/// `sinceMs`) and `expiresAt` (the table's TTL: an hour after the last record lapses, so
-/// an abandoned ledger is swept).
-pub struct DynamoSlotLedger {
-    client: Client,
-    table: String,
-}
-
-const SLOTS_ITEM: &str = "slots";
-
-impl DynamoSlotLedger {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-
-    fn key(mailbox: &str) -> Item {
-        HashMap::from([
-            ("syncKey".to_owned(), s(format!("{mailbox}#mailbox"))),
-            ("item".to_owned(), s(SLOTS_ITEM)),
-        ])
-    }
-}
-
-#[async_trait]
-impl crate::ports::SlotLedger for DynamoSlotLedger {
-    async fn read_slots(&self, mailbox: &str) -> Result<crate::budget::LedgerRead, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(mailbox)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| backend("GetItem", &self.table, error))?;
-        let Some(mut item) = output.item else {
-            return Ok(crate::budget::LedgerRead::default());
-        };
-        let corrupt = |what: &str| StoreError::Corrupt {
-            resource: self.table.clone(),
-            key: format!("{mailbox}#mailbox/{SLOTS_ITEM}"),
-            source: format!("slot ledger without a valid {what}").into(),
-        };
-        let version: u64 = item
-            .get("version")
-            .and_then(|value| value.as_n().ok())
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| corrupt("version"))?;
-        let holders = item.remove("holders").ok_or_else(|| corrupt("holders"))?;
-        let holders =
-            serde_dynamo::from_attribute_value(holders).map_err(|error| StoreError::Corrupt {
-                resource: self.table.clone(),
-                key: format!("{mailbox}#mailbox/{SLOTS_ITEM}"),
-                source: Box::new(error),
-            })?;
-        Ok(crate::budget::LedgerRead {
-            shares: crate::budget::MailboxShares { holders },
-            version,
-        })
-    }
-
-    /// A conditional put naming the version read (`attribute_not_exists` for a new
-    /// ledger), or a conditional delete when no holder is left. DynamoDB serialises
-    /// conditional writes on an item: of two writers that read one version, one wins.
-    async fn write_slots(
-        &self,
-        mailbox: &str,
-        shares: &crate::budget::MailboxShares,
-        version: u64,
-    ) -> Result<bool, StoreError> {
-        let result = if shares.holders.is_empty() {
-            if version == 0 {
-                return Ok(true);
-            }
-            let result = self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(mailbox)))
-                .condition_expression("version = :version")
-                .expression_attribute_values(":version", n(version))
-                .send()
-                .await;
-            return match result {
-                Ok(_) => Ok(true),
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
-                Err(error) => Err(backend("DeleteItem", &self.table, error)),
-            };
-        } else {
-            let holders = serde_dynamo::to_attribute_value(&shares.holders).map_err(|error| {
-                StoreError::Corrupt {
-                    resource: self.table.clone(),
-                    key: format!("{mailbox}#mailbox/{SLOTS_ITEM}"),
-                    source: Box::new(error),
-                }
-            })?;
-            let last_ms = shares
-                .holders
-                .values()
-                .map(|holder| holder.until_ms)
-                .max()
-                .unwrap_or(0);
-            let mut item = Self::key(mailbox);
-            item.insert("version".to_owned(), n(version + 1));
-            item.insert("holders".to_owned(), holders);
-            item.insert("expiresAt".to_owned(), n(last_ms / 1000 + 3600));
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item));
-            let put = if version == 0 {
-                put.condition_expression("attribute_not_exists(syncKey)")
-            } else {
-                put.condition_expression("version = :version")
-                    .expression_attribute_values(":version", n(version))
-            };
-            put.send().await
-        };
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend("PutItem", &self.table, error)),
-        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod dynamodb;
 pub mod memory;
 pub mod secrets;
+pub mod slots_dynamodb;
 pub mod sqs;
 pub mod teams_dynamodb;
 pub mod teams_memory;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use calendar_sync::{CalendarOptions, CalendarWork};
-use connector_core::adapters::dynamodb::DynamoSlotLedger;
 use connector_core::adapters::secrets::SecretsManagerClientSecret;
+use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
 use connector_core::budget::{BudgetOptions, MailboxBudget};
 use connector_core::clock::Clock;
 use connector_core::config::BaseUrl;
