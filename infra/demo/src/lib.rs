@@ -310,6 +310,16 @@ async fn sign_in(info: &StackInfo, app_base: &str, upn: &str) -> Result<Landing>
         .await
 }
 
+async fn sim_post(info: &StackInfo, path: &str, body: Value) -> Result<()> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", info.microsoft_sim_url))
+        .json(&body)
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "POST {path}: {}", resp.status());
+    Ok(())
+}
+
 async fn sim_get(info: &StackInfo, path: &str) -> Result<Value> {
     let resp = reqwest::get(format!("{}{path}", info.microsoft_sim_url)).await?;
     ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
@@ -555,7 +565,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         "no tenant-wide grant in {t1} after admin consent: {grants}"
     );
     report.step(format!(
-        "admin consent for {} (tenant-wide grant recorded)",
+        "admin consent for {} (recorded only after the administrator's own sign-in proved the tenant and a consent-granting directory role)",
         name(first)
     ));
 
@@ -607,7 +617,16 @@ pub async fn run(opts: &Options) -> Result<Report> {
 
     // Sign-ins: every user of both tenants reaches the app, the requester first.
     let order = std::iter::once(requester).chain(people.iter().filter(|u| u.upn != requester.upn));
+    // Entra never echoes offline_access in a token response's `scope`, and `scope` is
+    // optional: the first tenant's users get the former, the second's the latter. Both must
+    // become active connections with their first imports queued.
     for u in order {
+        let (mode, shape) = if u.tenant_id == t1 {
+            ("echo", "scope without offline_access")
+        } else {
+            ("omit", "no scope at all")
+        };
+        sim_post(&info, "/_sim/token-scope", json!({ "mode": mode })).await?;
         let landing = sign_in(&info, &app_base, &u.upn).await?;
         ensure!(
             landing.url.starts_with(&app_base),
@@ -617,7 +636,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             landing.status,
             excerpt(&landing.body)
         );
-        report.step(format!("{} signed in", u.upn));
+        report.step(format!("{} signed in (token response: {shape})", u.upn));
     }
     let started = Instant::now();
     drain(&info, &sqs, opts.drain_timeout).await?;

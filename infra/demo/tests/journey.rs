@@ -39,6 +39,8 @@ async fn the_reduced_demo_journey_completes_every_step() {
     let rendered = report.render();
     for needle in [
         "admin consent for Contoso",
+        "token response: scope without offline_access",
+        "token response: no scope at all",
         "Need admin approval",
         "fired once",
         "make up",
