@@ -67,10 +67,19 @@ test('an administrator grants consent for all features from the consent page', a
   await page.screenshot({ path: path.join(shots, '03-microsoft-consent.png'), fullPage: true });
   await page.getByRole('button', { name: 'Accept' }).click();
 
-  // Microsoft's redirect continues into the administrator's verification sign-in (their
-  // session signs them in silently); the consent is recorded at its callback.
-  await page.waitForURL((url) => url.href.startsWith(`${site.url}/auth/callback`));
-  await page.screenshot({ path: path.join(shots, '04-consent-granted.png'), fullPage: true });
+  // Microsoft's redirect continues into the administrator's own sign-in, which proves their
+  // tenant and directory role; nothing is recorded before it. Microsoft may sign them in
+  // silently or ask them to pick their account: the sim asks.
+  await page.waitForURL((url) => url.href.startsWith(`${site.url}/auth/callback`)
+    || url.pathname.endsWith('/oauth2/v2.0/authorize'));
+  if (!page.url().startsWith(`${site.url}/auth/callback`)) {
+    const account = page.getByRole('button', { name: site.admin });
+    await account.waitFor();
+    await page.screenshot({ path: path.join(shots, '04-verify-administrator.png'), fullPage: true });
+    await account.click();
+    await page.waitForURL((url) => url.href.startsWith(`${site.url}/auth/callback`));
+  }
+  await page.screenshot({ path: path.join(shots, '05-consent-granted.png'), fullPage: true });
   assert.equal(await page.locator('h1').first().innerText(), 'Consent granted',
     `our success page, got: ${await page.locator('main').innerText()}`);
   assert.match(await page.locator('main').innerText(), new RegExp(site.tenant));
@@ -83,12 +92,12 @@ test('a user signs in with Microsoft and lands in the app', async () => {
   await page.goto(`${site.url}/auth/login?login_hint=${encodeURIComponent(site.user)}`);
   await page.waitForURL((url) => url.href.startsWith(site.sim));
   assert.equal(await page.locator('input[name="login"]').first().inputValue(), site.user);
-  await page.screenshot({ path: path.join(shots, '05-user-sign-in.png') });
+  await page.screenshot({ path: path.join(shots, '06-user-sign-in.png') });
   await page.getByRole('button', { name: 'Next' }).click();
 
   // Pre-authorized by the administrator: no consent screen, straight to the app.
   await page.waitForURL((url) => url.href.startsWith(site.app), { timeout: 30_000 });
-  await page.screenshot({ path: path.join(shots, '06-app.png') });
+  await page.screenshot({ path: path.join(shots, '07-app.png') });
   assert.match(await page.locator('h1').innerText(), /Signed in/);
   await context.close();
 });
