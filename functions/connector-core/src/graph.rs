@@ -176,6 +176,10 @@ pub enum GraphError {
     ForeignLink,
     #[error("unreadable Graph response: {0}")]
     Malformed(String),
+    /// The session's deadline came while the request waited for one of the mailbox's slots
+    /// (other workers held them): nothing was sent; the run is out of time, not throttled.
+    #[error("the run's deadline came before a mailbox slot was free")]
+    OutOfTime,
 }
 
 impl GraphError {
@@ -765,7 +769,15 @@ impl MailboxSession<'_> {
                 Err(ExchangeError::Body(error)) => return Err(GraphError::Malformed(error).into()),
                 Err(ExchangeError::Slots(SlotWait::TooMany)) => return Err(SendFailure::TooMany),
                 Err(ExchangeError::Slots(SlotWait::TimedOut)) => {
-                    // The mailbox's other workers hold every slot: as a throttle, to park.
+                    // Cut by our own deadline: the run continues in its next invocation at
+                    // once. Past the budget's longest wait: the mailbox's other workers hold
+                    // every slot, so as a throttle, to park.
+                    if self
+                        .deadline
+                        .is_some_and(|deadline| Instant::now() >= deadline)
+                    {
+                        return Err(GraphError::OutOfTime.into());
+                    }
                     return Err(GraphError::Throttled {
                         retry_after: MIN_SLOT_RETRY,
                     }

@@ -342,6 +342,10 @@ pub fn graph_disposition(error: &GraphError) -> Disposition {
         GraphError::Malformed(_) => Disposition::Retry {
             code: "graph_malformed_response".into(),
         },
+        // run_job continues such a run; anything else that meets it retries.
+        GraphError::OutOfTime => Disposition::Retry {
+            code: "graph_out_of_time".into(),
+        },
     }
 }
 
@@ -825,6 +829,12 @@ impl Worker {
                 *folders = ctx.folders;
                 result
             }
+        };
+        // A request that waited for a mailbox slot until the deadline: out of time like any
+        // other (checkpoints are saved page by page), so the continuation runs at once.
+        let result = match result {
+            Err(WorkError::Graph(GraphError::OutOfTime)) => Ok(WorkOutcome::OutOfTime),
+            other => other,
         };
         *stats = session.stats();
         // Leaves the mailbox's slot budget (if any) so other workers grow back at once.

@@ -1008,6 +1008,7 @@ impl TeamsPoster {
             }
             GraphError::Transport { .. } => Stop::retry("graph_unreachable", backoff),
             GraphError::Malformed(_) => Stop::retry("graph_malformed_response", backoff),
+            GraphError::OutOfTime => Stop::retry("graph_out_of_time", backoff),
             GraphError::ForeignLink => Stop::fail(FailureCode::RejectedByGraph, error.to_string()),
             GraphError::Token(_) | GraphError::Unauthorized => match graph_disposition(&error) {
                 Disposition::Status { status, reason } => {

@@ -64,7 +64,9 @@ async fn complete_under(order: &str, interrupt_backfill: bool) -> Result<()> {
         )
         .await?;
         let sync_key = SyncKey::new(key.tenant_id.clone(), key.user_id.clone(), SyncKind::Mail);
-        for _ in 0..20 {
+        // Bounded, but generous: on a loaded machine an invocation this short may get little
+        // done (joining the mailbox's slot ledger alone costs a DynamoDB read and write).
+        for _ in 0..400 {
             let delivery = Delivery {
                 receipt_handle: None,
                 receive_count: 1,
