@@ -54,14 +54,13 @@ pub fn body_bytes(example: &Value) -> Vec<u8> {
 }
 
 /// A loopback server answering every request with the example's status, headers and body;
-/// returns its base URL and how many requests it served.
+/// returns its base URL and the requests it received.
 pub async fn serve(
     example: &Value,
 ) -> (
     crate::config::BaseUrl,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let response = &example["response"];
     let status = response["status"].as_u64().expect("a status");
     let body = if response.get("body").is_some() {
@@ -82,41 +81,58 @@ pub async fn serve(
         "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     ));
+    canned_server(head, body).await
+}
+
+/// A loopback HTTP server that answers every request with `head` + `body` and closes;
+/// returns its base URL and the request heads it received.
+pub async fn canned_server(
+    head: String,
+    body: Vec<u8>,
+) -> (
+    crate::config::BaseUrl,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
     let base =
         crate::config::BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
             .expect("a base URL");
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = std::sync::Arc::clone(&served);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let mut request = Vec::new();
-            let mut buf = [0u8; 8192];
-            // Head, then as many body bytes as Content-Length says.
-            loop {
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
                 match socket.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
-                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|line| line.strip_prefix("content-length:"))
-                        .and_then(|n| n.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if request.len() >= end + 4 + length {
-                        break;
-                    }
+            }
+            // The body too, as far as Content-Length says.
+            let text = String::from_utf8_lossy(&request).to_lowercase();
+            let head_end = text.find("\r\n\r\n").map_or(request.len(), |at| at + 4);
+            let length = text
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while request.len() < head_end + length {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            log.lock()
+                .expect("log")
+                .push(String::from_utf8_lossy(&request).to_lowercase());
             let _ = socket.write_all(head.as_bytes()).await;
             let _ = socket.write_all(&body).await;
             let _ = socket.shutdown().await;
         }
     });
-    (base, served)
+    (base, seen)
 }

@@ -1099,6 +1099,7 @@ impl MailboxSession<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::canned_server;
 
     fn gzip(members: &[&[u8]]) -> Vec<u8> {
         use std::io::Write;
@@ -1111,7 +1112,8 @@ mod tests {
         out
     }
 
-    struct FixedBearer;
+    /// Always the same bearer; a 401 is final. Also the conformance tests' bearer.
+    pub(super) struct FixedBearer;
 
     #[async_trait::async_trait]
     impl BearerSource for FixedBearer {
@@ -1121,52 +1123,6 @@ mod tests {
         async fn refresh_rejected(&self) -> Result<AccessToken, TokenError> {
             Err(TokenError::NotConnected)
         }
-    }
-
-    /// A loopback HTTP server that answers every request with `head` + `body` and closes;
-    /// returns its base URL and the request heads it received.
-    async fn canned_server(head: String, body: Vec<u8>) -> (BaseUrl, Arc<Mutex<Vec<String>>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let base = BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("addr")))
-            .expect("a base URL");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                // The body too, as far as Content-Length says.
-                let text = String::from_utf8_lossy(&request).to_lowercase();
-                let head_end = text.find("\r\n\r\n").map_or(request.len(), |at| at + 4);
-                let length = text
-                    .lines()
-                    .find_map(|line| line.strip_prefix("content-length:"))
-                    .and_then(|value| value.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                while request.len() < head_end + length {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                log.lock()
-                    .expect("log")
-                    .push(String::from_utf8_lossy(&request).to_lowercase());
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
-                let _ = socket.shutdown().await;
-            }
-        });
-        (base, seen)
     }
 
     /// What one GET through a session gives against the canned server, and the requests made.

@@ -53,11 +53,7 @@ async fn every_token_success_example_grants_what_its_source_says() {
                 )
                 .await
                 .unwrap_or_else(|error| panic!("{name}: {error}"));
-            assert_eq!(
-                served.load(std::sync::atomic::Ordering::SeqCst),
-                1,
-                "{name}"
-            );
+            assert_eq!(served.lock().expect("log").len(), 1, "{name}");
             let scope = body.get("scope").and_then(|scope| scope.as_str());
             assert!(
                 !scope.unwrap_or_default().contains("offline_access"),

@@ -78,6 +78,51 @@ pub(super) fn backend(
     }
 }
 
+/// The errors of the write operations that take a condition expression.
+pub(super) trait ConditionalWriteError {
+    fn is_condition_failed(&self) -> bool;
+}
+
+macro_rules! conditional_write_error {
+    ($($error:ty),*) => {$(
+        impl ConditionalWriteError for $error {
+            fn is_condition_failed(&self) -> bool {
+                self.is_conditional_check_failed_exception()
+            }
+        }
+    )*};
+}
+
+conditional_write_error!(
+    aws_sdk_dynamodb::operation::put_item::PutItemError,
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemError,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemError
+);
+
+/// A conditional write's outcome: `Some(output)` when it was applied, `None` when its
+/// condition did not hold, a backend error otherwise.
+pub(super) fn conditional<O, E, R>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    operation: &'static str,
+    resource: &str,
+) -> Result<Option<O>, StoreError>
+where
+    E: ConditionalWriteError + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(ConditionalWriteError::is_condition_failed) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(backend(operation, resource, error)),
+    }
+}
+
 fn to_item(value: &impl Serialize, resource: &str, key: &str) -> Result<Item, StoreError> {
     serde_dynamo::to_item(value).map_err(|error| StoreError::Corrupt {
         resource: resource.to_owned(),
@@ -462,18 +507,11 @@ impl DynamoConnectionStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(output) => self.decode(output.attributes.unwrap_or_default()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NotFound {
-                    what: format!("connection {key}"),
-                })
-            }
-            Err(error) => Err(backend("UpdateItem", &self.table, error)),
+        match conditional(result, "UpdateItem", &self.table)? {
+            Some(output) => self.decode(output.attributes.unwrap_or_default()),
+            None => Err(StoreError::NotFound {
+                what: format!("connection {key}"),
+            }),
         }
     }
 }
@@ -760,17 +798,7 @@ impl SyncStateStore for DynamoSyncStateStore {
             .expression_attribute_values(":holder", s(holder))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend("PutItem", &self.table, error)),
-        }
+        conditional(result, "PutItem", &self.table).map(|applied| applied.is_some())
     }
 
     async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError> {
@@ -783,17 +811,7 @@ impl SyncStateStore for DynamoSyncStateStore {
             .expression_attribute_values(":holder", s(holder))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend("DeleteItem", &self.table, error)),
-        }
+        conditional(result, "DeleteItem", &self.table).map(|applied| applied.is_some())
     }
 
     async fn get_lease(&self, key: &SyncKey) -> Result<Option<Lease>, StoreError> {
@@ -1047,17 +1065,7 @@ impl ActivityStore for DynamoActivityStore {
             .expression_attribute_values(":folder", s(folder_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend("DeleteItem", &self.table, error)),
-        }
+        conditional(result, "DeleteItem", &self.table).map(|applied| applied.is_some())
     }
 
     async fn delete_activities(
@@ -1323,19 +1331,9 @@ impl DynamoCrmIndex {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match result {
-            Ok(output) => Ok(Some(
-                self.decode_pointer(tenant_id, output.attributes.unwrap_or_default())?,
-            )),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(backend("UpdateItem", &self.table, error)),
-        }
+        conditional(result, "UpdateItem", &self.table)?
+            .map(|output| self.decode_pointer(tenant_id, output.attributes.unwrap_or_default()))
+            .transpose()
     }
 
     async fn lookup_version(

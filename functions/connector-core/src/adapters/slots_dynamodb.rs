@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::dynamodb::{Item, backend, n, s};
+use super::dynamodb::{Item, backend, conditional, n, s};
 use crate::ports::StoreError;
 
 /// The slot ledger of [`crate::budget`] in the SyncStateTable: one item per mailbox,
@@ -97,17 +97,7 @@ impl crate::ports::SlotLedger for DynamoSlotLedger {
                 .expression_attribute_values(":version", n(version))
                 .send()
                 .await;
-            return match result {
-                Ok(_) => Ok(true),
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
-                Err(error) => Err(backend("DeleteItem", &self.table, error)),
-            };
+            return conditional(result, "DeleteItem", &self.table).map(|applied| applied.is_some());
         } else {
             let holders = serde_dynamo::to_attribute_value(&shares.holders).map_err(|error| {
                 StoreError::Corrupt {
@@ -139,16 +129,6 @@ impl crate::ports::SlotLedger for DynamoSlotLedger {
             };
             put.send().await
         };
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(backend("PutItem", &self.table, error)),
-        }
+        conditional(result, "PutItem", &self.table).map(|applied| applied.is_some())
     }
 }
