@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::ports::ClientSecretSource as _;
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::DynamoTenantDomains;
@@ -74,10 +75,10 @@ async fn main() -> Result<(), lambda_http::Error> {
             microsoft.login_base_url.clone(),
             microsoft.client_id.clone(),
         )),
-        organization: Arc::new(GraphOrganizationDirectory::new(
-            http,
-            microsoft.graph_base_url.clone(),
-        )),
+        organization: Arc::new(GraphOrganizationDirectory::new(GraphClient::new(
+            graph_http_client().context("building the Graph client")?,
+            &microsoft.graph_base_url,
+        ))),
         clock: Arc::new(SystemClock),
     };
     let app = Arc::new(App::new(config, ports));

@@ -11,9 +11,10 @@
 //! that each listed name belongs to this tenant.
 
 use async_trait::async_trait;
-use connector_core::config::BaseUrl;
 use connector_core::domain::TenantId;
-use connector_core::secret::SecretString;
+use connector_core::graph::{GraphClient, GraphError};
+use connector_core::oauth::{BearerSource, TokenError};
+use connector_core::secret::{AccessToken, SecretString};
 use serde::Deserialize;
 
 use crate::params::normalize_domain;
@@ -39,19 +40,29 @@ pub trait OrganizationDirectory: Send + Sync {
     ) -> Result<Vec<String>, OrganizationError>;
 }
 
+/// The adapter, on connector-core's Graph client (its body limit, gzip, 5xx retries, typed
+/// errors, and no link followed off the configured Graph host).
 pub struct GraphOrganizationDirectory {
-    http: reqwest::Client,
-    graph_base_url: BaseUrl,
+    graph: GraphClient,
 }
 
 impl GraphOrganizationDirectory {
-    /// `http` must not follow redirects (see `token::http_client`): the bearer token goes to
-    /// GRAPH_BASE_URL only.
-    pub fn new(http: reqwest::Client, graph_base_url: BaseUrl) -> Self {
-        Self {
-            http,
-            graph_base_url,
-        }
+    pub fn new(graph: GraphClient) -> Self {
+        Self { graph }
+    }
+}
+
+/// The verification sign-in's access token, for one request: nothing to refresh it with.
+struct OneToken(AccessToken);
+
+#[async_trait]
+impl BearerSource for OneToken {
+    async fn bearer(&self) -> Result<AccessToken, TokenError> {
+        Ok(self.0.clone())
+    }
+
+    async fn refresh_rejected(&self) -> Result<AccessToken, TokenError> {
+        Err(TokenError::NotConnected)
     }
 }
 
@@ -73,8 +84,6 @@ struct VerifiedDomain {
     name: String,
 }
 
-const MAX_BODY: usize = 256 * 1024;
-
 #[async_trait]
 impl OrganizationDirectory for GraphOrganizationDirectory {
     async fn verified_domains(
@@ -82,27 +91,17 @@ impl OrganizationDirectory for GraphOrganizationDirectory {
         access_token: &SecretString,
         tenant_id: &TenantId,
     ) -> Result<Vec<String>, OrganizationError> {
-        let url = self
-            .graph_base_url
-            .join("v1.0/organization?$select=id,verifiedDomains");
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(access_token.secret())
-            .header("accept", "application/json")
-            .send()
+        let bearer = OneToken(AccessToken::new(access_token.secret()));
+        let session = self.graph.session(tenant_id.as_str(), &bearer, None);
+        let body = session
+            .get("/organization?$select=id,verifiedDomains", &[])
             .await
-            .map_err(|_| OrganizationError::Unreachable)?;
-        if !response.status().is_success() {
-            return Err(OrganizationError::Status(response.status().as_u16()));
-        }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|_| OrganizationError::Unreachable)?;
-        if body.len() > MAX_BODY {
-            return Err(OrganizationError::Malformed("body too large"));
-        }
+            .map_err(|error| match error {
+                GraphError::Api { status, .. } => OrganizationError::Status(status),
+                GraphError::Unauthorized => OrganizationError::Status(401),
+                GraphError::Transport { .. } => OrganizationError::Unreachable,
+                _ => OrganizationError::Malformed("an unusable Graph answer"),
+            })?;
         let page: Page = serde_json::from_slice(&body)
             .map_err(|_| OrganizationError::Malformed("not an organization list"))?;
         let [organization] = page.value.as_slice() else {

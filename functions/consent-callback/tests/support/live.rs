@@ -12,6 +12,7 @@ use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStor
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::domain::{Connection, SyncKind, Tenant, TenantId, UserId, UserKey};
+use connector_core::graph::GraphClient;
 use connector_core::messages::SyncJob;
 use connector_core::ports::{
     ClientSecretSource as _, ConnectionStore as _, TenantStore as _, TokenVault as _,
@@ -162,10 +163,10 @@ impl Live {
                 client_secret,
             )),
             id_tokens: Arc::new(JwksValidator::new(http.clone(), login, client_id.clone())),
-            organization: Arc::new(GraphOrganizationDirectory::new(
-                http,
-                config.core.microsoft.graph_base_url.clone(),
-            )),
+            organization: Arc::new(GraphOrganizationDirectory::new(GraphClient::new(
+                connector_core::graph::graph_http_client().expect("client"),
+                &config.core.microsoft.graph_base_url,
+            ))),
             clock: Arc::new(SystemClock),
         };
         let app = Arc::new(App::new(config, ports));

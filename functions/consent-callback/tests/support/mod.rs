@@ -14,6 +14,7 @@ use connector_core::adapters::memory::{
     MemoryConnectionStore, MemoryJobQueue, MemoryTenantStore, MemoryTokenVault,
 };
 use connector_core::config::BaseUrl;
+use connector_core::graph::GraphClient;
 use connector_core::secret::ClientSecret;
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::MemoryTenantDomains;
@@ -123,7 +124,10 @@ impl Memory {
                 ClientSecret::new(CLIENT_SECRET),
             )),
             id_tokens: Arc::new(JwksValidator::new(http.clone(), login.clone(), CLIENT_ID)),
-            organization: Arc::new(GraphOrganizationDirectory::new(http, login)),
+            organization: Arc::new(GraphOrganizationDirectory::new(GraphClient::new(
+                connector_core::graph::graph_http_client().expect("client"),
+                &login,
+            ))),
             clock: clock.clone(),
         };
         Memory {
