@@ -436,50 +436,19 @@ impl App {
             (None, Some(id)) => id.to_string(),
             (None, None) => "organizations".to_owned(),
         };
-        let now = self.ports.clock.now();
-        let state = random_token();
-        let nonce = random_token();
-        let (verifier, challenge) = pkce_pair();
-        let scope = verification_scope(session.bundle);
-        let cookie = self
-            .new_flow(AuthSession {
-                state: state.clone(),
-                flow: Flow::AdminVerify,
-                bundle: session.bundle,
-                requested_tenant: session.requested_tenant.clone(),
-                authority: authority.clone(),
-                scope: scope.clone(),
-                pkce_verifier: Some(verifier),
-                nonce: Some(nonce.clone()),
-                binding_hash: String::new(),
-                created_at: now,
-                expires_at: now.unix_timestamp() + FLOW_TTL_SECONDS,
-            })
-            .await?;
-        let params = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_id", self.config.client_id())
-            .append_pair("response_type", "code")
-            .append_pair("redirect_uri", &self.config.sign_in_redirect_uri())
-            .append_pair("response_mode", "query")
-            .append_pair("scope", &scope)
-            .append_pair("state", &state)
-            .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256")
-            .finish();
-        let location = format!(
-            "{}?{params}",
-            self.config
-                .core
-                .microsoft
-                .login_base_url
-                .join(&format!("{authority}/oauth2/v2.0/authorize"))
-        );
         info!(
             bundle = session.bundle.as_str(),
             authority, "admin consent reported; verifying the administrator"
         );
-        Ok(redirect(&location, &[cookie]))
+        self.start_code_flow(
+            Flow::AdminVerify,
+            session.bundle,
+            session.requested_tenant.clone(),
+            &authority,
+            &verification_scope(session.bundle),
+            &[],
+        )
+        .await
     }
 
     /// The authorization-code leg every sign-in shares (a user's, or an administrator's
@@ -829,22 +798,59 @@ impl App {
             ),
         };
 
-        let now = self.ports.clock.now();
-        let state = random_token();
-        let nonce = random_token();
-        let (verifier, challenge) = pkce_pair();
         let requested_tenant = tenant
             .as_ref()
             .map(|tenant| tenant.tenant_id.to_string())
             .or_else(|| hint.as_ref().map(TenantHint::as_string));
+        let mut extra = match &login_hint {
+            Some((login_hint, _)) => vec![("login_hint", login_hint.as_str())],
+            None => vec![("prompt", "select_account")],
+        };
+        if let Some(TenantHint::Domain(domain)) = &domain_hint {
+            extra.push(("domain_hint", domain));
+        }
+        info!(
+            authority,
+            known_tenant = tenant.is_some(),
+            preauthorized = scope == PREAUTHORIZED_SCOPE,
+            "sign-in started"
+        );
+        self.start_code_flow(
+            Flow::SignIn,
+            bundle,
+            requested_tenant,
+            &authority,
+            &scope,
+            &extra,
+        )
+        .await
+    }
+
+    /// Starts an authorization-code sign-in (PKCE S256, a nonce, our sign-in callback as
+    /// redirect URI): records the single-use flow and redirects the browser to
+    /// `{LOGIN_BASE_URL}/{authority}/oauth2/v2.0/authorize` with `extra` parameters (hints,
+    /// prompt) after the standard ones.
+    async fn start_code_flow(
+        &self,
+        flow: Flow,
+        bundle: FeatureBundle,
+        requested_tenant: Option<String>,
+        authority: &str,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> Flowing<Response<Body>> {
+        let now = self.ports.clock.now();
+        let state = random_token();
+        let nonce = random_token();
+        let (verifier, challenge) = pkce_pair();
         let cookie = self
             .new_flow(AuthSession {
                 state: state.clone(),
-                flow: Flow::SignIn,
+                flow,
                 bundle,
                 requested_tenant,
-                authority: authority.clone(),
-                scope: scope.clone(),
+                authority: authority.to_owned(),
+                scope: scope.to_owned(),
                 pkce_verifier: Some(verifier),
                 nonce: Some(nonce.clone()),
                 binding_hash: String::new(),
@@ -852,28 +858,19 @@ impl App {
                 expires_at: now.unix_timestamp() + FLOW_TTL_SECONDS,
             })
             .await?;
-
         let mut params = url::form_urlencoded::Serializer::new(String::new());
         params
             .append_pair("client_id", self.config.client_id())
             .append_pair("response_type", "code")
             .append_pair("redirect_uri", &self.config.sign_in_redirect_uri())
             .append_pair("response_mode", "query")
-            .append_pair("scope", &scope)
+            .append_pair("scope", scope)
             .append_pair("state", &state)
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        match &login_hint {
-            Some((login_hint, _)) => {
-                params.append_pair("login_hint", login_hint);
-            }
-            None => {
-                params.append_pair("prompt", "select_account");
-            }
-        }
-        if let Some(TenantHint::Domain(domain)) = &domain_hint {
-            params.append_pair("domain_hint", domain);
+        for (name, value) in extra {
+            params.append_pair(name, value);
         }
         let location = format!(
             "{}?{}",
@@ -883,12 +880,6 @@ impl App {
                 .login_base_url
                 .join(&format!("{authority}/oauth2/v2.0/authorize")),
             params.finish()
-        );
-        info!(
-            authority,
-            known_tenant = tenant.is_some(),
-            preauthorized = scope == PREAUTHORIZED_SCOPE,
-            "sign-in started"
         );
         Ok(redirect(&location, &[cookie]))
     }
