@@ -4,7 +4,7 @@
 //! answers pass through byte for byte.
 //!
 //! For the 100,000-connection fan-out it can also answer two calls itself ([`FanOutStandIn`]):
-//! the `ByStatus` Query of the connections table, from the very items written through the
+//! the `ByStatusShard` Query of the connections table (one shard per Query), from the very items written through the
 //! proxy with BatchWriteItem (captured on the way to moto), and SendMessageBatch to the mail
 //! queue. moto re-scans and re-sorts the whole table for every Query page and re-scans the
 //! queue for every message sent, so at that size it would measure moto, not the fan-out.
@@ -350,7 +350,14 @@ fn answer_locally(
             if request["TableName"] == stand_in.connections_table.as_str()
                 && request["IndexName"] == stand_in.index.as_str() =>
         {
-            // `#status = :status`: the one value is the status asked for.
+            // `#key = :value`: the index's partition key attribute (`statusShard`) and the one
+            // value asked for (`active#3`).
+            let attribute = request["ExpressionAttributeNames"]
+                .as_object()?
+                .values()
+                .next()?
+                .as_str()?
+                .to_owned();
             let status = request["ExpressionAttributeValues"]
                 .as_object()?
                 .values()
@@ -373,7 +380,7 @@ fn answer_locally(
             };
             let page: Vec<&Value> = range
                 .map(|(_, item)| item)
-                .filter(|item| item["status"]["S"].as_str() == Some(status.as_str()))
+                .filter(|item| item[attribute.as_str()]["S"].as_str() == Some(status.as_str()))
                 .take(limit)
                 .collect();
             let mut answer =
@@ -383,7 +390,7 @@ fn answer_locally(
                 && let Some(last) = page.last()
             {
                 answer["LastEvaluatedKey"] = json!({
-                    "status": last["status"], "connectionKey": last["connectionKey"],
+                    attribute.as_str(): last[attribute.as_str()], "connectionKey": last["connectionKey"],
                     "tenantId": last["tenantId"], "userId": last["userId"],
                 });
             }
@@ -475,7 +482,8 @@ mod tests {
             .map(|key| {
                 let (tenant, user) = key.split_once('#').expect("key");
                 json!({"PutRequest": {"Item": {"tenantId": {"S": tenant}, "userId": {"S": user},
-                       "status": {"S": "active"}, "connectionKey": {"S": key}}}})
+                       "status": {"S": "active"}, "statusShard": {"S": "active#0"},
+                       "connectionKey": {"S": key}}}})
             })
             .collect();
         // Forwarded to the unreachable upstream (502), but captured on the way.
@@ -488,14 +496,14 @@ mod tests {
         assert_eq!(proxy.captured(), 3);
         proxy.stand_in(Some(FanOutStandIn {
             connections_table: "conns".into(),
-            index: "ByStatus".into(),
+            index: "ByStatusShard".into(),
             queue_url: "http://q/mail".into(),
         }));
         let query = |start: Option<Value>| {
-            let mut body = json!({"TableName": "conns", "IndexName": "ByStatus", "Limit": 2,
-                "KeyConditionExpression": "#status = :status",
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": {":status": {"S": "active"}}});
+            let mut body = json!({"TableName": "conns", "IndexName": "ByStatusShard", "Limit": 2,
+                "KeyConditionExpression": "#shard = :shard",
+                "ExpressionAttributeNames": {"#shard": "statusShard"},
+                "ExpressionAttributeValues": {":shard": {"S": "active#0"}}});
             if let Some(start) = start {
                 body["ExclusiveStartKey"] = start;
             }

@@ -758,7 +758,7 @@ async fn schedule_run(
 
 /// Fan-out: first over `moto_connections` on moto alone (its queue drained meanwhile, as
 /// the event source mapping would), then over every seeded connection with the proxy
-/// answering the ByStatus Query and SendMessageBatch (see `awsproxy`).
+/// answering the ByStatusShard Queries and SendMessageBatch (see `awsproxy`).
 async fn fan_out(
     options: &RunOptions,
     store: &Store,
@@ -810,7 +810,7 @@ async fn fan_out(
     seed_ms += ms(seeding.elapsed());
     proxy.stand_in(Some(FanOutStandIn {
         connections_table,
-        index: "ByStatus".into(),
+        index: connector_core::adapters::dynamodb::BY_STATUS_INDEX.into(),
         queue_url,
     }));
     let stand_in = schedule_run(options, store, proxy, sim_base, "stand-in").await;

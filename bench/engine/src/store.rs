@@ -143,6 +143,13 @@ impl Store {
                     "connectionKey".to_owned(),
                     AttributeValue::S(connection.key().to_string()),
                 );
+                item.insert(
+                    "statusShard".to_owned(),
+                    AttributeValue::S(connector_core::adapters::dynamodb::status_shard_key(
+                        connection.status,
+                        &connection.key(),
+                    )),
+                );
                 items.push(item);
             }
         }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    ActivityRetention, DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex,
+    DynamoSyncStateStore, DynamoTenantStore,
 };
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
@@ -175,11 +175,19 @@ impl CalendarSync {
             clock,
             summaries,
         };
+        let mut activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone());
+        // Each meeting's expiry: the tenant's retention, else ACTIVITY_RETENTION_DAYS.
+        if let Some(days) = config.activity_retention_days {
+            activities = activities.with_retention(ActivityRetention::new(
+                days,
+                Arc::new(DynamoTenantStore::new(
+                    dynamodb.clone(),
+                    tables.tenants.clone(),
+                )),
+            ));
+        }
         let work = CalendarWork::new(
-            Arc::new(DynamoActivityStore::new(
-                dynamodb.clone(),
-                tables.activities.clone(),
-            )),
+            Arc::new(activities),
             Arc::new(DynamoCrmIndex::new(dynamodb, tables.crm.clone())),
         );
         Ok(Self::new(Arc::new(worker), Arc::new(work)))

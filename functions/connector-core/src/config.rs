@@ -26,6 +26,27 @@ pub mod vars {
     pub const GRAPH_BASE_URL: &str = "GRAPH_BASE_URL";
     pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
     pub const APP_BASE_URL: &str = "APP_BASE_URL";
+    pub const ACTIVITY_RETENTION_DAYS: &str = "ACTIVITY_RETENTION_DAYS";
+}
+
+/// `ACTIVITY_RETENTION_DAYS` (1-3650): the default lifetime of an imported activity, which
+/// a tenant's `activityRetentionDays` overrides (docs/data-retention.md). Unset: activities
+/// get no expiry (tools and tests that write activities without the template's
+/// environment).
+pub fn activity_retention_days(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<u32>, ConfigError> {
+    let name = vars::ACTIVITY_RETENTION_DAYS;
+    match lookup(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(value) => match value.trim().parse::<u32>() {
+            Ok(days) if (1..=3650).contains(&days) => Ok(Some(days)),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: "expected a whole number of days, 1-3650".into(),
+            }),
+        },
+    }
 }
 
 /// A variable that is missing or unusable. The value itself is never echoed.
@@ -223,6 +244,8 @@ pub struct Config {
     pub tables: Tables,
     pub queues: Queues,
     pub microsoft: Microsoft,
+    /// `ACTIVITY_RETENTION_DAYS`, see [`activity_retention_days`].
+    pub activity_retention_days: Option<u32>,
 }
 
 impl Config {
@@ -235,6 +258,7 @@ impl Config {
             tables: Tables::from_lookup(&lookup)?,
             queues: Queues::from_lookup(&lookup)?,
             microsoft: Microsoft::from_lookup(&lookup)?,
+            activity_retention_days: activity_retention_days(&lookup)?,
         })
     }
 }
@@ -266,6 +290,25 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn activity_retention_days_is_optional_and_bounded() {
+        let lookup = |value: &'static str| move |_: &str| Some(value.to_owned());
+        assert_eq!(activity_retention_days(|_| None).unwrap(), None);
+        assert_eq!(activity_retention_days(lookup("730")).unwrap(), Some(730));
+        for bad in ["0", "3651", "two years", "-1"] {
+            assert!(
+                matches!(
+                    activity_retention_days(lookup(bad)),
+                    Err(ConfigError::Invalid {
+                        name: "ACTIVITY_RETENTION_DAYS",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     fn full() -> HashMap<&'static str, String> {
         let mut env = HashMap::new();

@@ -521,6 +521,25 @@ pub fn emf_line(summary: &RunSummary, timestamp_ms: i128) -> String {
             }],
         }),
     );
+    // Failed and retried runs also count as `SyncFailures` by reason class (a bounded set,
+    // so each class is one metric the template's alarms watch), across functions and per
+    // function.
+    let failure = match summary.outcome {
+        "failed" | "retry" => Some(failure_reason(summary.code.as_deref().unwrap_or(""))),
+        _ => None,
+    };
+    if let Some(reason) = failure {
+        line["_aws"]["CloudWatchMetrics"]
+            .as_array_mut()
+            .expect("built above")
+            .push(serde_json::json!({
+                "Namespace": "Office365Connector",
+                "Dimensions": [["Reason"], ["Function", "Reason"]],
+                "Metrics": [{"Name": "SyncFailures", "Unit": "Count"}],
+            }));
+        line.insert("Reason".into(), reason.into());
+        line.insert("SyncFailures".into(), 1.into());
+    }
     line.insert("Function".into(), summary.function.into());
     line.insert("Outcome".into(), summary.outcome.into());
     line.insert("TenantId".into(), summary.tenant_id.clone().into());
@@ -530,6 +549,45 @@ pub fn emf_line(summary: &RunSummary, timestamp_ms: i128) -> String {
     }
     serde_json::Value::Object(line).to_string()
 }
+
+/// The reason class of a failed or retried run's code: the `Reason` dimension of the
+/// `SyncFailures` metric, one of [`FAILURE_REASONS`]. Codes carry Microsoft's error codes
+/// and statuses, too many values for a dimension; the class says who must act.
+pub fn failure_reason(code: &str) -> &'static str {
+    let graph_status = code
+        .strip_prefix("graph_")
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|status| status.parse::<u16>().ok());
+    match code {
+        "store_unavailable" => "store_unavailable",
+        _ if code.starts_with("operator:") => "app_credentials",
+        "graph_out_of_time" => "out_of_time",
+        "graph_unreachable" | "graph_malformed_response" => "graph_unavailable",
+        _ if graph_status.is_some_and(|s| s >= 500 || s == 429) => "graph_unavailable",
+        _ if code.starts_with("graph_") => "graph_rejected",
+        _ if code.starts_with("token_endpoint_")
+            || code.starts_with("AADSTS")
+            || code == "temporarily_unavailable"
+            || code == "server_error" =>
+        {
+            "token_unavailable"
+        }
+        _ if code.starts_with("park_requeue_failed") || code.starts_with("continuation") => "queue",
+        _ => "other",
+    }
+}
+
+/// Every value [`failure_reason`] returns (template.yaml has an alarm for each).
+pub const FAILURE_REASONS: [&str; 8] = [
+    "app_credentials",
+    "graph_rejected",
+    "queue",
+    "other",
+    "store_unavailable",
+    "graph_unavailable",
+    "token_unavailable",
+    "out_of_time",
+];
 
 /// The fan-out's embedded-metric-format line.
 pub fn fan_out_emf_line(function: &str, report: &FanOutReport, timestamp_ms: i128) -> String {
@@ -1198,5 +1256,74 @@ mod tests {
             assert!(line.get(dimension.as_str().expect("name")).is_some());
         }
         assert_eq!(line["Scanned"], 10);
+        assert_eq!(
+            directive_count(&line),
+            1,
+            "a finished run counts no failure"
+        );
+    }
+
+    fn directive_count(line: &serde_json::Value) -> usize {
+        line["_aws"]["CloudWatchMetrics"]
+            .as_array()
+            .expect("directives")
+            .len()
+    }
+
+    #[test]
+    fn template_alarms_on_every_failure_reason() {
+        let template = include_str!("../../../template.yaml");
+        for reason in FAILURE_REASONS {
+            assert!(
+                template.contains(&format!("{{ Name: Reason, Value: {reason} }}")),
+                "template.yaml has no SyncFailures alarm for {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn failed_and_retried_runs_count_a_failure_by_reason() {
+        for (outcome, code, reason) in [
+            ("retry", "store_unavailable", "store_unavailable"),
+            ("retry", "operator:AADSTS7000215", "app_credentials"),
+            ("retry", "graph_503_ServiceUnavailable", "graph_unavailable"),
+            ("retry", "graph_429_TooManyRequests", "graph_unavailable"),
+            ("retry", "graph_unreachable", "graph_unavailable"),
+            (
+                "failed",
+                "graph_400_ErrorInvalidIdMalformed",
+                "graph_rejected",
+            ),
+            ("failed", "graph_foreign_link", "graph_rejected"),
+            ("retry", "token_endpoint_unreachable", "token_unavailable"),
+            ("retry", "graph_out_of_time", "out_of_time"),
+            ("retry", "park_requeue_failed: queue down", "queue"),
+            ("failed", "wrong_queue", "other"),
+        ] {
+            let mut summary = summary();
+            summary.outcome = outcome;
+            summary.code = Some(code.to_owned());
+            let line: serde_json::Value =
+                serde_json::from_str(&emf_line(&summary, 1_700_000_000_000)).expect("json");
+            assert_eq!(directive_count(&line), 2, "{code}");
+            let directive = &line["_aws"]["CloudWatchMetrics"][1];
+            assert_eq!(directive["Namespace"], "Office365Connector");
+            assert_eq!(directive["Metrics"][0]["Name"], "SyncFailures");
+            for set in directive["Dimensions"].as_array().expect("dimension sets") {
+                for name in set.as_array().expect("dimension set") {
+                    assert!(line.get(name.as_str().expect("name")).is_some(), "{name}");
+                }
+            }
+            assert_eq!(line["Reason"], reason, "{code}");
+            assert_eq!(line["SyncFailures"], 1);
+            assert!(FAILURE_REASONS.contains(&reason));
+        }
+        // Statuses a person must change (reauth, revoked consent) are not failures.
+        let mut summary = summary();
+        summary.outcome = "status_changed";
+        summary.code = Some("AADSTS50173".into());
+        let line: serde_json::Value = serde_json::from_str(&emf_line(&summary, 0)).expect("json");
+        assert_eq!(directive_count(&line), 1);
+        assert!(line.get("Reason").is_none());
     }
 }

@@ -9,8 +9,8 @@ use anyhow::{Context, Result, ensure};
 use aws_sdk_dynamodb::types::AttributeValue;
 use connector_core::adapters::backoff::Backoff;
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    ActivityRetention, DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex,
+    DynamoSyncStateStore, DynamoTenantStore, STATUS_SHARDS, status_shard,
 };
 use connector_core::adapters::memory::MemoryCrmIndex;
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
@@ -239,6 +239,78 @@ fn mail_activity(owner: &UserKey, n: usize, subject: &str) -> Activity {
 }
 
 #[tokio::test]
+async fn activities_expire_after_their_tenants_retention() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    let client = dynamo(&stack);
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&tables.activities)
+        .send()
+        .await?;
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|d| d.attribute_name()),
+        Some("expiresAt"),
+        "the template's TTL attribute"
+    );
+    let tenants = Arc::new(DynamoTenantStore::new(client.clone(), &tables.tenants));
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    let mut short = Tenant::new(tenant(), ConsentMode::UserConsent, now);
+    short.activity_retention_days = Some(30);
+    tenants.put_tenant(&short).await?;
+    let default = tenant(); // no tenant record: the stack's default applies
+    let store = DynamoActivityStore::new(client.clone(), &tables.activities)
+        .with_retention(ActivityRetention::new(730, tenants.clone()));
+
+    let short_owner = UserKey::new(short.tenant_id.clone(), user(1));
+    let default_owner = UserKey::new(default.clone(), user(2));
+    let mut received = mail_activity(&short_owner, 1, "Renewal");
+    if let ActivityContent::Mail(mail) = &mut received.content {
+        mail.received_at = Some(OffsetDateTime::from_unix_timestamp(1_780_050_000)?);
+    }
+    let sent_only = mail_activity(&default_owner, 2, "Pricing");
+    store
+        .upsert_activities(&[received.clone(), sent_only.clone()])
+        .await?;
+
+    let expires = |owner: &UserKey, activity: &Activity| {
+        let client = client.clone();
+        let table = tables.activities.clone();
+        let (owner, id) = (owner.to_string(), activity.activity_id.to_string());
+        async move {
+            let item = client
+                .get_item()
+                .table_name(table)
+                .key("owner", AttributeValue::S(owner))
+                .key("activityId", AttributeValue::S(id))
+                .send()
+                .await?
+                .item
+                .context("stored")?;
+            anyhow::Ok(item["expiresAt"].as_n().expect("N").parse::<i64>()?)
+        }
+    };
+    assert_eq!(
+        expires(&short_owner, &received).await?,
+        1_780_050_000 + 30 * 86_400,
+        "received date + the tenant's 30 days"
+    );
+    assert_eq!(
+        expires(&default_owner, &sent_only).await?,
+        1_780_000_002 + 730 * 86_400,
+        "sent date + the default 730 days"
+    );
+    // The item still reads back as the activity.
+    assert_eq!(
+        store
+            .get_activity(&short_owner, &received.activity_id)
+            .await?,
+        Some(received)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn sixty_activities_batch_upsert_then_list() -> Result<()> {
     let (stack, tables) = stack().await?;
     let store = DynamoActivityStore::new(dynamo(&stack), &tables.activities);
@@ -372,6 +444,190 @@ async fn sixty_activities_batch_upsert_then_list() -> Result<()> {
         store.list_activities(&owner, 10, Some(&bad)).await,
         Err(StoreError::InvalidPageToken)
     ));
+    Ok(())
+}
+
+/// Reads every active connection through `query_active`, `page_size` at a time; returns
+/// the keys in order and the shards the page tokens named.
+async fn read_active(
+    store: &DynamoConnectionStore,
+    page_size: u32,
+) -> Result<(Vec<UserKey>, Vec<u64>)> {
+    use base64::Engine as _;
+    let mut seen = Vec::new();
+    let mut shards = Vec::new();
+    let mut token: Option<PageToken> = None;
+    for _ in 0..200 {
+        let page = store.query_active(page_size, token.as_ref()).await?;
+        ensure!(
+            page.items.len() <= page_size as usize,
+            "a page holds at most {page_size}"
+        );
+        seen.extend(page.items.iter().map(|c| {
+            assert_eq!(c.status, ConnectionStatus::Active);
+            c.key()
+        }));
+        match page.next {
+            Some(next) => {
+                let json =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(next.as_str())?;
+                let position: serde_json::Value = serde_json::from_slice(&json)?;
+                shards.push(
+                    position["shard"]
+                        .as_u64()
+                        .context("the token names its shard")?,
+                );
+                token = Some(next);
+            }
+            None => return Ok((seen, shards)),
+        }
+    }
+    anyhow::bail!("paging does not end")
+}
+
+#[tokio::test]
+async fn connections_spread_over_status_shards_and_page_across_them() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    let client = dynamo(&stack);
+    let store = DynamoConnectionStore::new(client.clone(), &tables.connections);
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    let tenants = [tenant(), tenant(), tenant()];
+    let mut active = BTreeSet::new();
+    for n in 0..64 {
+        let connection = Connection::new_active(
+            tenants[n as usize % 3].clone(),
+            user(n),
+            format!("user{n}@contoso.com"),
+            FeatureBundle::All.scope_set(),
+            now,
+        );
+        store.upsert_connection(&connection).await?;
+        active.insert(connection.key());
+    }
+    // Ten leave `active`: their shard key follows the status.
+    for n in (0..64).step_by(7) {
+        let key = UserKey::new(tenants[n as usize % 3].clone(), user(n));
+        store
+            .set_status(
+                &key,
+                &StatusChange::new(ConnectionStatus::ReauthRequired, Some("AADSTS50173"), now),
+            )
+            .await?;
+        active.remove(&key);
+    }
+
+    // What is stored: `{status}#{shard}` with the shard of the key, over many shards.
+    let scan = client.scan().table_name(&tables.connections).send().await?;
+    let mut used = BTreeSet::new();
+    for item in scan.items() {
+        let key = UserKey::new(
+            TenantId::parse(item["tenantId"].as_s().expect("S"))?,
+            UserId::parse(item["userId"].as_s().expect("S"))?,
+        );
+        let status = item["status"].as_s().expect("S");
+        let shard = status_shard(&key);
+        assert!(shard < STATUS_SHARDS);
+        assert_eq!(
+            item["statusShard"].as_s().expect("S"),
+            &format!("{status}#{shard}")
+        );
+        used.insert(shard);
+    }
+    ensure!(
+        used.len() >= 12,
+        "64 connections use {} of 16 shards",
+        used.len()
+    );
+
+    for page_size in [5, 16, 100] {
+        let (seen, shards) = read_active(&store, page_size).await?;
+        assert_eq!(seen.len(), active.len(), "page size {page_size}: each once");
+        assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), active);
+        assert!(shards.windows(2).all(|w| w[0] <= w[1]), "{shards:?}");
+        if page_size == 5 {
+            ensure!(
+                shards.iter().collect::<BTreeSet<_>>().len() > 5,
+                "pages end in many shards: {shards:?}"
+            );
+        }
+    }
+    // A token naming a shard that does not exist is refused.
+    let bad = {
+        use base64::Engine as _;
+        PageToken(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"shard":16}"#))
+    };
+    assert!(matches!(
+        store.query_active(5, Some(&bad)).await,
+        Err(StoreError::InvalidPageToken)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn records_written_before_the_shards_are_backfilled() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    let client = dynamo(&stack);
+    let store = DynamoConnectionStore::new(client.clone(), &tables.connections);
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    let t = tenant();
+    for n in 0..5 {
+        let connection = Connection::new_active(
+            t.clone(),
+            user(n),
+            format!("user{n}@contoso.com"),
+            FeatureBundle::All.scope_set(),
+            now,
+        );
+        store.upsert_connection(&connection).await?;
+    }
+    store
+        .set_status(
+            &UserKey::new(t.clone(), user(4)),
+            &StatusChange::new(ConnectionStatus::Disconnected, None, now),
+        )
+        .await?;
+    // Three records as an earlier release wrote them: no `statusShard`.
+    for n in [0, 1, 4] {
+        client
+            .update_item()
+            .table_name(&tables.connections)
+            .key("tenantId", AttributeValue::S(t.to_string()))
+            .key("userId", AttributeValue::S(user(n).to_string()))
+            .update_expression("REMOVE statusShard")
+            .send()
+            .await?;
+    }
+    assert_eq!(
+        read_active(&store, 10).await?.0.len(),
+        2,
+        "only sharded records are found"
+    );
+
+    assert_eq!(store.backfill_status_shards().await?, 3);
+    let (seen, _) = read_active(&store, 10).await?;
+    assert_eq!(
+        seen.into_iter().collect::<BTreeSet<_>>(),
+        (0..4)
+            .map(|n| UserKey::new(t.clone(), user(n)))
+            .collect::<BTreeSet<_>>()
+    );
+    let disconnected = client
+        .get_item()
+        .table_name(&tables.connections)
+        .key("tenantId", AttributeValue::S(t.to_string()))
+        .key("userId", AttributeValue::S(user(4).to_string()))
+        .send()
+        .await?
+        .item
+        .context("item")?;
+    assert_eq!(
+        disconnected["statusShard"].as_s().expect("S"),
+        &format!(
+            "disconnected#{}",
+            status_shard(&UserKey::new(t.clone(), user(4)))
+        )
+    );
+    assert_eq!(store.backfill_status_shards().await?, 0, "idempotent");
     Ok(())
 }
 

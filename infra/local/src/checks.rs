@@ -21,6 +21,19 @@
 //!   otherwise).
 //! - [`Check::BuildBinary`]: every function is built by `rust-cargolambda` with a
 //!   `BuildProperties.Binary` that is a binary target of the workspace.
+//! - [`Check::DeadLetterQueueAlarm`]: every dead-letter queue (the target of a queue's
+//!   `RedrivePolicy`) has a CloudWatch alarm on its `ApproximateNumberOfMessagesVisible`
+//!   (dimension `QueueName` = `!GetAtt Queue.QueueName`) that fires on one message
+//!   (`> 0` or `>= 1`) and has `AlarmActions` (an `Fn::If` choosing none is allowed).
+//! - [`Check::LogRetention`]: every function logs to an `AWS::Logs::LogGroup` of the
+//!   template named `/aws/lambda/<its FunctionName>`, with a `RetentionInDays` CloudWatch
+//!   Logs accepts, that exists before the function runs: the function's
+//!   `LoggingConfig.LogGroup` refers to it, or the function `DependsOn` it. Otherwise
+//!   Lambda creates the group on first write, without retention (logs kept forever).
+//! - [`Check::SecretParameter`]: a parameter with `NoEcho` has no `Default` (a default is
+//!   what deploys when nobody gives the secret), and a parameter named like a secret
+//!   (`secret`, `password`, `passphrase`, `token`; not an `...Arn`/`...Id`/`...Name`, nor
+//!   one with `AllowedValues`) has `NoEcho`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -47,6 +60,9 @@ pub enum Check {
     DeadLetterQueue,
     VisibilityTimeout,
     BuildBinary,
+    DeadLetterQueueAlarm,
+    LogRetention,
+    SecretParameter,
 }
 
 /// One problem: which check, where, what.
@@ -135,6 +151,11 @@ pub fn check_template(template: &Template, workspace_binaries: &BTreeSet<String>
         sqs_sources(template, f, &resolver, &mut findings);
     }
     references(template, &mut findings);
+    dead_letter_alarms(template, &resolver, &mut findings);
+    for f in &functions {
+        log_group(template, f, &resolver, &mut findings);
+    }
+    secret_parameters(template, &mut findings);
     findings.sort();
     findings
 }
@@ -466,6 +487,185 @@ fn sqs_sources(
                     f.logical_id
                 ),
             );
+        }
+    }
+}
+
+/// CloudWatch Logs' retention periods (`RetentionInDays` of `AWS::Logs::LogGroup`).
+pub const LOG_RETENTION_DAYS: &[u64] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+const ALARM: &str = "AWS::CloudWatch::Alarm";
+const LOG_GROUP: &str = "AWS::Logs::LogGroup";
+
+/// The logical id `v` names as `!GetAtt Id.<attribute>`.
+fn get_att_of<'a>(v: &'a Value, attribute: &str) -> Option<&'a str> {
+    let parts = v.get("Fn::GetAtt")?.as_array()?;
+    (parts.get(1)?.as_str()? == attribute)
+        .then(|| parts.first()?.as_str())
+        .flatten()
+}
+
+fn dead_letter_alarms(template: &Template, resolver: &Resolver, findings: &mut Vec<Finding>) {
+    let dead_letter_queues: BTreeSet<&str> = template
+        .of_type(QUEUE)
+        .filter_map(|(_, q)| {
+            q.pointer("/Properties/RedrivePolicy/deadLetterTargetArn")
+                .and_then(|arn| get_att_of(arn, "Arn"))
+        })
+        .filter(|id| resource(template, id).and_then(|r| r.get("Type")) == Some(&QUEUE.into()))
+        .collect();
+    for dlq in dead_letter_queues {
+        let mut problems = Vec::new();
+        let alarms: Vec<&Value> = template
+            .of_type(ALARM)
+            .map(|(_, a)| a.get("Properties").unwrap_or(&Value::Null))
+            .filter(|p| {
+                p["Namespace"] == "AWS/SQS"
+                    && p["MetricName"] == "ApproximateNumberOfMessagesVisible"
+                    && p["Dimensions"].as_array().is_some_and(|d| {
+                        d.iter().any(|d| {
+                            d["Name"] == "QueueName"
+                                && get_att_of(&d["Value"], "QueueName") == Some(dlq)
+                        })
+                    })
+            })
+            .collect();
+        if alarms.is_empty() {
+            problems.push("no AWS::CloudWatch::Alarm on its ApproximateNumberOfMessagesVisible (dimension QueueName = !GetAtt Queue.QueueName)".to_string());
+        }
+        let fires_on_one = |p: &Value| {
+            let threshold = literal(resolver, &p["Threshold"]).and_then(|v| {
+                v.as_f64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            });
+            match (p["ComparisonOperator"].as_str(), threshold) {
+                (Some("GreaterThanThreshold"), Some(t)) => t < 1.0,
+                (Some("GreaterThanOrEqualToThreshold"), Some(t)) => t <= 1.0,
+                _ => false,
+            }
+        };
+        if !alarms.is_empty() && !alarms.iter().any(|p| fires_on_one(p)) {
+            problems.push("its alarm does not fire on one message (> 0 or >= 1)".to_string());
+        }
+        if !alarms.is_empty() && !alarms.iter().any(|p| p.get("AlarmActions").is_some()) {
+            problems.push("its alarm has no AlarmActions: nobody is told".to_string());
+        }
+        for message in problems {
+            findings.push(Finding {
+                check: Check::DeadLetterQueueAlarm,
+                location: format!("Resources.{dlq}"),
+                message: format!("dead-letter queue {dlq}: {message}"),
+            });
+        }
+    }
+}
+
+fn log_group(
+    template: &Template,
+    f: &FunctionSpec,
+    resolver: &Resolver,
+    findings: &mut Vec<Finding>,
+) {
+    let at = location(f, "Properties.LoggingConfig");
+    let mut push = |message: String| {
+        findings.push(Finding {
+            check: Check::LogRetention,
+            location: at.clone(),
+            message: format!("{}: {message}", f.logical_id),
+        })
+    };
+    let function = resource(template, &f.logical_id).unwrap_or(&Value::Null);
+    let props = function.get("Properties").unwrap_or(&Value::Null);
+    let depends_on: Vec<&str> = match function.get("DependsOn") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let referenced = props
+        .pointer("/LoggingConfig/LogGroup/Ref")
+        .and_then(Value::as_str);
+    let group_id = referenced.or_else(|| {
+        depends_on
+            .iter()
+            .copied()
+            .find(|d| resource(template, d).and_then(|r| r.get("Type")) == Some(&LOG_GROUP.into()))
+    });
+    let Some(group_id) = group_id else {
+        push("no log group of the template it writes to (LoggingConfig.LogGroup: !Ref a AWS::Logs::LogGroup, or DependsOn one): Lambda would create one that keeps logs forever".into());
+        return;
+    };
+    let Some(group) =
+        resource(template, group_id).filter(|r| r.get("Type") == Some(&LOG_GROUP.into()))
+    else {
+        push(format!(
+            "LoggingConfig.LogGroup {group_id} is not an AWS::Logs::LogGroup of this template"
+        ));
+        return;
+    };
+    let group_props = group.get("Properties").unwrap_or(&Value::Null);
+    match group_props.get("RetentionInDays") {
+        None => push(format!(
+            "log group {group_id} has no RetentionInDays (kept forever)"
+        )),
+        Some(days) => {
+            let resolved = literal(resolver, days).and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            });
+            if let Some(d) = resolved
+                && !LOG_RETENTION_DAYS.contains(&d)
+            {
+                push(format!(
+                    "log group {group_id}: RetentionInDays {d} is not a period CloudWatch Logs accepts"
+                ));
+            }
+        }
+    }
+    // Named as Lambda names a function's group, so nothing else creates a second one.
+    let text = |v: Option<&Value>| -> Option<String> {
+        let v = v?;
+        v.as_str()
+            .or_else(|| v.get("Fn::Sub").and_then(Value::as_str))
+            .map(str::to_string)
+    };
+    match (text(props.get("FunctionName")), text(group_props.get("LogGroupName"))) {
+        (Some(name), Some(group_name)) if group_name == format!("/aws/lambda/{name}") => {}
+        (None, _) => push("no FunctionName, so its log group cannot be named /aws/lambda/<function name> before it exists".into()),
+        (Some(name), group_name) => push(format!(
+            "log group {group_id} is named {}, not /aws/lambda/{name}",
+            group_name.unwrap_or_else(|| "by CloudFormation".into())
+        )),
+    }
+}
+
+fn secret_parameters(template: &Template, findings: &mut Vec<Finding>) {
+    for (name, decl) in &template.parameters {
+        let no_echo = decl.get("NoEcho").is_some_and(|v| {
+            v == true || v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true"))
+        });
+        let lower = name.to_ascii_lowercase();
+        let named_secret = ["secret", "password", "passphrase", "token"]
+            .iter()
+            .any(|w| lower.contains(w))
+            && !["arn", "id", "name"].iter().any(|s| lower.ends_with(s))
+            && decl.get("AllowedValues").is_none();
+        let at = format!("Parameters.{name}");
+        if no_echo && decl.get("Default").is_some() {
+            findings.push(Finding {
+                check: Check::SecretParameter,
+                location: at.clone(),
+                message: format!("{name} is NoEcho but has a default: a stack deployed without the secret gets the default"),
+            });
+        }
+        if named_secret && !no_echo {
+            findings.push(Finding {
+                check: Check::SecretParameter,
+                location: at,
+                message: format!("{name} looks like a secret but is not NoEcho (describe-stacks and the console would show it)"),
+            });
         }
     }
 }

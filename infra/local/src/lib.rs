@@ -278,6 +278,22 @@ pub async fn test_stack_from(
     let moto = shared_moto()?;
     let sdk = moto.sdk_config().await;
     let template = Template::load(template)?;
+    // A secret parameter (NoEcho, no default, e.g. EntraClientSecretValue) a test does not
+    // care about gets a random value, as a deployer would give one; tests that need it pass
+    // their own.
+    let mut params = params.clone();
+    for (name, decl) in &template.parameters {
+        if decl.get("Default").is_none()
+            && decl.get("NoEcho").is_some_and(|v| v == true || v == "true")
+            && !params.contains_key(name)
+        {
+            params.insert(
+                name.clone(),
+                format!("test-{}", uuid::Uuid::new_v4().simple()),
+            );
+        }
+    }
+    let params = &params;
     let stack = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let provisioned = provision(&sdk, &template, &stack, params)
         .await

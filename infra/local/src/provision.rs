@@ -3,6 +3,12 @@
 //! it declares, and resolves the functions' environment (`Globals`) against
 //! what was created. Local resources are derived from the template and
 //! nothing else, so the local stack and the cloud stack cannot drift.
+//!
+//! Operations resources have no local counterpart and are skipped on purpose
+//! ([`NOT_PROVISIONED`]): CloudWatch alarms, log groups (the functions log to
+//! `.local/lambda-watch.log`) and SNS; so are the functions and their event sources,
+//! which `cargo lambda watch` and the plumbing run. Parameters without a default (the
+//! client secret) must be given, as CloudFormation requires.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +27,24 @@ use crate::template::{Pending, Resolver, Template};
 pub const TABLE: &str = "AWS::DynamoDB::Table";
 pub const QUEUE: &str = "AWS::SQS::Queue";
 pub const SECRET: &str = "AWS::SecretsManager::Secret";
+
+/// Resource types the local stack knows and does not create: operations (alarms, log
+/// groups, SNS topics) have nothing to run against locally; functions, APIs, event
+/// sources and schedules are run by `cargo lambda watch` and the plumbing.
+pub const NOT_PROVISIONED: &[&str] = &[
+    "AWS::CloudWatch::Alarm",
+    "AWS::Logs::LogGroup",
+    "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
+    "AWS::Serverless::Function",
+    "AWS::Serverless::HttpApi",
+    "AWS::Serverless::Api",
+    "AWS::Events::Rule",
+    "AWS::Scheduler::Schedule",
+    "AWS::Lambda::EventSourceMapping",
+    "AWS::Lambda::Permission",
+    "AWS::IAM::Role",
+];
 
 /// The account moto reports for every resource.
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -134,8 +158,12 @@ pub async fn provision(
                 Some(Value::Null) | None => None,
                 Some(other) => Some(other.to_string()),
             });
-        if let Some(v) = value {
-            resolver.refs.insert(name.clone(), v);
+        match value {
+            Some(v) => {
+                resolver.refs.insert(name.clone(), v);
+            }
+            // As CloudFormation: a parameter without a default must be given.
+            None => bail!("parameter {name} has no default: give it a value"),
         }
     }
 
@@ -200,8 +228,17 @@ pub async fn provision(
 
     // Functions are not created locally (`cargo lambda watch` runs them), but their names
     // and ARNs resolve as CloudFormation would resolve them.
-    for (id, _) in template.of_type(SERVERLESS_FUNCTION) {
-        let name = format!("{stack_name}-{id}");
+    for (id, function) in template.of_type(SERVERLESS_FUNCTION) {
+        let name = match function.pointer("/Properties/FunctionName") {
+            Some(declared) => match resolver
+                .resolve(declared)
+                .with_context(|| format!("resolving {id}'s FunctionName"))?
+            {
+                Value::String(name) => name,
+                other => bail!("{id}'s FunctionName is not a string: {other}"),
+            },
+            None => format!("{stack_name}-{id}"),
+        };
         resolver.attrs.insert(
             (id.to_string(), "Arn".into()),
             format!("arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"),

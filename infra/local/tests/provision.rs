@@ -183,4 +183,59 @@ async fn repository_template_provisions_completely() {
         .filter(|t| t.starts_with(&format!("{}-", stack.provisioned.stack_name)))
         .count();
     assert_eq!(ours, 7);
+
+    // Operations resources are skipped, explicitly; the functions resolve to the names
+    // their log groups are named after.
+    let skipped: Vec<&str> = template
+        .resources
+        .iter()
+        .filter_map(|(_, r)| r["Type"].as_str())
+        .filter(|ty| local_stack::provision::NOT_PROVISIONED.contains(ty))
+        .collect();
+    assert!(skipped.contains(&"AWS::CloudWatch::Alarm"), "{skipped:?}");
+    assert!(skipped.contains(&"AWS::Logs::LogGroup"), "{skipped:?}");
+    assert!(
+        stack
+            .provisioned
+            .created
+            .iter()
+            .all(|c| !local_stack::provision::NOT_PROVISIONED.contains(&c.resource_type.as_str()))
+    );
+    let name = stack
+        .provisioned
+        .resolver
+        .refs
+        .get("MailSyncFunction")
+        .cloned();
+    assert_eq!(
+        name,
+        Some(format!("{}-mail-sync", stack.provisioned.stack_name))
+    );
+    // The client secret has no default: test_stack gave it a value of its own.
+    let sm = aws_sdk_secretsmanager::Client::new(&stack.sdk);
+    let secret = sm
+        .get_secret_value()
+        .secret_id(stack.var("CLIENT_SECRET_ID"))
+        .send()
+        .await
+        .unwrap();
+    assert!(secret.secret_string().unwrap().starts_with("test-"));
+}
+
+#[tokio::test]
+async fn a_parameter_without_default_must_be_given() {
+    let moto = local_stack::shared_moto().unwrap();
+    let template = local_stack::Template::load(&local_stack::template_path()).unwrap();
+    let error = local_stack::provision::provision(
+        &moto.sdk_config().await,
+        &template,
+        &format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{error:#}").contains("EntraClientSecretValue has no default"),
+        "{error:#}"
+    );
 }

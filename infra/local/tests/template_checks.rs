@@ -72,6 +72,25 @@ fn each_check_fails_on_its_fixture() {
         ),
         ("visibility-timeout", Check::VisibilityTimeout, "shorter"),
         ("binary-missing", Check::BuildBinary, "wroker"),
+        ("dlq-alarm-missing", Check::DeadLetterQueueAlarm, "JobsDLQ"),
+        (
+            "dlq-alarm-no-actions",
+            Check::DeadLetterQueueAlarm,
+            "AlarmActions",
+        ),
+        ("log-group-missing", Check::LogRetention, "no log group"),
+        (
+            "log-group-no-retention",
+            Check::LogRetention,
+            "RetentionInDays",
+        ),
+        ("log-group-misnamed", Check::LogRetention, "wroker"),
+        (
+            "secret-parameter-default",
+            Check::SecretParameter,
+            "default",
+        ),
+        ("secret-parameter-echoed", Check::SecretParameter, "NoEcho"),
     ];
     for (name, check, text) in cases {
         let findings = check_template(&fixture(name), &fixture_binaries());
@@ -87,4 +106,44 @@ fn each_check_fails_on_its_fixture() {
             findings[0]
         );
     }
+}
+
+/// The repository template keeps its operations: an alarm per dead-letter queue, a log
+/// group with retention per function, the client secret NoEcho without a default. Each
+/// removed from the real template is caught.
+#[test]
+fn the_repository_template_loses_no_operations_unnoticed() {
+    let text = std::fs::read_to_string(local_stack::template_path()).expect("template.yaml");
+    let binaries = workspace_binaries(&local_stack::repo_root()).expect("cargo metadata");
+    let broken = |from: &str, to: &str| {
+        assert!(text.contains(from), "template.yaml no longer has `{from}`");
+        let template = Template::parse(&text.replacen(from, to, 1)).expect("parses");
+        check_template(&template, &binaries)
+    };
+    let findings = broken(
+        "Value: !GetAtt MailSyncDLQ.QueueName",
+        "Value: !GetAtt MailSyncQueue.QueueName",
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.check == Check::DeadLetterQueueAlarm && f.message.contains("MailSyncDLQ")),
+        "{findings:#?}"
+    );
+    let findings = broken("      RetentionInDays: !Ref LogRetentionInDays\n", "");
+    assert!(
+        findings.iter().any(|f| f.check == Check::LogRetention),
+        "{findings:#?}"
+    );
+    let findings = broken(
+        "  EntraClientSecretValue:\n    Type: String\n",
+        "  EntraClientSecretValue:\n    Type: String\n    Default: change-me\n",
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.check == Check::SecretParameter
+                && f.location.contains("EntraClientSecretValue")),
+        "{findings:#?}"
+    );
 }

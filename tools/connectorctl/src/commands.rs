@@ -5,12 +5,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use aws_config::BehaviorVersion;
-use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoCrmIndex};
+use connector_core::adapters::dynamodb::{
+    DynamoConnectionStore, DynamoCrmIndex, DynamoTenantStore,
+};
 use connector_core::config::{table_name, vars};
 use connector_core::domain::{
     Connection, CrmIndexSummary, CrmSnapshot, ReplaceOutcome, SnapshotError, TenantId,
 };
-use connector_core::ports::{ConnectionStore, CrmIndex};
+use connector_core::ports::{ConnectionStore, CrmIndex, TenantStore};
 use time::format_description::well_known::Rfc3339;
 
 fn env(name: &str) -> Option<String> {
@@ -171,6 +173,51 @@ pub async fn connections_list(json: bool, tenant: Option<&str>) -> Result<()> {
         return Ok(());
     }
     print!("{}", render_table(&connections));
+    Ok(())
+}
+
+pub async fn backfill_shards() -> Result<()> {
+    let table = table_name(&env, vars::CONNECTIONS_TABLE)?;
+    let store = DynamoConnectionStore::new(dynamodb().await, table);
+    let updated = store
+        .backfill_status_shards()
+        .await
+        .context("backfilling statusShard")?;
+    println!("{updated} connection record(s) given their statusShard");
+    Ok(())
+}
+
+pub async fn retention(tenant: &str, days: Option<String>) -> Result<()> {
+    let table = table_name(&env, vars::TENANTS_TABLE)?;
+    let tenant_id = TenantId::parse(tenant).context("--tenant must be a GUID")?;
+    let store = DynamoTenantStore::new(dynamodb().await, table);
+    let mut record = store
+        .get_tenant(&tenant_id)
+        .await?
+        .with_context(|| format!("no tenant {tenant_id}"))?;
+    let Some(days) = days else {
+        match record.activity_retention_days {
+            Some(days) => println!("{days} days"),
+            None => println!("default (ActivityRetentionDays of the stack)"),
+        }
+        return Ok(());
+    };
+    record.activity_retention_days = match days.as_str() {
+        "default" => None,
+        text => match text.parse::<u32>() {
+            Ok(days) if (1..=3650).contains(&days) => Some(days),
+            _ => bail!("--days must be 1-3650 or `default`, got {text}"),
+        },
+    };
+    record.updated_at = time::OffsetDateTime::now_utc();
+    store.put_tenant(&record).await?;
+    println!(
+        "tenant {tenant_id}: activities kept {}",
+        match record.activity_retention_days {
+            Some(days) => format!("{days} days"),
+            None => "the stack's default".into(),
+        }
+    );
     Ok(())
 }
 

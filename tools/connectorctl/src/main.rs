@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
     long_about = "Operate the Office 365 connector.\n\n\
 AWS access uses the standard SDK configuration (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL \
 for a local emulator, ...). Table names come from the same environment variables as the \
-functions: CRM_TABLE for `crm`, CONNECTIONS_TABLE for `connections`, SYNC_STATE_TABLE \
+functions: CRM_TABLE for `crm`, CONNECTIONS_TABLE for `connections`, TENANTS_TABLE for `retention`, SYNC_STATE_TABLE \
 for `teams targets`, TEAMS_POST_DLQ_URL for `teams failures`, ACTIVITIES_TABLE for \
 `activities`, CONNECTIONS_TABLE and SYNC_STATE_TABLE for `status`; `sync mail` needs the \
 functions' whole environment (tables, queues, CLIENT_ID, CLIENT_SECRET_ID, LOGIN_BASE_URL, \
@@ -43,6 +43,17 @@ enum Command {
     Connections {
         #[command(subcommand)]
         command: ConnectionsCommand,
+    },
+    /// How long a tenant's imported mail and meetings are kept, in days from each one's
+    /// own date (needs TENANTS_TABLE). Without --days, prints it; `--days default` returns to
+    /// the stack's ActivityRetentionDays. Applies to activities written from then on.
+    Retention {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// 1-3650, or `default`.
+        #[arg(long)]
+        days: Option<String>,
     },
     /// Teams posting: share targets and failed messages.
     Teams {
@@ -200,6 +211,10 @@ enum ConnectionsCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Give connection records written before the status index was sharded their
+    /// `statusShard`, so fan-out finds them (needs CONNECTIONS_TABLE). Idempotent; run once
+    /// after deploying the `ByStatusShard` index (docs/data-model.md).
+    BackfillShards,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +253,10 @@ async fn main() -> ExitCode {
         Command::Connections {
             command: ConnectionsCommand::List { json, tenant },
         } => commands::connections_list(json, tenant.as_deref()).await,
+        Command::Connections {
+            command: ConnectionsCommand::BackfillShards,
+        } => commands::backfill_shards().await,
+        Command::Retention { tenant, days } => commands::retention(&tenant, days).await,
         Command::Teams {
             command: TeamsCommand::Targets { tenant, user, json },
         } => teams::targets(&tenant, &user, json).await,

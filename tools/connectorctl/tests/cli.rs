@@ -5,12 +5,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result};
-use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoCrmIndex};
+use aws_sdk_dynamodb::types::AttributeValue;
+use connector_core::adapters::dynamodb::{
+    DynamoConnectionStore, DynamoCrmIndex, DynamoTenantStore,
+};
 use connector_core::config::vars;
 use connector_core::domain::{
-    Connection, ConnectionStatus, FeatureBundle, StatusChange, TenantId, UserId, UserKey,
+    Connection, ConnectionStatus, ConsentMode, FeatureBundle, StatusChange, Tenant, TenantId,
+    UserId, UserKey,
 };
-use connector_core::ports::{ConnectionStore, CrmIndex};
+use connector_core::ports::{ConnectionStore, CrmIndex, TenantStore};
 use local_stack::TestStack;
 use time::OffsetDateTime;
 
@@ -264,5 +268,96 @@ async fn connections_list_as_json_and_table() -> Result<()> {
     let none: Vec<serde_json::Value> = serde_json::from_slice(&filtered.stdout)?;
     assert!(none.is_empty());
 
+    Ok(())
+}
+
+#[tokio::test]
+async fn backfill_shards_puts_old_records_back_into_fan_out() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let table = stack
+        .env
+        .get(vars::CONNECTIONS_TABLE)
+        .context("CONNECTIONS_TABLE")?
+        .clone();
+    let store = DynamoConnectionStore::new(client.clone(), &table);
+    let tenant_id = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    for n in 0..3 {
+        let user_id = UserId::parse(&format!("00000000-0000-0000-0000-00000000000{n}"))?;
+        store
+            .upsert_connection(&Connection::new_active(
+                tenant_id.clone(),
+                user_id.clone(),
+                format!("user{n}@contoso.com"),
+                FeatureBundle::All.scope_set(),
+                now,
+            ))
+            .await?;
+        // As the release before the sharded index wrote it.
+        client
+            .update_item()
+            .table_name(&table)
+            .key("tenantId", AttributeValue::S(tenant_id.to_string()))
+            .key("userId", AttributeValue::S(user_id.to_string()))
+            .update_expression("REMOVE statusShard")
+            .send()
+            .await?;
+    }
+    assert!(store.query_active(10, None).await?.items.is_empty());
+
+    let output = run(&stack, &["connections", "backfill-shards"])?;
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("3 connection record(s)"));
+    assert_eq!(store.query_active(10, None).await?.items.len(), 3);
+    let again = run(&stack, &["connections", "backfill-shards"])?;
+    assert!(text(&again.stdout).starts_with("0 connection record(s)"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn retention_is_set_per_tenant_and_back_to_the_default() -> Result<()> {
+    let stack = local_stack::test_stack().await?;
+    let tenants = DynamoTenantStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack
+            .env
+            .get(vars::TENANTS_TABLE)
+            .context("TENANTS_TABLE")?,
+    );
+    let tenant_id = TenantId::parse(&uuid::Uuid::new_v4().to_string())?;
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    tenants
+        .put_tenant(&Tenant::new(
+            tenant_id.clone(),
+            ConsentMode::UserConsent,
+            now,
+        ))
+        .await?;
+    let tenant = tenant_id.to_string();
+
+    let shown = run(&stack, &["retention", "--tenant", &tenant])?;
+    assert!(shown.status.success(), "stderr: {}", text(&shown.stderr));
+    assert!(text(&shown.stdout).starts_with("default"));
+    let set = run(&stack, &["retention", "--tenant", &tenant, "--days", "90"])?;
+    assert!(set.status.success(), "stderr: {}", text(&set.stderr));
+    let stored = tenants.get_tenant(&tenant_id).await?.context("tenant")?;
+    assert_eq!(stored.activity_retention_days, Some(90));
+    assert_eq!(
+        stored.consent_mode,
+        ConsentMode::UserConsent,
+        "the rest kept"
+    );
+
+    let refused = run(&stack, &["retention", "--tenant", &tenant, "--days", "0"])?;
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("1-3650"));
+    let reset = run(
+        &stack,
+        &["retention", "--tenant", &tenant, "--days", "default"],
+    )?;
+    assert!(reset.status.success(), "stderr: {}", text(&reset.stderr));
+    let stored = tenants.get_tenant(&tenant_id).await?.context("tenant")?;
+    assert_eq!(stored.activity_retention_days, None);
     Ok(())
 }

@@ -178,6 +178,39 @@ async fn sync_mail_then_activities_and_status() -> Result<()> {
     ensure!(activities.len() == 1, "{activities:?}");
     ensure!(activities[0]["content"]["internetMessageId"] == "<a1@test>");
     ensure!(activities[0]["matches"][0]["matchedOn"] == "acme.example");
+    // mail-sync's wiring writes the TTL: the message's date + ActivityRetentionDays (730,
+    // the template's default; the tenant sets none).
+    let item = dynamo
+        .get_item()
+        .table_name(var("ACTIVITIES_TABLE")?)
+        .key(
+            "owner",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{t}#{u}")),
+        )
+        .key(
+            "activityId",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                activities[0]["activityId"]
+                    .as_str()
+                    .context("activityId")?
+                    .to_owned(),
+            ),
+        )
+        .send()
+        .await?
+        .item
+        .context("the stored item")?;
+    let dated = activities[0]["content"]["receivedAt"]
+        .as_str()
+        .or(activities[0]["content"]["sentAt"].as_str())
+        .context("a date")?;
+    let dated = OffsetDateTime::parse(dated, &time::format_description::well_known::Rfc3339)?;
+    ensure!(
+        item.get("expiresAt").and_then(|v| v.as_n().ok())
+            == Some(&(dated.unix_timestamp() + 730 * 86_400).to_string()),
+        "expiresAt {:?} for a message dated {dated}",
+        item.get("expiresAt")
+    );
     let table = run(&env, &["activities", "--tenant", &t, "--user", &u]).await?;
     ensure!(
         text(&table.stdout).contains("Subject a1") && !text(&table.stdout).contains("Subject a2")

@@ -251,6 +251,23 @@ impl Activity {
     pub fn owner(&self) -> UserKey {
         UserKey::new(self.tenant_id.clone(), self.user_id.clone())
     }
+
+    /// The date its lifetime counts from: a mail's receipt (else sending, else import), a
+    /// meeting's end.
+    pub fn dated_at(&self) -> OffsetDateTime {
+        match &self.content {
+            ActivityContent::Mail(mail) => mail
+                .received_at
+                .or(mail.sent_at)
+                .unwrap_or(self.imported_at),
+            ActivityContent::Meeting(meeting) => meeting.end,
+        }
+    }
+
+    /// When an activity kept `retention_days` expires (the item's TTL).
+    pub fn expires_at(&self, retention_days: u32) -> OffsetDateTime {
+        self.dated_at() + time::Duration::days(i64::from(retention_days))
+    }
 }
 
 #[cfg(test)]

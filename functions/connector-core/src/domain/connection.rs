@@ -35,7 +35,7 @@ impl ConnectionStatus {
         ConnectionStatus::Disconnected,
     ];
 
-    /// The stored form, also the `status` key of the `ByStatus` index.
+    /// The stored form, also the status part of the `ByStatusShard` index key (`{status}#{shard}`).
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionStatus::Active => "active",

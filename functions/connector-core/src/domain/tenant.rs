@@ -97,6 +97,10 @@ pub struct Tenant {
     /// Who granted it, as far as we know (an admin's UPN or object id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consented_by: Option<String>,
+    /// How many days the tenant's imported activities are kept, counted from each one's
+    /// own date; `None`: the stack's `ActivityRetentionDays` (docs/data-retention.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_retention_days: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -114,6 +118,7 @@ impl Tenant {
             consent_state: ConsentState::Reported,
             consented_at: None,
             consented_by: None,
+            activity_retention_days: None,
             updated_at: now,
         }
     }

@@ -1,11 +1,61 @@
 //! Activities: the imported emails and meetings.
+//!
+//! With a retention ([`DynamoActivityStore::with_retention`]) every written activity
+//! carries `expiresAt` (epoch seconds, the table's TTL attribute): its own date plus the
+//! tenant's `activityRetentionDays`, else the stack's default. DynamoDB deletes expired
+//! items within days, without a write charge (docs/data-retention.md).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::*;
+use crate::ports::TenantStore;
+
+/// How long a tenant's retention setting is reused before it is read again.
+const RETENTION_CACHE: Duration = Duration::from_secs(600);
+
+/// The activities' lifetime: the stack's default and the tenants' own settings.
+pub struct ActivityRetention {
+    default_days: u32,
+    tenants: Arc<dyn TenantStore>,
+    cache: Mutex<HashMap<TenantId, (u32, Instant)>>,
+}
+
+impl ActivityRetention {
+    pub fn new(default_days: u32, tenants: Arc<dyn TenantStore>) -> Self {
+        Self {
+            default_days,
+            tenants,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's retention in days (its own setting, else the default).
+    pub async fn days(&self, tenant_id: &TenantId) -> Result<u32, StoreError> {
+        if let Some((days, at)) = self.cache.lock().expect("cache").get(tenant_id)
+            && at.elapsed() < RETENTION_CACHE
+        {
+            return Ok(*days);
+        }
+        let days = self
+            .tenants
+            .get_tenant(tenant_id)
+            .await?
+            .and_then(|tenant| tenant.activity_retention_days)
+            .unwrap_or(self.default_days);
+        self.cache
+            .lock()
+            .expect("cache")
+            .insert(tenant_id.clone(), (days, Instant::now()));
+        Ok(days)
+    }
+}
 
 pub struct DynamoActivityStore {
     client: Client,
     table: String,
     backoff: Backoff,
+    retention: Option<ActivityRetention>,
 }
 
 impl DynamoActivityStore {
@@ -14,7 +64,14 @@ impl DynamoActivityStore {
             client,
             table: table.into(),
             backoff: Backoff::default(),
+            retention: None,
         }
+    }
+
+    /// Writes each activity with its expiry (`expiresAt`, the table's TTL attribute).
+    pub fn with_retention(mut self, retention: ActivityRetention) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// Overrides the retry budget for unprocessed batch items.
@@ -96,11 +153,24 @@ impl ActivityStore for DynamoActivityStore {
                 activity,
             );
         }
+        let mut retention_days = HashMap::new();
+        if let Some(retention) = &self.retention {
+            for activity in latest.values() {
+                if !retention_days.contains_key(&activity.tenant_id) {
+                    let days = retention.days(&activity.tenant_id).await?;
+                    retention_days.insert(activity.tenant_id.clone(), days);
+                }
+            }
+        }
         let requests = latest
             .into_iter()
             .map(|((owner, id), activity)| {
                 let mut item = to_item(activity, &self.table, &format!("{owner}/{id}"))?;
                 item.insert("owner".to_owned(), s(owner));
+                if let Some(days) = retention_days.get(&activity.tenant_id) {
+                    let expires = activity.expires_at(*days).unix_timestamp();
+                    item.insert("expiresAt".to_owned(), n(expires));
+                }
                 put_request(item, &self.table)
             })
             .collect::<Result<Vec<_>, _>>()?;

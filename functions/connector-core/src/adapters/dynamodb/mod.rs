@@ -1,5 +1,5 @@
 //! DynamoDB implementations of the table-backed ports. Table layouts (keys, the
-//! `ByStatus` index, TTL attribute) are those of docs/data-model.md; items are the
+//! `ByStatusShard` index, TTL attribute) are those of docs/data-model.md; items are the
 //! domain types' serde form (camelCase attributes) plus their key attributes. One file per
 //! port (`tenants`, `connections`, `sync_state`, `activities`, `crm`); this one holds what
 //! they share (attribute helpers, batch writes and reads, page tokens, partition queries).
@@ -69,8 +69,9 @@ pub const BATCH_GET_LIMIT: usize = 100;
 /// Batch calls in flight at once per operation.
 const BATCH_CONCURRENCY: usize = 4;
 
-/// Name of the status index (docs/data-model.md).
-pub const BY_STATUS_INDEX: &str = "ByStatus";
+/// Name of the status index (docs/data-model.md): partition key `statusShard`
+/// (`{status}#{shard}`), sort key `connectionKey`.
+pub const BY_STATUS_INDEX: &str = "ByStatusShard";
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
