@@ -227,6 +227,7 @@ fn mail_activity(owner: &UserKey, n: usize, upn: &str) -> Activity {
             body_text: "body".into(),
             has_attachments: false,
             web_link: None,
+            detail: None,
         }),
         vec![CrmMatch {
             participant: "jane@acme.com".into(),

@@ -1,11 +1,36 @@
 //! Activities: the imported emails and meetings.
+//!
+//! With a body store ([`DynamoActivityStore::with_bodies`]) an item stays under
+//! DynamoDB's 400 KB item limit by design: a mail activity's body, and its participants,
+//! matches and subject beyond the item's limits, go to one object in the body store,
+//! written *before* the item that names it (`content.detail`); deleted *after* the item.
+//! Every item also carries `fingerprint` (`Activity::fingerprint`), so a re-read message
+//! that brings nothing new is neither written nor counted again.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 use super::*;
+use crate::domain::{ActivityContent, MailDetail, body_key, user_body_prefix};
+use crate::ports::{BodyStore, Refused, StoreReport};
+
+/// Item attribute: the activity's fingerprint.
+const FINGERPRINT: &str = "fingerprint";
 
 pub struct DynamoActivityStore {
     client: Client,
     table: String,
     backoff: Backoff,
+    bodies: Option<Arc<dyn BodyStore>>,
+}
+
+/// A body object to write: its key and bytes.
+type BodyObject = (String, Vec<u8>);
+
+/// A put that DynamoDB refused for the item itself.
+fn is_validation(error: &(impl ProvideErrorMetadata + ?Sized)) -> bool {
+    error.code() == Some("ValidationException")
 }
 
 impl DynamoActivityStore {
@@ -14,6 +39,164 @@ impl DynamoActivityStore {
             client,
             table: table.into(),
             backoff: Backoff::default(),
+            bodies: None,
+        }
+    }
+
+    /// Keeps mail bodies (and what else can grow) in `bodies`. Without one, a mail item
+    /// holds its body inline (tools and tests that never store big mail).
+    pub fn with_bodies(mut self, bodies: Arc<dyn BodyStore>) -> Self {
+        self.bodies = Some(bodies);
+        self
+    }
+
+    /// The item of an activity and, with a body store, the object to write before it.
+    fn prepare(&self, activity: &Activity) -> Result<(Item, Option<BodyObject>), StoreError> {
+        let owner = activity.owner().to_string();
+        let key = format!("{owner}/{}", activity.activity_id);
+        let split = match &self.bodies {
+            Some(_) => activity.split_detail(),
+            None => None,
+        };
+        let (mut item, object) = match split {
+            Some((bounded, detail)) => {
+                let bytes = serde_json::to_vec(&detail).map_err(|error| StoreError::Corrupt {
+                    resource: self.table.clone(),
+                    key: key.clone(),
+                    source: Box::new(error),
+                })?;
+                let object_key = body_key(&activity.owner(), &activity.activity_id);
+                (
+                    to_item(&bounded, &self.table, &key)?,
+                    Some((object_key, bytes)),
+                )
+            }
+            None => (to_item(activity, &self.table, &key)?, None),
+        };
+        item.insert("owner".to_owned(), s(owner));
+        item.insert(FINGERPRINT.to_owned(), s(activity.fingerprint()));
+        Ok((item, object))
+    }
+
+    /// Reads the whole message back into an item that names a detail object.
+    async fn join_detail(&self, activity: &mut Activity) -> Result<(), StoreError> {
+        let (Some(bodies), ActivityContent::Mail(mail)) = (&self.bodies, &activity.content) else {
+            return Ok(());
+        };
+        let Some(detail) = &mail.detail else {
+            return Ok(());
+        };
+        let key = detail.key.clone();
+        let Some(bytes) = bodies.get_body(&key).await? else {
+            return Err(StoreError::NotFound {
+                what: format!("the body of {}", activity.activity_id),
+            });
+        };
+        let detail: MailDetail =
+            serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
+                resource: "body store".to_owned(),
+                key,
+                source: Box::new(error),
+            })?;
+        activity.join_detail(detail);
+        Ok(())
+    }
+
+    /// Deletes the body objects of mail activities (after their items).
+    async fn delete_bodies_of(
+        &self,
+        owner: &UserKey,
+        ids: &[&ActivityId],
+    ) -> Result<(), StoreError> {
+        let Some(bodies) = &self.bodies else {
+            return Ok(());
+        };
+        let keys: Vec<String> = ids
+            .iter()
+            .filter(|id| id.as_str().starts_with("mail#"))
+            .map(|id| body_key(owner, id))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        bodies.delete_bodies(&keys).await
+    }
+
+    /// The stored fingerprints of `keys` (owner, activity id), read per owner (`owner` is
+    /// a reserved word: the projection names only the sort key and the fingerprint).
+    async fn fingerprints(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), String>, StoreError> {
+        let mut by_owner: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (owner, id) in keys {
+            by_owner.entry(owner).or_default().push(id);
+        }
+        let mut found = HashMap::new();
+        for (owner, ids) in by_owner {
+            let items = batch_get(
+                &self.client,
+                &self.table,
+                ids.iter()
+                    .map(|id| {
+                        HashMap::from([
+                            ("owner".to_owned(), s(owner)),
+                            ("activityId".to_owned(), s(*id)),
+                        ])
+                    })
+                    .collect(),
+                Some("activityId, fingerprint"),
+                self.backoff,
+            )
+            .await?;
+            for item in items {
+                if let (Some(id), Some(fingerprint)) = (
+                    string_attr(&item, "activityId"),
+                    string_attr(&item, FINGERPRINT),
+                ) {
+                    found.insert((owner.to_owned(), id.to_owned()), fingerprint.to_owned());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes body objects, a few at once.
+    async fn put_objects(&self, objects: Vec<BodyObject>) -> Result<(), StoreError> {
+        let Some(bodies) = &self.bodies else {
+            return Ok(());
+        };
+        stream::iter(objects)
+            .map(|(key, bytes)| async move { bodies.put_body(&key, bytes).await })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
+    /// One PutItem; `Ok(Some(code))` when DynamoDB refused the item itself.
+    async fn put_single(&self, item: Item) -> Result<Option<String>, StoreError> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(error) if error.as_service_error().is_some_and(is_validation) => {
+                let message = error
+                    .as_service_error()
+                    .and_then(|e| e.message())
+                    .unwrap_or_default();
+                // DynamoDB's messages name limits and types, never attribute values.
+                Ok(Some(format!(
+                    "ValidationException: {}",
+                    message.chars().take(200).collect::<String>()
+                )))
+            }
+            Err(error) => Err(backend("PutItem", &self.table, error)),
         }
     }
 
@@ -96,15 +279,104 @@ impl ActivityStore for DynamoActivityStore {
                 activity,
             );
         }
-        let requests = latest
-            .into_iter()
-            .map(|((owner, id), activity)| {
-                let mut item = to_item(activity, &self.table, &format!("{owner}/{id}"))?;
-                item.insert("owner".to_owned(), s(owner));
-                put_request(item, &self.table)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut requests = Vec::with_capacity(latest.len());
+        let mut objects = Vec::new();
+        for activity in latest.into_values() {
+            let (item, object) = self.prepare(activity)?;
+            requests.push(put_request(item, &self.table)?);
+            objects.extend(object);
+        }
+        self.put_objects(objects).await?;
         batch_write(&self.client, &self.table, requests, self.backoff).await
+    }
+
+    /// Deduplicates, skips what is stored unchanged, writes each body before its item,
+    /// and isolates an item DynamoDB refuses: a BatchWriteItem refused with a
+    /// ValidationException (DynamoDB then writes none of the batch) is retried item by
+    /// item; an item refused alone is reported (its body object deleted) and the rest is
+    /// stored.
+    #[instrument(skip_all, fields(table = %self.table, count = activities.len()))]
+    async fn store_activities(
+        &self,
+        activities: &[Activity],
+        rewrite_unchanged: bool,
+    ) -> Result<StoreReport, StoreError> {
+        let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
+        for activity in activities {
+            latest.insert(
+                (
+                    activity.owner().to_string(),
+                    activity.activity_id.to_string(),
+                ),
+                activity,
+            );
+        }
+        let keys: Vec<(String, String)> = latest.keys().cloned().collect();
+        let stored = self.fingerprints(&keys).await?;
+        let mut report = StoreReport::default();
+        // (activity, item, body key, whether it is new or changed)
+        let mut pending: Vec<(&Activity, Item, Option<String>, bool)> = Vec::new();
+        let mut objects = Vec::new();
+        for (key, activity) in latest {
+            let changed = stored.get(&key) != Some(&activity.fingerprint());
+            if !changed {
+                report.unchanged += 1;
+                if !rewrite_unchanged {
+                    continue;
+                }
+            }
+            let (item, object) = self.prepare(activity)?;
+            let object_key = object.as_ref().map(|(key, _)| key.clone());
+            // The body of an unchanged activity is already stored as it would be written.
+            if changed {
+                objects.extend(object);
+            }
+            pending.push((activity, item, object_key, changed));
+        }
+        // Bodies first: an item is only ever written once what it points to exists. A
+        // failure below leaves objects without items; the retry overwrites them (same key),
+        // a refused item's object is deleted here.
+        self.put_objects(objects).await?;
+        for chunk in pending.chunks(BATCH_WRITE_LIMIT) {
+            let requests = chunk
+                .iter()
+                .map(|(_, item, _, _)| put_request(item.clone(), &self.table))
+                .collect::<Result<Vec<_>, _>>()?;
+            let changed = chunk.iter().filter(|(.., changed)| *changed).count() as u64;
+            match write_chunk(&self.client, &self.table, requests, self.backoff).await {
+                Ok(()) => report.written += changed,
+                Err(StoreError::Backend { source, .. })
+                    if source
+                        .downcast_ref::<aws_sdk_dynamodb::error::SdkError<
+                            aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError,
+                        >>()
+                        .and_then(|e| e.as_service_error())
+                        .is_some_and(is_validation) =>
+                {
+                    warn!(
+                        count = chunk.len(),
+                        "BatchWriteItem refused with a ValidationException; writing the items one by one"
+                    );
+                    for (activity, item, object_key, changed) in chunk {
+                        match self.put_single(item.clone()).await? {
+                            None => report.written += u64::from(*changed),
+                            Some(reason) => {
+                                warn!(activity = %activity.activity_id, %reason, "an activity was refused by the table");
+                                if let (Some(bodies), Some(key)) = (&self.bodies, object_key) {
+                                    bodies.delete_bodies(std::slice::from_ref(key)).await?;
+                                }
+                                report.refused.push(Refused {
+                                    id: activity.activity_id.clone(),
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(report)
     }
 
     async fn get_activity(
@@ -121,7 +393,12 @@ impl ActivityStore for DynamoActivityStore {
             .send()
             .await
             .map_err(|error| backend("GetItem", &self.table, error))?;
-        output.item.map(|item| self.decode(item)).transpose()
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let mut activity = self.decode(item)?;
+        self.join_detail(&mut activity).await?;
+        Ok(Some(activity))
     }
 
     async fn delete_activity(&self, owner: &UserKey, id: &ActivityId) -> Result<bool, StoreError> {
@@ -134,6 +411,7 @@ impl ActivityStore for DynamoActivityStore {
             .send()
             .await
             .map_err(|error| backend("DeleteItem", &self.table, error))?;
+        self.delete_bodies_of(owner, &[id]).await?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
@@ -157,7 +435,11 @@ impl ActivityStore for DynamoActivityStore {
             .expression_attribute_values(":folder", s(folder_id))
             .send()
             .await;
-        conditional(result, "DeleteItem", &self.table).map(|applied| applied.is_some())
+        let deleted = conditional(result, "DeleteItem", &self.table)?.is_some();
+        if deleted {
+            self.delete_bodies_of(owner, &[id]).await?;
+        }
+        Ok(deleted)
     }
 
     async fn delete_activities(
@@ -167,10 +449,12 @@ impl ActivityStore for DynamoActivityStore {
     ) -> Result<(), StoreError> {
         let unique: HashSet<&ActivityId> = ids.iter().collect();
         let requests = unique
-            .into_iter()
+            .iter()
             .map(|id| delete_request(Self::key(owner, id), &self.table))
             .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await
+        batch_write(&self.client, &self.table, requests, self.backoff).await?;
+        let unique: Vec<&ActivityId> = unique.into_iter().collect();
+        self.delete_bodies_of(owner, &unique).await
     }
 
     async fn list_activities(
@@ -194,16 +478,21 @@ impl ActivityStore for DynamoActivityStore {
             .await
     }
 
+    /// The items, then every body object under the user's prefix (orphans included).
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError> {
         let partition = owner.to_string();
-        delete_partition(
+        let deleted = delete_partition(
             &self.client,
             &self.table,
             ("owner", &partition),
             ("activityId", None),
             self.backoff,
         )
-        .await
+        .await?;
+        if let Some(bodies) = &self.bodies {
+            bodies.delete_prefix(&user_body_prefix(owner)).await?;
+        }
+        Ok(deleted)
     }
 }
 
