@@ -880,6 +880,12 @@ impl MailWork {
     /// round did not deliver (stamped before `before`, when it restarted) went while the
     /// sync state was lost; they are deleted (each only while still filed in this folder,
     /// as removals are). Reads the user's stored mail once.
+    ///
+    /// A 410 means "the application must restart with a full synchronization"
+    /// (https://learn.microsoft.com/graph/delta-query-overview, "Synchronization reset";
+    /// https://learn.microsoft.com/en-us/answers/questions/649481/http-410-status-error-on-syncing-contacts,
+    /// read 2026-12-05): the new round lists what exists, and no source says it reports
+    /// what was deleted before it, so the difference is taken here whether or not it does.
     async fn reconcile(
         &self,
         env: &FolderEnv<'_>,

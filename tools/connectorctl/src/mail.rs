@@ -256,6 +256,16 @@ pub async fn status(json: bool) -> Result<()> {
                 meta.totals.scanned,
                 meta.totals.stored,
             );
+            // Items that could not be stored (ids and reasons only).
+            for skipped in &meta.skipped {
+                println!(
+                    "{:<30}   skipped {} at {}: {}",
+                    "",
+                    skipped.id,
+                    at(Some(skipped.at)),
+                    skipped.reason
+                );
+            }
         }
         if row.mail.is_none() && row.calendar.is_none() {
             println!(

@@ -1,7 +1,9 @@
 //! Activities: the imported emails and meetings.
 //!
 //! With a body store ([`DynamoActivityStore::with_bodies`]) an item stays under
-//! DynamoDB's 400 KB item limit by design: a mail activity's body, and its participants,
+//! DynamoDB's 400 KB item limit (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html,
+//! read 2026-12-05; a BatchWriteItem with one invalid item is refused whole with a
+//! ValidationException, BatchWriteItem API reference) by design: a mail activity's body, and its participants,
 //! matches and subject beyond the item's limits, go to one object in the body store,
 //! written *before* the item that names it (`content.detail`); deleted *after* the item.
 //! Every item also carries `fingerprint` (`Activity::fingerprint`), so a re-read message
