@@ -161,21 +161,26 @@ async fn check_body_store(store: &dyn BodyStore, tenant: &TenantId) -> Result<()
     let other_tenant = owner(&TenantId::parse(&uuid::Uuid::new_v4().to_string())?);
     let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let id = ActivityId::mail("AAk/x+y=");
-    store.put_body(&body_key(&a, &id), bytes.clone()).await?;
-    assert_eq!(store.get_body(&body_key(&a, &id)).await?, Some(bytes));
+    store
+        .put_body(&body_key(&a, &id, "v1"), bytes.clone())
+        .await?;
+    assert_eq!(store.get_body(&body_key(&a, &id, "v1")).await?, Some(bytes));
     for n in 0..5 {
         let id = ActivityId::mail(&format!("m{n}"));
-        store.put_body(&body_key(&a, &id), vec![n]).await?;
-        store.put_body(&body_key(&b, &id), vec![n]).await?;
+        store.put_body(&body_key(&a, &id, "v1"), vec![n]).await?;
+        store.put_body(&body_key(&b, &id, "v1"), vec![n]).await?;
         store
-            .put_body(&body_key(&other_tenant, &id), vec![n])
+            .put_body(&body_key(&other_tenant, &id, "v1"), vec![n])
             .await?;
     }
     assert_eq!(store.count_prefix(&user_body_prefix(&a)).await?, 6);
     store
-        .delete_bodies(&[body_key(&a, &id), body_key(&a, &ActivityId::mail("absent"))])
+        .delete_bodies(&[
+            body_key(&a, &id, "v1"),
+            body_key(&a, &ActivityId::mail("absent"), "v1"),
+        ])
         .await?;
-    assert_eq!(store.get_body(&body_key(&a, &id)).await?, None);
+    assert_eq!(store.get_body(&body_key(&a, &id, "v1")).await?, None);
     assert_eq!(store.delete_prefix(&user_body_prefix(&a)).await?, 5);
     assert_eq!(store.count_prefix(&user_body_prefix(&b)).await?, 5);
     assert_eq!(store.delete_prefix(&tenant_body_prefix(tenant)).await?, 5);
@@ -257,6 +262,11 @@ async fn big_mail_is_stored_whole_counted_once_and_deleted_with_its_item() -> Re
         (1, 2),
         "the same id twice counts once"
     );
+    assert_eq!(
+        bodies.count_prefix(&user_body_prefix(&user)).await?,
+        3,
+        "the superseded version's object is gone"
+    );
 
     // Deletes take bodies along.
     assert!(
@@ -274,7 +284,7 @@ async fn big_mail_is_stored_whole_counted_once_and_deleted_with_its_item() -> Re
     // An orphan (a body whose item was never written) goes with the user's activities.
     bodies
         .put_body(
-            &body_key(&user, &ActivityId::mail("orphan")),
+            &body_key(&user, &ActivityId::mail("orphan"), "v0"),
             b"{}".to_vec(),
         )
         .await?;
@@ -302,6 +312,7 @@ async fn an_item_the_table_refuses_is_isolated_and_the_rest_is_stored() -> Resul
     if let ActivityContent::Mail(m) = &mut poison.content {
         m.internet_message_id = Some("x".repeat(450_000));
     }
+    let poison_key = body_key(&user, &ActivityId::mail("poison"), &poison.fingerprint());
     activities.insert(7, poison);
     let report = store.store_activities(&activities, false).await?;
     assert_eq!(report.written, 30);
@@ -318,9 +329,7 @@ async fn an_item_the_table_refuses_is_isolated_and_the_rest_is_stored() -> Resul
         30
     );
     assert_eq!(
-        bodies
-            .get_body(&body_key(&user, &ActivityId::mail("poison")))
-            .await?,
+        bodies.get_body(&poison_key).await?,
         None,
         "the refused item's body is not left behind"
     );

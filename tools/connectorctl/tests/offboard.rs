@@ -182,7 +182,10 @@ impl Seeder<'_> {
         .await?;
         // A body whose item was never written (a failed import): offboarding finds it too.
         bodies(self.stack)
-            .put_body(&body_key(key, &ActivityId::mail("orphan")), b"{}".to_vec())
+            .put_body(
+                &body_key(key, &ActivityId::mail("orphan"), "v0"),
+                b"{}".to_vec(),
+            )
             .await?;
         DynamoShareTargetStore::new(
             self.dynamodb.clone(),

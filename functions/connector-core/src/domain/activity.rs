@@ -189,13 +189,21 @@ pub const ITEM_MATCHES: usize = 100;
 /// Characters of the subject an activity item keeps.
 pub const ITEM_SUBJECT_CHARS: usize = 1_000;
 
-/// The body store key of an activity: `{tenantId}/{userId}/{sha256(activityId)}`. The
-/// owner's prefix lets a user's or a tenant's bodies go by prefix; the hash keeps the key
-/// short and free of characters S3 treats specially, whatever Graph's ids hold.
-pub fn body_key(owner: &UserKey, id: &ActivityId) -> String {
+/// The body store key of one version of an activity:
+/// `{tenantId}/{userId}/{sha256(activityId)}/{fingerprint, 16 hex digits}`. The owner's
+/// prefix lets a user's or a tenant's bodies go by prefix; the hash keeps the key short
+/// and free of characters S3 treats specially, whatever Graph's ids hold; the version
+/// part means deleting an old version (a message moved out of a folder) never deletes
+/// the object a newer item points to.
+pub fn body_key(owner: &UserKey, id: &ActivityId, fingerprint: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(id.as_str().as_bytes());
-    format!("{}{}", user_body_prefix(owner), hex::encode(digest))
+    let version: String = fingerprint.chars().take(16).collect();
+    format!(
+        "{}{}/{version}",
+        user_body_prefix(owner),
+        hex::encode(digest)
+    )
 }
 
 /// Every body of a user: `{tenantId}/{userId}/`.
@@ -346,7 +354,7 @@ impl Activity {
                 bounded.subject.truncate(cut);
             }
             bounded.detail = Some(DetailRef {
-                key: body_key(&self.owner(), &self.activity_id),
+                key: body_key(&self.owner(), &self.activity_id, &self.fingerprint()),
                 body_bytes: detail.body_text.len() as u64,
                 participants: detail.participants.len() as u64,
                 matches: detail.matches.len() as u64,

@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use connector_core::domain::{
-    ActivityContent, ActivityId, CursorKind, ITEM_PARTICIPANTS, SyncKey, SyncKind, body_key,
+    ActivityContent, ActivityId, CursorKind, ITEM_PARTICIPANTS, SyncKey, SyncKind,
 };
 use connector_core::ports::{ActivityStore, BodyStore, SyncStateStore};
 use connector_core::sync::JobOutcome;
@@ -160,7 +160,7 @@ async fn a_5_mb_body_1000_recipients_and_a_poison_message_all_import() -> Result
     );
     let body = h
         .bodies
-        .get_body(&body_key(&key, &many_id))
+        .get_body(&many_item.detail.as_ref().context("detail")?.key)
         .await?
         .context("the object")?;
     assert!(body.len() > 40_000, "the object holds the list");
@@ -220,7 +220,7 @@ async fn a_5_mb_body_1000_recipients_and_a_poison_message_all_import() -> Result
     .await?;
     assert_eq!(h.run(&key).await, JobOutcome::Done);
     assert!(h.activities.get_activity(&key, &big_id).await?.is_none());
-    assert!(h.bodies.get_body(&body_key(&key, &big_id)).await?.is_none());
+    assert!(h.bodies.get_body(&detail.key).await?.is_none());
     assert_eq!(h.body_objects(&key).await?, 3);
     Ok(())
 }
@@ -244,13 +244,13 @@ async fn mail_deleted_while_the_delta_state_was_lost_is_removed_and_counted_once
     assert_eq!(h.stored_by_runs(&key), expected().len() as u64);
 
     let listed = h.stored(&key).await?;
-    let gone = listed
+    let (gone, gone_body) = listed
         .iter()
         .find_map(|a| match &a.content {
             ActivityContent::Mail(m)
                 if m.internet_message_id.as_deref() == Some("<m02-domain@test>") =>
             {
-                Some(a.activity_id.clone())
+                Some((a.activity_id.clone(), m.detail.clone()?.key))
             }
             _ => None,
         })
@@ -290,7 +290,7 @@ async fn mail_deleted_while_the_delta_state_was_lost_is_removed_and_counted_once
         "the deleted message is gone, the rest stays"
     );
     assert!(h.activities.get_activity(&key, &gone).await?.is_none());
-    assert!(h.bodies.get_body(&body_key(&key, &gone)).await?.is_none());
+    assert!(h.bodies.get_body(&gone_body).await?.is_none());
     assert_eq!(h.body_objects(&key).await?, want.len() as u64);
 
     // The restart re-read every message; only the new one counts as stored.

@@ -67,7 +67,11 @@ impl DynamoActivityStore {
                     key: key.clone(),
                     source: Box::new(error),
                 })?;
-                let object_key = body_key(&activity.owner(), &activity.activity_id);
+                let object_key = match &bounded.content {
+                    ActivityContent::Mail(mail) => mail.detail.as_ref().map(|d| d.key.clone()),
+                    ActivityContent::Meeting(_) => None,
+                }
+                .unwrap_or_default();
                 (
                     to_item(&bounded, &self.table, &key)?,
                     Some((object_key, bytes)),
@@ -104,24 +108,31 @@ impl DynamoActivityStore {
         Ok(())
     }
 
-    /// Deletes the body objects of mail activities (after their items).
-    async fn delete_bodies_of(
+    /// Deletes the body objects of deleted mail items (after the items): the version each
+    /// item was (its `fingerprint`), so a newer version written meanwhile keeps its object.
+    async fn delete_versions(
         &self,
         owner: &UserKey,
-        ids: &[&ActivityId],
+        versions: &[(ActivityId, String)],
     ) -> Result<(), StoreError> {
         let Some(bodies) = &self.bodies else {
             return Ok(());
         };
-        let keys: Vec<String> = ids
+        let keys: Vec<String> = versions
             .iter()
-            .filter(|id| id.as_str().starts_with("mail#"))
-            .map(|id| body_key(owner, id))
+            .filter(|(id, _)| id.as_str().starts_with("mail#"))
+            .map(|(id, fingerprint)| body_key(owner, id, fingerprint))
             .collect();
         if keys.is_empty() {
             return Ok(());
         }
         bodies.delete_bodies(&keys).await
+    }
+
+    /// The version of a deleted item (`ReturnValues: ALL_OLD`).
+    fn deleted_version(id: &ActivityId, old: Option<&Item>) -> Option<(ActivityId, String)> {
+        old.and_then(|item| string_attr(item, FINGERPRINT))
+            .map(|fingerprint| (id.clone(), fingerprint.to_owned()))
     }
 
     /// The stored fingerprints of `keys` (owner, activity id), read per owner (`owner` is
@@ -268,28 +279,40 @@ impl DynamoActivityStore {
 
 #[async_trait]
 impl ActivityStore for DynamoActivityStore {
+    /// With a body store, [`ActivityStore::store_activities`] writing every activity (so
+    /// superseded body versions are deleted as there); an item the table refuses is an
+    /// error here.
     #[instrument(skip_all, fields(table = %self.table, count = activities.len()))]
     async fn upsert_activities(&self, activities: &[Activity]) -> Result<(), StoreError> {
-        // BatchWriteItem refuses a batch with the same key twice: keep the last version.
-        let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
-        for activity in activities {
-            latest.insert(
-                (
-                    activity.owner().to_string(),
-                    activity.activity_id.to_string(),
-                ),
-                activity,
-            );
+        if self.bodies.is_none() {
+            // Meetings (calendar-sync): no body, no fingerprint read; one BatchWriteItem
+            // per 25, the same key twice keeping the last version.
+            let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
+            for activity in activities {
+                latest.insert(
+                    (
+                        activity.owner().to_string(),
+                        activity.activity_id.to_string(),
+                    ),
+                    activity,
+                );
+            }
+            let requests = latest
+                .into_values()
+                .map(|activity| put_request(self.prepare(activity)?.0, &self.table))
+                .collect::<Result<Vec<_>, _>>()?;
+            return batch_write(&self.client, &self.table, requests, self.backoff).await;
         }
-        let mut requests = Vec::with_capacity(latest.len());
-        let mut objects = Vec::new();
-        for activity in latest.into_values() {
-            let (item, object) = self.prepare(activity)?;
-            requests.push(put_request(item, &self.table)?);
-            objects.extend(object);
+        let report = self.store_activities(activities, true).await?;
+        match report.refused.len() {
+            0 => Ok(()),
+            refused => Err(StoreError::Unprocessed {
+                operation: "PutItem",
+                resource: self.table.clone(),
+                remaining: refused,
+                attempts: 1,
+            }),
         }
-        self.put_objects(objects).await?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await
     }
 
     /// Deduplicates, skips what is stored unchanged, writes each body before its item,
@@ -319,8 +342,16 @@ impl ActivityStore for DynamoActivityStore {
         // (activity, item, body key, whether it is new or changed)
         let mut pending: Vec<(&Activity, Item, Option<String>, bool)> = Vec::new();
         let mut objects = Vec::new();
+        // Versions replaced by a changed one: their objects go once the new items are in.
+        let mut superseded: HashMap<UserKey, Vec<(ActivityId, String)>> = HashMap::new();
         for (key, activity) in latest {
             let changed = stored.get(&key) != Some(&activity.fingerprint());
+            if changed && let Some(old) = stored.get(&key) {
+                superseded
+                    .entry(activity.owner())
+                    .or_default()
+                    .push((activity.activity_id.clone(), old.clone()));
+            }
             if !changed {
                 report.unchanged += 1;
                 if !rewrite_unchanged {
@@ -378,6 +409,9 @@ impl ActivityStore for DynamoActivityStore {
                 Err(error) => return Err(error),
             }
         }
+        for (owner, versions) in &superseded {
+            self.delete_versions(owner, versions).await?;
+        }
         Ok(report)
     }
 
@@ -413,7 +447,8 @@ impl ActivityStore for DynamoActivityStore {
             .send()
             .await
             .map_err(|error| backend("DeleteItem", &self.table, error))?;
-        self.delete_bodies_of(owner, &[id]).await?;
+        let version = Self::deleted_version(id, output.attributes.as_ref());
+        self.delete_versions(owner, version.as_slice()).await?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
@@ -435,13 +470,15 @@ impl ActivityStore for DynamoActivityStore {
             .expression_attribute_names("#folder", "folderId")
             .expression_attribute_values(":mail", s("mail"))
             .expression_attribute_values(":folder", s(folder_id))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        let deleted = conditional(result, "DeleteItem", &self.table)?.is_some();
-        if deleted {
-            self.delete_bodies_of(owner, &[id]).await?;
-        }
-        Ok(deleted)
+        let Some(output) = conditional(result, "DeleteItem", &self.table)? else {
+            return Ok(false);
+        };
+        let version = Self::deleted_version(id, output.attributes.as_ref());
+        self.delete_versions(owner, version.as_slice()).await?;
+        Ok(true)
     }
 
     async fn delete_activities(
@@ -450,13 +487,29 @@ impl ActivityStore for DynamoActivityStore {
         ids: &[ActivityId],
     ) -> Result<(), StoreError> {
         let unique: HashSet<&ActivityId> = ids.iter().collect();
+        // The versions being deleted, read first (BatchWriteItem returns no old items).
+        let versions: Vec<(ActivityId, String)> = if self.bodies.is_some() {
+            let keys: Vec<(String, String)> = unique
+                .iter()
+                .filter(|id| id.as_str().starts_with("mail#"))
+                .map(|id| (owner.to_string(), id.to_string()))
+                .collect();
+            self.fingerprints(&keys)
+                .await?
+                .into_iter()
+                .filter_map(|((_, id), fingerprint)| {
+                    Some((ActivityId::parse(&id).ok()?, fingerprint))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let requests = unique
             .iter()
             .map(|id| delete_request(Self::key(owner, id), &self.table))
             .collect::<Result<Vec<_>, _>>()?;
         batch_write(&self.client, &self.table, requests, self.backoff).await?;
-        let unique: Vec<&ActivityId> = unique.into_iter().collect();
-        self.delete_bodies_of(owner, &unique).await
+        self.delete_versions(owner, &versions).await
     }
 
     async fn list_activities(
