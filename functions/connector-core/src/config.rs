@@ -27,6 +27,8 @@ pub mod vars {
     pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
     pub const APP_BASE_URL: &str = "APP_BASE_URL";
     pub const ACTIVITY_RETENTION_DAYS: &str = "ACTIVITY_RETENTION_DAYS";
+    /// mail-sync and connectorctl: the S3 bucket of message bodies.
+    pub const MESSAGE_BODIES_BUCKET: &str = "MESSAGE_BODIES_BUCKET";
 }
 
 /// `ACTIVITY_RETENTION_DAYS` (1-3650): the default lifetime of an imported activity, which
@@ -83,6 +85,30 @@ pub fn table_name(
             name,
             reason: "a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, '_', '-', '.'"
                 .into(),
+        });
+    }
+    Ok(value)
+}
+
+/// Reads an S3 bucket name and checks it against S3's naming rules (3-63 characters of
+/// a-z, 0-9, '.', '-', starting and ending with a letter or digit).
+pub fn bucket_name(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, ConfigError> {
+    let value = required(lookup, name)?;
+    let valid_chars = value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
+    let edges = value
+        .chars()
+        .next()
+        .zip(value.chars().last())
+        .is_some_and(|(a, b)| a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric());
+    if !(3..=63).contains(&value.len()) || !valid_chars || !edges {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "an S3 bucket name is 3-63 characters of a-z, 0-9, '.', '-'".into(),
         });
     }
     Ok(value)

@@ -240,10 +240,53 @@ pub trait SlotLedger: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// One activity a store refused for good (the store rejected the item itself, not the
+/// request): the importer records it and goes on. The reason names the store's error
+/// code and never any content of the activity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub id: ActivityId,
+    pub reason: String,
+}
+
+/// What [`ActivityStore::store_activities`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    /// Distinct activities that were new, or differed from the stored copy, and were
+    /// written.
+    pub written: u64,
+    /// Distinct activities already stored exactly so (written again only when asked).
+    pub unchanged: u64,
+    pub refused: Vec<Refused>,
+}
+
 #[async_trait]
 pub trait ActivityStore: Send + Sync {
     /// Idempotent: an activity with the same owner and id replaces the stored one.
     async fn upsert_activities(&self, activities: &[Activity]) -> Result<(), StoreError>;
+    /// As [`Self::upsert_activities`], for an importer: the same id twice counts once (the
+    /// last wins); an activity already stored with the same content (its import time
+    /// aside) is not written again unless `rewrite_unchanged` (a reconciling round stamps
+    /// what it saw with its `imported_at`), and counts as unchanged either way; an activity
+    /// the store refuses for good is reported in [`StoreReport::refused`] and the others
+    /// are stored. The default writes every activity, counts each as written and refuses
+    /// none.
+    async fn store_activities(
+        &self,
+        activities: &[Activity],
+        rewrite_unchanged: bool,
+    ) -> Result<StoreReport, StoreError> {
+        let _ = rewrite_unchanged;
+        self.upsert_activities(activities).await?;
+        let distinct: std::collections::HashSet<(UserKey, &ActivityId)> = activities
+            .iter()
+            .map(|a| (a.owner(), &a.activity_id))
+            .collect();
+        Ok(StoreReport {
+            written: distinct.len() as u64,
+            ..StoreReport::default()
+        })
+    }
     async fn get_activity(
         &self,
         owner: &UserKey,
@@ -296,6 +339,23 @@ pub trait ActivityStore: Send + Sync {
     }
     /// Deletes every activity of a user (on disconnection); returns how many.
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError>;
+}
+
+/// The store of what an activity item cannot hold: one object per mail activity (its
+/// body, every participant and match), keyed by [`crate::domain::body_key`] under the
+/// owner's prefix (`{tenantId}/{userId}/`). Objects are written before the item that
+/// names them and deleted after it.
+#[async_trait]
+pub trait BodyStore: Send + Sync {
+    /// Writes (or overwrites) one object.
+    async fn put_body(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+    async fn get_body(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes objects; missing ones are fine.
+    async fn delete_bodies(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Deletes every object under `prefix`; returns how many.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+    /// How many objects are under `prefix` (the offboarding residue check).
+    async fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
 }
 
 #[async_trait]

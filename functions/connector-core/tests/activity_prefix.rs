@@ -33,6 +33,7 @@ fn mail(owner: &UserKey, id: &str) -> Activity {
             body_text: "x".repeat(2_000),
             has_attachments: false,
             web_link: None,
+            detail: None,
         }),
         vec![],
         datetime!(2026-03-01 9:00 UTC),

@@ -226,6 +226,7 @@ fn mail_activity(owner: &UserKey, n: usize, subject: &str) -> Activity {
             body_text: "body ".repeat(50),
             has_attachments: n.is_multiple_of(2),
             web_link: Some(format!("https://outlook.office365.com/owa/?ItemID={n}")),
+            detail: None,
         }),
         vec![CrmMatch {
             participant: "jane@acme.com".into(),

@@ -122,6 +122,7 @@ fn mail(owner: &UserKey, id: &str, folder: &str) -> Activity {
             body_text: String::new(),
             has_attachments: false,
             web_link: None,
+            detail: None,
         }),
         Vec::new(),
         OffsetDateTime::UNIX_EPOCH,

@@ -66,12 +66,13 @@ impl App {
     }
 }
 
-/// Builds the function's dependencies on the real adapters (DynamoDB, Secrets Manager,
-/// SQS, Graph and the identity platform from `config`): what `main.rs` runs on, and what
-/// `connectorctl sync mail` runs locally.
+/// Builds the function's dependencies on the real adapters (DynamoDB, S3 for message
+/// bodies in `bodies_bucket`, Secrets Manager, SQS, Graph and the identity platform from
+/// `config`): what `main.rs` runs on, and what `connectorctl sync mail` runs locally.
 pub fn build_app(
     config: &connector_core::config::Config,
     settings: MailSettings,
+    bodies_bucket: &str,
     aws: &aws_config::SdkConfig,
     summaries: Arc<dyn SummarySink>,
 ) -> Result<App, reqwest::Error> {
@@ -79,6 +80,7 @@ pub fn build_app(
         DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
         DynamoTenantStore,
     };
+    use connector_core::adapters::s3::{S3BodyStore, s3_client};
     use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
     use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
     use connector_core::adapters::sqs::SqsJobQueue;
@@ -134,7 +136,15 @@ pub fn build_app(
         },
         work: MailWork::new(
             Arc::new(activity_store(
-                DynamoActivityStore::new(dynamo.clone(), &tables.activities),
+                DynamoActivityStore::new(dynamo.clone(), &tables.activities).with_bodies(Arc::new(
+                    S3BodyStore::new(
+                        s3_client(
+                            aws_sdk_s3::config::Builder::from(aws),
+                            aws.endpoint_url().is_some(),
+                        ),
+                        bodies_bucket,
+                    ),
+                )),
                 config,
                 &dynamo,
             )),

@@ -23,8 +23,12 @@ async fn main() -> Result<(), Error> {
 
     let config = Config::from_env()?;
     let settings = MailSettings::from_lookup(|name| std::env::var(name).ok())?;
+    let bucket = connector_core::config::bucket_name(
+        &|name| std::env::var(name).ok(),
+        connector_core::config::vars::MESSAGE_BODIES_BUCKET,
+    )?;
     let aws = aws_config::load_from_env().await;
-    let app = mail_sync::build_app(&config, settings, &aws, Arc::new(LogSummarySink))?;
+    let app = mail_sync::build_app(&config, settings, &bucket, &aws, Arc::new(LogSummarySink))?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = connector_core::sync::deadline_from_epoch_ms(event.context.deadline);

@@ -71,11 +71,11 @@ use async_trait::async_trait;
 use connector_core::clock::Clock;
 use connector_core::domain::{
     Activity, ActivityContent, ActivityId, CursorKind, FolderCursor, MailActivity, Participant,
-    SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId, UserKey,
+    SkippedItem, SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId, UserKey,
 };
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
-use connector_core::ports::{ActivityStore, CrmIndex, SyncStateStore};
+use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreReport, SyncStateStore};
 use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
 use futures::future::Either;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -265,6 +265,8 @@ struct FolderEnv<'a> {
     window: SyncWindow,
     deadline: Instant,
     counters: Mutex<SyncCounters>,
+    /// Messages the store refused for good this run (recorded in the meta at the end).
+    skipped: Mutex<Vec<SkippedItem>>,
     /// Fetch batches in flight, all folders together. Bounding them here, before they
     /// queue for the mailbox's slots, keeps a folder's next listing from waiting behind
     /// every queued fetch of every folder.
@@ -289,6 +291,8 @@ struct ListedPage {
     discarded: u64,
     /// The cursor once this page is stored.
     next: FolderCursor,
+    /// This page ends the folder's round (and backfill): a restarted round reconciles.
+    finishes_round: bool,
 }
 
 /// A step whose matches are fetched, ready for the storer.
@@ -536,17 +540,32 @@ impl MailWork {
                             scanned: page.listed,
                             pages: 1,
                             matched: page.matched_count,
-                            stored: ready.activities.len() as u64,
                             discarded: page.discarded + ready.not_kept,
                             ..SyncCounters::default()
                         };
-                        if !ready.activities.is_empty() {
-                            self.activities.upsert_activities(&ready.activities).await?;
-                        }
-                        drop(ready.activities);
-                        counters.removed = self.apply_removals(env, folder, &page.removed).await?;
-                        totals.add(&counters);
                         let mut next = page.next;
+                        // A restarted round stamps everything it delivers, changed or not,
+                        // so that what it did not deliver can be told at its end.
+                        let report = if ready.activities.is_empty() {
+                            StoreReport::default()
+                        } else {
+                            self.activities
+                                .store_activities(
+                                    &ready.activities,
+                                    next.reconcile_before.is_some(),
+                                )
+                                .await?
+                        };
+                        drop(ready.activities);
+                        counters.stored = report.written;
+                        self.skip_refused(env, report);
+                        counters.removed = self.apply_removals(env, folder, &page.removed).await?;
+                        if page.finishes_round
+                            && let Some(before) = next.reconcile_before.take()
+                        {
+                            counters.removed += self.reconcile(env, folder, before).await?;
+                        }
+                        totals.add(&counters);
                         next.counters = totals;
                         env.state.put_cursor(env.key, &next).await?;
                         env.add(&counters);
@@ -661,6 +680,7 @@ impl MailWork {
                 listed,
                 discarded,
                 next,
+                finishes_round: done,
             };
             if out.send(Step::Page(page)).await.is_err() {
                 return Ok(WorkOutcome::OutOfTime);
@@ -835,6 +855,72 @@ impl MailWork {
         Ok((activities, not_kept))
     }
 
+    /// Records the activities the store refused for good: skipped, the page goes on.
+    fn skip_refused(&self, env: &FolderEnv<'_>, report: StoreReport) {
+        if report.refused.is_empty() {
+            return;
+        }
+        let now = env.clock.now();
+        let mut skipped = env.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        for refused in report.refused {
+            warn!(
+                message = refused.id.immutable_id(),
+                reason = %refused.reason,
+                "a message cannot be stored; skipped"
+            );
+            skipped.push(SkippedItem {
+                id: refused.id.immutable_id().to_owned(),
+                reason: refused.reason,
+                at: now,
+            });
+        }
+    }
+
+    /// The end of a round restarted after a 410: the folder's stored messages that the
+    /// round did not deliver (stamped before `before`, when it restarted) went while the
+    /// sync state was lost; they are deleted (each only while still filed in this folder,
+    /// as removals are). Reads the user's stored mail once.
+    ///
+    /// A 410 means "the application must restart with a full synchronization"
+    /// (https://learn.microsoft.com/graph/delta-query-overview, "Synchronization reset";
+    /// https://learn.microsoft.com/en-us/answers/questions/649481/http-410-status-error-on-syncing-contacts,
+    /// read 2026-12-05): the new round lists what exists, and no source says it reports
+    /// what was deleted before it, so the difference is taken here whether or not it does.
+    async fn reconcile(
+        &self,
+        env: &FolderEnv<'_>,
+        folder_id: &str,
+        before: OffsetDateTime,
+    ) -> Result<u64, WorkError> {
+        let mut token: Option<PageToken> = None;
+        let mut stale = Vec::new();
+        loop {
+            let page = self
+                .activities
+                .list_activities_with_prefix(&env.owner, "mail#", 500, token.as_ref())
+                .await?;
+            for activity in page.items {
+                if let ActivityContent::Mail(mail) = &activity.content
+                    && mail.folder_id == folder_id
+                    && activity.imported_at < before
+                {
+                    stale.push(activity.activity_id.immutable_id().to_owned());
+                }
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        if !stale.is_empty() {
+            info!(
+                count = stale.len(),
+                "removing messages deleted while the delta state was lost"
+            );
+        }
+        self.apply_removals(env, folder_id, &stale).await
+    }
+
     /// Deletes the stored copies of removed messages that are filed in this folder (one
     /// conditional delete each: a copy that another folder's delta already moved is kept,
     /// even when both folders are walked at once).
@@ -888,8 +974,10 @@ fn backfill_upper(url: &str) -> Option<OffsetDateTime> {
     parse_time(&rest[..end])
 }
 
-/// Forgets a folder's progress so its window is imported again.
+/// Forgets a folder's progress so its window is imported again, and marks the round to
+/// reconcile when it ends (messages deleted while the sync state was lost).
 fn restart(cursor: &mut FolderCursor, now: OffsetDateTime) {
+    cursor.reconcile_before = Some(now);
     cursor.cursor = None;
     cursor.cursor_kind = None;
     cursor.initial_round = false;
@@ -940,6 +1028,7 @@ fn to_activity(
         body_text: body.and_then(|b| b.content.clone()).unwrap_or_default(),
         has_attachments: fetched.has_attachments.unwrap_or(false),
         web_link: fetched.web_link,
+        detail: None,
     };
     Some(Activity::new(
         owner.clone(),
@@ -1025,6 +1114,7 @@ impl SyncWork for MailWork {
             window,
             deadline: ctx.deadline,
             counters: Mutex::new(SyncCounters::default()),
+            skipped: Mutex::new(Vec::new()),
             fetch_lanes: Semaphore::new(self.settings.fetch_concurrency.max(1)),
         };
         let outcomes: Result<BTreeSet<OutcomeOrder>, WorkError> = stream::iter(cursors)
@@ -1037,6 +1127,9 @@ impl SyncWork for MailWork {
             .await;
         let counters = *env.counters.lock().unwrap_or_else(|e| e.into_inner());
         ctx.counters.add(&counters);
+        for item in std::mem::take(&mut *env.skipped.lock().unwrap_or_else(|e| e.into_inner())) {
+            ctx.meta.record_skipped(item);
+        }
         let outcomes = outcomes?;
         Ok(if outcomes.contains(&OutcomeOrder::OutOfTime) {
             WorkOutcome::OutOfTime

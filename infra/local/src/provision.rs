@@ -1,5 +1,6 @@
-//! Creates, on the local AWS emulator, exactly the DynamoDB tables, SQS queues
-//! and Secrets Manager secrets that a template declares, with the properties
+//! Creates, on the local AWS emulator, exactly the DynamoDB tables, SQS queues,
+//! Secrets Manager secrets and S3 buckets (with their encryption, public access block
+//! and bucket policy) that a template declares, with the properties
 //! it declares, and resolves the functions' environment (`Globals`) against
 //! what was created. Local resources are derived from the template and
 //! nothing else, so the local stack and the cloud stack cannot drift.
@@ -27,6 +28,8 @@ use crate::template::{Pending, Resolver, Template};
 pub const TABLE: &str = "AWS::DynamoDB::Table";
 pub const QUEUE: &str = "AWS::SQS::Queue";
 pub const SECRET: &str = "AWS::SecretsManager::Secret";
+pub const BUCKET: &str = "AWS::S3::Bucket";
+pub const BUCKET_POLICY: &str = "AWS::S3::BucketPolicy";
 
 /// Resource types the local stack knows and does not create: operations (alarms, log
 /// groups, SNS topics) have nothing to run against locally; functions, APIs, event
@@ -134,6 +137,12 @@ pub async fn provision(
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    // Path-style: the emulator on 127.0.0.1 has no per-bucket host names.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    );
     let region = sdk
         .region()
         .map(|r| r.to_string())
@@ -173,7 +182,7 @@ pub async fn provision(
         .filter(|(_, r)| {
             matches!(
                 r.get("Type").and_then(Value::as_str),
-                Some(TABLE | QUEUE | SECRET)
+                Some(TABLE | QUEUE | SECRET | BUCKET | BUCKET_POLICY)
             )
         })
         .map(|(id, r)| (id.as_str(), r))
@@ -207,6 +216,8 @@ pub async fn provision(
                 TABLE => create_table(&ddb, id, stack_name, &props, &mut resolver).await,
                 QUEUE => create_queue(&sqs, id, stack_name, &props, &mut resolver).await,
                 SECRET => create_secret(&sm, id, stack_name, &props, &mut resolver).await,
+                BUCKET => create_bucket(&s3, id, stack_name, &props, &mut resolver).await,
+                BUCKET_POLICY => put_bucket_policy(&s3, id, &props).await,
                 _ => unreachable!("filtered above"),
             }
             .with_context(|| format!("creating {id} ({ty})"))?;
@@ -501,4 +512,108 @@ async fn create_secret(
         .attrs
         .insert((id.to_string(), "Id".into()), arn.clone());
     Ok(arn)
+}
+
+/// A bucket as CloudFormation names one (lowercase, as S3 requires), with the template's
+/// default encryption and public access block.
+async fn create_bucket(
+    s3: &aws_sdk_s3::Client,
+    id: &str,
+    stack: &str,
+    props: &Value,
+    resolver: &mut Resolver,
+) -> Result<String> {
+    use aws_sdk_s3::types::{
+        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+        ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    };
+    let name = name_or_default(props, "BucketName", stack, id).to_ascii_lowercase();
+    s3.create_bucket().bucket(&name).send().await?;
+    if let Some(rules) = props
+        .pointer("/BucketEncryption/ServerSideEncryptionConfiguration")
+        .and_then(Value::as_array)
+    {
+        let mut config = ServerSideEncryptionConfiguration::builder();
+        for rule in rules {
+            let algorithm = rule
+                .pointer("/ServerSideEncryptionByDefault/SSEAlgorithm")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("an encryption rule without SSEAlgorithm"))?;
+            let mut default = ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::from(algorithm));
+            if let Some(key) = rule
+                .pointer("/ServerSideEncryptionByDefault/KMSMasterKeyID")
+                .and_then(Value::as_str)
+            {
+                default = default.kms_master_key_id(key);
+            }
+            config = config.rules(
+                ServerSideEncryptionRule::builder()
+                    .apply_server_side_encryption_by_default(default.build()?)
+                    .set_bucket_key_enabled(rule.get("BucketKeyEnabled").and_then(Value::as_bool))
+                    .build(),
+            );
+        }
+        s3.put_bucket_encryption()
+            .bucket(&name)
+            .server_side_encryption_configuration(config.build()?)
+            .send()
+            .await?;
+    }
+    if let Some(block) = props.get("PublicAccessBlockConfiguration") {
+        let flag = |key: &str| block.get(key).and_then(Value::as_bool);
+        s3.put_public_access_block()
+            .bucket(&name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .set_block_public_acls(flag("BlockPublicAcls"))
+                    .set_block_public_policy(flag("BlockPublicPolicy"))
+                    .set_ignore_public_acls(flag("IgnorePublicAcls"))
+                    .set_restrict_public_buckets(flag("RestrictPublicBuckets"))
+                    .build(),
+            )
+            .send()
+            .await?;
+    }
+    resolver.attrs.insert(
+        (id.to_string(), "Arn".into()),
+        format!("arn:aws:s3:::{name}"),
+    );
+    resolver.attrs.insert(
+        (id.to_string(), "DomainName".into()),
+        format!("{name}.s3.amazonaws.com"),
+    );
+    Ok(name)
+}
+
+/// Whether a policy statement denies requests not made over TLS.
+pub fn denies_plain_http(statement: &Value) -> bool {
+    statement["Effect"] == "Deny"
+        && statement
+            .pointer("/Condition/Bool/aws:SecureTransport")
+            .is_some_and(|v| v == "false" || v == false)
+}
+
+/// The template's bucket policy, but for its TLS-only statements: the emulator is served
+/// over plain HTTP on loopback, and moto enforces bucket policies, so they would refuse
+/// every local request (moto's own refusal of plain HTTP under that statement is what
+/// connector-core's `moto_bodies` test checks, on a scratch bucket).
+async fn put_bucket_policy(s3: &aws_sdk_s3::Client, id: &str, props: &Value) -> Result<String> {
+    let bucket = str_field(props, "Bucket")?;
+    let mut document = props
+        .get("PolicyDocument")
+        .cloned()
+        .ok_or_else(|| anyhow!("missing PolicyDocument"))?;
+    if let Some(statements) = document.get_mut("Statement").and_then(Value::as_array_mut) {
+        statements.retain(|statement| !denies_plain_http(statement));
+        if statements.is_empty() {
+            return Ok(format!("{bucket}-{id}"));
+        }
+    }
+    s3.put_bucket_policy()
+        .bucket(bucket)
+        .policy(document.to_string())
+        .send()
+        .await?;
+    Ok(format!("{bucket}-{id}"))
 }

@@ -160,6 +160,7 @@ async fn repository_template_provisions_completely() {
         "CLIENT_SECRET_ID",
         "LOGIN_BASE_URL",
         "GRAPH_BASE_URL",
+        "MESSAGE_BODIES_BUCKET",
     ] {
         assert!(!stack.var(var).is_empty(), "{var}");
     }
@@ -170,7 +171,13 @@ async fn repository_template_provisions_completely() {
         .filter(|(_, r)| {
             matches!(
                 r["Type"].as_str(),
-                Some("AWS::DynamoDB::Table" | "AWS::SQS::Queue" | "AWS::SecretsManager::Secret")
+                Some(
+                    "AWS::DynamoDB::Table"
+                        | "AWS::SQS::Queue"
+                        | "AWS::SecretsManager::Secret"
+                        | "AWS::S3::Bucket"
+                        | "AWS::S3::BucketPolicy"
+                )
             )
         })
         .count();

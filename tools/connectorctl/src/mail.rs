@@ -55,7 +55,8 @@ pub async fn sync_mail(tenant: &str, user: &str, minutes: u64, json: bool) -> Re
     let settings = mail_sync::MailSettings::from_lookup(env).map_err(anyhow::Error::msg)?;
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let summaries = Arc::new(KeepSummary::default());
-    let app = mail_sync::build_app(&config, settings, &sdk, summaries.clone())?;
+    let bucket = connector_core::config::bucket_name(&env, vars::MESSAGE_BODIES_BUCKET)?;
+    let app = mail_sync::build_app(&config, settings, &bucket, &sdk, summaries.clone())?;
     let job = SyncJob::new(
         SyncKind::Mail,
         key.tenant_id.clone(),
@@ -117,11 +118,14 @@ async fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk)
 }
 
-/// `activities`: a user's imported mail and meetings.
+/// `activities`: a user's imported mail and meetings. `--json` prints each whole: a mail's
+/// body and every participant read back from the bodies bucket.
 pub async fn activities(tenant: &str, user: &str, json: bool) -> Result<()> {
     let key = user_key(tenant, user)?;
     let table = table_name(&env, vars::ACTIVITIES_TABLE)?;
-    let store = DynamoActivityStore::new(dynamodb().await, table);
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let store = DynamoActivityStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
+        .with_bodies(crate::offboard::body_store(&sdk)?);
     let mut all: Vec<Activity> = Vec::new();
     let mut token = None;
     loop {
@@ -130,6 +134,17 @@ pub async fn activities(tenant: &str, user: &str, json: bool) -> Result<()> {
         match page.next {
             Some(next) => token = Some(next),
             None => break,
+        }
+    }
+    if json {
+        // A listed item holds a bounded part of a mail; read each whole.
+        for activity in &mut all {
+            if let ActivityContent::Mail(mail) = &activity.content
+                && mail.detail.is_some()
+                && let Some(whole) = store.get_activity(&key, &activity.activity_id).await?
+            {
+                *activity = whole;
+            }
         }
     }
     if json {
@@ -241,6 +256,16 @@ pub async fn status(json: bool) -> Result<()> {
                 meta.totals.scanned,
                 meta.totals.stored,
             );
+            // Items that could not be stored (ids and reasons only).
+            for skipped in &meta.skipped {
+                println!(
+                    "{:<30}   skipped {} at {}: {}",
+                    "",
+                    skipped.id,
+                    at(Some(skipped.at)),
+                    skipped.reason
+                );
+            }
         }
         if row.mail.is_none() && row.calendar.is_none() {
             println!(

@@ -10,16 +10,19 @@
 //!    running (workers check the connection before they take the lease, so once we hold
 //!    it no worker writes for the user any more); then every sync item (lease, meta,
 //!    cursors) is deleted;
-//! 4. the imported activities and the Teams share targets are deleted.
+//! 4. the imported activities (their items, then every message body object under the
+//!    user's prefix in the bodies bucket) and the Teams share targets are deleted.
 //!
 //! Offboarding a tenant disconnects every user found for it (connection records, and
 //! leftovers without one: token secrets named `office365/{tenant}/...`, sync-state and
 //! activity partitions keyed `{tenant}#...`), then deletes their connection records
-//! altogether, the CRM index, the tenant record, and what other parts keep about the
+//! altogether, every body object left under the tenant's prefix (orphans of failed
+//! writes), the CRM index, the tenant record, and what other parts keep about the
 //! tenant outside connector-core's ports ([`Residue`]): consent-callback's domain aliases
 //! and its flows in progress, and teams-post's idempotency records.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -30,16 +33,17 @@ use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
     DynamoTenantStore,
 };
+use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::teams_dynamodb::DynamoShareTargetStore;
-use connector_core::config::{table_name, vars};
+use connector_core::config::{bucket_name, table_name, vars};
 use connector_core::domain::{
     Connection, ConnectionStatus, ParkedUntil, ScopeSet, StatusChange, SyncKey, SyncKind, TenantId,
-    UserId, UserKey, UserSwitches,
+    UserId, UserKey, UserSwitches, tenant_body_prefix,
 };
 use connector_core::ports::{
-    ActivityStore, ConnectionStore, CrmIndex, ShareTargetStore, SyncStateStore, TenantStore,
-    TokenVault,
+    ActivityStore, BodyStore, ConnectionStore, CrmIndex, ShareTargetStore, SyncStateStore,
+    TenantStore, TokenVault,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -63,6 +67,8 @@ pub struct TenantStores<'a> {
     pub tenants: &'a dyn TenantStore,
     pub crm: &'a dyn CrmIndex,
     pub residue: &'a dyn Residue,
+    /// The message bodies bucket: what is left under the tenant's prefix after its users.
+    pub bodies: &'a dyn BodyStore,
 }
 
 /// What other parts of the product keep about a tenant outside connector-core's ports,
@@ -102,6 +108,9 @@ pub struct TenantReport {
     pub tenant_id: String,
     pub users: Vec<UserReport>,
     pub tenant_record_deleted: bool,
+    /// Body objects found under the tenant's prefix after its users' activities went
+    /// (bodies whose item was never written).
+    pub orphan_bodies_deleted: u64,
     pub crm_entries_deleted: u64,
     pub domain_aliases_deleted: Vec<String>,
     pub auth_sessions_deleted: u64,
@@ -240,6 +249,11 @@ impl Stores<'_> {
             let key = UserKey::new(tenant.clone(), user);
             reports.push(self.disconnect_user(&key, false, now).await?);
         }
+        let orphan_bodies_deleted = more
+            .bodies
+            .delete_prefix(&tenant_body_prefix(tenant))
+            .await
+            .with_context(|| format!("deleting the message bodies of {tenant}"))?;
         let crm_entries_deleted = more
             .crm
             .delete_index(tenant)
@@ -255,6 +269,7 @@ impl Stores<'_> {
             tenant_id: tenant.to_string(),
             users: reports,
             tenant_record_deleted,
+            orphan_bodies_deleted,
             crm_entries_deleted,
             domain_aliases_deleted,
             auth_sessions_deleted,
@@ -452,6 +467,7 @@ fn env(name: &str) -> Option<String> {
 
 /// The user-level stores from the environment, kept alive for [`Stores`] to borrow.
 struct AwsStores {
+    bodies: Arc<S3BodyStore>,
     connections: DynamoConnectionStore,
     sync: DynamoSyncStateStore,
     activities: DynamoActivityStore,
@@ -459,11 +475,24 @@ struct AwsStores {
     vault: SecretsManagerVault,
 }
 
+/// The message bodies bucket from `MESSAGE_BODIES_BUCKET`.
+pub fn body_store(sdk: &aws_config::SdkConfig) -> Result<Arc<S3BodyStore>> {
+    Ok(Arc::new(S3BodyStore::new(
+        s3_client(
+            aws_sdk_s3::config::Builder::from(sdk),
+            sdk.endpoint_url().is_some(),
+        ),
+        bucket_name(&env, vars::MESSAGE_BODIES_BUCKET)?,
+    )))
+}
+
 impl AwsStores {
     fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self> {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         let sync_table = table_name(&env, vars::SYNC_STATE_TABLE)?;
+        let bodies = body_store(sdk)?;
         Ok(Self {
+            bodies: bodies.clone(),
             connections: DynamoConnectionStore::new(
                 dynamodb.clone(),
                 table_name(&env, vars::CONNECTIONS_TABLE)?,
@@ -472,7 +501,8 @@ impl AwsStores {
             activities: DynamoActivityStore::new(
                 dynamodb.clone(),
                 table_name(&env, vars::ACTIVITIES_TABLE)?,
-            ),
+            )
+            .with_bodies(bodies),
             targets: DynamoShareTargetStore::new(dynamodb, sync_table),
             vault: SecretsManagerVault::new(aws_sdk_secretsmanager::Client::new(sdk)),
         })
@@ -544,6 +574,7 @@ pub async fn offboard_tenant(tenant: &str, wait_secs: u64, json: bool) -> Result
         tenants: &tenants,
         crm: &crm,
         residue: &residue,
+        bodies: aws.bodies.as_ref(),
     };
     let report = aws
         .stores(Duration::from_secs(wait_secs))

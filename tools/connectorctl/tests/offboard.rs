@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -15,16 +16,18 @@ use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
     DynamoTenantStore,
 };
+use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::teams_dynamodb::{DynamoIdempotencyStore, DynamoShareTargetStore};
 use connector_core::config::vars;
 use connector_core::domain::{
-    Activity, ActivityContent, Connection, ConsentMode, CrmMatch, CrmRecordKind, CrmSnapshot,
-    FeatureBundle, FolderCursor, MailActivity, MatchReason, Participant, ParticipantRole, SyncKey,
-    SyncKind, SyncMeta, Tenant, TenantId, UserId, UserKey,
+    Activity, ActivityContent, ActivityId, Connection, ConsentMode, CrmMatch, CrmRecordKind,
+    CrmSnapshot, FeatureBundle, FolderCursor, MailActivity, MatchReason, Participant,
+    ParticipantRole, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserId, UserKey, body_key,
+    tenant_body_prefix, user_body_prefix,
 };
 use connector_core::ports::{
-    ActivityStore, ConnectionStore, CrmIndex, SyncStateStore, TenantStore, TokenVault,
+    ActivityStore, BodyStore, ConnectionStore, CrmIndex, SyncStateStore, TenantStore, TokenVault,
 };
 use connector_core::secret::{PkceVerifier, RefreshToken, TokenRecord};
 use connector_core::teams::idempotency::record_id;
@@ -174,8 +177,16 @@ impl Seeder<'_> {
             self.dynamodb.clone(),
             var(self.stack, vars::ACTIVITIES_TABLE),
         )
+        .with_bodies(bodies(self.stack))
         .upsert_activities(&activities)
         .await?;
+        // A body whose item was never written (a failed import): offboarding finds it too.
+        bodies(self.stack)
+            .put_body(
+                &body_key(key, &ActivityId::mail("orphan"), "v0"),
+                b"{}".to_vec(),
+            )
+            .await?;
         DynamoShareTargetStore::new(
             self.dynamodb.clone(),
             var(self.stack, vars::SYNC_STATE_TABLE),
@@ -227,6 +238,7 @@ fn mail_activity(owner: &UserKey, n: usize, upn: &str) -> Activity {
             body_text: "body".into(),
             has_attachments: false,
             web_link: None,
+            detail: None,
         }),
         vec![CrmMatch {
             participant: "jane@acme.com".into(),
@@ -351,6 +363,19 @@ async fn secrets_mentioning(stack: &TestStack, needle: &str) -> Result<Vec<Strin
     Ok(found)
 }
 
+/// The stack's message bodies bucket.
+fn bodies(stack: &TestStack) -> Arc<S3BodyStore> {
+    Arc::new(S3BodyStore::new(
+        s3_client(aws_sdk_s3::config::Builder::from(&stack.sdk), true),
+        var(stack, vars::MESSAGE_BODIES_BUCKET),
+    ))
+}
+
+/// Body objects under a prefix (`{tenant}/` or `{tenant}/{user}/`).
+async fn body_objects(stack: &TestStack, prefix: &str) -> Result<u64> {
+    Ok(bodies(stack).count_prefix(prefix).await?)
+}
+
 fn key(tenant: &TenantId) -> UserKey {
     UserKey::new(tenant.clone(), UserId::parse(&guid()).expect("guid"))
 }
@@ -378,6 +403,13 @@ async fn disconnect_then_offboard_leaves_nothing_and_touches_no_one_else() -> Re
     seeder.user(&b1, "bianca@fabrikam.example", true).await?;
 
     let before = all_items(&stack).await?;
+    for user in [&a1, &a2, &a_orphan, &b1] {
+        assert_eq!(
+            body_objects(&stack, &user_body_prefix(user)).await?,
+            4,
+            "3 bodies and an orphan"
+        );
+    }
     for (what, needle) in [
         ("a1", a1.user_id.as_str()),
         ("a", a.as_str()),
@@ -407,6 +439,8 @@ async fn disconnect_then_offboard_leaves_nothing_and_touches_no_one_else() -> Re
     assert_eq!(report["connection"], "disconnected");
     assert_eq!(report["previousStatus"], "active");
     assert_eq!(report["activitiesDeleted"], 3);
+    assert_eq!(body_objects(&stack, &user_body_prefix(&a1)).await?, 0);
+    assert_eq!(body_objects(&stack, &user_body_prefix(&a2)).await?, 4);
 
     let after = all_items(&stack).await?;
     let left = mentioning(&after, a1.user_id.as_str());
@@ -477,6 +511,8 @@ async fn disconnect_then_offboard_leaves_nothing_and_touches_no_one_else() -> Re
         "{report:#}"
     );
 
+    assert_eq!(body_objects(&stack, &tenant_body_prefix(&a)).await?, 0);
+    assert_eq!(body_objects(&stack, &tenant_body_prefix(&b)).await?, 4);
     let end = all_items(&stack).await?;
     for needle in [a.as_str(), "contoso.example"] {
         let left = mentioning(&end, needle);

@@ -17,9 +17,9 @@ use crate::domain::{
 };
 use crate::matching::CrmMatchIndex;
 use crate::ports::{
-    ActivityStore, ClientSecretSource, ConnectionStore, CrmIndex, JobQueue, Page, PageToken,
-    QueueError, QueueMessage, StoreError, SyncStateStore, TenantStore, TokenVault, VaultError,
-    validate_messages,
+    ActivityStore, BodyStore, ClientSecretSource, ConnectionStore, CrmIndex, JobQueue, Page,
+    PageToken, QueueError, QueueMessage, StoreError, StoreReport, SyncStateStore, TenantStore,
+    TokenVault, VaultError, validate_messages,
 };
 use crate::secret::{ClientSecret, TokenRecord};
 
@@ -314,6 +314,39 @@ impl ActivityStore for MemoryActivityStore {
         Ok(())
     }
 
+    /// Keeps activities whole (no item limit here); counts as the DynamoDB adapter does.
+    async fn store_activities(
+        &self,
+        activities: &[Activity],
+        rewrite_unchanged: bool,
+    ) -> Result<StoreReport, StoreError> {
+        let mut latest: BTreeMap<(UserKey, String), &Activity> = BTreeMap::new();
+        for activity in activities {
+            latest.insert(
+                (activity.owner(), activity.activity_id.to_string()),
+                activity,
+            );
+        }
+        let mut all = lock(&self.activities);
+        let mut report = StoreReport::default();
+        for ((owner, id), activity) in latest {
+            let stored = all.entry(owner).or_default();
+            if stored
+                .get(&id)
+                .is_some_and(|old| old.fingerprint() == activity.fingerprint())
+            {
+                report.unchanged += 1;
+                if rewrite_unchanged {
+                    stored.insert(id, activity.clone());
+                }
+            } else {
+                stored.insert(id, activity.clone());
+                report.written += 1;
+            }
+        }
+        Ok(report)
+    }
+
     async fn get_activity(
         &self,
         owner: &UserKey,
@@ -380,6 +413,55 @@ impl ActivityStore for MemoryActivityStore {
         Ok(lock(&self.activities)
             .remove(owner)
             .map_or(0, |activities| activities.len() as u64))
+    }
+}
+
+/// Objects by key, sorted (prefix deletes and counts walk a range).
+#[derive(Default)]
+pub struct MemoryBodyStore {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemoryBodyStore {
+    fn under(&self, prefix: &str) -> Vec<String> {
+        lock(&self.objects)
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl BodyStore for MemoryBodyStore {
+    async fn put_body(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        lock(&self.objects).insert(key.to_owned(), bytes);
+        Ok(())
+    }
+
+    async fn get_body(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.objects).get(key).cloned())
+    }
+
+    async fn delete_bodies(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut objects = lock(&self.objects);
+        for key in keys {
+            objects.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let keys = self.under(prefix);
+        let mut objects = lock(&self.objects);
+        for key in &keys {
+            objects.remove(key);
+        }
+        Ok(keys.len() as u64)
+    }
+
+    async fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        Ok(self.under(prefix).len() as u64)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Implementations of the ports: in-memory ones for tests, and the real ones on
-//! DynamoDB, Secrets Manager and SQS.
+//! DynamoDB, S3, Secrets Manager and SQS.
 
 pub mod backoff;
 pub mod dynamodb;
 pub mod memory;
+pub mod s3;
 pub mod secrets;
 pub mod slots_dynamodb;
 pub mod sqs;

@@ -141,13 +141,79 @@ pub struct MailActivity {
     pub received_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub body_preview: String,
-    /// Plain-text body (the fetch asks Graph for text, never HTML or attachments).
+    /// Plain-text body (the fetch asks Graph for text, never HTML or attachments), as
+    /// Graph sent it. Empty in a stored item whose [`Self::detail`] is set: the body is in
+    /// the body store then, read back by `ActivityStore::get_activity`.
     #[serde(default)]
     pub body_text: String,
     #[serde(default)]
     pub has_attachments: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_link: Option<String>,
+    /// Set when the whole message (body, every participant, every match, the full
+    /// subject) is kept in the body store and the item holds a bounded part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<DetailRef>,
+}
+
+/// Where the whole of a mail activity is kept, and what the item left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailRef {
+    /// The object's key in the body store ([`body_key`]).
+    pub key: String,
+    /// Bytes of the body text (UTF-8).
+    pub body_bytes: u64,
+    /// Participants of the message (the item keeps at most [`ITEM_PARTICIPANTS`]).
+    pub participants: u64,
+    /// CRM matches (the item keeps at most [`ITEM_MATCHES`]).
+    pub matches: u64,
+}
+
+/// What of a mail activity can grow without bound, kept whole in the body store: one
+/// JSON object per activity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDetail {
+    pub subject: String,
+    pub participants: Vec<Participant>,
+    pub matches: Vec<CrmMatch>,
+    pub body_text: String,
+}
+
+/// Participants an activity item keeps (in Graph's order: from, sender, to, cc, bcc,
+/// reply-to); a message may have 1,000 and more, each up to ~600 bytes.
+pub const ITEM_PARTICIPANTS: usize = 100;
+/// CRM matches an activity item keeps (one per matching participant at most).
+pub const ITEM_MATCHES: usize = 100;
+/// Characters of the subject an activity item keeps.
+pub const ITEM_SUBJECT_CHARS: usize = 1_000;
+
+/// The body store key of one version of an activity:
+/// `{tenantId}/{userId}/{sha256(activityId)}/{fingerprint, 16 hex digits}`. The owner's
+/// prefix lets a user's or a tenant's bodies go by prefix; the hash keeps the key short
+/// and free of characters S3 treats specially, whatever Graph's ids hold; the version
+/// part means deleting an old version (a message moved out of a folder) never deletes
+/// the object a newer item points to.
+pub fn body_key(owner: &UserKey, id: &ActivityId, fingerprint: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_str().as_bytes());
+    let version: String = fingerprint.chars().take(16).collect();
+    format!(
+        "{}{}/{version}",
+        user_body_prefix(owner),
+        hex::encode(digest)
+    )
+}
+
+/// Every body of a user: `{tenantId}/{userId}/`.
+pub fn user_body_prefix(owner: &UserKey) -> String {
+    format!("{}/{}/", owner.tenant_id.as_str(), owner.user_id.as_str())
+}
+
+/// Every body of a tenant: `{tenantId}/`.
+pub fn tenant_body_prefix(tenant: &TenantId) -> String {
+    format!("{}/", tenant.as_str())
 }
 
 /// An attendee as Graph reports it (type `required|optional|resource`, response status).
@@ -268,6 +334,61 @@ impl Activity {
     pub fn expires_at(&self, retention_days: u32) -> OffsetDateTime {
         self.dated_at() + time::Duration::days(i64::from(retention_days))
     }
+    /// A digest of everything stored of the activity but its import time: equal
+    /// fingerprints mean a re-read brought nothing new (see `ActivityStore::store_activities`).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut unstamped = self.clone();
+        unstamped.imported_at = OffsetDateTime::UNIX_EPOCH;
+        if let ActivityContent::Mail(mail) = &mut unstamped.content {
+            mail.detail = None;
+        }
+        let json = serde_json::to_vec(&unstamped).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(&json))
+    }
+
+    /// For a mail activity: the bounded item (body left out, participants, matches and
+    /// subject cut to the item's limits, [`MailActivity::detail`] set) and the whole of
+    /// what can grow, for the body store. `None` for a meeting (bounded by construction:
+    /// no body is kept).
+    pub fn split_detail(&self) -> Option<(Activity, MailDetail)> {
+        let ActivityContent::Mail(mail) = &self.content else {
+            return None;
+        };
+        let detail = MailDetail {
+            subject: mail.subject.clone(),
+            participants: mail.participants.clone(),
+            matches: self.matches.clone(),
+            body_text: mail.body_text.clone(),
+        };
+        let mut item = self.clone();
+        item.matches.truncate(ITEM_MATCHES);
+        if let ActivityContent::Mail(bounded) = &mut item.content {
+            bounded.body_text = String::new();
+            bounded.participants.truncate(ITEM_PARTICIPANTS);
+            if let Some((cut, _)) = bounded.subject.char_indices().nth(ITEM_SUBJECT_CHARS) {
+                bounded.subject.truncate(cut);
+            }
+            bounded.detail = Some(DetailRef {
+                key: body_key(&self.owner(), &self.activity_id, &self.fingerprint()),
+                body_bytes: detail.body_text.len() as u64,
+                participants: detail.participants.len() as u64,
+                matches: detail.matches.len() as u64,
+            });
+        }
+        Some((item, detail))
+    }
+
+    /// Puts the whole message back into an item read from the table (the inverse of
+    /// [`Self::split_detail`]; `detail` stays set, telling where it came from).
+    pub fn join_detail(&mut self, detail: MailDetail) {
+        if let ActivityContent::Mail(mail) = &mut self.content {
+            mail.subject = detail.subject;
+            mail.participants = detail.participants;
+            mail.body_text = detail.body_text;
+            self.matches = detail.matches;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +416,7 @@ mod tests {
                 body_text: "Hi there".into(),
                 has_attachments: false,
                 web_link: None,
+                detail: None,
             }),
             vec![CrmMatch {
                 participant: "jane@acme.com".into(),

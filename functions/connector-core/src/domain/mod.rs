@@ -10,8 +10,9 @@ pub mod sync;
 pub mod tenant;
 
 pub use activity::{
-    Activity, ActivityContent, ActivityId, Attendee, CrmMatch, MailActivity, MatchReason,
-    MeetingActivity, Participant, ParticipantRole,
+    Activity, ActivityContent, ActivityId, Attendee, CrmMatch, DetailRef, ITEM_MATCHES,
+    ITEM_PARTICIPANTS, ITEM_SUBJECT_CHARS, MailActivity, MailDetail, MatchReason, MeetingActivity,
+    Participant, ParticipantRole, body_key, tenant_body_prefix, user_body_prefix,
 };
 pub use connection::{
     Connection, ConnectionStatus, ParkedUntil, StatusChange, UserSwitches, token_secret_name,
@@ -23,8 +24,8 @@ pub use crm::{
 pub use ids::{TenantId, UserId, UserKey};
 pub use scopes::{Feature, FeatureBundle, Scope, ScopeSet};
 pub use sync::{
-    CursorKind, FolderCursor, Lease, SyncCounters, SyncFailure, SyncKey, SyncKind, SyncMeta,
-    SyncStage, SyncWindow,
+    CursorKind, FolderCursor, Lease, SKIPPED_KEPT, SkippedItem, SyncCounters, SyncFailure, SyncKey,
+    SyncKind, SyncMeta, SyncStage, SyncWindow,
 };
 pub use tenant::{ConsentMode, ConsentState, Tenant};
 

@@ -235,11 +235,38 @@ pub struct SyncMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub folders_refreshed_at: Option<OffsetDateTime>,
+    /// Items that could not be stored and were skipped, oldest first, the last
+    /// [`SKIPPED_KEPT`] only: ids and reasons, never content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedItem>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
+/// How many skipped items the meta keeps.
+pub const SKIPPED_KEPT: usize = 20;
+
+/// An item a sync could not store and skipped (the store refused it for good).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedItem {
+    /// Graph's immutable id of the message or event.
+    pub id: String,
+    /// The store's error code and message (no content of the item).
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 impl SyncMeta {
+    /// Records a skipped item; the list keeps the last [`SKIPPED_KEPT`] (one entry per id).
+    pub fn record_skipped(&mut self, item: SkippedItem) {
+        self.skipped.retain(|known| known.id != item.id);
+        self.skipped.push(item);
+        let excess = self.skipped.len().saturating_sub(SKIPPED_KEPT);
+        self.skipped.drain(..excess);
+    }
+
     pub fn new(now: OffsetDateTime) -> Self {
         Self {
             stage: SyncStage::Pending,
@@ -251,6 +278,7 @@ impl SyncMeta {
             last_error: None,
             next_attempt_at: None,
             folders_refreshed_at: None,
+            skipped: Vec::new(),
             updated_at: now,
         }
     }
@@ -340,6 +368,15 @@ pub struct FolderCursor {
     /// do, so a new fingerprint starts a new initial round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<String>,
+    /// Mail: the round was restarted (410) at this instant. When it ends, stored messages
+    /// of the folder it did not deliver (stamped before this) are deleted: they went while
+    /// the sync state was lost.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reconcile_before: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -363,6 +400,7 @@ impl FolderCursor {
             oldest_seen: None,
             backfill: None,
             rules: None,
+            reconcile_before: None,
             updated_at: now,
         }
     }

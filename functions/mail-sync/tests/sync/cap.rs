@@ -122,6 +122,13 @@ async fn complete_under(order: &str, interrupt_backfill: bool) -> Result<()> {
         missing.len()
     );
     assert_eq!(ids, expected, "{order}: only matches");
+    // The backfill re-reads what the round delivered, and a resumed backfill re-reads the
+    // page after its last checkpoint: each message still counts once.
+    assert_eq!(
+        h.stored_by_runs(&key),
+        ids.len() as u64,
+        "{order}: `stored` counts distinct messages"
+    );
     assert_eq!(
         cut_mid_backfill, interrupt_backfill,
         "the backfill was cut off part-way (and resumed)"

@@ -1,6 +1,7 @@
 //! mail-sync against microsoft-sim (in-process) and moto: one test binary, one module per
 //! concern. Every test provisions its own stack and its own sim.
 
+mod bodies;
 mod cap;
 mod crash;
 mod faults;

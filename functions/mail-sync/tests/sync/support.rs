@@ -13,6 +13,7 @@ use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
     DynamoTenantStore,
 };
+use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::clock::{Clock, OffsetClock};
@@ -262,6 +263,8 @@ pub struct Harness {
     pub tenants: Arc<DynamoTenantStore>,
     pub state: Arc<DynamoSyncStateStore>,
     pub activities: Arc<DynamoActivityStore>,
+    /// The stack's message bodies bucket (what `activities` keeps bodies in).
+    pub bodies: Arc<S3BodyStore>,
     pub crm_index: Arc<DynamoCrmIndex>,
     pub vault: Arc<SecretsManagerVault>,
 }
@@ -309,7 +312,14 @@ impl Harness {
             dynamo.clone(),
             &tables.sync_state,
         ));
-        let activities = Arc::new(DynamoActivityStore::new(dynamo.clone(), &tables.activities));
+        let bodies = Arc::new(S3BodyStore::new(
+            s3_client(aws_sdk_s3::config::Builder::from(&stack.sdk), true),
+            stack.var("MESSAGE_BODIES_BUCKET"),
+        ));
+        let activities = Arc::new(
+            DynamoActivityStore::new(dynamo.clone(), &tables.activities)
+                .with_bodies(bodies.clone()),
+        );
         let crm_index = Arc::new(DynamoCrmIndex::new(dynamo.clone(), &tables.crm));
         let vault = Arc::new(SecretsManagerVault::new(secrets.clone()));
         let clock = Arc::new(OffsetClock::new());
@@ -371,6 +381,7 @@ impl Harness {
             tenants,
             state,
             activities,
+            bodies,
             crm_index,
             vault,
         };
@@ -513,26 +524,55 @@ impl Harness {
         }
     }
 
-    /// The stored mail, by internetMessageId.
+    /// The stored mail, each read whole (its body and every participant from the bodies
+    /// bucket, as a reader gets it).
     pub async fn stored_mail(&self, key: &UserKey) -> Result<Vec<MailActivity>> {
+        let mut out = Vec::new();
+        for listed in self.stored(key).await? {
+            let whole = self
+                .activities
+                .get_activity(key, &listed.activity_id)
+                .await?
+                .context("a listed activity reads back")?;
+            if let ActivityContent::Mail(mail) = whole.content {
+                out.push(mail);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored mail's internetMessageIds (from the listed items alone).
+    pub async fn stored_ids(&self, key: &UserKey) -> Result<BTreeSet<String>> {
         Ok(self
             .stored(key)
             .await?
             .into_iter()
             .filter_map(|a| match a.content {
-                ActivityContent::Mail(mail) => Some(mail),
+                ActivityContent::Mail(mail) => mail.internet_message_id,
                 ActivityContent::Meeting(_) => None,
             })
             .collect())
     }
 
-    pub async fn stored_ids(&self, key: &UserKey) -> Result<BTreeSet<String>> {
+    /// How many body objects the user has in the bucket.
+    pub async fn body_objects(&self, key: &UserKey) -> Result<u64> {
+        use connector_core::ports::BodyStore;
         Ok(self
-            .stored_mail(key)
-            .await?
-            .into_iter()
-            .filter_map(|m| m.internet_message_id)
-            .collect())
+            .bodies
+            .count_prefix(&connector_core::domain::user_body_prefix(key))
+            .await?)
+    }
+
+    /// `stored` summed over every run summary of the user so far.
+    pub fn stored_by_runs(&self, key: &UserKey) -> u64 {
+        self.sink
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|run| run.user_id == key.user_id.as_str() && run.kind == SyncKind::Mail)
+            .map(|run| run.stored)
+            .sum()
     }
 
     pub async fn meta(&self, key: &UserKey) -> Result<Option<SyncMeta>> {

@@ -1,5 +1,14 @@
 //! Activities: the imported emails and meetings.
 //!
+//! With a body store ([`DynamoActivityStore::with_bodies`]) an item stays under
+//! DynamoDB's 400 KB item limit (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html,
+//! read 2026-12-05; a BatchWriteItem with one invalid item is refused whole with a
+//! ValidationException, BatchWriteItem API reference) by design: a mail activity's body, and its participants,
+//! matches and subject beyond the item's limits, go to one object in the body store,
+//! written *before* the item that names it (`content.detail`); deleted *after* the item.
+//! Every item also carries `fingerprint` (`Activity::fingerprint`), so a re-read message
+//! that brings nothing new is neither written nor counted again.
+//!
 //! With a retention ([`DynamoActivityStore::with_retention`]) every written activity
 //! carries `expiresAt` (epoch seconds, the table's TTL attribute): its own date plus the
 //! tenant's `activityRetentionDays`, else the stack's default. DynamoDB deletes expired
@@ -8,8 +17,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+
 use super::*;
-use crate::ports::TenantStore;
+use crate::domain::{ActivityContent, MailDetail, body_key, user_body_prefix};
+use crate::ports::{BodyStore, Refused, StoreReport, TenantStore};
 
 /// How long a tenant's retention setting is reused before it is read again.
 const RETENTION_CACHE: Duration = Duration::from_secs(600);
@@ -51,11 +63,23 @@ impl ActivityRetention {
     }
 }
 
+/// Item attribute: the activity's fingerprint.
+const FINGERPRINT: &str = "fingerprint";
+
 pub struct DynamoActivityStore {
     client: Client,
     table: String,
     backoff: Backoff,
+    bodies: Option<Arc<dyn BodyStore>>,
     retention: Option<ActivityRetention>,
+}
+
+/// A body object to write: its key and bytes.
+type BodyObject = (String, Vec<u8>);
+
+/// A put that DynamoDB refused for the item itself.
+fn is_validation(error: &(impl ProvideErrorMetadata + ?Sized)) -> bool {
+    error.code() == Some("ValidationException")
 }
 
 impl DynamoActivityStore {
@@ -64,6 +88,7 @@ impl DynamoActivityStore {
             client,
             table: table.into(),
             backoff: Backoff::default(),
+            bodies: None,
             retention: None,
         }
     }
@@ -72,6 +97,201 @@ impl DynamoActivityStore {
     pub fn with_retention(mut self, retention: ActivityRetention) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// The retention in days of each tenant among `activities` (none without a retention).
+    async fn retention_days<'a>(
+        &self,
+        activities: impl Iterator<Item = &'a Activity>,
+    ) -> Result<HashMap<TenantId, u32>, StoreError> {
+        let mut days = HashMap::new();
+        if let Some(retention) = &self.retention {
+            for activity in activities {
+                if !days.contains_key(&activity.tenant_id) {
+                    days.insert(
+                        activity.tenant_id.clone(),
+                        retention.days(&activity.tenant_id).await?,
+                    );
+                }
+            }
+        }
+        Ok(days)
+    }
+
+    /// Keeps mail bodies (and what else can grow) in `bodies`. Without one, a mail item
+    /// holds its body inline (tools and tests that never store big mail).
+    pub fn with_bodies(mut self, bodies: Arc<dyn BodyStore>) -> Self {
+        self.bodies = Some(bodies);
+        self
+    }
+
+    /// The item of an activity and, with a body store, the object to write before it.
+    fn prepare(
+        &self,
+        activity: &Activity,
+        retention_days: &HashMap<TenantId, u32>,
+    ) -> Result<(Item, Option<BodyObject>), StoreError> {
+        let owner = activity.owner().to_string();
+        let key = format!("{owner}/{}", activity.activity_id);
+        let split = match &self.bodies {
+            Some(_) => activity.split_detail(),
+            None => None,
+        };
+        let (mut item, object) = match split {
+            Some((bounded, detail)) => {
+                let bytes = serde_json::to_vec(&detail).map_err(|error| StoreError::Corrupt {
+                    resource: self.table.clone(),
+                    key: key.clone(),
+                    source: Box::new(error),
+                })?;
+                let object_key = match &bounded.content {
+                    ActivityContent::Mail(mail) => mail.detail.as_ref().map(|d| d.key.clone()),
+                    ActivityContent::Meeting(_) => None,
+                }
+                .unwrap_or_default();
+                (
+                    to_item(&bounded, &self.table, &key)?,
+                    Some((object_key, bytes)),
+                )
+            }
+            None => (to_item(activity, &self.table, &key)?, None),
+        };
+        item.insert("owner".to_owned(), s(owner));
+        item.insert(FINGERPRINT.to_owned(), s(activity.fingerprint()));
+        if let Some(days) = retention_days.get(&activity.tenant_id) {
+            let expires = activity.expires_at(*days).unix_timestamp();
+            item.insert("expiresAt".to_owned(), n(expires));
+        }
+        Ok((item, object))
+    }
+
+    /// Reads the whole message back into an item that names a detail object.
+    async fn join_detail(&self, activity: &mut Activity) -> Result<(), StoreError> {
+        let (Some(bodies), ActivityContent::Mail(mail)) = (&self.bodies, &activity.content) else {
+            return Ok(());
+        };
+        let Some(detail) = &mail.detail else {
+            return Ok(());
+        };
+        let key = detail.key.clone();
+        let Some(bytes) = bodies.get_body(&key).await? else {
+            return Err(StoreError::NotFound {
+                what: format!("the body of {}", activity.activity_id),
+            });
+        };
+        let detail: MailDetail =
+            serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
+                resource: "body store".to_owned(),
+                key,
+                source: Box::new(error),
+            })?;
+        activity.join_detail(detail);
+        Ok(())
+    }
+
+    /// Deletes the body objects of deleted mail items (after the items): the version each
+    /// item was (its `fingerprint`), so a newer version written meanwhile keeps its object.
+    async fn delete_versions(
+        &self,
+        owner: &UserKey,
+        versions: &[(ActivityId, String)],
+    ) -> Result<(), StoreError> {
+        let Some(bodies) = &self.bodies else {
+            return Ok(());
+        };
+        let keys: Vec<String> = versions
+            .iter()
+            .filter(|(id, _)| id.as_str().starts_with("mail#"))
+            .map(|(id, fingerprint)| body_key(owner, id, fingerprint))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        bodies.delete_bodies(&keys).await
+    }
+
+    /// The version of a deleted item (`ReturnValues: ALL_OLD`).
+    fn deleted_version(id: &ActivityId, old: Option<&Item>) -> Option<(ActivityId, String)> {
+        old.and_then(|item| string_attr(item, FINGERPRINT))
+            .map(|fingerprint| (id.clone(), fingerprint.to_owned()))
+    }
+
+    /// The stored fingerprints of `keys` (owner, activity id), read per owner (`owner` is
+    /// a reserved word: the projection names only the sort key and the fingerprint).
+    async fn fingerprints(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), String>, StoreError> {
+        let mut by_owner: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (owner, id) in keys {
+            by_owner.entry(owner).or_default().push(id);
+        }
+        let mut found = HashMap::new();
+        for (owner, ids) in by_owner {
+            let items = batch_get(
+                &self.client,
+                &self.table,
+                ids.iter()
+                    .map(|id| {
+                        HashMap::from([
+                            ("owner".to_owned(), s(owner)),
+                            ("activityId".to_owned(), s(*id)),
+                        ])
+                    })
+                    .collect(),
+                Some("activityId, fingerprint"),
+                self.backoff,
+            )
+            .await?;
+            for item in items {
+                if let (Some(id), Some(fingerprint)) = (
+                    string_attr(&item, "activityId"),
+                    string_attr(&item, FINGERPRINT),
+                ) {
+                    found.insert((owner.to_owned(), id.to_owned()), fingerprint.to_owned());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes body objects, a few at once.
+    async fn put_objects(&self, objects: Vec<BodyObject>) -> Result<(), StoreError> {
+        let Some(bodies) = &self.bodies else {
+            return Ok(());
+        };
+        stream::iter(objects)
+            .map(|(key, bytes)| async move { bodies.put_body(&key, bytes).await })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
+    /// One PutItem; `Ok(Some(code))` when DynamoDB refused the item itself.
+    async fn put_single(&self, item: Item) -> Result<Option<String>, StoreError> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(error) if error.as_service_error().is_some_and(is_validation) => {
+                let message = error
+                    .as_service_error()
+                    .and_then(|e| e.message())
+                    .unwrap_or_default();
+                // DynamoDB's messages name limits and types, never attribute values.
+                Ok(Some(format!(
+                    "ValidationException: {}",
+                    message.chars().take(200).collect::<String>()
+                )))
+            }
+            Err(error) => Err(backend("PutItem", &self.table, error)),
+        }
     }
 
     /// Overrides the retry budget for unprocessed batch items.
@@ -140,9 +360,54 @@ impl DynamoActivityStore {
 
 #[async_trait]
 impl ActivityStore for DynamoActivityStore {
+    /// With a body store, [`ActivityStore::store_activities`] writing every activity (so
+    /// superseded body versions are deleted as there); an item the table refuses is an
+    /// error here.
     #[instrument(skip_all, fields(table = %self.table, count = activities.len()))]
     async fn upsert_activities(&self, activities: &[Activity]) -> Result<(), StoreError> {
-        // BatchWriteItem refuses a batch with the same key twice: keep the last version.
+        if self.bodies.is_none() {
+            // Meetings (calendar-sync): no body, no fingerprint read; one BatchWriteItem
+            // per 25, the same key twice keeping the last version.
+            let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
+            for activity in activities {
+                latest.insert(
+                    (
+                        activity.owner().to_string(),
+                        activity.activity_id.to_string(),
+                    ),
+                    activity,
+                );
+            }
+            let days = self.retention_days(latest.values().copied()).await?;
+            let requests = latest
+                .into_values()
+                .map(|activity| put_request(self.prepare(activity, &days)?.0, &self.table))
+                .collect::<Result<Vec<_>, _>>()?;
+            return batch_write(&self.client, &self.table, requests, self.backoff).await;
+        }
+        let report = self.store_activities(activities, true).await?;
+        match report.refused.len() {
+            0 => Ok(()),
+            refused => Err(StoreError::Unprocessed {
+                operation: "PutItem",
+                resource: self.table.clone(),
+                remaining: refused,
+                attempts: 1,
+            }),
+        }
+    }
+
+    /// Deduplicates, skips what is stored unchanged, writes each body before its item,
+    /// and isolates an item DynamoDB refuses: a BatchWriteItem refused with a
+    /// ValidationException (DynamoDB then writes none of the batch) is retried item by
+    /// item; an item refused alone is reported (its body object deleted) and the rest is
+    /// stored.
+    #[instrument(skip_all, fields(table = %self.table, count = activities.len()))]
+    async fn store_activities(
+        &self,
+        activities: &[Activity],
+        rewrite_unchanged: bool,
+    ) -> Result<StoreReport, StoreError> {
         let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
         for activity in activities {
             latest.insert(
@@ -153,28 +418,84 @@ impl ActivityStore for DynamoActivityStore {
                 activity,
             );
         }
-        let mut retention_days = HashMap::new();
-        if let Some(retention) = &self.retention {
-            for activity in latest.values() {
-                if !retention_days.contains_key(&activity.tenant_id) {
-                    let days = retention.days(&activity.tenant_id).await?;
-                    retention_days.insert(activity.tenant_id.clone(), days);
+        let keys: Vec<(String, String)> = latest.keys().cloned().collect();
+        let stored = self.fingerprints(&keys).await?;
+        let days = self.retention_days(latest.values().copied()).await?;
+        let mut report = StoreReport::default();
+        // (activity, item, body key, whether it is new or changed)
+        let mut pending: Vec<(&Activity, Item, Option<String>, bool)> = Vec::new();
+        let mut objects = Vec::new();
+        // Versions replaced by a changed one: their objects go once the new items are in.
+        let mut superseded: HashMap<UserKey, Vec<(ActivityId, String)>> = HashMap::new();
+        for (key, activity) in latest {
+            let changed = stored.get(&key) != Some(&activity.fingerprint());
+            if changed && let Some(old) = stored.get(&key) {
+                superseded
+                    .entry(activity.owner())
+                    .or_default()
+                    .push((activity.activity_id.clone(), old.clone()));
+            }
+            if !changed {
+                report.unchanged += 1;
+                if !rewrite_unchanged {
+                    continue;
                 }
             }
+            let (item, object) = self.prepare(activity, &days)?;
+            let object_key = object.as_ref().map(|(key, _)| key.clone());
+            // The body of an unchanged activity is already stored as it would be written.
+            if changed {
+                objects.extend(object);
+            }
+            pending.push((activity, item, object_key, changed));
         }
-        let requests = latest
-            .into_iter()
-            .map(|((owner, id), activity)| {
-                let mut item = to_item(activity, &self.table, &format!("{owner}/{id}"))?;
-                item.insert("owner".to_owned(), s(owner));
-                if let Some(days) = retention_days.get(&activity.tenant_id) {
-                    let expires = activity.expires_at(*days).unix_timestamp();
-                    item.insert("expiresAt".to_owned(), n(expires));
+        // Bodies first: an item is only ever written once what it points to exists. A
+        // failure below leaves objects without items; the retry overwrites them (same key),
+        // a refused item's object is deleted here.
+        self.put_objects(objects).await?;
+        for chunk in pending.chunks(BATCH_WRITE_LIMIT) {
+            let requests = chunk
+                .iter()
+                .map(|(_, item, _, _)| put_request(item.clone(), &self.table))
+                .collect::<Result<Vec<_>, _>>()?;
+            let changed = chunk.iter().filter(|(.., changed)| *changed).count() as u64;
+            match write_chunk(&self.client, &self.table, requests, self.backoff).await {
+                Ok(()) => report.written += changed,
+                Err(StoreError::Backend { source, .. })
+                    if source
+                        .downcast_ref::<aws_sdk_dynamodb::error::SdkError<
+                            aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError,
+                        >>()
+                        .and_then(|e| e.as_service_error())
+                        .is_some_and(is_validation) =>
+                {
+                    warn!(
+                        count = chunk.len(),
+                        "BatchWriteItem refused with a ValidationException; writing the items one by one"
+                    );
+                    for (activity, item, object_key, changed) in chunk {
+                        match self.put_single(item.clone()).await? {
+                            None => report.written += u64::from(*changed),
+                            Some(reason) => {
+                                warn!(activity = %activity.activity_id, %reason, "an activity was refused by the table");
+                                if let (Some(bodies), Some(key)) = (&self.bodies, object_key) {
+                                    bodies.delete_bodies(std::slice::from_ref(key)).await?;
+                                }
+                                report.refused.push(Refused {
+                                    id: activity.activity_id.clone(),
+                                    reason,
+                                });
+                            }
+                        }
+                    }
                 }
-                put_request(item, &self.table)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await
+                Err(error) => return Err(error),
+            }
+        }
+        for (owner, versions) in &superseded {
+            self.delete_versions(owner, versions).await?;
+        }
+        Ok(report)
     }
 
     async fn get_activity(
@@ -191,7 +512,12 @@ impl ActivityStore for DynamoActivityStore {
             .send()
             .await
             .map_err(|error| backend("GetItem", &self.table, error))?;
-        output.item.map(|item| self.decode(item)).transpose()
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let mut activity = self.decode(item)?;
+        self.join_detail(&mut activity).await?;
+        Ok(Some(activity))
     }
 
     async fn delete_activity(&self, owner: &UserKey, id: &ActivityId) -> Result<bool, StoreError> {
@@ -204,6 +530,8 @@ impl ActivityStore for DynamoActivityStore {
             .send()
             .await
             .map_err(|error| backend("DeleteItem", &self.table, error))?;
+        let version = Self::deleted_version(id, output.attributes.as_ref());
+        self.delete_versions(owner, version.as_slice()).await?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 
@@ -225,9 +553,15 @@ impl ActivityStore for DynamoActivityStore {
             .expression_attribute_names("#folder", "folderId")
             .expression_attribute_values(":mail", s("mail"))
             .expression_attribute_values(":folder", s(folder_id))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        conditional(result, "DeleteItem", &self.table).map(|applied| applied.is_some())
+        let Some(output) = conditional(result, "DeleteItem", &self.table)? else {
+            return Ok(false);
+        };
+        let version = Self::deleted_version(id, output.attributes.as_ref());
+        self.delete_versions(owner, version.as_slice()).await?;
+        Ok(true)
     }
 
     async fn delete_activities(
@@ -236,11 +570,29 @@ impl ActivityStore for DynamoActivityStore {
         ids: &[ActivityId],
     ) -> Result<(), StoreError> {
         let unique: HashSet<&ActivityId> = ids.iter().collect();
+        // The versions being deleted, read first (BatchWriteItem returns no old items).
+        let versions: Vec<(ActivityId, String)> = if self.bodies.is_some() {
+            let keys: Vec<(String, String)> = unique
+                .iter()
+                .filter(|id| id.as_str().starts_with("mail#"))
+                .map(|id| (owner.to_string(), id.to_string()))
+                .collect();
+            self.fingerprints(&keys)
+                .await?
+                .into_iter()
+                .filter_map(|((_, id), fingerprint)| {
+                    Some((ActivityId::parse(&id).ok()?, fingerprint))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let requests = unique
-            .into_iter()
+            .iter()
             .map(|id| delete_request(Self::key(owner, id), &self.table))
             .collect::<Result<Vec<_>, _>>()?;
-        batch_write(&self.client, &self.table, requests, self.backoff).await
+        batch_write(&self.client, &self.table, requests, self.backoff).await?;
+        self.delete_versions(owner, &versions).await
     }
 
     async fn list_activities(
@@ -264,16 +616,21 @@ impl ActivityStore for DynamoActivityStore {
             .await
     }
 
+    /// The items, then every body object under the user's prefix (orphans included).
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError> {
         let partition = owner.to_string();
-        delete_partition(
+        let deleted = delete_partition(
             &self.client,
             &self.table,
             ("owner", &partition),
             ("activityId", None),
             self.backoff,
         )
-        .await
+        .await?;
+        if let Some(bodies) = &self.bodies {
+            bodies.delete_prefix(&user_body_prefix(owner)).await?;
+        }
+        Ok(deleted)
     }
 }
 
