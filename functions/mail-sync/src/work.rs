@@ -76,7 +76,7 @@ use connector_core::domain::{
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
 use connector_core::ports::{ActivityStore, CrmIndex, SyncStateStore};
-use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
+use connector_core::sync::{Progress, RunContext, SyncWork, WorkError, WorkOutcome};
 use futures::future::Either;
 use futures::{StreamExt, TryStreamExt, stream};
 use time::format_description::well_known::Rfc3339;
@@ -265,6 +265,8 @@ struct FolderEnv<'a> {
     window: SyncWindow,
     deadline: Instant,
     counters: Mutex<SyncCounters>,
+    /// The run's visible progress: each page checkpoint adds its counters.
+    progress: &'a Progress<'a>,
     /// Fetch batches in flight, all folders together. Bounding them here, before they
     /// queue for the mailbox's slots, keeps a folder's next listing from waiting behind
     /// every queued fetch of every folder.
@@ -550,6 +552,7 @@ impl MailWork {
                         next.counters = totals;
                         env.state.put_cursor(env.key, &next).await?;
                         env.add(&counters);
+                        env.progress.add(&counters).await;
                     }
                 }
             }
@@ -999,14 +1002,12 @@ impl SyncWork for MailWork {
         let importing = cursors
             .iter()
             .any(|c| c.cursor_kind != Some(CursorKind::DeltaLink) || c.backfill.is_some());
-        ctx.meta.enter(
-            if importing {
-                SyncStage::InitialImport
-            } else {
-                SyncStage::Incremental
-            },
-            now,
-        );
+        ctx.enter(if importing {
+            SyncStage::InitialImport
+        } else {
+            SyncStage::Incremental
+        })
+        .await;
         ctx.folders = cursors.len() as u64;
         // Inbox and Sent Items first: what users look at.
         cursors.sort_by_key(|c| match c.well_known_name.as_deref() {
@@ -1025,6 +1026,7 @@ impl SyncWork for MailWork {
             window,
             deadline: ctx.deadline,
             counters: Mutex::new(SyncCounters::default()),
+            progress: ctx.progress,
             fetch_lanes: Semaphore::new(self.settings.fetch_concurrency.max(1)),
         };
         let outcomes: Result<BTreeSet<OutcomeOrder>, WorkError> = stream::iter(cursors)

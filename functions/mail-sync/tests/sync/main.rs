@@ -5,6 +5,7 @@ mod cap;
 mod crash;
 mod faults;
 mod handler;
+mod lease;
 mod live;
 mod matching;
 mod memory;
