@@ -8,11 +8,22 @@
 //! - **Worker** ([`run_job`]): connection check → lease → token → the function's
 //!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
 //!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
+//!   - the lease: [`LEASE_TTL`] (90 s), renewed every [`LEASE_RENEW_EVERY`] by the live run
+//!     (conditional on still holding it; a lost lease drops the run, which writes nothing
+//!     more); released before a continuation is queued. A job meeting a held lease is
+//!     `Busy` and comes back when that lease ends (message hidden, or requeued), never
+//!     dropped: if the holder died, it resumes the mailbox within one lease;
+//!   - progress: the meta's stage is written when it changes and the run's counters with
+//!     each checkpoint ([`RunContext::enter`], [`RunContext::checkpoint`], [`Progress`]),
+//!     so a dead worker's import shows in `connectorctl status`;
 //!   - Outlook's 4 concurrent requests: the run's Graph session joins the mailbox's slot
 //!     budget when the client has one ([`crate::budget`]; mail-sync and calendar-sync share
 //!     it) and leaves it when the work ends;
 //!   - deadline: the work gets a deadline [`DEADLINE_MARGIN`] (60 s) before Lambda's and
-//!     stops at a page boundary; the run then queues its continuation job;
+//!     stops at a page boundary; the run then queues its continuation job. What is still
+//!     in flight [`HARD_STOP_MARGIN`] (15 s) before Lambda's deadline is cut (out of time,
+//!     continued from the last checkpoint), and a whole job returns [`FINISH_MARGIN`]
+//!     before it, so an invocation always reports each record's own outcome;
 //!   - throttling past the job's budget: the mailbox is parked (`parkedUntil` on the
 //!     connection, stage `parked` with `nextAttemptAt`) and the SQS message is hidden until
 //!     then (visibility change) and reported as a batch item failure, so SQS redelivers it
@@ -1280,6 +1291,24 @@ mod tests {
             .parked_until
             .set(SyncKind::Mail, Some(now + time::Duration::minutes(10)));
         assert!(!wants_job(&parked, None, SyncKind::Mail, now));
+    }
+
+    #[test]
+    fn a_busy_job_is_kept_unless_requeued_and_a_lost_lease_is_not() {
+        let busy = |requeued| JobOutcome::Busy {
+            retry_in: Duration::from_secs(30),
+            requeued,
+        };
+        assert!(busy(false).keep_message(), "hidden until the lease ends");
+        assert!(
+            !busy(true).keep_message(),
+            "replaced by a fresh delayed job"
+        );
+        assert!(!JobOutcome::LeaseLost.keep_message());
+        assert_eq!(busy(true).label(), "busy");
+        assert_eq!(JobOutcome::LeaseLost.label(), "lease_lost");
+        assert!(LEASE_TTL >= 3 * LEASE_RENEW_EVERY);
+        assert!(HARD_STOP_MARGIN < DEADLINE_MARGIN && FINISH_MARGIN < HARD_STOP_MARGIN);
     }
 
     #[test]
