@@ -954,7 +954,8 @@ impl Worker {
     /// Another worker holds the lease: the job comes back when that lease ends (a live
     /// holder renews it and carries on; a dead one's expires within [`LEASE_TTL`]).
     async fn busy(&self, job: &SyncJob, key: &SyncKey, delivery: &Delivery) -> JobOutcome {
-        let now = self.clock.now();
+        // Lease times are the store's wall clock, not the run's (possibly shifted) clock.
+        let now = OffsetDateTime::now_utc();
         let left = match self.state.get_lease(key).await {
             Ok(Some(lease)) => (lease.expires_at - now)
                 .try_into()
