@@ -370,14 +370,12 @@ impl SyncWork for CalendarWork {
                 start_round(&mut cursor, ctx.now());
                 continue;
             };
-            ctx.meta.enter(
-                if cursor.initial_round {
-                    SyncStage::InitialImport
-                } else {
-                    SyncStage::Incremental
-                },
-                ctx.now(),
-            );
+            ctx.enter(if cursor.initial_round {
+                SyncStage::InitialImport
+            } else {
+                SyncStage::Incremental
+            })
+            .await;
             if ctx.out_of_time() {
                 return Ok(WorkOutcome::OutOfTime);
             }
@@ -416,6 +414,7 @@ impl SyncWork for CalendarWork {
                 cursor.cursor = Some(next);
                 cursor.cursor_kind = Some(CursorKind::NextLink);
                 ctx.state.put_cursor(&ctx.key, &cursor).await?;
+                ctx.checkpoint().await;
                 continue;
             }
             let Some(delta) = page.delta_link else {
@@ -426,6 +425,7 @@ impl SyncWork for CalendarWork {
             cursor.cursor = Some(delta);
             cursor.cursor_kind = Some(CursorKind::DeltaLink);
             ctx.state.put_cursor(&ctx.key, &cursor).await?;
+            ctx.checkpoint().await;
             if cursor.initial_round {
                 self.reconcile(ctx, &judge.owner, &window).await?;
                 cursor.initial_round = false;

@@ -207,6 +207,18 @@ pub trait SyncStateStore: Send + Sync {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+    /// Extends `holder`'s lease to `ttl` from now, only while `holder` still holds it
+    /// (even past its expiry, as long as nobody else took it); `false` when the lease is
+    /// gone or another holder has it. The default takes the lease again, which is the
+    /// same unless it expired and was free (wrappers in tests); real adapters override it.
+    async fn renew_lease(
+        &self,
+        key: &SyncKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.acquire_lease(key, holder, ttl).await
+    }
     /// Releases the lease if `holder` still holds it; returns whether it did.
     async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError>;
     async fn get_lease(&self, key: &SyncKey) -> Result<Option<Lease>, StoreError>;

@@ -8,11 +8,22 @@
 //! - **Worker** ([`run_job`]): connection check → lease → token → the function's
 //!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
 //!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
+//!   - the lease: [`LEASE_TTL`] (90 s), renewed every [`LEASE_RENEW_EVERY`] by the live run
+//!     (conditional on still holding it; a lost lease drops the run, which writes nothing
+//!     more); released before a continuation is queued. A job meeting a held lease is
+//!     `Busy` and comes back when that lease ends (message hidden, or requeued), never
+//!     dropped: if the holder died, it resumes the mailbox within one lease;
+//!   - progress: the meta's stage is written when it changes and the run's counters with
+//!     each checkpoint ([`RunContext::enter`], [`RunContext::checkpoint`], [`Progress`]),
+//!     so a dead worker's import shows in `connectorctl status`;
 //!   - Outlook's 4 concurrent requests: the run's Graph session joins the mailbox's slot
 //!     budget when the client has one ([`crate::budget`]; mail-sync and calendar-sync share
 //!     it) and leaves it when the work ends;
 //!   - deadline: the work gets a deadline [`DEADLINE_MARGIN`] (60 s) before Lambda's and
-//!     stops at a page boundary; the run then queues its continuation job;
+//!     stops at a page boundary; the run then queues its continuation job. What is still
+//!     in flight [`HARD_STOP_MARGIN`] (15 s) before Lambda's deadline is cut (out of time,
+//!     continued from the last checkpoint), and a whole job returns [`FINISH_MARGIN`]
+//!     before it, so an invocation always reports each record's own outcome;
 //!   - throttling past the job's budget: the mailbox is parked (`parkedUntil` on the
 //!     connection, stage `parked` with `nextAttemptAt`) and the SQS message is hidden until
 //!     then (visibility change) and reported as a batch item failure, so SQS redelivers it
@@ -59,6 +70,19 @@ pub const PARK_REQUEUE_AFTER: u32 = 3;
 pub const PARK_GRACE: time::Duration = time::Duration::minutes(1);
 /// Shortest parking.
 pub const MIN_PARK: Duration = Duration::from_secs(30);
+/// How long a mailbox lease lasts unless its worker renews it: a worker that dies (out of
+/// memory, killed, a crash) frees its mailbox this long after its last renewal at most.
+pub const LEASE_TTL: Duration = Duration::from_secs(90);
+/// How often a live worker renews its lease (three renewals fit in one [`LEASE_TTL`], so
+/// one slow or failed renewal does not lose it).
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(30);
+/// Time kept free before Lambda's deadline after which the work is cut wherever it is
+/// (a Graph or AWS request in flight included): past [`DEADLINE_MARGIN`] the work stops at
+/// its next page boundary by itself; this bounds what was already under way.
+pub const HARD_STOP_MARGIN: Duration = Duration::from_secs(15);
+/// Time kept free before Lambda's deadline by a whole job (meta, lease release,
+/// continuation included), so that the invocation answers with every record's outcome.
+pub const FINISH_MARGIN: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------------------
 // Fan-out
@@ -349,14 +373,84 @@ pub fn graph_disposition(error: &GraphError) -> Disposition {
     }
 }
 
+/// A run's progress as `connectorctl status` shows it while the run is under way: the
+/// sync's meta as the work last changed its stage, and the run's counters up to its last
+/// checkpoint (as `lastRun`, and added to `totals`). Written at each stage change and each
+/// checkpoint, so a worker that dies mid-import leaves its stage and counters behind; the
+/// skeleton writes the final meta when the run returns.
+///
+/// Shared by reference: mail-sync's folders checkpoint concurrently ([`Progress::add`]).
+/// Writes are serialised, so the stored meta is always the newest.
+pub struct Progress<'a> {
+    state: &'a dyn SyncStateStore,
+    key: SyncKey,
+    clock: &'a dyn Clock,
+    /// The meta as at the last stage change, and the run's checkpointed counters.
+    inner: tokio::sync::Mutex<(SyncMeta, SyncCounters)>,
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(
+        state: &'a dyn SyncStateStore,
+        key: SyncKey,
+        clock: &'a dyn Clock,
+        meta: SyncMeta,
+    ) -> Self {
+        Self {
+            state,
+            key,
+            clock,
+            inner: tokio::sync::Mutex::new((meta, SyncCounters::default())),
+        }
+    }
+
+    /// A checkpoint of work that keeps its own counters: `page`'s figures are added to
+    /// the run's, and the meta is written.
+    pub async fn add(&self, page: &SyncCounters) {
+        let mut inner = self.inner.lock().await;
+        inner.1.add(page);
+        self.write(&inner.0, &inner.1).await;
+    }
+
+    /// The run's counters as checkpointed so far.
+    pub async fn counters(&self) -> SyncCounters {
+        self.inner.lock().await.1
+    }
+
+    async fn save(&self, meta: &SyncMeta, run: Option<SyncCounters>) {
+        let mut inner = self.inner.lock().await;
+        inner.0 = meta.clone();
+        if let Some(run) = run {
+            inner.1 = run;
+        }
+        self.write(&inner.0, &inner.1).await;
+    }
+
+    /// The meta with the run so far; a failed write only costs visibility (the cursors are
+    /// what resumes), so it is logged, not raised.
+    async fn write(&self, meta: &SyncMeta, run: &SyncCounters) {
+        let mut view = meta.clone();
+        view.last_run = *run;
+        view.totals.add(run);
+        view.updated_at = self.clock.now();
+        if let Err(error) = self.state.put_meta(&self.key, &view).await {
+            warn!(error = %error, "could not save the run's progress");
+        }
+    }
+}
+
 /// Everything the work of one job may use.
 pub struct RunContext<'a> {
     pub job: &'a SyncJob,
     pub key: SyncKey,
     pub connection: &'a Connection,
     pub tenant: Option<&'a Tenant>,
-    /// The sync's meta item; the skeleton saves it after the work.
+    /// The sync's meta item; the skeleton saves it after the work. Change its stage
+    /// through [`RunContext::enter`] so that the change is visible at once.
     pub meta: &'a mut SyncMeta,
+    /// Where checkpoints make the run's progress visible ([`RunContext::checkpoint`], or
+    /// [`Progress::add`] from concurrent parts of the work).
+    pub progress: &'a Progress<'a>,
     pub session: &'a MailboxSession<'a>,
     pub state: &'a dyn SyncStateStore,
     pub clock: &'a dyn Clock,
@@ -379,6 +473,23 @@ impl RunContext<'_> {
 
     pub fn user(&self) -> UserKey {
         self.key.user()
+    }
+
+    /// Moves the sync to `stage`; a change of stage is written at once (with the run's
+    /// counters so far).
+    pub async fn enter(&mut self, stage: SyncStage) {
+        let changed = self.meta.stage != stage;
+        let now = self.now();
+        self.meta.enter(stage, now);
+        if changed {
+            self.progress.save(self.meta, None).await;
+        }
+    }
+
+    /// The checkpoint hook of work that counts in [`RunContext::counters`]: call it after
+    /// saving a cursor; the meta is written with the counters so far.
+    pub async fn checkpoint(&self) {
+        self.progress.save(self.meta, Some(*self.counters)).await;
     }
 }
 
@@ -408,8 +519,13 @@ pub enum JobOutcome {
     Done,
     /// Out of time: the continuation job is queued.
     Continued,
-    /// Another worker holds the mailbox: this job is dropped (that worker carries on).
-    Busy,
+    /// Another worker holds the mailbox's lease: the job comes back once that lease ends
+    /// (its message hidden until then, or, `requeued`, replaced by a fresh delayed job),
+    /// so it is not lost if that worker dies; a live worker's run meanwhile covers it.
+    Busy { retry_in: Duration, requeued: bool },
+    /// The run's lease was taken over (or deleted) while it ran: the run stopped without
+    /// writing anything more; the new holder carries on.
+    LeaseLost,
     /// Nothing to do for this connection (gone, inactive, switched off, parked).
     Skipped { reason: &'static str },
     /// Parked until then; the message was hidden (`requeued`: replaced by a fresh job).
@@ -438,6 +554,10 @@ impl JobOutcome {
                     requeued: false,
                     ..
                 }
+                | JobOutcome::Busy {
+                    requeued: false,
+                    ..
+                }
         )
     }
 
@@ -445,7 +565,8 @@ impl JobOutcome {
         match self {
             JobOutcome::Done => "done",
             JobOutcome::Continued => "continued",
-            JobOutcome::Busy => "busy",
+            JobOutcome::Busy { .. } => "busy",
+            JobOutcome::LeaseLost => "lease_lost",
             JobOutcome::Skipped { .. } => "skipped",
             JobOutcome::Parked { .. } => "parked",
             JobOutcome::StatusChanged { .. } => "status_changed",
@@ -709,8 +830,15 @@ impl Worker {
         let mut stats = GraphStats::default();
         let mut folders = 0;
         let mut stage = SyncStage::Pending;
-        let outcome = self
-            .run_inner(
+        // Every record of a batch answers before Lambda's deadline, whatever this one met:
+        // the work itself is cut earlier (HARD_STOP_MARGIN); this bounds the rest.
+        let finish_by = delivery
+            .deadline
+            .checked_sub(FINISH_MARGIN)
+            .unwrap_or_else(Instant::now);
+        let outcome = tokio::time::timeout_at(
+            finish_by,
+            self.run_inner(
                 work,
                 job,
                 &key,
@@ -719,8 +847,15 @@ impl Worker {
                 &mut stats,
                 &mut folders,
                 &mut stage,
-            )
-            .await;
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            warn!("the job ran into Lambda's deadline; it will be retried");
+            JobOutcome::Retry {
+                code: "deadline".into(),
+            }
+        });
         counters.graph_requests = stats.requests;
         counters.throttled = stats.throttled;
         let code = match &outcome {
@@ -807,32 +942,124 @@ impl Worker {
             };
         }
 
+        // A short lease, renewed while the run lives: a dead worker frees the mailbox
+        // within LEASE_TTL, not at the end of its invocation's deadline.
         let holder = uuid::Uuid::new_v4().to_string();
-        let lease_ttl =
-            delivery.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(30);
-        match self.state.acquire_lease(key, &holder, lease_ttl).await {
+        match self.state.acquire_lease(key, &holder, LEASE_TTL).await {
             Ok(true) => {}
-            Ok(false) => return JobOutcome::Busy,
+            Ok(false) => return self.busy(job, key, delivery).await,
             Err(error) => return retry_store(error),
         }
-        let outcome = self
-            .leased(
-                work,
-                job,
-                key,
-                &connection,
-                tenant.as_ref(),
-                delivery,
-                counters,
-                stats,
-                folders,
-                stage,
-            )
-            .await;
+        let run = self.leased(
+            work,
+            job,
+            key,
+            &connection,
+            tenant.as_ref(),
+            delivery,
+            counters,
+            stats,
+            folders,
+            stage,
+        );
+        // The lease is renewed beside the run; if it is lost, the run is dropped where it
+        // is (it writes nothing more) and ends.
+        let outcome = tokio::select! {
+            outcome = run => outcome,
+            () = self.keep_lease(key, &holder) => {
+                warn!("the mailbox lease was taken over; the run stops");
+                return JobOutcome::LeaseLost;
+            }
+        };
+        // Released before the continuation is queued, so that it finds the mailbox free
+        // however soon it is delivered.
         if let Err(error) = self.state.release_lease(key, &holder).await {
             warn!(error = %error, "could not release the mailbox lease (it expires by itself)");
         }
-        outcome
+        match outcome {
+            JobOutcome::Continued => {
+                match self.enqueue(&job.continuation(), Duration::ZERO).await {
+                    Ok(()) => JobOutcome::Continued,
+                    Err(error) => JobOutcome::Retry {
+                        code: format!("continuation_not_queued: {error}"),
+                    },
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Renews `holder`'s lease every [`LEASE_RENEW_EVERY`]; returns once it is lost:
+    /// another holder has it or it is gone, or renewals kept failing until it expired.
+    async fn keep_lease(&self, key: &SyncKey, holder: &str) {
+        let mut held_until = Instant::now() + LEASE_TTL;
+        loop {
+            tokio::time::sleep(LEASE_RENEW_EVERY).await;
+            let asked = Instant::now();
+            match self.state.renew_lease(key, holder, LEASE_TTL).await {
+                Ok(true) => held_until = asked + LEASE_TTL,
+                Ok(false) => return,
+                Err(error) => {
+                    warn!(error = %error, "could not renew the mailbox lease");
+                    if Instant::now() >= held_until {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Another worker holds the lease: the job comes back when that lease ends (a live
+    /// holder renews it and carries on; a dead one's expires within [`LEASE_TTL`]).
+    async fn busy(&self, job: &SyncJob, key: &SyncKey, delivery: &Delivery) -> JobOutcome {
+        // Lease times are the store's wall clock, not the run's (possibly shifted) clock.
+        let now = OffsetDateTime::now_utc();
+        let left = match self.state.get_lease(key).await {
+            Ok(Some(lease)) => (lease.expires_at - now)
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+            Ok(None) => Duration::ZERO,
+            Err(error) => {
+                warn!(error = %error, "could not read the mailbox lease");
+                LEASE_TTL
+            }
+        };
+        let wait = (left + Duration::from_secs(1)).clamp(Duration::from_secs(2), LEASE_TTL);
+        match self.come_back(job, delivery, wait).await {
+            Ok(requeued) => JobOutcome::Busy {
+                retry_in: wait,
+                requeued,
+            },
+            Err(code) => JobOutcome::Retry { code },
+        }
+    }
+
+    /// Makes the job come back after `wait`: its message hidden that long (reported as a
+    /// batch item failure) while it has been received fewer than [`PARK_REQUEUE_AFTER`]
+    /// times, otherwise replaced by a fresh delayed job (so it never walks into the DLQ).
+    /// `Ok(true)`: replaced.
+    async fn come_back(
+        &self,
+        job: &SyncJob,
+        delivery: &Delivery,
+        wait: Duration,
+    ) -> Result<bool, String> {
+        let hidden = match &delivery.receipt_handle {
+            Some(receipt) if delivery.receive_count < PARK_REQUEUE_AFTER => self
+                .queue
+                .change_visibility(&self.queue_url, receipt, wait)
+                .await
+                .map_err(|error| warn!(error = %error, "could not hide the job"))
+                .is_ok(),
+            _ => false,
+        };
+        if hidden {
+            return Ok(false);
+        }
+        match self.enqueue(&job.continuation(), wait).await {
+            Ok(()) => Ok(true),
+            Err(error) => Err(format!("requeue_failed: {error}")),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -863,37 +1090,61 @@ impl Worker {
             .deadline
             .checked_sub(DEADLINE_MARGIN)
             .unwrap_or_else(Instant::now);
+        // Past this the work is cut wherever it is: nothing it started outlives the
+        // invocation (its checkpoints are saved page by page, so the continuation resumes).
+        let hard_stop = delivery
+            .deadline
+            .checked_sub(HARD_STOP_MARGIN)
+            .unwrap_or_else(Instant::now);
         let session = self
             .graph
             .session(&user.to_string(), &bearer, Some(deadline));
-        // The token first: a refused refresh is known before any Graph call.
-        let result = match self.tokens.access_token(&user).await {
-            Err(error) => Err(WorkError::Token(error)),
-            Ok(_) => {
-                let mut ctx = RunContext {
-                    job,
-                    key: key.clone(),
-                    connection,
-                    tenant,
-                    meta: &mut meta,
-                    session: &session,
-                    state: self.state.as_ref(),
-                    clock: self.clock.as_ref(),
-                    deadline,
-                    counters,
-                    folders: 0,
-                };
-                let result = work.run(&mut ctx).await;
-                *folders = ctx.folders;
-                result
+        let progress = Progress::new(
+            self.state.as_ref(),
+            key.clone(),
+            self.clock.as_ref(),
+            meta.clone(),
+        );
+        let mut visited = 0;
+        let work_counters = &mut *counters;
+        let run = async {
+            // The token first: a refused refresh is known before any Graph call.
+            match self.tokens.access_token(&user).await {
+                Err(error) => Err(WorkError::Token(error)),
+                Ok(_) => {
+                    let mut ctx = RunContext {
+                        job,
+                        key: key.clone(),
+                        connection,
+                        tenant,
+                        meta: &mut meta,
+                        progress: &progress,
+                        session: &session,
+                        state: self.state.as_ref(),
+                        clock: self.clock.as_ref(),
+                        deadline,
+                        counters: work_counters,
+                        folders: 0,
+                    };
+                    let result = work.run(&mut ctx).await;
+                    visited = ctx.folders;
+                    result
+                }
             }
         };
-        // A request that waited for a mailbox slot until the deadline: out of time like any
-        // other (checkpoints are saved page by page), so the continuation runs at once.
-        let result = match result {
-            Err(WorkError::Graph(GraphError::OutOfTime)) => Ok(WorkOutcome::OutOfTime),
-            other => other,
+        let result = match tokio::time::timeout_at(hard_stop, run).await {
+            // A request that waited for a mailbox slot until the deadline: out of time like
+            // any other (checkpoints are saved page by page), so the continuation runs at once.
+            Ok(Err(WorkError::Graph(GraphError::OutOfTime))) => Ok(WorkOutcome::OutOfTime),
+            Ok(other) => other,
+            Err(_) => {
+                warn!("the work was cut at the deadline; it continues from its checkpoints");
+                // What the cut work had counted up to its last checkpoint.
+                *counters = progress.counters().await;
+                Ok(WorkOutcome::OutOfTime)
+            }
         };
+        *folders = visited;
         *stats = session.stats();
         // Leaves the mailbox's slot budget (if any) so other workers grow back at once.
         session.close().await;
@@ -918,12 +1169,8 @@ impl Worker {
                 meta.last_run = run;
                 meta.totals.add(&run);
                 meta.updated_at = now;
-                match self.enqueue(&job.continuation(), Duration::ZERO).await {
-                    Ok(()) => JobOutcome::Continued,
-                    Err(error) => JobOutcome::Retry {
-                        code: format!("continuation_not_queued: {error}"),
-                    },
-                }
+                // Queued by run_inner once the lease is released.
+                JobOutcome::Continued
             }
             Err(error) => {
                 meta.totals.add(&run);
@@ -995,28 +1242,10 @@ impl Worker {
         {
             warn!(error = %error, "could not record the parked time");
         }
-        let hidden = match &delivery.receipt_handle {
-            Some(receipt) if delivery.receive_count < PARK_REQUEUE_AFTER => self
-                .queue
-                .change_visibility(&self.queue_url, receipt, wait)
-                .await
-                .map_err(|error| warn!(error = %error, "could not hide the parked job"))
-                .is_ok(),
-            _ => false,
-        };
-        if hidden {
-            return JobOutcome::Parked {
-                until,
-                requeued: false,
-            };
-        }
-        match self.enqueue(&job.continuation(), wait).await {
-            Ok(()) => JobOutcome::Parked {
-                until,
-                requeued: true,
-            },
-            Err(error) => JobOutcome::Retry {
-                code: format!("park_requeue_failed: {error}"),
+        match self.come_back(job, delivery, wait).await {
+            Ok(requeued) => JobOutcome::Parked { until, requeued },
+            Err(code) => JobOutcome::Retry {
+                code: format!("park_{code}"),
             },
         }
     }
@@ -1121,6 +1350,24 @@ mod tests {
             .parked_until
             .set(SyncKind::Mail, Some(now + time::Duration::minutes(10)));
         assert!(!wants_job(&parked, None, SyncKind::Mail, now));
+    }
+
+    #[test]
+    fn a_busy_job_is_kept_unless_requeued_and_a_lost_lease_is_not() {
+        let busy = |requeued| JobOutcome::Busy {
+            retry_in: Duration::from_secs(30),
+            requeued,
+        };
+        assert!(busy(false).keep_message(), "hidden until the lease ends");
+        assert!(
+            !busy(true).keep_message(),
+            "replaced by a fresh delayed job"
+        );
+        assert!(!JobOutcome::LeaseLost.keep_message());
+        assert_eq!(busy(true).label(), "busy");
+        assert_eq!(JobOutcome::LeaseLost.label(), "lease_lost");
+        assert!(LEASE_TTL >= 3 * LEASE_RENEW_EVERY);
+        assert!(HARD_STOP_MARGIN < DEADLINE_MARGIN && FINISH_MARGIN < HARD_STOP_MARGIN);
     }
 
     #[test]

@@ -130,6 +130,73 @@ async fn expired_lease_is_taken_over_and_release_needs_the_holder() -> Result<()
 }
 
 #[tokio::test]
+async fn a_lease_is_renewed_only_by_its_holder() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    let store = DynamoSyncStateStore::new(dynamo(&stack), &tables.sync_state);
+    let key = SyncKey::new(tenant(), user(8), SyncKind::Mail);
+
+    // Nothing to renew.
+    assert!(
+        !store
+            .renew_lease(&key, "a", Duration::from_secs(60))
+            .await?
+    );
+    assert!(
+        store.get_lease(&key).await?.is_none(),
+        "renewing creates nothing"
+    );
+
+    assert!(
+        store
+            .acquire_lease(&key, "a", Duration::from_secs(2))
+            .await?
+    );
+    assert!(
+        store
+            .renew_lease(&key, "a", Duration::from_secs(90))
+            .await?
+    );
+    let lease = store.get_lease(&key).await?.context("held")?;
+    assert_eq!(lease.holder, "a");
+    assert!(lease.expires_at > OffsetDateTime::now_utc() + Duration::from_secs(80));
+    // Another worker cannot renew (nor take) it.
+    assert!(
+        !store
+            .renew_lease(&key, "b", Duration::from_secs(90))
+            .await?
+    );
+    assert!(
+        !store
+            .acquire_lease(&key, "b", Duration::from_secs(90))
+            .await?
+    );
+
+    // Taken over (here: by an operator's quiesce after expiry): the old holder learns it.
+    assert!(store.acquire_lease(&key, "a", Duration::ZERO).await?);
+    assert!(
+        store
+            .acquire_lease(&key, "c", Duration::from_secs(60))
+            .await?
+    );
+    assert!(
+        !store
+            .renew_lease(&key, "a", Duration::from_secs(90))
+            .await?
+    );
+    assert_eq!(store.get_lease(&key).await?.context("held")?.holder, "c");
+
+    // Deleted with the sync state (disconnection): the holder learns it too.
+    store.delete_sync_state(&key).await?;
+    assert!(
+        !store
+            .renew_lease(&key, "c", Duration::from_secs(90))
+            .await?
+    );
+    assert!(store.get_lease(&key).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
 async fn sync_meta_and_cursors_round_trip_and_are_deleted() -> Result<()> {
     let (stack, tables) = stack().await?;
     let store = DynamoSyncStateStore::new(dynamo(&stack), &tables.sync_state);

@@ -76,7 +76,7 @@ use connector_core::domain::{
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
 use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreReport, SyncStateStore};
-use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
+use connector_core::sync::{Progress, RunContext, SyncWork, WorkError, WorkOutcome};
 use futures::future::Either;
 use futures::{StreamExt, TryStreamExt, stream};
 use time::format_description::well_known::Rfc3339;
@@ -267,6 +267,8 @@ struct FolderEnv<'a> {
     counters: Mutex<SyncCounters>,
     /// Messages the store refused for good this run (recorded in the meta at the end).
     skipped: Mutex<Vec<SkippedItem>>,
+    /// The run's visible progress: each page checkpoint adds its counters.
+    progress: &'a Progress<'a>,
     /// Fetch batches in flight, all folders together. Bounding them here, before they
     /// queue for the mailbox's slots, keeps a folder's next listing from waiting behind
     /// every queued fetch of every folder.
@@ -569,6 +571,7 @@ impl MailWork {
                         next.counters = totals;
                         env.state.put_cursor(env.key, &next).await?;
                         env.add(&counters);
+                        env.progress.add(&counters).await;
                     }
                 }
             }
@@ -1088,14 +1091,12 @@ impl SyncWork for MailWork {
         let importing = cursors
             .iter()
             .any(|c| c.cursor_kind != Some(CursorKind::DeltaLink) || c.backfill.is_some());
-        ctx.meta.enter(
-            if importing {
-                SyncStage::InitialImport
-            } else {
-                SyncStage::Incremental
-            },
-            now,
-        );
+        ctx.enter(if importing {
+            SyncStage::InitialImport
+        } else {
+            SyncStage::Incremental
+        })
+        .await;
         ctx.folders = cursors.len() as u64;
         // Inbox and Sent Items first: what users look at.
         cursors.sort_by_key(|c| match c.well_known_name.as_deref() {
@@ -1115,6 +1116,7 @@ impl SyncWork for MailWork {
             deadline: ctx.deadline,
             counters: Mutex::new(SyncCounters::default()),
             skipped: Mutex::new(Vec::new()),
+            progress: ctx.progress,
             fetch_lanes: Semaphore::new(self.settings.fetch_concurrency.max(1)),
         };
         let outcomes: Result<BTreeSet<OutcomeOrder>, WorkError> = stream::iter(cursors)

@@ -9,6 +9,17 @@
 //! binary that dies during init produces: the request waits for a runtime that never
 //! asks for it); 404 naming the available binaries for an unknown name. Real Lambda
 //! answers a function error with 200 and `X-Amz-Function-Error`; both are understood.
+//!
+//! A function process that dies mid-invocation (killed, out of memory, abort) is not
+//! handled as Lambda handles it (the invocation fails at once, a fresh instance serves the
+//! next). In cargo-lambda 1.9's watch (read in its `scheduler.rs`, `watcher.rs` and
+//! `instance_pool.rs`, 2026-12-06): the watchexec supervisor only logs "command killed" /
+//! "command exited" and does nothing (no restart); the instance stays in the function's
+//! pool as busy (it is removed only when watchexec itself fails); the pending invocation
+//! is answered 408 at `--timeout`; and the instance monitor spawns another instance only
+//! while the pool has fewer than `--concurrency` instances, so each dead process takes one
+//! of them for good. The plumbing therefore invokes the functions it triggers through
+//! [`crate::process::ProcessInvoker`] instead, which behaves as Lambda does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

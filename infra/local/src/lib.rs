@@ -19,6 +19,7 @@ pub mod esm;
 pub mod functions;
 pub mod invoke;
 pub mod plumbing;
+pub mod process;
 pub mod provision;
 pub mod schedule;
 pub mod scheduler;

@@ -266,7 +266,7 @@ async fn plumbing(state_dir: &std::path::Path) -> Result<ExitCode> {
         .init();
     let info = StackInfo::load(state_dir)?;
     let sdk = info.sdk_config().await;
-    let invoker = Arc::new(info.invoker());
+    let invoker = Arc::new(info.plumbing_invoker(state_dir));
     let options = PlumbingOptions {
         time_factor: info.time_factor,
         schedules: info.schedules,

@@ -18,7 +18,7 @@
 //! secret, where the functions read it). Two functions declaring one variable with
 //! different values is refused, since one file serves all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -121,6 +121,52 @@ impl StackInfo {
             &self.lambda_watch_url,
             Duration::from_secs(self.max_timeout_secs + 30),
         )
+    }
+
+    /// What the plumbing (event sources, schedules) invokes through: the built binaries of
+    /// the functions it triggers, each run as its own processes behind our Runtime API
+    /// ([`crate::process`]), so a process that dies fails its invocation at once and the
+    /// next gets a fresh one, as on Lambda (`cargo lambda watch` 1.9 leaves it waiting for
+    /// its timeout). A function whose binary is not built goes through watch.
+    pub fn plumbing_invoker(&self, state_dir: &Path) -> crate::process::ProcessInvoker {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target"));
+        let env: BTreeMap<String, String> = crate::aws_env(&self.aws_endpoint)
+            .into_iter()
+            .chain(
+                self.functions_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            )
+            .collect();
+        let binaries: BTreeSet<&str> = self
+            .wiring
+            .mappings
+            .iter()
+            .map(|m| m.binary.as_str())
+            .chain(self.wiring.schedules.iter().map(|s| s.binary.as_str()))
+            .collect();
+        let functions = binaries
+            .into_iter()
+            .map(|name| (name, target.join("debug").join(name)))
+            .filter(|(_, path)| path.is_file())
+            .map(|(name, binary)| {
+                (
+                    name.to_owned(),
+                    crate::process::FunctionBinary {
+                        binary,
+                        env: env.clone(),
+                    },
+                )
+            })
+            .collect();
+        crate::process::ProcessInvoker::new(
+            functions,
+            Duration::from_secs(self.max_timeout_secs + 5),
+            state_dir.join("functions"),
+        )
+        .with_fallback(std::sync::Arc::new(self.invoker()))
     }
 }
 

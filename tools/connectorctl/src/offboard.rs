@@ -9,7 +9,9 @@
 //! 3. the mail and calendar sync leases are taken, waiting for a worker that is still
 //!    running (workers check the connection before they take the lease, so once we hold
 //!    it no worker writes for the user any more); then every sync item (lease, meta,
-//!    cursors) is deleted;
+//!    cursors) is deleted. A live worker renews its 90 s lease every 30 s, so the wait
+//!    lasts until its run ends; a dead worker's lease lapses within 90 s; a stalled one
+//!    whose lease we took finds its next renewal refused and stops writing;
 //! 4. the imported activities (their items, then every message body object under the
 //!    user's prefix in the bodies bucket) and the Teams share targets are deleted.
 //!

@@ -297,6 +297,22 @@ async fn a_crash_at_any_checkpoint_resumes_to_the_exact_set() {
         }
         state.crash_at.store(0, Ordering::SeqCst);
         activities.crash_at.store(0, Ordering::SeqCst);
+        if at_checkpoint && k <= 9 {
+            // The dead run is visible where `connectorctl status` reads it: its stage and
+            // its counters up to its last checkpoint (k - 1 pages of 500 before it died).
+            let meta = state
+                .inner
+                .get_meta(&sync_key)
+                .await
+                .unwrap()
+                .expect("a calendar row");
+            assert_eq!(meta.stage, SyncStage::InitialImport, "crash {k}");
+            assert_eq!(
+                (meta.last_run.pages, meta.last_run.scanned),
+                (k - 1, 500 * (k - 1)),
+                "crash {k}"
+            );
+        }
         expire_lease().await;
         assert_eq!(
             harness.run(&key).await,

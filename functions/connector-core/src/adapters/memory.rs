@@ -223,6 +223,24 @@ impl SyncStateStore for MemorySyncStateStore {
         Ok(free)
     }
 
+    async fn renew_lease(
+        &self,
+        key: &SyncKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut items = lock(&self.items);
+        let Some(lease) = items.get_mut(key).and_then(|entry| entry.lease.as_mut()) else {
+            return Ok(false);
+        };
+        if lease.holder != holder {
+            return Ok(false);
+        }
+        lease.expires_at = now + ttl;
+        Ok(true)
+    }
+
     async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError> {
         let mut items = lock(&self.items);
         let Some(entry) = items.get_mut(key) else {
@@ -749,6 +767,20 @@ mod tests {
                 .await
                 .expect("ok")
         );
+        // Only the holder renews; a lease taken over is not renewed by its old holder.
+        let renew = |holder: &'static str| {
+            let (store, key) = (&store, &key);
+            async move {
+                store
+                    .renew_lease(key, holder, Duration::from_secs(5))
+                    .await
+                    .expect("ok")
+            }
+        };
+        assert!(renew("other").await);
+        assert!(!renew("short").await);
+        assert!(store.release_lease(&key, "other").await.expect("ok"));
+        assert!(!renew("other").await, "a released lease is not renewed");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ mod cap;
 mod crash;
 mod faults;
 mod handler;
+mod lease;
 mod live;
 mod matching;
 mod memory;

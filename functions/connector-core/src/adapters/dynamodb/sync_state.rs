@@ -101,6 +101,34 @@ impl SyncStateStore for DynamoSyncStateStore {
         conditional(result, "PutItem", &self.table).map(|applied| applied.is_some())
     }
 
+    /// One conditional update: applied only while `holder` is the item's holder, so a
+    /// worker whose lease another took over (or whose state was deleted) learns it here.
+    #[instrument(skip_all, fields(sync_key = %key, holder = %holder))]
+    async fn renew_lease(
+        &self,
+        key: &SyncKey,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = OffsetDateTime::now_utc() + ttl;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key, LEASE_ITEM)))
+            .condition_expression("holder = :holder")
+            .update_expression("SET leaseUntilMs = :until, expiresAt = :expires")
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":until", n(unix_millis(until)))
+            .expression_attribute_values(
+                ":expires",
+                n(until.unix_timestamp() + i64::from(until.nanosecond() > 0)),
+            )
+            .send()
+            .await;
+        conditional(result, "UpdateItem", &self.table).map(|applied| applied.is_some())
+    }
+
     async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError> {
         let result = self
             .client
