@@ -25,7 +25,6 @@ use microsoft_sim::{SimOptions, SimServer, World};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const TENANT: &str = "0d0f6f3e-1c1a-4c55-9c8e-1a2b3c4d5e6f";
 const REDIRECT: &str = "http://localhost:8400/auth/callback";
 const USERS: usize = 6;
 
@@ -36,10 +35,14 @@ fn user_id(n: usize) -> String {
 struct Sim {
     server: SimServer,
     client_id: String,
+    /// A tenant of its own: refresh-token secrets are named by tenant and user, and moto is
+    /// shared by the tests of this process.
+    tenant: String,
 }
 
 async fn sim(secret: &str) -> Result<Sim> {
     let client_id = uuid::Uuid::new_v4().to_string();
+    let tenant = uuid::Uuid::new_v4().to_string();
     let users: Vec<_> = (0..USERS)
         .map(|n| {
             let upn = format!("user{n}@contoso.com");
@@ -49,13 +52,14 @@ async fn sim(secret: &str) -> Result<Sim> {
     let world = json!({
         "apps": [{"clientId": client_id, "clientSecret": secret, "displayName": "Connector",
                   "redirectUris": [REDIRECT], "permissions": ["Mail.Read"]}],
-        "tenants": [{"id": TENANT, "displayName": "Contoso", "verifiedDomains": ["contoso.com"], "users": users}],
+        "tenants": [{"id": tenant, "displayName": "Contoso", "verifiedDomains": ["contoso.com"], "users": users}],
     });
     let mut options = SimOptions::new(World::from_json(&world.to_string())?);
     options.auto_approve = true;
     Ok(Sim {
         server: SimServer::start(options).await?,
         client_id,
+        tenant,
     })
 }
 
@@ -74,7 +78,7 @@ impl Sim {
         let base = self.base();
         let tokens = sign_in(&SignIn {
             base_url: &base,
-            tenant: TENANT,
+            tenant: &self.tenant,
             client_id: &self.client_id,
             client_secret: Some(secret),
             redirect_uri: REDIRECT,
@@ -84,7 +88,7 @@ impl Sim {
             ca_pem: None,
         })
         .await?;
-        let key = UserKey::new(TenantId::parse(TENANT)?, UserId::parse(&user_id(n))?);
+        let key = UserKey::new(TenantId::parse(&self.tenant)?, UserId::parse(&user_id(n))?);
         let record = TokenRecord {
             refresh_token: RefreshToken::new(tokens.refresh_token.context("a refresh token")?),
             scopes: connector_core::domain::ScopeSet::parse("offline_access Mail.Read"),

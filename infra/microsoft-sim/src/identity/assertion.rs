@@ -3,13 +3,14 @@
 //! (https://learn.microsoft.com/entra/identity-platform/certificate-credentials, read 2026-12-05): a JWT signed
 //! RS256 or PS256 by a certificate registered on the app, named in the header by `x5t#S256` (SHA-256 thumbprint) or
 //! `x5t` (SHA-1), with `aud` the token endpoint, `iss` = `sub` = the client id, `nbf`/`exp` around now and a `jti`.
-//! The sim refuses a `jti` it has already accepted.
+//! A `jti` is required but may be presented again while the assertion is valid: Microsoft's own MSAL for Python
+//! caches its assertion and reuses it for 540 seconds (`msal/oauth2cli/assertion.py`, `AutoRefresher(...,
+//! expires_in=540)`, msal 1.39.0, read 2026-12-05), which Entra could not allow if it refused a replayed `jti`.
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
-use time::OffsetDateTime;
 
 use super::errors::{self, StsError};
 use crate::state::Sim;
@@ -82,8 +83,9 @@ pub fn verify(
             ));
         }
     };
+    // MSAL Python pads its base64url thumbprint ("...="), and Entra accepts it: padding is ignored here too.
     let presented = URL_SAFE_NO_PAD
-        .decode(presented)
+        .decode(presented.trim_end_matches('='))
         .map_err(|_| errors::assertion_malformed("The certificate thumbprint is not base64url."))?;
     let shown = hex::encode_upper(&presented);
     let key = keys
@@ -116,7 +118,12 @@ pub fn verify(
         return Err(errors::assertion_audience(text("aud")));
     }
     let now = sim.now();
-    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
+    // NumericDate may be fractional (RFC 7519 §2; MSAL Python sends `time.time()` floats).
+    let number = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|value| value.as_i64().or_else(|| value.as_f64().map(|f| f as i64)))
+    };
     let (Some(exp), nbf) = (number("exp"), number("nbf")) else {
         return Err(errors::assertion_malformed(
             "The client assertion has no exp claim.",
@@ -133,14 +140,6 @@ pub fn verify(
         return Err(errors::assertion_malformed(
             "The client assertion has no jti claim.",
         ));
-    }
-    let mut flows = sim.identity.flows();
-    flows
-        .assertion_ids
-        .retain(|_, expiry| *expiry + SKEW >= now);
-    let expiry = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now);
-    if flows.assertion_ids.insert(jti.to_owned(), expiry).is_some() {
-        return Err(errors::assertion_replayed());
     }
     Ok(())
 }

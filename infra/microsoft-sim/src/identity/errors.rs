@@ -522,16 +522,6 @@ pub fn assertion_time_range(now: OffsetDateTime, nbf: i64, exp: i64) -> StsError
     )
 }
 
-/// No public source names Entra's code for a replayed `jti`; the sim refuses it as an invalid
-/// client assertion, which a client treats as every other `invalid_client`.
-pub fn assertion_replayed() -> StsError {
-    StsError::new(
-        "invalid_client",
-        700027,
-        "Client assertion failed signature validation. [Reason - The 'jti' of this client assertion was already used.]",
-    )
-}
-
 /// A client assertion that is not a JWT Entra can read, or has no thumbprint in its header (AADSTS50027 as in
 /// https://github.com/AzureAD/microsoft-authentication-library-for-dotnet/issues/124, read 2026-12-05).
 pub fn assertion_malformed(detail: &str) -> StsError {

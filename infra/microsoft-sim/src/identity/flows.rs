@@ -90,8 +90,6 @@ pub struct Flows {
     pub codes: HashMap<String, CodeRecord>,
     pub refresh_tokens: HashMap<String, RefreshRecord>,
     pub sessions: HashMap<String, SsoSession>,
-    /// `jti` of every client assertion accepted, with its `exp`: a replay is refused.
-    pub assertion_ids: HashMap<String, OffsetDateTime>,
 }
 
 impl std::fmt::Debug for Flows {
