@@ -20,12 +20,13 @@ use connector_core::adapters::dynamodb::{
     ActivityRetention, DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex,
     DynamoSyncStateStore, DynamoTenantStore,
 };
-use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
 use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::budget::{BudgetOptions, MailboxBudget};
 use connector_core::clock::Clock;
 use connector_core::config::Config;
+use connector_core::credential::AppCredential;
 use connector_core::domain::{Feature, SyncKind};
 use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::messages::SyncJob;
@@ -128,11 +129,12 @@ impl CalendarSync {
         let secrets = aws_sdk_secretsmanager::Client::new(aws);
         let tables = &config.tables;
         let microsoft = &config.microsoft;
-        let tokens = TokenProvider::new(
+        let tokens = TokenProvider::with_credential(
             Arc::new(SecretsManagerVault::new(secrets.clone())),
-            Arc::new(SecretsManagerClientSecret::new(
+            Arc::new(AppCredential::from_config(
+                microsoft,
                 secrets,
-                microsoft.client_secret_id.clone(),
+                aws_sdk_kms::Client::new(aws),
             )),
             RefreshClient::new(
                 token_http_client()?,

@@ -22,6 +22,12 @@ pub mod vars {
     pub const TEAMS_POST_QUEUE_URL: &str = "TEAMS_POST_QUEUE_URL";
     pub const CLIENT_SECRET_ID: &str = "CLIENT_SECRET_ID";
     pub const CLIENT_ID: &str = "CLIENT_ID";
+    /// `secret` (default) or `certificate`.
+    pub const ENTRA_CREDENTIAL: &str = "ENTRA_CREDENTIAL";
+    /// KMS key id or ARN of the certificate's private key (certificate credential).
+    pub const CERTIFICATE_KMS_KEY_ID: &str = "CERTIFICATE_KMS_KEY_ID";
+    /// The certificate's thumbprint in hex: SHA-256 (64 digits) or SHA-1 (40).
+    pub const CERTIFICATE_THUMBPRINT: &str = "CERTIFICATE_THUMBPRINT";
     pub const LOGIN_BASE_URL: &str = "LOGIN_BASE_URL";
     pub const GRAPH_BASE_URL: &str = "GRAPH_BASE_URL";
     pub const PUBLIC_BASE_URL: &str = "PUBLIC_BASE_URL";
@@ -233,13 +239,28 @@ impl Queues {
     }
 }
 
+/// How the app authenticates at the token endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// The client secret of `CLIENT_SECRET_ID`.
+    Secret,
+    /// A certificate whose private key is the KMS key `kms_key_id`; `thumbprint` as the
+    /// certificate registered on the app shows it.
+    Certificate {
+        kms_key_id: String,
+        thumbprint: crate::credential::Thumbprint,
+    },
+}
+
 /// The Entra app and the Microsoft endpoints (production or microsoft-sim).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Microsoft {
     /// The application (client) id.
     pub client_id: String,
-    /// Secrets Manager id (name or ARN) of the client secret value.
+    /// Secrets Manager id (name or ARN) of the client secret value. Empty with a
+    /// certificate credential when the variable is not set.
     pub client_secret_id: String,
+    pub credential: CredentialKind,
     /// `https://login.microsoftonline.com` in production.
     pub login_base_url: BaseUrl,
     /// `https://graph.microsoft.com` in production (the `/v1.0` is added by callers).
@@ -255,9 +276,39 @@ impl Microsoft {
                 reason: "must be the application (client) id".into(),
             });
         }
+        let credential = match lookup(vars::ENTRA_CREDENTIAL)
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("secret") => CredentialKind::Secret,
+            Some("certificate") => CredentialKind::Certificate {
+                kms_key_id: required(&lookup, vars::CERTIFICATE_KMS_KEY_ID)?,
+                thumbprint: crate::credential::Thumbprint::parse_hex(&required(
+                    &lookup,
+                    vars::CERTIFICATE_THUMBPRINT,
+                )?)
+                .map_err(|reason| ConfigError::Invalid {
+                    name: vars::CERTIFICATE_THUMBPRINT,
+                    reason,
+                })?,
+            },
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: vars::ENTRA_CREDENTIAL,
+                    reason: "must be secret or certificate".into(),
+                });
+            }
+        };
+        let client_secret_id = match credential {
+            CredentialKind::Secret => required(&lookup, vars::CLIENT_SECRET_ID)?,
+            CredentialKind::Certificate { .. } => {
+                required(&lookup, vars::CLIENT_SECRET_ID).unwrap_or_default()
+            }
+        };
         Ok(Self {
             client_id,
-            client_secret_id: required(&lookup, vars::CLIENT_SECRET_ID)?,
+            client_secret_id,
+            credential,
             login_base_url: base_url(&lookup, vars::LOGIN_BASE_URL)?,
             graph_base_url: base_url(&lookup, vars::GRAPH_BASE_URL)?,
         })
@@ -413,6 +464,47 @@ mod tests {
                 name: vars::CRM_TABLE
             })
         ));
+    }
+
+    #[test]
+    fn the_credential_is_the_secret_unless_a_certificate_is_configured() {
+        let config = load(&full()).expect("complete");
+        assert_eq!(config.microsoft.credential, CredentialKind::Secret);
+
+        let mut env = full();
+        env.remove(vars::CLIENT_SECRET_ID);
+        env.insert(vars::ENTRA_CREDENTIAL, "certificate".into());
+        let arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        env.insert(vars::CERTIFICATE_KMS_KEY_ID, arn.into());
+        env.insert(vars::CERTIFICATE_THUMBPRINT, "AB".repeat(32));
+        let config = load(&env).expect("a certificate needs no client secret");
+        assert_eq!(
+            config.microsoft.credential,
+            CredentialKind::Certificate {
+                kms_key_id: arn.into(),
+                thumbprint: crate::credential::Thumbprint::parse_hex(&"ab".repeat(32))
+                    .expect("hex"),
+            }
+        );
+        assert_eq!(config.microsoft.client_secret_id, "");
+
+        for (name, value) in [
+            (vars::CERTIFICATE_THUMBPRINT, "not-hex"),
+            (vars::ENTRA_CREDENTIAL, "password"),
+        ] {
+            let mut bad = env.clone();
+            bad.insert(name, value.into());
+            assert!(
+                matches!(load(&bad), Err(ConfigError::Invalid { name: invalid, .. }) if invalid == name)
+            );
+        }
+        for name in [vars::CERTIFICATE_THUMBPRINT, vars::CERTIFICATE_KMS_KEY_ID] {
+            let mut missing = env.clone();
+            missing.remove(name);
+            assert!(
+                matches!(load(&missing), Err(ConfigError::Missing { name: gone }) if gone == name)
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`matching`]: the CRM matching rules.
 //! - [`budget`]: Outlook's 4 concurrent requests per mailbox, shared across processes.
 //! - [`graph`]: the Microsoft Graph client (throttling, retries, per-mailbox limit, `$batch`).
+//! - [`credential`]: the app's client secret (re-read on rotation) or KMS-signed certificate.
 //! - [`oauth`]: the refresh-token grant, Microsoft's error classification, the token provider.
 //! - [`sync`]: fan-out and the worker skeleton the sync functions share.
 //! - [`teams`]: Teams posting state (idempotency records, share targets, dead-letter reasons).
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 #[cfg(test)]
 mod conformance;
+pub mod credential;
 pub mod domain;
 pub mod graph;
 pub mod matching;

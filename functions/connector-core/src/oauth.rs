@@ -18,6 +18,11 @@
 //! - HTTP 5xx, `temporarily_unavailable`, timeouts, connection errors →
 //!   [`RefreshFailure::Transient`].
 //!
+//! ## The app's credential ([`AppCredential`])
+//! Every refresh authenticates the app with its client secret or a KMS-signed client
+//! assertion; after `invalid_client` a rotated secret is read once and the refresh retried
+//! once (see [`crate::credential`]).
+//!
 //! ## Rotated refresh tokens ([`RotationPolicy`])
 //! Every refresh returns a new refresh token. Microsoft does not revoke the old one, and the
 //! 90-day limit is an *inactivity* window, so storing every rotation buys nothing while
@@ -45,6 +50,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::clock::Clock;
 use crate::config::BaseUrl;
+use crate::credential::{AppCredential, ClientAuth, CredentialError, refuses_client};
 use crate::domain::{Feature, Scope, ScopeSet, TenantId, UserKey};
 use crate::ports::{ClientSecretSource, TokenVault, VaultError};
 use crate::secret::{AccessToken, ClientSecret, RefreshToken, TokenRecord};
@@ -321,27 +327,27 @@ impl RefreshClient {
         }
     }
 
-    fn client(
-        &self,
-        tenant: &TenantId,
-        secret: &ClientSecret,
-    ) -> Result<MicrosoftClient, OAuthError> {
-        let token_url = oauth2::TokenUrl::new(
-            self.login_base_url
-                .join(&format!("{tenant}/oauth2/v2.0/token")),
-        )
-        .map_err(|error| OAuthError::Malformed(format!("token URL: {error}")))?;
-        Ok(
-            oauth2::Client::new(oauth2::ClientId::new(self.client_id.clone()))
-                .set_client_secret(oauth2::ClientSecret::new(secret.secret().to_owned()))
-                .set_auth_type(AuthType::RequestBody)
-                .set_token_uri(token_url),
-        )
+    /// `{LOGIN_BASE_URL}/{tenant}/oauth2/v2.0/token`: where refreshes go, and the `aud` of
+    /// a client assertion.
+    pub fn token_url(&self, tenant: &TenantId) -> String {
+        self.login_base_url
+            .join(&format!("{tenant}/oauth2/v2.0/token"))
+    }
+
+    fn client(&self, tenant: &TenantId, auth: &ClientAuth) -> Result<MicrosoftClient, OAuthError> {
+        let token_url = oauth2::TokenUrl::new(self.token_url(tenant))
+            .map_err(|error| OAuthError::Malformed(format!("token URL: {error}")))?;
+        let client = oauth2::Client::new(oauth2::ClientId::new(self.client_id.clone()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_token_uri(token_url);
+        Ok(match auth.client_secret() {
+            Some(secret) => client.set_client_secret(secret),
+            None => client,
+        })
     }
 
     /// Redeems `refresh_token` for a new access token (and a rotated refresh token),
     /// asking for `scopes` (our Graph scopes, qualified, plus `offline_access`) when given.
-    #[instrument(skip_all, fields(tenant_id = %tenant))]
     pub async fn refresh(
         &self,
         tenant: &TenantId,
@@ -350,9 +356,30 @@ impl RefreshClient {
         scopes: &ScopeSet,
         now: OffsetDateTime,
     ) -> Result<TokenGrant, OAuthError> {
-        let client = self.client(tenant, secret)?;
+        let auth = ClientAuth::Secret {
+            value: secret.clone(),
+            generation: 0,
+        };
+        self.refresh_with(tenant, &auth, refresh_token, scopes, now)
+            .await
+    }
+
+    /// As [`RefreshClient::refresh`], the app authenticated by `auth` (a secret or an assertion).
+    #[instrument(skip_all, fields(tenant_id = %tenant))]
+    pub async fn refresh_with(
+        &self,
+        tenant: &TenantId,
+        auth: &ClientAuth,
+        refresh_token: &RefreshToken,
+        scopes: &ScopeSet,
+        now: OffsetDateTime,
+    ) -> Result<TokenGrant, OAuthError> {
+        let client = self.client(tenant, auth)?;
         let token = oauth2::RefreshToken::new(refresh_token.secret().to_owned());
         let mut request = client.exchange_refresh_token(&token);
+        for (name, value) in auth.form_params() {
+            request = request.add_extra_param(name, value);
+        }
         let asked = request_scopes(scopes);
         for scope in &asked {
             request = request.add_scope(oauth2::Scope::new(scope.clone()));
@@ -452,8 +479,8 @@ pub enum TokenError {
     NotConnected,
     #[error("the token vault failed")]
     Vault(#[source] VaultError),
-    #[error("the app's client secret could not be read")]
-    ClientSecret(#[source] VaultError),
+    #[error("the app's credential could not be presented")]
+    ClientSecret(#[source] CredentialError),
     #[error(transparent)]
     Refresh(#[from] OAuthError),
 }
@@ -497,8 +524,7 @@ const CACHE_LIMIT: usize = 10_000;
 /// margin of expiry, rotated refresh tokens stored per [`RotationPolicy`].
 pub struct TokenProvider {
     vault: Arc<dyn TokenVault>,
-    client_secret: Arc<dyn ClientSecretSource>,
-    secret_value: tokio::sync::OnceCell<ClientSecret>,
+    credential: Arc<AppCredential>,
     client: RefreshClient,
     clock: Arc<dyn Clock>,
     policy: RotationPolicy,
@@ -509,16 +535,31 @@ pub struct TokenProvider {
 }
 
 impl TokenProvider {
+    /// Authenticating with the client secret of `client_secret` (see [`TokenProvider::with_credential`]).
     pub fn new(
         vault: Arc<dyn TokenVault>,
         client_secret: Arc<dyn ClientSecretSource>,
         client: RefreshClient,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::with_credential(
+            vault,
+            Arc::new(AppCredential::secret(client_secret)),
+            client,
+            clock,
+        )
+    }
+
+    /// Authenticating with `credential`: a client secret or a KMS-held certificate.
+    pub fn with_credential(
+        vault: Arc<dyn TokenVault>,
+        credential: Arc<AppCredential>,
+        client: RefreshClient,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             vault,
-            client_secret,
-            secret_value: tokio::sync::OnceCell::new(),
+            credential,
             client,
             clock,
             policy: RotationPolicy::default(),
@@ -567,17 +608,6 @@ impl TokenProvider {
         self.cache().remove(key);
     }
 
-    async fn secret(&self) -> Result<&ClientSecret, TokenError> {
-        self.secret_value
-            .get_or_try_init(|| async {
-                self.client_secret
-                    .client_secret()
-                    .await
-                    .map_err(TokenError::ClientSecret)
-            })
-            .await
-    }
-
     async fn refresh(&self, key: &UserKey) -> Result<AccessToken, TokenError> {
         let remembered = self.cache().get(key).map(|cached| {
             (
@@ -601,21 +631,39 @@ impl TokenProvider {
                 (record.refresh_token, record.scopes, record.updated_at)
             }
         };
-        let secret = self.secret().await?;
         let now = self.clock.now();
         let narrowed = self.feature.and_then(|feature| feature.scopes_in(&scopes));
         let asked = narrowed.clone().unwrap_or_else(|| scopes.clone());
-        let grant = match self
-            .client
-            .refresh(&key.tenant_id, secret, &refresh_token, &asked, now)
-            .await
-        {
+        let refreshed = self
+            .credential
+            .call(
+                &self.client.token_url(&key.tenant_id),
+                || self.clock.now(),
+                |error: &TokenError| match error {
+                    TokenError::Refresh(OAuthError::Refused(body)) => {
+                        refuses_client(&body.error, &body.error_codes)
+                    }
+                    _ => false,
+                },
+                TokenError::ClientSecret,
+                |auth| {
+                    let (refresh_token, asked) = (&refresh_token, &asked);
+                    async move {
+                        self.client
+                            .refresh_with(&key.tenant_id, &auth, refresh_token, asked, now)
+                            .await
+                            .map_err(TokenError::from)
+                    }
+                },
+            )
+            .await;
+        let grant = match refreshed {
             Ok(grant) => grant,
             Err(error) => {
                 if error.classify() != RefreshFailure::Transient {
                     self.forget(key);
                 }
-                return Err(error.into());
+                return Err(error);
             }
         };
         // A narrowed request reports only what it asked for: keep the record's full set then.

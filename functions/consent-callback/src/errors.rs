@@ -25,7 +25,8 @@ pub enum Problem {
     OtherDirectory,
     /// AADSTS700016: the application does not exist in that tenant yet.
     AppNotInTenant,
-    /// AADSTS7000215: our client secret is wrong (operator problem).
+    /// AADSTS7000215 / 7000222: our client secret is wrong or expired; 700027, 700021,
+    /// 700023, 700024, 50027: our certificate's client assertion was refused (operator problem).
     BadClientSecret,
     /// AADSTS54005 / a code that was already redeemed or expired: start again.
     CodeAlreadyUsed,
@@ -116,7 +117,9 @@ impl MicrosoftError {
             65004 => Some(Problem::ConsentDeclined),
             50020 => Some(Problem::OtherDirectory),
             700016 => Some(Problem::AppNotInTenant),
-            7000215 | 7000222 => Some(Problem::BadClientSecret),
+            7000215 | 7000222 | 700027 | 700021 | 700023 | 700024 | 50027 => {
+                Some(Problem::BadClientSecret)
+            }
             54005 | 70008 | 70000 if self.error == "invalid_grant" => {
                 Some(Problem::CodeAlreadyUsed)
             }
@@ -294,6 +297,12 @@ mod tests {
             case("invalid_client", Some("AADSTS7000215: x"), None),
             Problem::BadClientSecret
         );
+        for code in ["7000222", "700027", "700021", "700023", "700024"] {
+            assert_eq!(
+                case("invalid_client", Some(&format!("AADSTS{code}: x")), None),
+                Problem::BadClientSecret
+            );
+        }
         assert_eq!(
             case("invalid_grant", Some("AADSTS54005: x"), None),
             Problem::CodeAlreadyUsed

@@ -1,14 +1,14 @@
-//! Lambda entry point: configuration, clients and the client secret, built once per cold
+//! Lambda entry point: configuration, clients and the app credential, built once per cold
 //! start, then the handler.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
-use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::credential::AppCredential;
 use connector_core::graph::{GraphClient, graph_http_client};
-use connector_core::ports::ClientSecretSource as _;
 use consent_callback::config::ConsentConfig;
 use consent_callback::domains::DynamoTenantDomains;
 use consent_callback::idtoken::JwksValidator;
@@ -34,13 +34,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let client_secret = SecretsManagerClientSecret::new(
+    // The client secret is read on first use (and again when Microsoft refuses it: a
+    // rotated secret needs no cold start), or each token request is signed by KMS.
+    let credential = Arc::new(AppCredential::from_config(
+        &config.core.microsoft,
         secrets.clone(),
-        config.core.microsoft.client_secret_id.clone(),
-    )
-    .client_secret()
-    .await
-    .context("reading the client secret")?;
+        aws_sdk_kms::Client::new(&aws),
+    ));
     let http = http_client().context("building the HTTP client")?;
     let microsoft = &config.core.microsoft;
     let tables = &config.core.tables;
@@ -68,7 +68,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             http.clone(),
             microsoft.login_base_url.clone(),
             microsoft.client_id.clone(),
-            client_secret,
+            credential,
         )),
         id_tokens: Arc::new(JwksValidator::new(
             http.clone(),

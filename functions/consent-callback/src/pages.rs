@@ -368,7 +368,7 @@ pub fn troubleshooting(
         Problem::BadClientSecret => {
             html.element("p", "Microsoft rejected this service's own credentials, so no one can sign in until it is fixed. There is nothing wrong with your account.");
             html.element("h2", "For the operator");
-            html.element("p", "The client secret stored in Secrets Manager (the secret named by CLIENT_SECRET_ID) does not match a current secret of the app registration. Store the secret's Value from Certificates & secrets, not its Secret ID, and check that it has not expired; the function reads it at cold start.");
+            html.element("p", "With the client secret credential: the secret stored in Secrets Manager (the secret named by CLIENT_SECRET_ID) does not match a current secret of the app registration. Store the secret's Value from Certificates & secrets, not its Secret ID, and check that it has not expired; the function reads it again when Microsoft refuses it, so no redeploy is needed. With the certificate credential: the certificate registered on the app must hold the public key of the KMS key CERTIFICATE_KMS_KEY_ID, and CERTIFICATE_THUMBPRINT must be its thumbprint.");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sign-in is misconfigured on our side",

@@ -81,11 +81,12 @@ pub fn build_app(
         DynamoTenantStore,
     };
     use connector_core::adapters::s3::{S3BodyStore, s3_client};
-    use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+    use connector_core::adapters::secrets::SecretsManagerVault;
     use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
     use connector_core::adapters::sqs::SqsJobQueue;
     use connector_core::budget::{BudgetOptions, MailboxBudget};
     use connector_core::clock::SystemClock;
+    use connector_core::credential::AppCredential;
     use connector_core::domain::Feature;
     use connector_core::graph::{GraphClient, graph_http_client};
     use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
@@ -94,11 +95,12 @@ pub fn build_app(
     let secrets = aws_sdk_secretsmanager::Client::new(aws);
     let tables = &config.tables;
     let clock = Arc::new(SystemClock);
-    let tokens = TokenProvider::new(
+    let tokens = TokenProvider::with_credential(
         Arc::new(SecretsManagerVault::new(secrets.clone())),
-        Arc::new(SecretsManagerClientSecret::new(
+        Arc::new(AppCredential::from_config(
+            &config.microsoft,
             secrets,
-            &config.microsoft.client_secret_id,
+            aws_sdk_kms::Client::new(aws),
         )),
         RefreshClient::new(
             token_http_client()?,

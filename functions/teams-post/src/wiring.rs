@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
-use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::teams_dynamodb::{DynamoIdempotencyStore, DynamoShareTargetStore};
 use connector_core::adapters::teams_sqs::SqsTeamsQueues;
 use connector_core::clock::Clock;
+use connector_core::credential::AppCredential;
 use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 
@@ -28,11 +29,12 @@ pub fn real_ports(
     let tables = &config.core.tables;
     let microsoft = &config.core.microsoft;
 
-    let tokens = Arc::new(TokenProvider::new(
+    let tokens = Arc::new(TokenProvider::with_credential(
         Arc::new(SecretsManagerVault::new(secrets.clone())),
-        Arc::new(SecretsManagerClientSecret::new(
+        Arc::new(AppCredential::from_config(
+            microsoft,
             secrets,
-            microsoft.client_secret_id.clone(),
+            aws_sdk_kms::Client::new(aws),
         )),
         RefreshClient::new(
             token_http_client()?,

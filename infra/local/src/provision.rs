@@ -10,6 +10,12 @@
 //! `.local/lambda-watch.log`) and SNS; so are the functions and their event sources,
 //! which `cargo lambda watch` and the plumbing run. Parameters without a default (the
 //! client secret) must be given, as CloudFormation requires.
+//!
+//! With `EntraCredential=certificate` and no `EntraCertificateKmsKeyArn`, the KMS key the
+//! cloud stack is given is created here instead (RSA_2048, SIGN_VERIFY, as an operator
+//! creates it), and `EntraCertificateThumbprint`, when not given, is the SHA-256 of its
+//! public key (there is no certificate locally; microsoft-sim is told this thumbprint with
+//! the key, see [`CertificateKey`]).
 
 use std::collections::BTreeMap;
 
@@ -75,6 +81,89 @@ pub struct Provisioned {
     /// created resources, and the functions' names and ARNs), for resolving the rest of
     /// the template (function environments, event sources) after provisioning.
     pub resolver: Resolver,
+    /// The certificate credential's KMS key, with `EntraCredential=certificate`.
+    pub certificate: Option<CertificateKey>,
+}
+
+/// The app's certificate key on the local KMS: what microsoft-sim must register on the app
+/// (`POST /_sim/apps/{clientId}/certificates`).
+#[derive(Debug, Clone)]
+pub struct CertificateKey {
+    pub key_arn: String,
+    /// DER SubjectPublicKeyInfo, as KMS `GetPublicKey` returns it.
+    pub public_key_der: Vec<u8>,
+    /// Hex, as `EntraCertificateThumbprint` holds it.
+    pub thumbprint: String,
+}
+
+impl CertificateKey {
+    /// The body of microsoft-sim's `POST /_sim/apps/{clientId}/certificates`.
+    pub fn sim_registration(&self) -> Value {
+        use base64::Engine as _;
+        let public_key = base64::engine::general_purpose::STANDARD.encode(&self.public_key_der);
+        if self.thumbprint.len() == 40 {
+            serde_json::json!({"publicKey": public_key, "thumbprintSha1": self.thumbprint})
+        } else {
+            serde_json::json!({"publicKey": public_key, "thumbprintSha256": self.thumbprint})
+        }
+    }
+}
+
+/// With `EntraCredential=certificate`: the key given, or a new RSA_2048 signing key, and
+/// the thumbprint given, or the SHA-256 of the public key. Fills the two parameters.
+async fn certificate_key(
+    sdk: &SdkConfig,
+    stack_name: &str,
+    refs: &mut BTreeMap<String, String>,
+) -> Result<Option<CertificateKey>> {
+    if refs.get("EntraCredential").map(String::as_str) != Some("certificate") {
+        return Ok(None);
+    }
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let given = refs
+        .get("EntraCertificateKmsKeyArn")
+        .filter(|arn| !arn.is_empty())
+        .cloned();
+    let key_arn = match given {
+        Some(arn) => arn,
+        None => kms
+            .create_key()
+            .key_spec(aws_sdk_kms::types::KeySpec::Rsa2048)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .description(format!("{stack_name}: the Entra app's certificate key"))
+            .send()
+            .await
+            .context("creating the certificate's KMS key")?
+            .key_metadata
+            .map(|metadata| metadata.arn.unwrap_or(metadata.key_id))
+            .ok_or_else(|| anyhow!("CreateKey returned no key"))?,
+    };
+    let public_key_der = kms
+        .get_public_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .with_context(|| format!("reading the public key of {key_arn}"))?
+        .public_key
+        .ok_or_else(|| anyhow!("GetPublicKey returned no key"))?
+        .into_inner();
+    let thumbprint = match refs
+        .get("EntraCertificateThumbprint")
+        .filter(|thumbprint| !thumbprint.is_empty())
+    {
+        Some(given) => given.clone(),
+        None => {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&public_key_der))
+        }
+    };
+    refs.insert("EntraCertificateKmsKeyArn".into(), key_arn.clone());
+    refs.insert("EntraCertificateThumbprint".into(), thumbprint.clone());
+    Ok(Some(CertificateKey {
+        key_arn,
+        public_key_der,
+        thumbprint,
+    }))
 }
 
 impl Provisioned {
@@ -176,6 +265,8 @@ pub async fn provision(
         }
     }
 
+    let certificate = certificate_key(sdk, stack_name, &mut resolver.refs).await?;
+
     let mut todo: Vec<(&str, &Value)> = template
         .resources
         .iter()
@@ -275,6 +366,7 @@ pub async fn provision(
         region,
         account_id: ACCOUNT_ID.to_string(),
         resolver,
+        certificate,
     })
 }
 

@@ -444,6 +444,24 @@ pub async fn up(opts: &UpOptions) -> Result<StackInfo> {
     let provisioned = provision(&sdk, &template, &opts.stack_name, &params)
         .await
         .context("provisioning the local stack")?;
+    // EntraCredential=certificate: the app's certificate is the local KMS key.
+    if let Some(certificate) = &provisioned.certificate {
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{sim_url}/_sim/apps/{}/certificates",
+                app.client_id
+            ))
+            .json(&certificate.sim_registration())
+            .send()
+            .await
+            .context("registering the certificate with microsoft-sim")?;
+        if !response.status().is_success() {
+            bail!(
+                "microsoft-sim refused the certificate: {}",
+                response.status()
+            );
+        }
+    }
     let wiring = Wiring::from_template(&template, &provisioned)?;
 
     // Environment files.

@@ -246,3 +246,68 @@ async fn a_parameter_without_default_must_be_given() {
         "{error:#}"
     );
 }
+
+/// `EntraCredential=certificate` on the real template: the KMS key the cloud stack is given
+/// is created (RSA_2048, SIGN_VERIFY), its ARN and the thumbprint reach every function's
+/// environment, and a key and thumbprint given as parameters are used as given.
+#[tokio::test]
+async fn a_certificate_credential_gets_its_kms_key_and_thumbprint() {
+    let params = BTreeMap::from([("EntraCredential".to_owned(), "certificate".to_owned())]);
+    let stack = local_stack::test_stack_from(&local_stack::template_path(), &params)
+        .await
+        .unwrap();
+    let certificate = stack
+        .provisioned
+        .certificate
+        .clone()
+        .expect("a certificate key");
+    assert_eq!(stack.var("ENTRA_CREDENTIAL"), "certificate");
+    assert_eq!(stack.var("CERTIFICATE_KMS_KEY_ID"), certificate.key_arn);
+    assert_eq!(stack.var("CERTIFICATE_THUMBPRINT"), certificate.thumbprint);
+    assert_eq!(certificate.thumbprint.len(), 64);
+    let kms = aws_sdk_kms::Client::new(&stack.sdk);
+    let key = kms
+        .describe_key()
+        .key_id(&certificate.key_arn)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(key.key_spec, Some(aws_sdk_kms::types::KeySpec::Rsa2048));
+    assert_eq!(
+        key.key_usage,
+        Some(aws_sdk_kms::types::KeyUsageType::SignVerify)
+    );
+    let registration = certificate.sim_registration();
+    assert_eq!(
+        registration["thumbprintSha256"],
+        certificate.thumbprint.as_str()
+    );
+
+    let given = BTreeMap::from([
+        ("EntraCredential".to_owned(), "certificate".to_owned()),
+        (
+            "EntraCertificateKmsKeyArn".to_owned(),
+            certificate.key_arn.clone(),
+        ),
+        ("EntraCertificateThumbprint".to_owned(), "ab".repeat(20)),
+    ]);
+    let again = local_stack::test_stack_from(&local_stack::template_path(), &given)
+        .await
+        .unwrap();
+    let reused = again
+        .provisioned
+        .certificate
+        .clone()
+        .expect("a certificate key");
+    assert_eq!(reused.key_arn, certificate.key_arn);
+    assert_eq!(reused.public_key_der, certificate.public_key_der);
+    assert_eq!(again.var("CERTIFICATE_THUMBPRINT"), "ab".repeat(20));
+    assert_eq!(reused.sim_registration()["thumbprintSha1"], "ab".repeat(20));
+
+    // The default stays the client secret, with no key.
+    let default = local_stack::test_stack().await.unwrap();
+    assert!(default.provisioned.certificate.is_none());
+    assert_eq!(default.var("ENTRA_CREDENTIAL"), "secret");
+}

@@ -1,5 +1,5 @@
 //! The test-control API under `/_sim/` (faults, latency, request log, clock, keys, revocation, service
-//! principals, consent requests, grants) and the Graph middleware it drives: request log → fault injection →
+//! principals, consent requests, grants, the app's secret and certificates) and the Graph middleware it drives: request log → fault injection →
 //! latency. Mail, calendar and Teams add their own control routes through their `control_router()`s.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -344,6 +344,11 @@ pub fn router() -> Router<SharedSim> {
             post(deny_consent_request),
         )
         .route("/_sim/grants", post(add_grant))
+        .route("/_sim/apps/{client_id}/secret", post(rotate_secret))
+        .route(
+            "/_sim/apps/{client_id}/certificates",
+            post(add_certificate).delete(clear_certificates),
+        )
         .route("/_sim/token-scope", post(set_token_scope))
         // ---- hook (S2, S3): `.merge(crate::graph::<area>::control_router())` lines go here ----
         .merge(crate::graph::calendar::control_router())
@@ -724,5 +729,77 @@ async fn add_grant(State(sim): State<SharedSim>, Json(g): Json<AddGrant>) -> Res
     };
     let scopes: BTreeSet<String> = g.scopes.iter().map(|s| canonical_scope(s)).collect();
     tenant.add_grant(&g.client_id, principal, &scopes, now);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_sim/apps/{clientId}/secret`: the operator rotates the app's client secret. `secret` becomes the only valid
+/// one; the previous one is `expired` (AADSTS7000222 when presented, the default) or `removed` (AADSTS7000215).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RotateSecret {
+    secret: String,
+    #[serde(default = "expired")]
+    previous: String,
+}
+
+fn expired() -> String {
+    "expired".into()
+}
+
+async fn rotate_secret(
+    State(sim): State<SharedSim>,
+    Path(client_id): Path<String>,
+    Json(r): Json<RotateSecret>,
+) -> Response {
+    if r.secret.is_empty() {
+        return bad_request("secret must not be empty");
+    }
+    let mut dir = sim.directory_mut();
+    let Some(app) = dir.app_mut(&client_id) else {
+        return not_found("unknown app");
+    };
+    let previous = app.client_secret.replace(r.secret);
+    match (r.previous.as_str(), previous) {
+        ("expired", Some(old)) => app.expired_secrets.push(old),
+        ("expired" | "removed", _) => {}
+        _ => return bad_request("previous must be expired or removed"),
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_sim/apps/{clientId}/certificates`: registers a certificate (its public key and thumbprints) on the app.
+async fn add_certificate(
+    State(sim): State<SharedSim>,
+    Path(client_id): Path<String>,
+    Json(key): Json<crate::world::KeyCredential>,
+) -> Response {
+    use base64::Engine as _;
+    if key.thumbprint_sha256.is_none() && key.thumbprint_sha1.is_none() {
+        return bad_request("give thumbprintSha256 or thumbprintSha1");
+    }
+    if base64::engine::general_purpose::STANDARD
+        .decode(&key.public_key)
+        .is_err()
+    {
+        return bad_request("publicKey must be base64 DER SubjectPublicKeyInfo");
+    }
+    let mut dir = sim.directory_mut();
+    let Some(app) = dir.app_mut(&client_id) else {
+        return not_found("unknown app");
+    };
+    app.key_credentials.push(key);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /_sim/apps/{clientId}/certificates`: removes every certificate of the app.
+async fn clear_certificates(
+    State(sim): State<SharedSim>,
+    Path(client_id): Path<String>,
+) -> Response {
+    let mut dir = sim.directory_mut();
+    let Some(app) = dir.app_mut(&client_id) else {
+        return not_found("unknown app");
+    };
+    app.key_credentials.clear();
     StatusCode::NO_CONTENT.into_response()
 }

@@ -389,6 +389,12 @@ impl Directory {
         }
     }
 
+    pub fn app_mut(&mut self, client_id: &str) -> Option<&mut App> {
+        self.apps
+            .iter_mut()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+    }
+
     pub fn app(&self, client_id: &str) -> Option<&App> {
         self.apps
             .iter()

@@ -27,6 +27,14 @@ pub struct App {
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// Earlier client secrets past their end date: presenting one answers AADSTS7000222
+    /// (`POST /_sim/apps/{clientId}/secret` rotates the secret into this list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired_secrets: Vec<String>,
+    /// Certificates registered on the app (Microsoft's `keyCredentials`): client assertions
+    /// signed by their keys authenticate the app (`POST /_sim/apps/{clientId}/certificates`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_credentials: Vec<KeyCredential>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     pub display_name: String,
@@ -41,7 +49,29 @@ pub struct App {
     pub group_membership_claims: Option<String>,
 }
 
+/// A registered certificate, as the token endpoint needs it: the public key and the thumbprints
+/// the assertion header may name (`x5t#S256`: SHA-256 of the certificate's DER, `x5t`: SHA-1).
+/// Without a certificate at hand (a KMS key has none until one is issued for it), the
+/// registration gives the thumbprint the client will send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyCredential {
+    /// The RSA public key: DER SubjectPublicKeyInfo (what KMS `GetPublicKey` returns), base64.
+    pub public_key: String,
+    /// Hex.
+    #[serde(default)]
+    pub thumbprint_sha256: Option<String>,
+    /// Hex.
+    #[serde(default)]
+    pub thumbprint_sha1: Option<String>,
+}
+
 impl App {
+    /// Whether the app holds any credential (else it is a public client).
+    pub fn is_confidential(&self) -> bool {
+        self.client_secret.is_some() || !self.key_credentials.is_empty()
+    }
+
     /// Whether tokens issued to this app carry `wids`.
     pub fn emits_wids(&self) -> bool {
         self.group_membership_claims

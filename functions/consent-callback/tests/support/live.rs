@@ -9,14 +9,13 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::Client as SqsClient;
 use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
-use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
+use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::credential::AppCredential;
 use connector_core::domain::{Connection, SyncKind, Tenant, TenantId, UserId, UserKey};
 use connector_core::graph::GraphClient;
 use connector_core::messages::SyncJob;
-use connector_core::ports::{
-    ClientSecretSource as _, ConnectionStore as _, TenantStore as _, TokenVault as _,
-};
+use connector_core::ports::{ConnectionStore as _, TenantStore as _, TokenVault as _};
 use connector_core::secret::TokenRecord;
 use connector_core::sync::{FanOutOptions, FanOutReport, fan_out};
 use consent_callback::config::ConsentConfig;
@@ -91,6 +90,17 @@ impl Live {
     }
 
     pub async fn start_on(addr: &str, auto_approve: bool, tenants: Vec<Value>) -> Live {
+        Self::start_with(addr, auto_approve, tenants, BTreeMap::new()).await
+    }
+
+    /// As [`Live::start_on`], with template parameters (`EntraCredential=certificate`: the
+    /// stack's KMS key is registered on the app as its certificate).
+    pub async fn start_with(
+        addr: &str,
+        auto_approve: bool,
+        tenants: Vec<Value>,
+        template_params: BTreeMap<String, String>,
+    ) -> Live {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let public = format!("http://{}", listener.local_addr().expect("addr"));
         let app_url = format!("{public}/app/home");
@@ -109,10 +119,23 @@ impl Live {
         options.auto_approve = auto_approve;
         let sim = SimServer::start(options).await.expect("sim");
 
-        let params = BTreeMap::from([("EntraClientSecretValue".to_owned(), secret)]);
+        let mut params = BTreeMap::from([("EntraClientSecretValue".to_owned(), secret)]);
+        params.extend(template_params);
         let stack = local_stack::test_stack_from(&local_stack::template_path(), &params)
             .await
             .expect("local stack");
+        if let Some(certificate) = &stack.provisioned.certificate {
+            let registered = reqwest::Client::new()
+                .post(format!(
+                    "{}/_sim/apps/{client_id}/certificates",
+                    sim.base_url()
+                ))
+                .json(&certificate.sim_registration())
+                .send()
+                .await
+                .expect("register the certificate");
+            assert!(registered.status().is_success());
+        }
         let mut vars = stack.env.clone();
         vars.insert("CLIENT_ID".into(), client_id.clone());
         vars.insert("LOGIN_BASE_URL".into(), sim.base_url());
@@ -127,13 +150,11 @@ impl Live {
         let dynamodb = aws_sdk_dynamodb::Client::new(&stack.sdk);
         let secrets = aws_sdk_secretsmanager::Client::new(&stack.sdk);
         let sqs = SqsClient::new(&stack.sdk);
-        let client_secret = SecretsManagerClientSecret::new(
+        let credential = Arc::new(AppCredential::from_config(
+            &config.core.microsoft,
             secrets.clone(),
-            config.core.microsoft.client_secret_id.clone(),
-        )
-        .client_secret()
-        .await
-        .expect("client secret from Secrets Manager");
+            aws_sdk_kms::Client::new(&stack.sdk),
+        ));
         let http = http_client().expect("http client");
         let tables = config.core.tables.clone();
         let login = config.core.microsoft.login_base_url.clone();
@@ -160,7 +181,7 @@ impl Live {
                 http.clone(),
                 login.clone(),
                 client_id.clone(),
-                client_secret,
+                credential,
             )),
             id_tokens: Arc::new(JwksValidator::new(http.clone(), login, client_id.clone())),
             organization: Arc::new(GraphOrganizationDirectory::new(GraphClient::new(

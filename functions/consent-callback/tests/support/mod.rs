@@ -10,10 +10,12 @@ pub mod live;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use connector_core::adapters::memory::StaticClientSecret;
 use connector_core::adapters::memory::{
     MemoryConnectionStore, MemoryJobQueue, MemoryTenantStore, MemoryTokenVault,
 };
 use connector_core::config::BaseUrl;
+use connector_core::credential::AppCredential;
 use connector_core::graph::GraphClient;
 use connector_core::secret::ClientSecret;
 use consent_callback::config::ConsentConfig;
@@ -121,7 +123,9 @@ impl Memory {
                 http.clone(),
                 login.clone(),
                 CLIENT_ID,
-                ClientSecret::new(CLIENT_SECRET),
+                Arc::new(AppCredential::secret(Arc::new(StaticClientSecret(
+                    ClientSecret::new(CLIENT_SECRET),
+                )))),
             )),
             id_tokens: Arc::new(JwksValidator::new(http.clone(), login.clone(), CLIENT_ID)),
             organization: Arc::new(GraphOrganizationDirectory::new(GraphClient::new(

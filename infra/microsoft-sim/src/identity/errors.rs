@@ -437,3 +437,97 @@ impl StsError {
         self
     }
 }
+
+/// An expired client secret. Code and wording: Microsoft's troubleshooting table
+/// (https://learn.microsoft.com/azure/developer/java/sdk/troubleshooting-authentication-service-principal,
+/// AADSTS7000222 "An expired client secret was provided") and the message as reported with
+/// the app id (https://aztokenwatch.com/blog/fix-aadsts7000222-client-secret-expired), read 2026-12-05.
+pub fn expired_secret(client_id: &str) -> StsError {
+    StsError::new(
+        "invalid_client",
+        7000222,
+        format!(
+            "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new \
+             keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added \
+             security: https://aka.ms/certCreds."
+        ),
+    )
+}
+
+/// Client assertions. Codes from Microsoft's troubleshooting table
+/// (https://learn.microsoft.com/azure/developer/java/sdk/troubleshooting-authentication-service-principal, read
+/// 2026-12-05): 700027 invalid signature, 700021 application identifier mismatch, 700023 audience mismatch; 700024
+/// time range as reported in https://github.com/Azure/aks-set-context/issues/101 (read 2026-12-05). The 700027
+/// texts as Entra words them in https://github.com/AzureAD/microsoft-authentication-library-for-js/issues/8339
+/// (key not found) and https://github.com/microsoftgraph/msgraph-sdk-php/issues/1585 (key found, signature wrong),
+/// read 2026-12-05.
+pub fn assertion_key_not_found(client_id: &str, thumbprint: &str) -> StsError {
+    StsError::new(
+        "invalid_client",
+        700027,
+        format!(
+            "The certificate with identifier used to sign the client assertion is not registered on application. \
+             [Reason - The key was not found., Thumbprint of key used by client: '{thumbprint}', Please visit the \
+             Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
+        ),
+    )
+}
+
+pub fn assertion_bad_signature(client_id: &str, thumbprint: &str) -> StsError {
+    StsError::new(
+        "invalid_client",
+        700027,
+        format!(
+            "Client assertion contains an invalid signature. [Reason - Key was found, but use of the key to verify \
+             the signature failed., Thumbprint of key used by client: '{thumbprint}', Please visit the Azure Portal, \
+             Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
+        ),
+    )
+}
+
+pub fn assertion_client_mismatch() -> StsError {
+    StsError::new(
+        "invalid_client",
+        700021,
+        "Client assertion application identifier doesn't match 'client_id' parameter.",
+    )
+}
+
+pub fn assertion_audience(audience: &str) -> StsError {
+    StsError::new(
+        "invalid_client",
+        700023,
+        format!(
+            "Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials. Audience: '{audience}'."
+        ),
+    )
+}
+
+pub fn assertion_time_range(now: OffsetDateTime, nbf: i64, exp: i64) -> StsError {
+    StsError::new(
+        "invalid_client",
+        700024,
+        format!(
+            "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry \
+             time of assertion {}. Review the documentation at \
+             https://learn.microsoft.com/entra/identity-platform/certificate-credentials.",
+            sts_timestamp(now),
+            OffsetDateTime::from_unix_timestamp(nbf)
+                .map(sts_timestamp)
+                .unwrap_or_default(),
+            OffsetDateTime::from_unix_timestamp(exp)
+                .map(sts_timestamp)
+                .unwrap_or_default()
+        ),
+    )
+}
+
+/// A client assertion that is not a JWT Entra can read, or has no thumbprint in its header (AADSTS50027 as in
+/// https://github.com/AzureAD/microsoft-authentication-library-for-dotnet/issues/124, read 2026-12-05).
+pub fn assertion_malformed(detail: &str) -> StsError {
+    StsError::new(
+        "invalid_client",
+        50027,
+        format!("Invalid JWT token. {detail}"),
+    )
+}

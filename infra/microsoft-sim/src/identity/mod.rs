@@ -3,6 +3,7 @@
 //! keys, authorization codes, refresh tokens and sign-in sessions.
 
 pub mod access;
+pub mod assertion;
 pub mod authorize;
 pub mod discovery;
 pub mod errors;

@@ -1,4 +1,5 @@
-//! `/{tenant}/oauth2/v2.0/token`: client authentication (client_secret_post, client_secret_basic), the
+//! `/{tenant}/oauth2/v2.0/token`: client authentication (client_secret_post, client_secret_basic, private_key_jwt
+//! client assertions: [`assertion`]; expired secrets answer AADSTS7000222), the
 //! `authorization_code` grant (single use, 10-minute life, PKCE, redirect_uri match) and the `refresh_token`
 //! grant (rotation, 90-day inactivity on the sim clock, revocation, consent and service-principal checks), with
 //! Microsoft's success and error bodies and headers.
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 
 use super::Authority;
 use super::access::opaque;
+use super::assertion;
 use super::authorize::{CODE_LIFETIME, client_info};
 use super::errors::{self, StsError, ordered_json, sts_json_headers};
 use super::flows::{PkceMethod, RefreshRecord, random_token};
@@ -115,7 +117,7 @@ fn exchange(
         .map(|(_, s)| s)
         .or_else(|| form.get("client_secret").cloned())
         .filter(|s| !s.is_empty());
-    let app_secret = {
+    let (app_secret, expired_secrets, key_credentials) = {
         let dir = sim.directory();
         let Some(app) = dir.app(&client_id) else {
             let name = match &authority {
@@ -127,24 +129,55 @@ fn exchange(
             };
             return Err(errors::app_not_found(&client_id, &name));
         };
-        app.client_secret.clone()
+        (
+            app.client_secret.clone(),
+            app.expired_secrets.clone(),
+            app.key_credentials.clone(),
+        )
     };
-    match (&app_secret, &secret) {
-        (Some(_), None) => return Err(errors::secret_missing()),
-        (Some(expected), Some(given))
-            if !constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
-        {
-            return Err(errors::bad_secret(&client_id));
+    let confidential = app_secret.is_some() || !key_credentials.is_empty();
+    let assertion = form.get("client_assertion").filter(|a| !a.is_empty());
+    match (assertion, &secret) {
+        (Some(_), Some(_)) => {
+            return Err(errors::assertion_malformed(
+                "Only one of 'client_assertion' and 'client_secret' may be presented.",
+            ));
         }
-        (None, Some(_)) => return Err(errors::public_client_with_secret()),
-        _ => {}
-    }
-    if form.contains_key("client_assertion") {
-        return Err(StsError::new(
-            "invalid_client",
-            700027,
-            "Client assertion is not supported by this simulator.",
-        ));
+        (Some(_), None) if !confidential => return Err(errors::public_client_with_secret()),
+        (Some(assertion), None) => {
+            // `aud` is the token endpoint the client called (Microsoft: "https://login.microsoftonline.com/
+            // {tenantId}/oauth2/v2.0/token").
+            let token_url = format!(
+                "{}/{tenant}/oauth2/v2.0/token",
+                sim.base_url().trim_end_matches('/')
+            );
+            assertion::verify(
+                sim,
+                &client_id,
+                &key_credentials,
+                &token_url,
+                form.get("client_assertion_type").map(String::as_str),
+                assertion,
+            )?;
+        }
+        (None, None) if confidential => return Err(errors::secret_missing()),
+        (None, None) => {}
+        (None, Some(_)) if !confidential => return Err(errors::public_client_with_secret()),
+        (None, Some(given)) => {
+            let current = app_secret
+                .as_deref()
+                .is_some_and(|expected| constant_time_eq(expected.as_bytes(), given.as_bytes()));
+            if !current {
+                let expired = expired_secrets
+                    .iter()
+                    .any(|old| constant_time_eq(old.as_bytes(), given.as_bytes()));
+                return Err(if expired {
+                    errors::expired_secret(&client_id)
+                } else {
+                    errors::bad_secret(&client_id)
+                });
+            }
+        }
     }
     let want_client_info = form.get("client_info").is_some_and(|v| v == "1");
     match grant_type.as_str() {
