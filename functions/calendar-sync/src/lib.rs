@@ -18,7 +18,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoTenantStore, Fence,
 };
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
@@ -153,10 +153,11 @@ impl CalendarSync {
                 dynamodb.clone(),
                 tables.tenants.clone(),
             )),
-            state: Arc::new(DynamoSyncStateStore::new(
-                dynamodb.clone(),
-                tables.sync_state.clone(),
-            )),
+            // Every write of the user's data behind the disconnect fence (docs/fencing.md).
+            state: Arc::new(
+                DynamoSyncStateStore::new(dynamodb.clone(), tables.sync_state.clone())
+                    .with_fence(Fence::new(tables.connections.clone())),
+            ),
             queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
             queue_url: config.queues.calendar_sync.clone(),
             tokens: Arc::new(tokens),
@@ -176,10 +177,10 @@ impl CalendarSync {
             summaries,
         };
         let work = CalendarWork::new(
-            Arc::new(DynamoActivityStore::new(
-                dynamodb.clone(),
-                tables.activities.clone(),
-            )),
+            Arc::new(
+                DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
+                    .with_fence(Fence::new(tables.connections.clone())),
+            ),
             Arc::new(DynamoCrmIndex::new(dynamodb, tables.crm.clone())),
         );
         Ok(Self::new(Arc::new(worker), Arc::new(work)))

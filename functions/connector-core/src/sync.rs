@@ -755,6 +755,7 @@ impl Worker {
         match self.state.acquire_lease(key, &holder, lease_ttl).await {
             Ok(true) => {}
             Ok(false) => return JobOutcome::Busy,
+            Err(StoreError::Fenced { .. }) => return disconnected(),
             Err(error) => return retry_store(error),
         }
         let outcome = self
@@ -839,6 +840,11 @@ impl Worker {
         *stats = session.stats();
         // Leaves the mailbox's slot budget (if any) so other workers grow back at once.
         session.close().await;
+        if matches!(result, Err(WorkError::Store(StoreError::Fenced { .. }))) {
+            // Disconnected (or offboarded) mid-run: nothing of the user is written again,
+            // not even this run's meta.
+            return disconnected();
+        }
         let now = self.clock.now();
         let mut run = *counters;
         run.graph_requests = stats.requests;
@@ -961,6 +967,14 @@ impl Worker {
                 code: format!("park_requeue_failed: {error}"),
             },
         }
+    }
+}
+
+/// The run met the disconnect fence (docs/fencing.md): dropped, not retried, not recorded.
+fn disconnected() -> JobOutcome {
+    info!("the connection was disconnected during the run; the job is dropped");
+    JobOutcome::Skipped {
+        reason: "disconnected",
     }
 }
 

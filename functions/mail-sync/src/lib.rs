@@ -77,7 +77,7 @@ pub fn build_app(
 ) -> Result<App, reqwest::Error> {
     use connector_core::adapters::dynamodb::{
         DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-        DynamoTenantStore,
+        DynamoTenantStore, Fence,
     };
     use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
     use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
@@ -114,10 +114,11 @@ pub fn build_app(
                 &tables.connections,
             )),
             tenants: Arc::new(DynamoTenantStore::new(dynamo.clone(), &tables.tenants)),
-            state: Arc::new(DynamoSyncStateStore::new(
-                dynamo.clone(),
-                &tables.sync_state,
-            )),
+            // Every write of the user's data behind the disconnect fence (docs/fencing.md).
+            state: Arc::new(
+                DynamoSyncStateStore::new(dynamo.clone(), &tables.sync_state)
+                    .with_fence(Fence::new(&tables.connections)),
+            ),
             queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
             queue_url: config.queues.mail_sync.clone(),
             tokens: Arc::new(tokens),
@@ -133,7 +134,10 @@ pub fn build_app(
             summaries,
         },
         work: MailWork::new(
-            Arc::new(DynamoActivityStore::new(dynamo.clone(), &tables.activities)),
+            Arc::new(
+                DynamoActivityStore::new(dynamo.clone(), &tables.activities)
+                    .with_fence(Fence::new(&tables.connections)),
+            ),
             Arc::new(DynamoCrmIndex::new(dynamo, &tables.crm)),
             settings,
         ),

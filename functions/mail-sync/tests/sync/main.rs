@@ -4,6 +4,7 @@
 mod cap;
 mod crash;
 mod faults;
+mod fence;
 mod handler;
 mod live;
 mod matching;

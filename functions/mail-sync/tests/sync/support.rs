@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoTenantStore, Fence,
 };
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
@@ -305,11 +305,15 @@ impl Harness {
             &tables.connections,
         ));
         let tenants = Arc::new(DynamoTenantStore::new(dynamo.clone(), &tables.tenants));
-        let state = Arc::new(DynamoSyncStateStore::new(
-            dynamo.clone(),
-            &tables.sync_state,
-        ));
-        let activities = Arc::new(DynamoActivityStore::new(dynamo.clone(), &tables.activities));
+        // Fenced as build_app wires them (docs/fencing.md).
+        let state = Arc::new(
+            DynamoSyncStateStore::new(dynamo.clone(), &tables.sync_state)
+                .with_fence(Fence::new(&tables.connections)),
+        );
+        let activities = Arc::new(
+            DynamoActivityStore::new(dynamo.clone(), &tables.activities)
+                .with_fence(Fence::new(&tables.connections)),
+        );
         let crm_index = Arc::new(DynamoCrmIndex::new(dynamo.clone(), &tables.crm));
         let vault = Arc::new(SecretsManagerVault::new(secrets.clone()));
         let clock = Arc::new(OffsetClock::new());

@@ -6,6 +6,7 @@ pub struct DynamoActivityStore {
     client: Client,
     table: String,
     backoff: Backoff,
+    fence: Option<Fence>,
 }
 
 impl DynamoActivityStore {
@@ -14,7 +15,15 @@ impl DynamoActivityStore {
             client,
             table: table.into(),
             backoff: Backoff::default(),
+            fence: None,
         }
+    }
+
+    /// A worker's store: activities are put only while their owner's connection is active
+    /// ([`Fence`]), in transactions instead of batches.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Overrides the retry budget for unprocessed batch items.
@@ -95,6 +104,24 @@ impl ActivityStore for DynamoActivityStore {
                 ),
                 activity,
             );
+        }
+        if let Some(fence) = &self.fence {
+            let mut by_owner: BTreeMap<String, (UserKey, Vec<Item>)> = BTreeMap::new();
+            for ((owner, id), activity) in latest {
+                let mut item = to_item(activity, &self.table, &format!("{owner}/{id}"))?;
+                item.insert("owner".to_owned(), s(owner.clone()));
+                by_owner
+                    .entry(owner)
+                    .or_insert_with(|| (activity.owner(), Vec::new()))
+                    .1
+                    .push(item);
+            }
+            for (user, items) in by_owner.into_values() {
+                fence
+                    .put_all(&self.client, &user, &self.table, items)
+                    .await?;
+            }
+            return Ok(());
         }
         let requests = latest
             .into_iter()
