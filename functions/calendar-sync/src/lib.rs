@@ -18,7 +18,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
     ActivityRetention, DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex,
-    DynamoSyncStateStore, DynamoTenantStore,
+    DynamoSyncStateStore, DynamoTenantStore, Fence,
 };
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
@@ -155,10 +155,11 @@ impl CalendarSync {
                 dynamodb.clone(),
                 tables.tenants.clone(),
             )),
-            state: Arc::new(DynamoSyncStateStore::new(
-                dynamodb.clone(),
-                tables.sync_state.clone(),
-            )),
+            // Every write of the user's data behind the disconnect fence (docs/fencing.md).
+            state: Arc::new(
+                DynamoSyncStateStore::new(dynamodb.clone(), tables.sync_state.clone())
+                    .with_fence(Fence::new(tables.connections.clone())),
+            ),
             queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
             queue_url: config.queues.calendar_sync.clone(),
             tokens: Arc::new(tokens),
@@ -177,7 +178,8 @@ impl CalendarSync {
             clock,
             summaries,
         };
-        let mut activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone());
+        let mut activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
+            .with_fence(Fence::new(tables.connections.clone()));
         // Each meeting's expiry: the tenant's retention, else ACTIVITY_RETENTION_DAYS.
         if let Some(days) = config.activity_retention_days {
             activities = activities.with_retention(ActivityRetention::new(

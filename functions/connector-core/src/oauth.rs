@@ -680,10 +680,14 @@ impl TokenProvider {
                 scopes: scopes.clone(),
                 updated_at: now,
             };
-            match self.vault.put_token(key, &record).await {
-                Ok(()) => {
+            // Never creates the secret: a user disconnected meanwhile stays without one.
+            match self.vault.replace_token(key, &record).await {
+                Ok(true) => {
                     info!("stored the rotated refresh token");
                     stored_at = now;
+                }
+                Ok(false) => {
+                    info!("the user's token secret is gone (disconnected); not stored again")
                 }
                 // The stored token stays valid (Microsoft does not revoke rotated ones).
                 Err(error) => warn!(error = %error, "could not store the rotated refresh token"),

@@ -63,6 +63,11 @@ pub enum StoreError {
     /// A continuation token that this store did not issue.
     #[error("invalid continuation token")]
     InvalidPageToken,
+    /// A worker's write refused because the user's connection is no longer active
+    /// (disconnected, deleted by offboarding): the fence of docs/fencing.md. The run ends
+    /// quietly; nothing of the user is written again.
+    #[error("{what}: the connection is no longer active")]
+    Fenced { what: String },
 }
 
 /// A failure of the token vault.
@@ -410,8 +415,12 @@ pub trait CrmIndex: Send + Sync {
 
 #[async_trait]
 pub trait TokenVault: Send + Sync {
-    /// Creates the user's secret or stores a new value in it.
+    /// Creates the user's secret or stores a new value in it (sign-in only).
     async fn put_token(&self, key: &UserKey, record: &TokenRecord) -> Result<(), VaultError>;
+    /// Stores a new value in the user's existing secret and never creates one (a worker's
+    /// refresh): `Ok(false)` when there is no secret (the user was disconnected meanwhile),
+    /// so a worker can never bring a deleted token back.
+    async fn replace_token(&self, key: &UserKey, record: &TokenRecord) -> Result<bool, VaultError>;
     async fn get_token(&self, key: &UserKey) -> Result<Option<TokenRecord>, VaultError>;
     /// Deletes at once, without a recovery window. Idempotent: a missing secret is fine
     /// (Secrets Manager itself reports success for a forced delete of a missing secret).

@@ -948,6 +948,7 @@ impl Worker {
         match self.state.acquire_lease(key, &holder, LEASE_TTL).await {
             Ok(true) => {}
             Ok(false) => return self.busy(job, key, delivery).await,
+            Err(StoreError::Fenced { .. }) => return disconnected(),
             Err(error) => return retry_store(error),
         }
         let run = self.leased(
@@ -1148,6 +1149,11 @@ impl Worker {
         *stats = session.stats();
         // Leaves the mailbox's slot budget (if any) so other workers grow back at once.
         session.close().await;
+        if matches!(result, Err(WorkError::Store(StoreError::Fenced { .. }))) {
+            // Disconnected (or offboarded) mid-run: nothing of the user is written again,
+            // not even this run's meta.
+            return disconnected();
+        }
         let now = self.clock.now();
         let mut run = *counters;
         run.graph_requests = stats.requests;
@@ -1248,6 +1254,14 @@ impl Worker {
                 code: format!("park_{code}"),
             },
         }
+    }
+}
+
+/// The run met the disconnect fence (docs/fencing.md): dropped, not retried, not recorded.
+fn disconnected() -> JobOutcome {
+    info!("the connection was disconnected during the run; the job is dropped");
+    JobOutcome::Skipped {
+        reason: "disconnected",
     }
 }
 

@@ -94,6 +94,7 @@ async fn powertools_states(store: &dyn IdempotencyStore) -> Result<()> {
     // Progress survives the holder's crash (deadline passed) and is handed to the next.
     let progress = PostProgress {
         chat_id: Some("19:abc@thread.v2".into()),
+        sent_at: None,
     };
     store
         .save_progress(&id, "h1", &progress)

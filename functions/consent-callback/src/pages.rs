@@ -73,6 +73,12 @@ pub fn scope_meaning(scope: Scope) -> &'static str {
             "Start a one-to-one or group chat as the user, when they share with colleagues."
         }
         Scope::ChatMessageSend => "Send a chat message as the user, when they share something.",
+        Scope::ChatRead => {
+            "Read the user's chat messages, only to check whether a share whose answer was lost already arrived."
+        }
+        Scope::ChannelMessageReadAll => {
+            "Read channel messages as the user, only to check whether a share whose answer was lost already arrived."
+        }
     }
 }
 

@@ -78,7 +78,7 @@ pub fn build_app(
 ) -> Result<App, reqwest::Error> {
     use connector_core::adapters::dynamodb::{
         DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-        DynamoTenantStore,
+        DynamoTenantStore, Fence,
     };
     use connector_core::adapters::s3::{S3BodyStore, s3_client};
     use connector_core::adapters::secrets::SecretsManagerVault;
@@ -118,10 +118,11 @@ pub fn build_app(
                 &tables.connections,
             )),
             tenants: Arc::new(DynamoTenantStore::new(dynamo.clone(), &tables.tenants)),
-            state: Arc::new(DynamoSyncStateStore::new(
-                dynamo.clone(),
-                &tables.sync_state,
-            )),
+            // Every write of the user's data behind the disconnect fence (docs/fencing.md).
+            state: Arc::new(
+                DynamoSyncStateStore::new(dynamo.clone(), &tables.sync_state)
+                    .with_fence(Fence::new(&tables.connections)),
+            ),
             queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
             queue_url: config.queues.mail_sync.clone(),
             tokens: Arc::new(tokens),
@@ -138,15 +139,15 @@ pub fn build_app(
         },
         work: MailWork::new(
             Arc::new(activity_store(
-                DynamoActivityStore::new(dynamo.clone(), &tables.activities).with_bodies(Arc::new(
-                    S3BodyStore::new(
+                DynamoActivityStore::new(dynamo.clone(), &tables.activities)
+                    .with_fence(Fence::new(&tables.connections))
+                    .with_bodies(Arc::new(S3BodyStore::new(
                         s3_client(
                             aws_sdk_s3::config::Builder::from(aws),
                             aws.endpoint_url().is_some(),
                         ),
                         bodies_bucket,
-                    ),
-                )),
+                    ))),
                 config,
                 &dynamo,
             )),

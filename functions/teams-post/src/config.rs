@@ -10,6 +10,10 @@ use connector_core::teams::failures::TEAMS_POST_DLQ_URL;
 pub const IDEMPOTENCY_TTL_HOURS: &str = "IDEMPOTENCY_TTL_HOURS";
 /// Targets worked at once per invocation (default 8).
 pub const TEAMS_POST_CONCURRENCY: &str = "TEAMS_POST_CONCURRENCY";
+/// Longest wait for Graph's answer to a message post, in seconds (default 30). A post
+/// whose answer does not come by then counts as "sent, outcome unknown" and is read back
+/// before it is posted again.
+pub const TEAMS_POST_TIMEOUT_SECONDS: &str = "TEAMS_POST_TIMEOUT_SECONDS";
 
 #[derive(Clone, Debug)]
 pub struct TeamsPostConfig {
@@ -17,6 +21,8 @@ pub struct TeamsPostConfig {
     pub dead_letter_queue_url: String,
     pub idempotency_ttl: time::Duration,
     pub concurrency: usize,
+    /// [`TEAMS_POST_TIMEOUT_SECONDS`].
+    pub post_timeout: std::time::Duration,
 }
 
 impl TeamsPostConfig {
@@ -36,11 +42,13 @@ impl TeamsPostConfig {
         }
         let hours = number(&lookup, IDEMPOTENCY_TTL_HOURS, 336, 1..=24 * 365)?;
         let concurrency = number(&lookup, TEAMS_POST_CONCURRENCY, 8, 1..=64)?;
+        let post_timeout = number(&lookup, TEAMS_POST_TIMEOUT_SECONDS, 30, 1..=120)?;
         Ok(Self {
             core,
             dead_letter_queue_url,
             idempotency_ttl: time::Duration::hours(hours as i64),
             concurrency: concurrency as usize,
+            post_timeout: std::time::Duration::from_secs(post_timeout),
         })
     }
 }

@@ -36,10 +36,14 @@ pub enum FailureCode {
     IdempotencyKeyReused,
     /// Retried (throttling, 5xx) more times than allowed.
     RetriesExhausted,
+    /// An earlier attempt sent the post and its answer was lost (5xx, timeout, reset), and
+    /// the user's grant does not let the connector read the target back to check whether
+    /// it landed: not posted again, so the target never gets it twice.
+    OutcomeUnknown,
 }
 
 impl FailureCode {
-    pub const ALL: [FailureCode; 15] = [
+    pub const ALL: [FailureCode; 16] = [
         FailureCode::MalformedJson,
         FailureCode::UnknownKind,
         FailureCode::InvalidMessage,
@@ -55,6 +59,7 @@ impl FailureCode {
         FailureCode::RejectedByGraph,
         FailureCode::IdempotencyKeyReused,
         FailureCode::RetriesExhausted,
+        FailureCode::OutcomeUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +79,7 @@ impl FailureCode {
             FailureCode::RejectedByGraph => "rejected_by_graph",
             FailureCode::IdempotencyKeyReused => "idempotency_key_reused",
             FailureCode::RetriesExhausted => "retries_exhausted",
+            FailureCode::OutcomeUnknown => "outcome_unknown",
         }
     }
 
@@ -124,6 +130,9 @@ impl FailureCode {
             }
             FailureCode::RetriesExhausted => {
                 "Microsoft Graph kept throttling or failing for this message past the retry budget. Redrive it when Graph is healthy."
+            }
+            FailureCode::OutcomeUnknown => {
+                "The post was sent but Microsoft Graph's answer was lost, and the user's grant cannot read the channel or chat back (ChannelMessage.Read.All or Chat.Read). Check the target in Teams; redrive only if the message is missing."
             }
         }
     }

@@ -48,6 +48,34 @@ pub struct Channel {
     pub membership_type: Option<String>,
 }
 
+/// A message read back from a channel or chat (only what finding our own post needs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenMessage {
+    pub id: String,
+    pub web_url: Option<String>,
+    /// `from.user.id`; `None` for application or system messages.
+    pub from_user_id: Option<String>,
+    pub created: Option<time::OffsetDateTime>,
+    /// `body.content` as Teams stored it.
+    pub content: String,
+}
+
+/// Where to read recent messages from.
+#[derive(Clone, Copy, Debug)]
+pub enum ReadBack<'a> {
+    Channel {
+        team_id: &'a str,
+        channel_id: &'a str,
+    },
+    Chat {
+        chat_id: &'a str,
+    },
+}
+
+/// Pages read back at most (50 messages each): a busy channel gets far fewer top-level
+/// messages than this within one post's retry window.
+pub const READ_BACK_PAGES: usize = 10;
+
 /// The Teams part of Graph, as the handler needs it.
 #[async_trait]
 pub trait TeamsGraph: Send + Sync {
@@ -91,6 +119,18 @@ pub trait TeamsGraph: Send + Sync {
         team_id: &str,
         deadline: Instant,
     ) -> Result<Vec<Channel>, GraphError>;
+
+    /// The target's messages created at or after `since`, as far as they can be read
+    /// ([`READ_BACK_PAGES`] pages, newest first where Graph orders them so). `Ok(None)`:
+    /// the listing went on past the page cap without reaching `since`, so the answer is
+    /// incomplete.
+    async fn messages_since(
+        &self,
+        user: &UserKey,
+        target: ReadBack<'_>,
+        since: time::OffsetDateTime,
+        deadline: Instant,
+    ) -> Result<Option<Vec<SeenMessage>>, GraphError>;
 
     /// Drops what the container remembers of the user's tokens (after a status change).
     fn forget(&self, user: &UserKey);
@@ -194,6 +234,54 @@ impl GraphTeams {
             next = page.next_link;
         }
         Ok(out)
+    }
+}
+
+/// One chatMessage of a listing, as documented in
+/// https://learn.microsoft.com/en-us/graph/api/resources/chatmessage (Properties: `id`,
+/// `createdDateTime`, `from` (chatMessageFromIdentitySet, `user.id`), `body`
+/// (itemBody: `content`), `webUrl`; read 2026-12-05). Every field is read leniently.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedMessage {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    web_url: Option<String>,
+    #[serde(default)]
+    created_date_time: Option<String>,
+    #[serde(default)]
+    from: Option<Value>,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+impl ListedMessage {
+    fn seen(self) -> SeenMessage {
+        let id = match &self.id {
+            Value::String(id) => id.clone(),
+            Value::Number(id) => id.to_string(),
+            _ => String::new(),
+        };
+        SeenMessage {
+            id,
+            web_url: self.web_url,
+            from_user_id: self
+                .from
+                .as_ref()
+                .and_then(|from| from["user"]["id"].as_str())
+                .map(str::to_owned),
+            created: self.created_date_time.as_deref().and_then(|text| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            }),
+            content: self
+                .body
+                .as_ref()
+                .and_then(|body| body["content"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        }
     }
 }
 
@@ -306,6 +394,68 @@ impl TeamsGraph for GraphTeams {
         url.query_pairs_mut()
             .append_pair("$select", "id,displayName,membershipType");
         self.list(user, url.into(), deadline).await
+    }
+
+    async fn messages_since(
+        &self,
+        user: &UserKey,
+        target: ReadBack<'_>,
+        since: time::OffsetDateTime,
+        deadline: Instant,
+    ) -> Result<Option<Vec<SeenMessage>>, GraphError> {
+        // Channel: GET /teams/{id}/channels/{id}/messages, `$top` at most 50, no order
+        // documented (https://learn.microsoft.com/en-us/graph/api/channel-list-messages;
+        // read 2026-12-05). Chat: GET /chats/{id}/messages with `$orderby=createdDateTime
+        // desc` and `$top` at most 50 (https://learn.microsoft.com/en-us/graph/api/chat-list-messages;
+        // read 2026-12-05). Either way every page is searched, and the reading stops at the
+        // first page holding nothing as new as `since` (newest first) or at the page cap.
+        let mut url = url::Url::parse(&match target {
+            ReadBack::Channel {
+                team_id,
+                channel_id,
+            } => Self::url(
+                &self.reads,
+                &["teams", team_id, "channels", channel_id, "messages"],
+            )?,
+            ReadBack::Chat { chat_id } => Self::url(&self.reads, &["chats", chat_id, "messages"])?,
+        })
+        .map_err(|error| GraphError::Malformed(error.to_string()))?;
+        url.query_pairs_mut().append_pair("$top", "50");
+        if matches!(target, ReadBack::Chat { .. }) {
+            url.query_pairs_mut()
+                .append_pair("$orderby", "createdDateTime desc");
+        }
+        let bearer = UserBearer {
+            provider: &self.tokens,
+            key: user.clone(),
+        };
+        let session = self
+            .reads
+            .session(&user.to_string(), &bearer, Some(deadline));
+        let ordered = matches!(target, ReadBack::Chat { .. });
+        let mut found = Vec::new();
+        let mut next = Some(String::from(url));
+        for _ in 0..READ_BACK_PAGES {
+            let Some(page_url) = next.take() else {
+                return Ok(Some(found));
+            };
+            let page: Listing<ListedMessage> = session.get_json(&page_url, &[]).await?;
+            let listed = page.value.len();
+            let mut older = 0;
+            for message in page.value.into_iter().map(ListedMessage::seen) {
+                match message.created {
+                    Some(created) if created < since => older += 1,
+                    _ => found.push(message),
+                }
+            }
+            next = page.next_link;
+            // Ordered newest first (chats, documented): past the first older message all is
+            // older. Unordered (channels): only a page wholly older ends the search early.
+            if (ordered && older > 0) || (listed > 0 && older == listed) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(next.is_none().then_some(found))
     }
 
     fn forget(&self, user: &UserKey) {

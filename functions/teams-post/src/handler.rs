@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::clock::Clock;
-use connector_core::domain::{ConnectionStatus, ConsentMode, Feature, StatusChange, UserKey};
+use connector_core::domain::{
+    ConnectionStatus, ConsentMode, Feature, Scope, StatusChange, UserKey,
+};
 use connector_core::graph::GraphError;
 use connector_core::messages::{RefreshTargets, TeamsPost, TeamsTarget};
 use connector_core::ports::{ConnectionStore, StoreError, TenantStore};
@@ -43,7 +45,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::failure::FailureCode;
-use crate::graph::TeamsGraph;
+use crate::graph::{ReadBack, SeenMessage, TeamsGraph};
 use crate::limiter::{RateLimiter, channel_post, chat_post};
 use crate::sanitize::{ContentError, Sanitizer};
 
@@ -373,6 +375,64 @@ impl Parsed {
             Parsed::Invalid { who, .. } => who.clone(),
         }
     }
+}
+
+/// How long before its sent mark an earlier attempt's message may carry as its
+/// `createdDateTime` (clock skew between this function and Teams).
+pub const SENT_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// What a post's delivery ended with.
+enum Delivered {
+    Posted(PostResult),
+    /// An earlier attempt's post, found by reading the target back.
+    Found(PostResult),
+}
+
+/// Whether a failed post may have been acted on by Graph: the request left and no answer
+/// proves otherwise. A 5xx can come after Teams stored the message (a gateway timing out on
+/// it); a reset or a timeout while waiting says nothing; an unreadable 2xx body followed a
+/// success. Not sent, or refused before processing (no token, a refused connection, 401,
+/// 403, 404, 413, 429 and other 4xx): Graph did not act.
+fn outcome_unknown(error: &GraphError) -> bool {
+    match error {
+        GraphError::Api { status, .. } => *status >= 500,
+        GraphError::Transport { source, .. } => !source.is_connect(),
+        GraphError::Malformed(_) => true,
+        GraphError::Throttled { .. }
+        | GraphError::Unauthorized
+        | GraphError::Token(_)
+        | GraphError::ForeignLink
+        | GraphError::OutOfTime => false,
+    }
+}
+
+/// The words of an HTML fragment: tags dropped, the common entities decoded, whitespace
+/// collapsed. What Teams keeps of a message even where it rewrites the markup.
+pub fn visible_text(html: &str) -> String {
+    let mut text = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                text.push(' ');
+            }
+            '>' if in_tag => in_tag = false,
+            _ if in_tag => {}
+            _ => text.push(c),
+        }
+    }
+    let decoded = text
+        .replace("&nbsp;", " ")
+        .replace("&#160;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    decoded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// What a finished record produced.
@@ -754,7 +814,8 @@ impl TeamsPoster {
             } => {
                 if interrupted {
                     warn!(
-                        "an earlier attempt at this key ended without completing: if it was cut off after Graph created its message, this post is a second one"
+                        sent = progress.sent_at.is_some(),
+                        "an earlier attempt at this key ended without completing; if it had sent the post, the target is read back first"
                     );
                 }
                 progress
@@ -799,11 +860,15 @@ impl TeamsPoster {
             Err(stop) => Err(stop),
         };
         match result {
-            Ok(result) => {
-                // First thing after Graph's 201: the smaller this gap, the smaller the
-                // window in which a crash makes a redelivery post twice.
+            Ok(Delivered::Posted(result)) => {
+                // First thing after Graph's 201. A crash before it leaves the record
+                // marked sent, so the redelivery reads the target back instead of posting.
                 self.complete(&id, &hash, &result).await;
                 Ok(Done::Posted(result))
+            }
+            Ok(Delivered::Found(result)) => {
+                self.complete(&id, &hash, &result).await;
+                Ok(Done::AlreadyPosted(result))
             }
             Err(stop) => {
                 if let Err(error) = self.ports.idempotency.release(&id, &hash).await {
@@ -850,93 +915,214 @@ impl TeamsPoster {
         id: &str,
         hash: &str,
         deadline: Instant,
-    ) -> Result<PostResult, Stop> {
+    ) -> Result<Delivered, Stop> {
         let graph = &self.ports.graph;
         let tenant = post.tenant_id.as_str();
         let calls_until = deadline
             .checked_sub(self.settings.deadline_margin)
             .unwrap_or_else(Instant::now);
-        let posted = match target {
-            Target::Channel {
+        let chat_id = match target {
+            Target::Channel { .. } => None,
+            Target::Chat { chat_id } => Some(chat_id.clone()),
+            Target::NewChat { members, topic } => Some(match progress.chat_id.clone() {
+                Some(chat_id) => chat_id,
+                None => {
+                    let members: Vec<String> = members
+                        .iter()
+                        .filter(|member| {
+                            !member.eq_ignore_ascii_case(&connection.upn)
+                                && !member.eq_ignore_ascii_case(user.user_id.as_str())
+                        })
+                        .cloned()
+                        .collect();
+                    if members.is_empty() {
+                        return Err(Stop::fail(
+                            FailureCode::InvalidMessage,
+                            "newChat names no member other than the user",
+                        ));
+                    }
+                    let chat_id = self
+                        .graph_call(
+                            user,
+                            graph.create_chat(user, &members, topic.as_deref(), deadline),
+                        )
+                        .await?;
+                    // Saved before posting: a retry must not create a second group chat.
+                    if let Err(error) = self
+                        .ports
+                        .idempotency
+                        .save_progress(
+                            id,
+                            hash,
+                            &PostProgress {
+                                chat_id: Some(chat_id.clone()),
+                                sent_at: None,
+                            },
+                        )
+                        .await
+                    {
+                        warn!(error = %error, "could not save the created chat on the idempotency record");
+                    }
+                    if Instant::now() >= calls_until {
+                        return Err(Stop::retry("deadline", Duration::from_secs(1)));
+                    }
+                    chat_id
+                }
+            }),
+        };
+        let read_back = match (target, chat_id.as_deref()) {
+            (
+                Target::Channel {
+                    team_id,
+                    channel_id,
+                },
+                _,
+            ) => ReadBack::Channel {
+                team_id,
+                channel_id,
+            },
+            (_, Some(chat_id)) => ReadBack::Chat { chat_id },
+            (_, None) => unreachable!("chat targets always have a chat id by now"),
+        };
+
+        // An earlier attempt sent this post and never learnt Graph's answer: look for it
+        // before posting again.
+        if let Some(sent_at) = progress.sent_at {
+            if let Some(found) = self
+                .find_sent(user, connection, read_back, html, sent_at, deadline)
+                .await?
+            {
+                info!(graph_message_id = %found.id, "the earlier attempt's post is there; not posting again");
+                return Ok(Delivered::Found(PostResult {
+                    message_id: found.id,
+                    web_url: found.web_url,
+                    chat_id,
+                    posted_at: self.ports.clock.now(),
+                }));
+            }
+            info!("the earlier attempt's post is not there; posting it");
+            if Instant::now() >= calls_until {
+                return Err(Stop::retry("deadline", Duration::from_secs(1)));
+            }
+        }
+
+        let buckets = match read_back {
+            ReadBack::Channel { team_id, .. } => channel_post(tenant, team_id),
+            ReadBack::Chat { .. } => chat_post(tenant),
+        };
+        self.slot(&buckets, calls_until).await?;
+        // Durable before the request leaves: "sent, outcome unknown" until Graph answers.
+        let mut marked = PostProgress {
+            chat_id: chat_id.clone(),
+            sent_at: Some(self.ports.clock.now()),
+        };
+        self.ports
+            .idempotency
+            .save_progress(id, hash, &marked)
+            .await
+            .map_err(Stop::store)?;
+        let answer = match read_back {
+            ReadBack::Channel {
                 team_id,
                 channel_id,
             } => {
-                self.slot(&channel_post(tenant, team_id), calls_until)
-                    .await?;
-                let message = self
-                    .graph_call(
-                        user,
-                        graph.post_to_channel(user, team_id, channel_id, html, deadline),
-                    )
-                    .await?;
-                (message, None)
+                graph
+                    .post_to_channel(user, team_id, channel_id, html, deadline)
+                    .await
             }
-            Target::Chat { chat_id } => {
-                self.slot(&chat_post(tenant), calls_until).await?;
-                let message = self
-                    .graph_call(user, graph.post_to_chat(user, chat_id, html, deadline))
-                    .await?;
-                (message, Some(chat_id.clone()))
-            }
-            Target::NewChat { members, topic } => {
-                let chat_id = match progress.chat_id {
-                    Some(chat_id) => chat_id,
-                    None => {
-                        let members: Vec<String> = members
-                            .iter()
-                            .filter(|member| {
-                                !member.eq_ignore_ascii_case(&connection.upn)
-                                    && !member.eq_ignore_ascii_case(user.user_id.as_str())
-                            })
-                            .cloned()
-                            .collect();
-                        if members.is_empty() {
-                            return Err(Stop::fail(
-                                FailureCode::InvalidMessage,
-                                "newChat names no member other than the user",
-                            ));
-                        }
-                        let chat_id = self
-                            .graph_call(
-                                user,
-                                graph.create_chat(user, &members, topic.as_deref(), deadline),
-                            )
-                            .await?;
-                        // Saved before posting: a retry must not create a second group chat.
-                        if let Err(error) = self
-                            .ports
-                            .idempotency
-                            .save_progress(
-                                id,
-                                hash,
-                                &PostProgress {
-                                    chat_id: Some(chat_id.clone()),
-                                },
-                            )
-                            .await
-                        {
-                            warn!(error = %error, "could not save the created chat on the idempotency record");
-                        }
-                        chat_id
-                    }
-                };
-                if Instant::now() >= calls_until {
-                    return Err(Stop::retry("deadline", Duration::from_secs(1)));
-                }
-                self.slot(&chat_post(tenant), calls_until).await?;
-                let message = self
-                    .graph_call(user, graph.post_to_chat(user, &chat_id, html, deadline))
-                    .await?;
-                (message, Some(chat_id))
-            }
+            ReadBack::Chat { chat_id } => graph.post_to_chat(user, chat_id, html, deadline).await,
         };
-        let (message, chat_id) = posted;
-        Ok(PostResult {
-            message_id: message.id,
-            web_url: message.web_url,
-            chat_id,
-            posted_at: self.ports.clock.now(),
-        })
+        match answer {
+            Ok(message) => Ok(Delivered::Posted(PostResult {
+                message_id: message.id,
+                web_url: message.web_url,
+                chat_id,
+                posted_at: self.ports.clock.now(),
+            })),
+            Err(error) if outcome_unknown(&error) => {
+                warn!(error = %error, "the post was sent but its answer was lost; the next attempt reads the target back first");
+                let stop = self.graph_failure(user, error).await;
+                Err(match stop {
+                    Stop::Retry { code, delay } => {
+                        Stop::retry(format!("outcome_unknown:{code}"), delay)
+                    }
+                    other => other,
+                })
+            }
+            Err(error) => {
+                // Graph did not act on it: the next attempt posts without reading back.
+                marked.sent_at = None;
+                if let Err(store) = self
+                    .ports
+                    .idempotency
+                    .save_progress(id, hash, &marked)
+                    .await
+                {
+                    warn!(error = %store, "could not clear the sent mark; the next attempt reads the target back first");
+                }
+                Err(self.graph_failure(user, error).await)
+            }
+        }
+    }
+
+    /// Our earlier post in the target, if it landed: a message from the user, created no
+    /// earlier than [`SENT_SKEW`] before the attempt marked it sent, whose visible text is
+    /// the text we sent (Teams may rewrite the markup of what it stores, not the words).
+    async fn find_sent(
+        &self,
+        user: &UserKey,
+        connection: &connector_core::domain::Connection,
+        read_back: ReadBack<'_>,
+        html: &str,
+        sent_at: OffsetDateTime,
+        deadline: Instant,
+    ) -> Result<Option<SeenMessage>, Stop> {
+        let scopes = &connection.granted_scopes;
+        let (readable, needed) = match read_back {
+            ReadBack::Channel { .. } => (
+                scopes.contains(Scope::ChannelMessageReadAll)
+                    || scopes.contains_other("Group.Read.All")
+                    || scopes.contains_other("Group.ReadWrite.All"),
+                "ChannelMessage.Read.All",
+            ),
+            ReadBack::Chat { .. } => (
+                scopes.contains(Scope::ChatRead) || scopes.contains_other("Chat.ReadWrite"),
+                "Chat.Read",
+            ),
+        };
+        if !readable {
+            return Err(Stop::fail(
+                FailureCode::OutcomeUnknown,
+                format!(
+                    "an earlier attempt sent this post at {sent_at} and its answer was lost; the grant lacks {needed}, so it cannot be checked"
+                ),
+            ));
+        }
+        let messages = self
+            .graph_call(
+                user,
+                self.ports
+                    .graph
+                    .messages_since(user, read_back, sent_at - SENT_SKEW, deadline),
+            )
+            .await?;
+        let wanted = visible_text(html);
+        let mine = |message: &SeenMessage| {
+            message
+                .from_user_id
+                .as_deref()
+                .is_some_and(|from| from.eq_ignore_ascii_case(user.user_id.as_str()))
+                && visible_text(&message.content) == wanted
+        };
+        match messages {
+            Some(messages) => Ok(messages.into_iter().find(mine)),
+            None => Err(Stop::fail(
+                FailureCode::OutcomeUnknown,
+                format!(
+                    "an earlier attempt sent this post at {sent_at} and its answer was lost; the target holds more new messages than can be read back"
+                ),
+            )),
+        }
     }
 
     async fn graph_call<T>(

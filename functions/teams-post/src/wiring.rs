@@ -44,8 +44,17 @@ pub fn real_ports(
         clock.clone(),
     ));
     let http = graph_http_client()?;
+    // Posts wait for their answer at most `post_timeout` (the shared client's 90 s would
+    // outlast most invocations): a post cut off there is "sent, outcome unknown" and read
+    // back on the next attempt.
+    let post_http = reqwest::Client::builder()
+        .no_gzip()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(config.post_timeout)
+        .build()?;
     let posts = Arc::new(
-        GraphClient::new(http.clone(), &microsoft.graph_base_url).with_retry(post_retry_policy()),
+        GraphClient::new(post_http, &microsoft.graph_base_url).with_retry(post_retry_policy()),
     );
     let reads = Arc::new(GraphClient::new(http, &microsoft.graph_base_url));
 

@@ -58,6 +58,8 @@ pub struct Fault {
     #[serde(default)]
     pub method: Option<String>,
     pub path_prefix: String,
+    /// The error status answered (unused by `after: drop` and `after: delay`).
+    #[serde(default)]
     pub status: u16,
     #[serde(default = "one")]
     pub count: u32,
@@ -73,6 +75,25 @@ pub struct Fault {
     /// (https://learn.microsoft.com/en-us/graph/delta-query-overview, Synchronization reset; read 2026-12-05).
     #[serde(default)]
     pub sync_reset: bool,
+    /// Lets the request through first (a post is stored) and then spoils its answer: `fail` answers `status`
+    /// instead of the real response, `drop` sends the real status line and then cuts the connection before the
+    /// body is complete, `delay` holds the real answer back for `delayMs`. Graph does each of these in the wild (a
+    /// 5xx, a reset or a gateway timeout after the service acted), so a client cannot tell from the answer
+    /// whether its request took effect.
+    #[serde(default)]
+    pub after: Option<AfterHandler>,
+    /// With `after: delay`: how long the answer is held back.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// What a fault does to an answer the handler already produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterHandler {
+    Fail,
+    Drop,
+    Delay,
 }
 
 fn one() -> u32 {
@@ -199,8 +220,39 @@ pub async fn fault_layer(State(sim): State<SharedSim>, request: Request, next: N
     let path = full_path(&request);
     match sim.control.take_fault(request.method(), &path) {
         Some(fault) if fault.sync_reset => sync_reset(sim.base_url(), &path, request.uri().query()),
-        Some(fault) => fault_response(&fault),
+        Some(fault) => match fault.after {
+            None => fault_response(&fault),
+            Some(after) => {
+                let answer = next.run(request).await;
+                spoil(answer, after, &fault).await
+            }
+        },
         None => next.run(request).await,
+    }
+}
+
+/// The answer to a request that took effect, spoiled as `after` says.
+async fn spoil(answer: Response, after: AfterHandler, fault: &Fault) -> Response {
+    match after {
+        AfterHandler::Fail => fault_response(fault),
+        AfterHandler::Delay => {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+            answer
+        }
+        AfterHandler::Drop => {
+            // The status line and headers go out, then the body stream fails: hyper aborts the connection
+            // mid-message, which the client sees as a reset while reading the answer.
+            let (mut parts, _) = answer.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let broken = futures::stream::iter([
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"id\":")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "fault: connection dropped after the request took effect",
+                )),
+            ]);
+            Response::from_parts(parts, axum::body::Body::from_stream(broken))
+        }
     }
 }
 
@@ -389,8 +441,12 @@ async fn set_token_scope(State(sim): State<SharedSim>, Json(m): Json<TokenScopeM
 }
 
 async fn add_fault(State(sim): State<SharedSim>, Json(fault): Json<Fault>) -> Response {
-    if StatusCode::from_u16(fault.status).is_err() || fault.status < 400 {
+    let keeps_answer = matches!(fault.after, Some(AfterHandler::Drop | AfterHandler::Delay));
+    if !keeps_answer && (StatusCode::from_u16(fault.status).is_err() || fault.status < 400) {
         return bad_request("status must be an HTTP error status");
+    }
+    if fault.after == Some(AfterHandler::Delay) && fault.delay_ms == 0 {
+        return bad_request("after: delay needs delayMs");
     }
     if !fault.path_prefix.starts_with('/') {
         return bad_request("pathPrefix must start with / (e.g. /v1.0/me/mailFolders)");

@@ -520,3 +520,73 @@ async fn doubled_slashes_in_the_path_are_served_like_single_ones() {
     assert_eq!(doubled.status, 200);
     assert_eq!(doubled.body["value"], single.body["value"]);
 }
+
+#[tokio::test]
+async fn a_post_can_land_and_lose_its_answer_and_be_read_back() {
+    let sim = sim().await;
+    let adele = sim.token(ADELE_UPN, "ChannelMessage.Send").await;
+    let reader = sim
+        .token(ADELE_UPN, "ChannelMessage.Send ChannelMessage.Read.All")
+        .await;
+    let path = format!("/v1.0/teams/{SALES}/channels/{}/messages", enc(GENERAL));
+    let body = |text: &str| json!({"body": {"contentType": "html", "content": text}});
+
+    // after: fail: stored, then answered 503.
+    let fault = sim
+        .control(
+            Method::POST,
+            "/_sim/faults",
+            Some(
+                json!({"method": "POST", "pathPrefix": format!("/v1.0/teams/{SALES}/"),
+                        "status": 503, "after": "fail"}),
+            ),
+        )
+        .await;
+    assert_eq!(fault.status, 204, "{:#}", fault.body);
+    let failed = sim.post(&adele, &path, body("<p>first</p>")).await;
+    assert_eq!(failed.status, 503);
+    // after: drop: the status line goes out, the body is cut.
+    sim.control(
+        Method::POST,
+        "/_sim/faults",
+        Some(json!({"method": "POST", "pathPrefix": format!("/v1.0/teams/{SALES}/"), "after": "drop"})),
+    )
+    .await;
+    let dropped = sim
+        .http
+        .post(sim.url(&path))
+        .bearer_auth(&adele)
+        .json(&body("<p>second</p>"))
+        .send()
+        .await;
+    let read = match dropped {
+        Ok(response) => response.bytes().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    assert!(read.is_err(), "the answer is cut");
+    // Both landed.
+    let posted = sim.control(Method::GET, "/_sim/teams/messages", None).await;
+    assert_eq!(
+        posted.body.as_array().unwrap().len(),
+        2,
+        "{:#}",
+        posted.body
+    );
+
+    // Reading back needs ChannelMessage.Read.All.
+    let refused = sim.get(&adele, &path, &[]).await;
+    assert_eq!(refused.status, 403, "{:#}", refused.body);
+    let listed = sim.get(&reader, &format!("{path}?$top=1"), &[]).await;
+    assert_eq!(listed.status, 200, "{:#}", listed.body);
+    let page = listed.body["value"].as_array().unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["body"]["content"], "<p>second</p>", "newest first");
+    assert_eq!(page[0]["from"]["user"]["id"], ADELE);
+    let next = listed.body["@odata.nextLink"]
+        .as_str()
+        .expect("a second page");
+    let rest = sim.get(&reader, next, &[]).await;
+    assert_eq!(rest.status, 200, "{:#}", rest.body);
+    assert_eq!(rest.body["value"][0]["body"]["content"], "<p>first</p>");
+    assert!(rest.body.get("@odata.nextLink").is_none());
+}

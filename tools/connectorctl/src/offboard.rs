@@ -4,7 +4,11 @@
 //! Disconnecting a user, in this order:
 //! 1. the connection becomes `disconnected` (fan-out and workers skip it from now on) and
 //!    keeps nothing personal: no UPN, mail, name or scopes, so the record only says "this
-//!    user was disconnected"; the next sign-in replaces it with a fresh one;
+//!    user was disconnected"; the next sign-in replaces it with a fresh one. This is the
+//!    fence (docs/fencing.md): every worker write of the user's data is a transaction that
+//!    checks the connection is still active, and a token refresh never creates a secret,
+//!    so a worker still running with a cached access token writes nothing after this
+//!    step; offboarding marks the connection the same way first and deletes it last;
 //! 2. the refresh-token secret is deleted at once (no recovery window);
 //! 3. the mail and calendar sync leases are taken, waiting for a worker that is still
 //!    running (workers check the connection before they take the lease, so once we hold
@@ -176,7 +180,10 @@ impl Stores<'_> {
             .get_connection(key)
             .await
             .with_context(|| format!("reading the connection of {key}"))?;
-        if keep_record && let Some(connection) = &existing {
+        // First, also when offboarding deletes the record at the end: a disconnected
+        // connection is the fence every worker write checks (docs/fencing.md), so from
+        // here on no running worker writes anything of this user again.
+        if let Some(connection) = &existing {
             self.connections
                 .upsert_connection(&tombstone(connection, now))
                 .await

@@ -583,6 +583,13 @@ impl TokenVault for MemoryTokenVault {
         Ok(())
     }
 
+    async fn replace_token(&self, key: &UserKey, record: &TokenRecord) -> Result<bool, VaultError> {
+        Ok(lock(&self.secrets)
+            .get_mut(key)
+            .map(|stored| *stored = record.clone())
+            .is_some())
+    }
+
     async fn get_token(&self, key: &UserKey) -> Result<Option<TokenRecord>, VaultError> {
         Ok(lock(&self.secrets).get(key).cloned())
     }

@@ -109,6 +109,40 @@ impl TokenVault for SecretsManagerVault {
             })
     }
 
+    /// PutSecretValue only. A secret that is gone, or deleted and awaiting its purge, answers
+    /// ResourceNotFoundException or InvalidRequestException
+    /// (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html,
+    /// Errors; read 2026-12-05): `Ok(false)`, nothing created.
+    #[instrument(skip_all, fields(tenant_id = %key.tenant_id, user_id = %key.user_id))]
+    async fn replace_token(&self, key: &UserKey, record: &TokenRecord) -> Result<bool, VaultError> {
+        let name = Self::name(key);
+        let value =
+            SecretString::new(
+                serde_json::to_string(record).map_err(|_| VaultError::Corrupt {
+                    secret_id: name.clone(),
+                    source: "token record cannot be encoded".into(),
+                })?,
+            );
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(&name)
+            .secret_string(value.secret())
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| {
+                    e.is_resource_not_found_exception() || e.is_invalid_request_exception()
+                }) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(backend("PutSecretValue", &name, error)),
+        }
+    }
+
     /// DeleteSecret with ForceDeleteWithoutRecovery: a disconnected user's token must not linger.
     #[instrument(skip_all, fields(tenant_id = %key.tenant_id, user_id = %key.user_id))]
     async fn delete_token(&self, key: &UserKey) -> Result<(), VaultError> {

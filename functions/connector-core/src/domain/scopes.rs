@@ -34,10 +34,12 @@ pub enum Scope {
     ChannelMessageSend,
     ChatCreate,
     ChatMessageSend,
+    ChatRead,
+    ChannelMessageReadAll,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 12] = [
+    pub const ALL: [Scope; 14] = [
         Scope::OpenId,
         Scope::Email,
         Scope::Profile,
@@ -50,6 +52,8 @@ impl Scope {
         Scope::ChannelMessageSend,
         Scope::ChatCreate,
         Scope::ChatMessageSend,
+        Scope::ChatRead,
+        Scope::ChannelMessageReadAll,
     ];
 
     /// The name as Microsoft documents it (`Mail.Read`, `offline_access`).
@@ -67,6 +71,8 @@ impl Scope {
             Scope::ChannelMessageSend => "ChannelMessage.Send",
             Scope::ChatCreate => "Chat.Create",
             Scope::ChatMessageSend => "ChatMessage.Send",
+            Scope::ChatRead => "Chat.Read",
+            Scope::ChannelMessageReadAll => "ChannelMessage.Read.All",
         }
     }
 
@@ -338,7 +344,13 @@ const MAIL_SCOPES: [Scope; 5] = [
     Scope::OfflineAccess,
     Scope::MailRead,
 ];
-const TEAMS_SCOPES: [Scope; 9] = [
+/// The two read scopes let teams-post read a channel or chat back after a post whose
+/// answer was lost (5xx, timeout, reset), so it never posts twice: Chat.Read
+/// (https://learn.microsoft.com/en-us/graph/api/chat-list-messages) and
+/// ChannelMessage.Read.All (https://learn.microsoft.com/en-us/graph/api/channel-list-messages),
+/// the least privileged delegated permissions of those reads (read 2026-12-05). They are
+/// not needed to post: a grant without them still makes [`Feature::Teams`] usable.
+const TEAMS_SCOPES: [Scope; 11] = [
     Scope::OpenId,
     Scope::Email,
     Scope::Profile,
@@ -348,6 +360,8 @@ const TEAMS_SCOPES: [Scope; 9] = [
     Scope::ChannelMessageSend,
     Scope::ChatCreate,
     Scope::ChatMessageSend,
+    Scope::ChatRead,
+    Scope::ChannelMessageReadAll,
 ];
 
 impl FeatureBundle {
@@ -536,6 +550,8 @@ mod tests {
             "ChannelMessage.Send",
             "Chat.Create",
             "ChatMessage.Send",
+            "Chat.Read",
+            "ChannelMessage.Read.All",
         ]);
         assert_eq!(names(FeatureBundle::Teams), teams);
 
@@ -550,7 +566,7 @@ mod tests {
         .flat_map(names)
         .collect();
         assert_eq!(all, union);
-        assert_eq!(all.len(), 12);
+        assert_eq!(all.len(), 14);
     }
 
     #[test]

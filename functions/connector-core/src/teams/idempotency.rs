@@ -65,11 +65,23 @@ pub struct PostProgress {
     /// The chat a `newChat` target created (or got back, for a 1:1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_id: Option<String>,
+    /// Set just before the message POST goes out, cleared when that POST failed in a way
+    /// that proves Graph did not act on it (a 4xx, a refused connection). A record that
+    /// still carries it after its attempt ended says "sent, outcome unknown": a 5xx, a
+    /// timeout or a reset came after the request left, or the function died waiting. The
+    /// next attempt reads the target back ([`PostProgress::sent_at`] bounds the search)
+    /// before it posts again.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub sent_at: Option<OffsetDateTime>,
 }
 
 impl PostProgress {
     pub fn is_empty(&self) -> bool {
-        self.chat_id.is_none()
+        self.chat_id.is_none() && self.sent_at.is_none()
     }
 }
 
@@ -273,6 +285,7 @@ mod tests {
                 until: NOW + time::Duration::seconds(30),
                 progress: PostProgress {
                     chat_id: Some("19:chat@thread.v2".into()),
+                    sent_at: None,
                 },
             },
             IdempotencyStatus::Completed => RecordState::Completed(PostResult {
@@ -328,7 +341,8 @@ mod tests {
         assert_eq!(
             decide(Some(&crashed), &request("h")),
             Ok(PostProgress {
-                chat_id: Some("19:chat@thread.v2".into())
+                chat_id: Some("19:chat@thread.v2".into()),
+                sent_at: None,
             })
         );
         assert!(interrupted(Some(&crashed), NOW));

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use super::html_forms::{self, Form};
 
 /// Every Graph permission of our bundles, as the app registration declares them.
-pub const APP_PERMISSIONS: [&str; 8] = [
+pub const APP_PERMISSIONS: [&str; 10] = [
     "Calendars.ReadWrite",
     "OnlineMeetings.ReadWrite",
     "Mail.Read",
@@ -40,6 +40,8 @@ pub const APP_PERMISSIONS: [&str; 8] = [
     "ChannelMessage.Send",
     "Chat.Create",
     "ChatMessage.Send",
+    "Chat.Read",
+    "ChannelMessage.Read.All",
 ];
 
 pub struct Live {

@@ -5,6 +5,7 @@ mod bodies;
 mod cap;
 mod crash;
 mod faults;
+mod fence;
 mod handler;
 mod lease;
 mod live;

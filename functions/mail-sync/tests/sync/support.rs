@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoTenantStore, Fence,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
@@ -308,16 +308,18 @@ impl Harness {
             &tables.connections,
         ));
         let tenants = Arc::new(DynamoTenantStore::new(dynamo.clone(), &tables.tenants));
-        let state = Arc::new(DynamoSyncStateStore::new(
-            dynamo.clone(),
-            &tables.sync_state,
-        ));
+        // Fenced as build_app wires them (docs/fencing.md).
+        let state = Arc::new(
+            DynamoSyncStateStore::new(dynamo.clone(), &tables.sync_state)
+                .with_fence(Fence::new(&tables.connections)),
+        );
         let bodies = Arc::new(S3BodyStore::new(
             s3_client(aws_sdk_s3::config::Builder::from(&stack.sdk), true),
             stack.var("MESSAGE_BODIES_BUCKET"),
         ));
         let activities = Arc::new(
             DynamoActivityStore::new(dynamo.clone(), &tables.activities)
+                .with_fence(Fence::new(&tables.connections))
                 .with_bodies(bodies.clone()),
         );
         let crm_index = Arc::new(DynamoCrmIndex::new(dynamo.clone(), &tables.crm));

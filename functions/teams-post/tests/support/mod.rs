@@ -60,7 +60,7 @@ pub const ADELE_MEGAN_CHAT: &str =
     "19:a0de1e00-0000-4000-8000-00000000000a_b0e6a400-0000-4000-8000-00000000000b@unq.gbl.spaces";
 
 /// The delegated scopes of the teams bundle, as signed in.
-pub const TEAMS_SCOPES: &str = "openid profile email offline_access Team.ReadBasic.All Channel.ReadBasic.All ChannelMessage.Send Chat.Create ChatMessage.Send";
+pub const TEAMS_SCOPES: &str = "openid profile email offline_access Team.ReadBasic.All Channel.ReadBasic.All ChannelMessage.Send Chat.Create ChatMessage.Send Chat.Read ChannelMessage.Read.All";
 
 pub fn world(tenant: &str) -> World {
     let sales = |channels: Value| json!({"id": SALES, "displayName": "Sales", "description": "Sales team", "channels": channels});
@@ -75,14 +75,16 @@ pub fn world(tenant: &str) -> World {
             "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "redirectUris": [REDIRECT_URI],
             "displayName": "Connector",
             "permissions": ["User.Read", "Team.ReadBasic.All", "Channel.ReadBasic.All",
-                            "ChannelMessage.Send", "Chat.Create", "ChatMessage.Send"]
+                            "ChannelMessage.Send", "Chat.Create", "ChatMessage.Send",
+                            "Chat.Read", "ChannelMessage.Read.All"]
         }],
         "tenants": [{
             "id": tenant, "displayName": "Contoso", "verifiedDomains": ["contoso.com"],
             "userConsent": "allowed",
             "grants": [{"clientId": CLIENT_ID, "principal": "allUsers",
                         "scopes": ["User.Read", "Team.ReadBasic.All", "Channel.ReadBasic.All",
-                                   "ChannelMessage.Send", "Chat.Create", "ChatMessage.Send"]}],
+                                   "ChannelMessage.Send", "Chat.Create", "ChatMessage.Send",
+                                   "Chat.Read", "ChannelMessage.Read.All"]}],
             "users": [
                 {"id": ADELE, "userPrincipalName": ADELE_UPN, "mail": ADELE_UPN, "displayName": "Adele Vance",
                  "joinedTeams": [sales(json!([general, deals, leadership]))]},
@@ -118,6 +120,16 @@ impl Env {
     }
 
     pub async fn start_for(tenant: &str, settings: Settings) -> Env {
+        Self::start_with(tenant, settings, |_| {}).await
+    }
+
+    /// As [`Self::start_for`], with the configuration read from the template changed by
+    /// `tweak` before the handler is wired.
+    pub async fn start_with(
+        tenant: &str,
+        settings: Settings,
+        tweak: impl FnOnce(&mut TeamsPostConfig),
+    ) -> Env {
         let mut options = SimOptions::new(world(tenant));
         options.auto_approve = true;
         let sim = SimServer::start(options).await.expect("sim starts");
@@ -134,8 +146,9 @@ impl Env {
         let stack = local_stack::test_stack_from(&local_stack::template_path(), &params)
             .await
             .expect("local stack");
-        let config = TeamsPostConfig::from_lookup(|name| stack.env.get(name).cloned())
+        let mut config = TeamsPostConfig::from_lookup(|name| stack.env.get(name).cloned())
             .expect("the template's environment configures teams-post");
+        tweak(&mut config);
         assert_eq!(config.core.microsoft.graph_base_url.as_str(), base);
 
         let dynamodb = aws_sdk_dynamodb::Client::new(&stack.sdk);

@@ -108,6 +108,7 @@ pub struct PostedMessage {
     pub content: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_date_time: OffsetDateTime,
+    pub web_url: String,
 }
 
 #[derive(Debug)]
@@ -219,10 +220,13 @@ pub fn router() -> Router<SharedSim> {
         .route("/teams/{team}/allchannels", get(all_channels))
         .route(
             "/teams/{team}/channels/{channel}/messages",
-            post(post_channel_message),
+            post(post_channel_message).get(list_channel_messages),
         )
         .route("/chats", post(create_chat))
-        .route("/chats/{chat}/messages", post(post_chat_message))
+        .route(
+            "/chats/{chat}/messages",
+            post(post_chat_message).get(list_chat_messages),
+        )
 }
 
 type HandlerResult = Result<Response, Response>;
@@ -699,6 +703,7 @@ async fn post_channel_message(
         content_type,
         content,
         created_date_time: at,
+        web_url: body["webUrl"].as_str().unwrap_or_default().to_owned(),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -927,8 +932,176 @@ async fn post_chat_message(
         content_type,
         content,
         created_date_time: at,
+        web_url: body["webUrl"].as_str().unwrap_or_default().to_owned(),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `$top` and `$skiptoken` of a message listing: at most 50 a page, 20 by default [docs below]; the sim's
+/// `$skiptoken` is an offset into the newest-first list.
+fn page_of(raw: Option<&str>) -> Result<(usize, usize), Response> {
+    let mut top = 20;
+    let mut skip = 0;
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if k.eq_ignore_ascii_case("$top") {
+            top = v
+                .parse::<usize>()
+                .ok()
+                .filter(|t| (1..=50).contains(t))
+                .ok_or_else(|| bad_request("Invalid page size requested: $top must be 1 to 50."))?;
+        } else if k.eq_ignore_ascii_case("$skiptoken") {
+            skip = v
+                .parse::<usize>()
+                .map_err(|_| bad_request("Invalid $skiptoken."))?;
+        }
+    }
+    Ok((top, skip))
+}
+
+/// One page of messages, newest first, with `@odata.nextLink` while more remain.
+fn message_page(
+    sim: &Sim,
+    path: &str,
+    raw: Option<&str>,
+    mut messages: Vec<&PostedMessage>,
+    users: &dyn Fn(&str) -> Option<UserInfo>,
+) -> HandlerResult {
+    let (top, skip) = page_of(raw)?;
+    messages.sort_by_key(|m| std::cmp::Reverse(m.created_date_time));
+    let page: Vec<Value> = messages
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|m| {
+            let sender = users(&m.sender_id);
+            json!({
+                "id": m.id,
+                "replyToId": null,
+                "etag": m.id,
+                "messageType": "message",
+                "createdDateTime": format_ms(m.created_date_time),
+                "lastModifiedDateTime": format_ms(m.created_date_time),
+                "deletedDateTime": null,
+                "chatId": m.chat_id,
+                "webUrl": m.web_url,
+                "from": {"application": null, "device": null, "user": {
+                    "@odata.type": "#microsoft.graph.teamworkUserIdentity",
+                    "id": m.sender_id,
+                    "displayName": sender.as_ref().map(|u| u.display_name.clone()),
+                    "userIdentityType": "aadUser",
+                    "tenantId": sender.as_ref().map(|u| u.tenant_id.clone()),
+                }},
+                "body": {"contentType": m.content_type, "content": m.content},
+                "channelIdentity": m.team_id.as_ref().map(|team| json!({"teamId": team, "channelId": m.channel_id})),
+                "attachments": [],
+                "mentions": [],
+                "reactions": [],
+            })
+        })
+        .collect();
+    let mut body = json!({"value": page});
+    if skip + top < messages.len() {
+        body["@odata.nextLink"] = json!(format!(
+            "{}/v1.0{path}?$top={top}&$skiptoken={}",
+            sim.base_url(),
+            skip + top
+        ));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `GET /teams/{team}/channels/{channel}/messages`: the channel's messages without replies; delegated
+/// `ChannelMessage.Read.All` (or Group.Read(Write).All); `$top` up to 50, 20 by default
+/// (https://learn.microsoft.com/en-us/graph/api/channel-list-messages, Permissions and Optional query parameters;
+/// read 2026-12-05). The doc states no order; the sim answers newest first.
+async fn list_channel_messages(
+    State(sim): State<SharedSim>,
+    principal: Principal,
+    Path((team_id, channel_id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
+    principal.require_any(&[
+        "ChannelMessage.Read.All",
+        "Group.Read.All",
+        "Group.ReadWrite.All",
+    ])?;
+    let reader = caller(&sim, &principal)?;
+    let inner = sim.teams.lock();
+    let team = inner
+        .teams
+        .get(&team_id.to_ascii_lowercase())
+        .ok_or_else(|| {
+            graph_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("No team found with Group Id {team_id}"),
+            )
+        })?;
+    let channel = team.channels.get(&channel_id).ok_or_else(|| {
+        graph_error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Channel '{channel_id}' was not found."),
+        )
+    })?;
+    if !team.can_see(channel, &reader.id) {
+        return Err(forbidden());
+    }
+    let messages: Vec<&PostedMessage> = inner
+        .posted
+        .iter()
+        .filter(|m| {
+            m.team_id.as_deref() == Some(team.id.as_str())
+                && m.channel_id.as_deref() == Some(channel.id.as_str())
+        })
+        .collect();
+    let path = format!(
+        "/teams/{}/channels/{}/messages",
+        team.id,
+        url::form_urlencoded::byte_serialize(channel.id.as_bytes()).collect::<String>()
+    );
+    let users = |id: &str| sim.user(&reader.tenant_id, id);
+    message_page(&sim, &path, raw.as_deref(), messages, &users)
+}
+
+/// `GET /chats/{chat}/messages`: delegated `Chat.Read` (or Chat.ReadWrite); `$top` up to 50; `$orderby`
+/// `createdDateTime desc` or `lastModifiedDateTime desc` (the default), both newest first
+/// (https://learn.microsoft.com/en-us/graph/api/chat-list-messages, Permissions and Optional query parameters;
+/// read 2026-12-05). Sim messages are never edited, so both orders are the same.
+async fn list_chat_messages(
+    State(sim): State<SharedSim>,
+    principal: Principal,
+    Path(chat_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
+    principal.require_any(&["Chat.Read", "Chat.ReadWrite"])?;
+    let reader = caller(&sim, &principal)?;
+    let inner = sim.teams.lock();
+    let chat = inner
+        .chats
+        .iter()
+        .find(|c| c.id == chat_id)
+        .ok_or_else(|| {
+            graph_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("Chat '{chat_id}' was not found."),
+            )
+        })?;
+    if !chat.members.iter().any(|m| m.user_id == reader.id) {
+        return Err(forbidden());
+    }
+    let messages: Vec<&PostedMessage> = inner
+        .posted
+        .iter()
+        .filter(|m| m.chat_id.as_deref() == Some(chat.id.as_str()))
+        .collect();
+    let path = format!(
+        "/chats/{}/messages",
+        url::form_urlencoded::byte_serialize(chat.id.as_bytes()).collect::<String>()
+    );
+    let users = |id: &str| sim.user(&reader.tenant_id, id);
+    message_page(&sim, &path, raw.as_deref(), messages, &users)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ const GRAPH_DELEGATED: &[(&str, &str, bool)] = &[
         true,
     ),
     ("Chat.Create", "Create chats", false),
+    ("Chat.Read", "Read your chat messages", false),
     ("Chat.ReadWrite", "Read and write your chat messages", false),
     ("ChatMessage.Send", "Send chat messages", false),
 ];

@@ -37,6 +37,8 @@ pub const ALL_SCOPES: &[&str] = &[
     "ChannelMessage.Send",
     "Chat.Create",
     "ChatMessage.Send",
+    "Chat.Read",
+    "ChannelMessage.Read.All",
 ];
 
 /// A world around `adele_events` and `teams` (Adele's, Ben's and Cara's `joinedTeams`).

@@ -72,6 +72,7 @@ pub struct DynamoActivityStore {
     backoff: Backoff,
     bodies: Option<Arc<dyn BodyStore>>,
     retention: Option<ActivityRetention>,
+    fence: Option<Fence>,
 }
 
 /// A body object to write: its key and bytes.
@@ -82,6 +83,53 @@ fn is_validation(error: &(impl ProvideErrorMetadata + ?Sized)) -> bool {
     error.code() == Some("ValidationException")
 }
 
+/// DynamoDB's words when it refused a write for an item itself (a ValidationException of
+/// BatchWriteItem, PutItem or TransactWriteItems, or a transaction cancelled with a
+/// `ValidationError` reason); `None` for any other failure. The messages name limits and
+/// types, never attribute values.
+fn refusal(error: &StoreError) -> Option<String> {
+    use aws_sdk_dynamodb::error::SdkError;
+    use aws_sdk_dynamodb::operation::{
+        batch_write_item::BatchWriteItemError, put_item::PutItemError,
+        transact_write_items::TransactWriteItemsError,
+    };
+    let StoreError::Backend { source, .. } = error else {
+        return None;
+    };
+    let message = |m: Option<&str>| {
+        format!(
+            "ValidationException: {}",
+            m.unwrap_or_default().chars().take(200).collect::<String>()
+        )
+    };
+    if let Some(e) = source.downcast_ref::<SdkError<BatchWriteItemError>>() {
+        return e
+            .as_service_error()
+            .filter(|e| is_validation(*e))
+            .map(|e| message(e.message()));
+    }
+    if let Some(e) = source.downcast_ref::<SdkError<PutItemError>>() {
+        return e
+            .as_service_error()
+            .filter(|e| is_validation(*e))
+            .map(|e| message(e.message()));
+    }
+    let e = source
+        .downcast_ref::<SdkError<TransactWriteItemsError>>()?
+        .as_service_error()?;
+    if is_validation(e) {
+        return Some(message(e.message()));
+    }
+    match e {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
+            .cancellation_reasons()
+            .iter()
+            .find(|r| r.code() == Some("ValidationError"))
+            .map(|r| message(r.message())),
+        _ => None,
+    }
+}
+
 impl DynamoActivityStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
@@ -90,7 +138,41 @@ impl DynamoActivityStore {
             backoff: Backoff::default(),
             bodies: None,
             retention: None,
+            fence: None,
         }
+    }
+
+    /// A worker's store: activities are put only while their owner's connection is active
+    /// ([`Fence`]), in transactions instead of batches.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Puts items (each with its owner): behind the fence when there is one (a transaction
+    /// per owner and chunk), else BatchWriteItem.
+    async fn put_items(&self, items: Vec<(UserKey, Item)>) -> Result<(), StoreError> {
+        let Some(fence) = &self.fence else {
+            let requests = items
+                .into_iter()
+                .map(|(_, item)| put_request(item, &self.table))
+                .collect::<Result<Vec<_>, _>>()?;
+            return batch_write(&self.client, &self.table, requests, self.backoff).await;
+        };
+        let mut by_owner: BTreeMap<String, (UserKey, Vec<Item>)> = BTreeMap::new();
+        for (owner, item) in items {
+            by_owner
+                .entry(owner.to_string())
+                .or_insert_with(|| (owner, Vec::new()))
+                .1
+                .push(item);
+        }
+        for (owner, items) in by_owner.into_values() {
+            fence
+                .put_all(&self.client, &owner, &self.table, items)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Writes each activity with its expiry (`expiresAt`, the table's TTL attribute).
@@ -268,30 +350,78 @@ impl DynamoActivityStore {
             .map(drop)
     }
 
-    /// One PutItem; `Ok(Some(code))` when DynamoDB refused the item itself.
-    async fn put_single(&self, item: Item) -> Result<Option<String>, StoreError> {
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(None),
-            Err(error) if error.as_service_error().is_some_and(is_validation) => {
-                let message = error
-                    .as_service_error()
-                    .and_then(|e| e.message())
-                    .unwrap_or_default();
-                // DynamoDB's messages name limits and types, never attribute values.
-                Ok(Some(format!(
-                    "ValidationException: {}",
-                    message.chars().take(200).collect::<String>()
-                )))
+    /// One put (behind the fence when there is one); `Ok(Some(reason))` when DynamoDB
+    /// refused the item itself.
+    async fn put_single(&self, owner: &UserKey, item: Item) -> Result<Option<String>, StoreError> {
+        let result = match &self.fence {
+            Some(fence) => {
+                let put = aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|error| backend("Put", &self.table, error))?;
+                fence.put_one(&self.client, owner, &self.table, put).await
             }
-            Err(error) => Err(backend("PutItem", &self.table, error)),
+            None => self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|error| backend("PutItem", &self.table, error)),
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(error) => match refusal(&error) {
+                Some(reason) => Ok(Some(reason)),
+                None => Err(error),
+            },
         }
+    }
+
+    /// Writes the prepared items 25 at a time; a chunk DynamoDB refuses for an item of it
+    /// (it then writes none of the chunk) is written again item by item, and a refused
+    /// item is reported (its body object deleted) while the rest is stored.
+    async fn put_pending(
+        &self,
+        pending: &[(&Activity, Item, Option<String>, bool)],
+        report: &mut StoreReport,
+    ) -> Result<(), StoreError> {
+        for chunk in pending.chunks(BATCH_WRITE_LIMIT) {
+            let items = chunk
+                .iter()
+                .map(|(activity, item, _, _)| (activity.owner(), item.clone()))
+                .collect();
+            let changed = chunk.iter().filter(|(.., changed)| *changed).count() as u64;
+            match self.put_items(items).await {
+                Ok(()) => report.written += changed,
+                Err(error) if refusal(&error).is_some() => {
+                    warn!(
+                        count = chunk.len(),
+                        "a write of activities was refused with a ValidationException; writing the items one by one"
+                    );
+                    for (activity, item, object_key, changed) in chunk {
+                        match self.put_single(&activity.owner(), item.clone()).await? {
+                            None => report.written += u64::from(*changed),
+                            Some(reason) => {
+                                warn!(activity = %activity.activity_id, %reason, "an activity was refused by the table");
+                                if let (Some(bodies), Some(key)) = (&self.bodies, object_key) {
+                                    bodies.delete_bodies(std::slice::from_ref(key)).await?;
+                                }
+                                report.refused.push(Refused {
+                                    id: activity.activity_id.clone(),
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// Overrides the retry budget for unprocessed batch items.
@@ -379,11 +509,11 @@ impl ActivityStore for DynamoActivityStore {
                 );
             }
             let days = self.retention_days(latest.values().copied()).await?;
-            let requests = latest
+            let items = latest
                 .into_values()
-                .map(|activity| put_request(self.prepare(activity, &days)?.0, &self.table))
-                .collect::<Result<Vec<_>, _>>()?;
-            return batch_write(&self.client, &self.table, requests, self.backoff).await;
+                .map(|activity| Ok((activity.owner(), self.prepare(activity, &days)?.0)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            return self.put_items(items).await;
         }
         let report = self.store_activities(activities, true).await?;
         match report.refused.len() {
@@ -452,45 +582,19 @@ impl ActivityStore for DynamoActivityStore {
         // Bodies first: an item is only ever written once what it points to exists. A
         // failure below leaves objects without items; the retry overwrites them (same key),
         // a refused item's object is deleted here.
+        let written: Vec<String> = objects.iter().map(|(key, _)| key.clone()).collect();
         self.put_objects(objects).await?;
-        for chunk in pending.chunks(BATCH_WRITE_LIMIT) {
-            let requests = chunk
-                .iter()
-                .map(|(_, item, _, _)| put_request(item.clone(), &self.table))
-                .collect::<Result<Vec<_>, _>>()?;
-            let changed = chunk.iter().filter(|(.., changed)| *changed).count() as u64;
-            match write_chunk(&self.client, &self.table, requests, self.backoff).await {
-                Ok(()) => report.written += changed,
-                Err(StoreError::Backend { source, .. })
-                    if source
-                        .downcast_ref::<aws_sdk_dynamodb::error::SdkError<
-                            aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError,
-                        >>()
-                        .and_then(|e| e.as_service_error())
-                        .is_some_and(is_validation) =>
-                {
-                    warn!(
-                        count = chunk.len(),
-                        "BatchWriteItem refused with a ValidationException; writing the items one by one"
-                    );
-                    for (activity, item, object_key, changed) in chunk {
-                        match self.put_single(item.clone()).await? {
-                            None => report.written += u64::from(*changed),
-                            Some(reason) => {
-                                warn!(activity = %activity.activity_id, %reason, "an activity was refused by the table");
-                                if let (Some(bodies), Some(key)) = (&self.bodies, object_key) {
-                                    bodies.delete_bodies(std::slice::from_ref(key)).await?;
-                                }
-                                report.refused.push(Refused {
-                                    id: activity.activity_id.clone(),
-                                    reason,
-                                });
-                            }
-                        }
-                    }
+        match self.put_pending(&pending, &mut report).await {
+            Ok(()) => {}
+            Err(error @ StoreError::Fenced { .. }) => {
+                // Disconnected meanwhile: the objects written above must not outlive the
+                // disconnection that fenced their items out.
+                if let Some(bodies) = &self.bodies {
+                    bodies.delete_bodies(&written).await?;
                 }
-                Err(error) => return Err(error),
+                return Err(error);
             }
+            Err(error) => return Err(error),
         }
         for (owner, versions) in &superseded {
             self.delete_versions(owner, versions).await?;

@@ -112,16 +112,37 @@ impl DynamoConnectionStore {
         &self,
         key: &UserKey,
         expression: &str,
-        names: HashMap<String, String>,
-        values: HashMap<String, AttributeValue>,
+        mut names: HashMap<String, String>,
+        mut values: HashMap<String, AttributeValue>,
+        worker_write: bool,
     ) -> Result<Connection, StoreError> {
+        // A disconnected connection keeps its status: a worker finishing after
+        // `disconnect` cannot turn it into reauth_required or park it (docs/fencing.md).
+        // Only a change to disconnected or active (a new sign-in) may touch it.
+        let keeps_disconnected = worker_write
+            && values.get(":status").is_none_or(|status| {
+                status.as_s().is_ok_and(|status| {
+                    status != ConnectionStatus::Disconnected.as_str()
+                        && status != ConnectionStatus::Active.as_str()
+                })
+            });
+        let condition = if keeps_disconnected {
+            names.insert("#fence_status".to_owned(), "status".to_owned());
+            values.insert(
+                ":fence_disconnected".to_owned(),
+                s(ConnectionStatus::Disconnected.as_str()),
+            );
+            "attribute_exists(userId) AND #fence_status <> :fence_disconnected"
+        } else {
+            "attribute_exists(userId)"
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(key)))
             .update_expression(expression)
-            .condition_expression("attribute_exists(userId)")
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
@@ -196,7 +217,7 @@ impl ConnectionStore for DynamoConnectionStore {
                 "SET #status = :status, #shard = :shard, #changed = :at, #updated = :at REMOVE #reason"
             }
         };
-        self.update(key, expression, names, values).await
+        self.update(key, expression, names, values, true).await
     }
 
     async fn set_parked_until(
@@ -219,7 +240,9 @@ impl ConnectionStore for DynamoConnectionStore {
             }
             None => "SET #updated = :now REMOVE #parked.#kind",
         };
-        self.update(key, expression, names, values).await.map(drop)
+        self.update(key, expression, names, values, true)
+            .await
+            .map(drop)
     }
 
     async fn set_switches(
@@ -247,6 +270,7 @@ impl ConnectionStore for DynamoConnectionStore {
             "SET #switches = :switches, #updated = :now",
             names,
             values,
+            false,
         )
         .await
         .map(drop)

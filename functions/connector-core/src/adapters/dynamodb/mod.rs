@@ -51,12 +51,14 @@ use crate::ports::{
 mod activities;
 mod connections;
 mod crm;
+mod fence;
 mod sync_state;
 mod tenants;
 
 pub use activities::*;
 pub use connections::*;
 pub use crm::*;
+pub use fence::*;
 pub use sync_state::*;
 pub use tenants::*;
 

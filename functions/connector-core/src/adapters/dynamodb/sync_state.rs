@@ -6,6 +6,7 @@ pub struct DynamoSyncStateStore {
     client: Client,
     table: String,
     backoff: Backoff,
+    fence: Option<Fence>,
 }
 
 const LEASE_ITEM: &str = "lease";
@@ -18,7 +19,15 @@ impl DynamoSyncStateStore {
             client,
             table: table.into(),
             backoff: Backoff::default(),
+            fence: None,
         }
+    }
+
+    /// A worker's store: the lease, meta and cursor writes only while the user's
+    /// connection is active ([`Fence`]).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     fn key(key: &SyncKey, item: &str) -> Item {
@@ -49,6 +58,16 @@ impl DynamoSyncStateStore {
     ) -> Result<(), StoreError> {
         let mut attributes = to_item(value, &self.table, &format!("{key}/{item}"))?;
         attributes.extend(Self::key(key, item));
+        if let Some(fence) = &self.fence {
+            let put = aws_sdk_dynamodb::types::Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(attributes))
+                .build()
+                .map_err(|error| backend("Put", &self.table, error))?;
+            return fence
+                .put_one(&self.client, &key.user(), &self.table, put)
+                .await;
+        }
         self.client
             .put_item()
             .table_name(&self.table)
@@ -86,14 +105,31 @@ impl SyncStateStore for DynamoSyncStateStore {
             "expiresAt".to_owned(),
             n(until.unix_timestamp() + i64::from(until.nanosecond() > 0)),
         );
+        let condition = "attribute_not_exists(syncKey) OR leaseUntilMs <= :now OR holder = :holder";
+        if let Some(fence) = &self.fence {
+            let put = aws_sdk_dynamodb::types::Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .expression_attribute_values(":now", n(unix_millis(now)))
+                .expression_attribute_values(":holder", s(holder))
+                .build()
+                .map_err(|error| backend("Put", &self.table, error))?;
+            return match fence
+                .put_one(&self.client, &key.user(), &self.table, put)
+                .await
+            {
+                Ok(()) => Ok(true),
+                Err(StoreError::Conflict { .. }) => Ok(false),
+                Err(error) => Err(error),
+            };
+        }
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(syncKey) OR leaseUntilMs <= :now OR holder = :holder",
-            )
+            .condition_expression(condition)
             .expression_attribute_values(":now", n(unix_millis(now)))
             .expression_attribute_values(":holder", s(holder))
             .send()

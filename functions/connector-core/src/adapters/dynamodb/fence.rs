@@ -1,0 +1,126 @@
+//! The disconnect fence (docs/fencing.md): a worker's write of a user's data goes through
+//! TransactWriteItems with a ConditionCheck that the user's connection item still exists
+//! with status `active`. `connectorctl disconnect` marks the connection disconnected (and
+//! `offboard-tenant` deletes it) before it deletes anything, so once it returns every
+//! fenced write of that user fails as a whole with [`StoreError::Fenced`] instead of
+//! bringing data back. A transaction holds at most 100 actions
+//! (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html;
+//! read 2026-12-05), and its ConditionCheck may name another table: the check plus 99 puts.
+
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+
+use super::*;
+
+/// Actions of one TransactWriteItems call.
+pub const TRANSACTION_LIMIT: usize = 100;
+
+/// The connections table whose `status` fences a user's writes.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    connections_table: String,
+}
+
+impl Fence {
+    pub fn new(connections_table: impl Into<String>) -> Self {
+        Self {
+            connections_table: connections_table.into(),
+        }
+    }
+
+    fn check(&self, user: &UserKey) -> Result<TransactWriteItem, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.connections_table)
+            .set_key(Some(HashMap::from([
+                ("tenantId".to_owned(), s(user.tenant_id.as_str())),
+                ("userId".to_owned(), s(user.user_id.as_str())),
+            ])))
+            .condition_expression("#status = :active")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":active", s(ConnectionStatus::Active.as_str()))
+            .build()
+            .map_err(|error| backend("ConditionCheck", &self.connections_table, error))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    /// Puts `items` into `table`, each chunk of 99 in one transaction with the check:
+    /// all of a chunk or none of it, and none once the connection is not active.
+    pub(super) async fn put_all(
+        &self,
+        client: &Client,
+        user: &UserKey,
+        table: &str,
+        items: Vec<Item>,
+    ) -> Result<(), StoreError> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut actions = vec![self.check(user)?];
+            for item in items.by_ref().take(TRANSACTION_LIMIT - 1) {
+                let put = Put::builder()
+                    .table_name(table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|error| backend("Put", table, error))?;
+                actions.push(TransactWriteItem::builder().put(put).build());
+            }
+            self.transact(client, user, actions, table).await?;
+        }
+        Ok(())
+    }
+
+    /// One conditional put of `item` (its own condition, if any) behind the check.
+    pub(super) async fn put_one(
+        &self,
+        client: &Client,
+        user: &UserKey,
+        table: &str,
+        put: Put,
+    ) -> Result<(), StoreError> {
+        let actions = vec![
+            self.check(user)?,
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        self.transact(client, user, actions, table).await
+    }
+
+    async fn transact(
+        &self,
+        client: &Client,
+        user: &UserKey,
+        actions: Vec<TransactWriteItem>,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        match client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                // The reasons come in action order: the check is the first.
+                let reasons: Vec<Option<String>> = error
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                match reasons.first().and_then(Option::as_deref) {
+                    Some("ConditionalCheckFailed") => Err(StoreError::Fenced {
+                        what: format!("writes of {user}"),
+                    }),
+                    _ if reasons
+                        .iter()
+                        .skip(1)
+                        .any(|r| r.as_deref() == Some("ConditionalCheckFailed")) =>
+                    {
+                        Err(StoreError::Conflict {
+                            what: format!("an item of {user} in {table}"),
+                        })
+                    }
+                    _ => Err(backend("TransactWriteItems", table, error)),
+                }
+            }
+        }
+    }
+}
