@@ -1158,6 +1158,7 @@ impl Worker {
         let mut run = *counters;
         run.graph_requests = stats.requests;
         run.throttled = stats.throttled;
+        let mut meta_saved = false;
         let outcome = match result {
             Ok(WorkOutcome::Complete) => {
                 meta.finish_run(run, now);
@@ -1184,6 +1185,13 @@ impl Worker {
                     Disposition::Status { status, reason } => {
                         meta.fail(&reason, &error_message(&error), now);
                         self.tokens.forget(&user);
+                        // The meta before the status: once the connection is not active,
+                        // the disconnect fence refuses every write of the user's sync state.
+                        *stage = meta.stage;
+                        meta_saved = true;
+                        if let Err(error) = self.state.put_meta(key, &meta).await {
+                            warn!(error = %error, "could not save the sync meta");
+                        }
                         match self
                             .connections
                             .set_status(&user, &StatusChange::new(status, Some(&reason), now))
@@ -1215,9 +1223,11 @@ impl Worker {
                 }
             }
         };
-        *stage = meta.stage;
-        if let Err(error) = self.state.put_meta(key, &meta).await {
-            warn!(error = %error, "could not save the sync meta");
+        if !meta_saved {
+            *stage = meta.stage;
+            if let Err(error) = self.state.put_meta(key, &meta).await {
+                warn!(error = %error, "could not save the sync meta");
+            }
         }
         outcome
     }

@@ -11,6 +11,9 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 
 use super::*;
 
+/// Tries of a transaction cancelled by a concurrent one on the same items.
+const CONFLICT_ATTEMPTS: u32 = 6;
+
 /// Actions of one TransactWriteItems call.
 pub const TRANSACTION_LIMIT: usize = 100;
 
@@ -89,12 +92,57 @@ impl Fence {
         actions: Vec<TransactWriteItem>,
         table: &str,
     ) -> Result<(), StoreError> {
-        match client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .send()
-            .await
-        {
+        // Every fenced write of a user checks the same connection item, and concurrent
+        // transactions on one item (a ConditionCheck included) cancel each other with
+        // `TransactionConflict` ("Transaction conflict handling in DynamoDB", DynamoDB
+        // Developer Guide, read 2026-12-05): the mail folders a run walks at once, and
+        // mail-sync beside calendar-sync, do exactly that. A conflict is retried with a
+        // short jittered backoff before it counts as a failure.
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = client
+                .transact_write_items()
+                .set_transact_items(Some(actions.clone()))
+                .send()
+                .await;
+            let conflict = result.as_ref().err().and_then(|e| e.as_service_error()).is_some_and(|e| match e {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c
+                    .cancellation_reasons()
+                    .iter()
+                    .any(|r| r.code() == Some("TransactionConflict")),
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionInProgressException(_) => true,
+                _ => false,
+            });
+            // A 5xx the SDK's own retries did not get past (seen from moto when mail-sync
+            // and calendar-sync write one user's items at once, shared-mailbox test): the
+            // same backoff; DynamoDB's own advice for InternalServerError is to retry.
+            let server_error = result
+                .as_ref()
+                .err()
+                .and_then(|e| e.raw_response())
+                .is_some_and(|r| r.status().is_server_error());
+            if (conflict || server_error) && attempt < CONFLICT_ATTEMPTS {
+                let base = 20u64 << attempt.min(6);
+                let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u16) % base;
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                continue;
+            }
+            return Self::outcome(result, user, table);
+        }
+    }
+
+    fn outcome(
+        result: Result<
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput,
+            aws_sdk_dynamodb::error::SdkError<
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+            >,
+        >,
+        user: &UserKey,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        match result {
             Ok(_) => Ok(()),
             Err(error) => {
                 // The reasons come in action order: the check is the first.
