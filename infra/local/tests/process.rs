@@ -37,6 +37,7 @@ fn env(aws_endpoint: &str) -> BTreeMap<String, String> {
         ("CRM_TABLE", "crm"),
         ("AUTH_SESSIONS_TABLE", "auth-sessions"),
         ("IDEMPOTENCY_TABLE", "idempotency"),
+        ("MESSAGE_BODIES_BUCKET", "bodies"),
         ("CLIENT_SECRET_ID", "client-secret"),
         ("CLIENT_ID", "00000000-0000-0000-0000-000000000001"),
         ("AWS_REGION", "us-east-1"),
@@ -108,7 +109,11 @@ async fn a_process_killed_mid_invocation_fails_it_at_once_and_a_fresh_one_serves
             .args(["-9", &pid.to_string()])
             .status()
             .expect("kill runs");
-        assert!(killed.success());
+        assert!(
+            killed.success(),
+            "the process {pid} was gone before the kill (did it fail its init? logs under {})",
+            logs.display()
+        );
         pid
     };
     let (outcome, killed) = tokio::join!(invoker.invoke("mail-sync", &schedule), killer);
