@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
-    ActivityRetention, DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex,
-    DynamoSyncStateStore, DynamoTenantStore, Fence,
+    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
+    DynamoTenantStore, Fence,
 };
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
@@ -178,18 +178,16 @@ impl CalendarSync {
             clock,
             summaries,
         };
-        let mut activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
-            .with_fence(Fence::new(tables.connections.clone()));
         // Each meeting's expiry: the tenant's retention, else ACTIVITY_RETENTION_DAYS.
-        if let Some(days) = config.activity_retention_days {
-            activities = activities.with_retention(ActivityRetention::new(
-                days,
+        let activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
+            .with_fence(Fence::new(tables.connections.clone()))
+            .with_default_retention(
+                config.activity_retention_days,
                 Arc::new(DynamoTenantStore::new(
                     dynamodb.clone(),
                     tables.tenants.clone(),
                 )),
-            ));
-        }
+            );
         let work = CalendarWork::new(
             Arc::new(activities),
             Arc::new(DynamoCrmIndex::new(dynamodb, tables.crm.clone())),

@@ -76,6 +76,9 @@ pub const LEASE_TTL: Duration = Duration::from_secs(90);
 /// How often a live worker renews its lease (three renewals fit in one [`LEASE_TTL`], so
 /// one slow or failed renewal does not lose it).
 pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(30);
+/// How long before its lease could lapse a run that could not renew it stops: more than a
+/// write in flight takes, so none lands after another holder took the lease.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Time kept free before Lambda's deadline after which the work is cut wherever it is
 /// (a Graph or AWS request in flight included): past [`DEADLINE_MARGIN`] the work stops at
 /// its next page boundary by itself; this bounds what was already under way.
@@ -966,11 +969,13 @@ impl Worker {
         // The lease is renewed beside the run; if it is lost, the run is dropped where it
         // is (it writes nothing more) and ends.
         let outcome = tokio::select! {
-            outcome = run => outcome,
+            // The lease first: once it may be lost, no further step of the run is polled.
+            biased;
             () = self.keep_lease(key, &holder) => {
                 warn!("the mailbox lease was taken over; the run stops");
                 return JobOutcome::LeaseLost;
             }
+            outcome = run => outcome,
         };
         // Released before the continuation is queued, so that it finds the mailbox free
         // however soon it is delivered.
@@ -990,22 +995,31 @@ impl Worker {
         }
     }
 
-    /// Renews `holder`'s lease every [`LEASE_RENEW_EVERY`]; returns once it is lost:
-    /// another holder has it or it is gone, or renewals kept failing until it expired.
+    /// Renews `holder`'s lease every [`LEASE_RENEW_EVERY`]; returns once it may be lost:
+    /// another holder has it, it is gone, or [`LEASE_MARGIN`] before it could lapse without
+    /// a renewal having gone through (a renewal that hangs is given up then too). The run
+    /// is dropped when this returns, so none of its writes is started after another worker
+    /// or a disconnection could have taken the lease: disconnect waits for the lease before
+    /// it deletes, and activity items are ordered against it by this alone
+    /// (docs/fencing.md).
     async fn keep_lease(&self, key: &SyncKey, holder: &str) {
         let mut held_until = Instant::now() + LEASE_TTL;
         loop {
-            tokio::time::sleep(LEASE_RENEW_EVERY).await;
+            let give_up = held_until - LEASE_MARGIN;
+            tokio::time::sleep_until((Instant::now() + LEASE_RENEW_EVERY).min(give_up)).await;
+            if Instant::now() >= give_up {
+                return;
+            }
             let asked = Instant::now();
-            match self.state.renew_lease(key, holder, LEASE_TTL).await {
-                Ok(true) => held_until = asked + LEASE_TTL,
-                Ok(false) => return,
-                Err(error) => {
+            match tokio::time::timeout_at(give_up, self.state.renew_lease(key, holder, LEASE_TTL))
+                .await
+            {
+                Ok(Ok(true)) => held_until = asked + LEASE_TTL,
+                Ok(Ok(false)) => return,
+                Ok(Err(error)) => {
                     warn!(error = %error, "could not renew the mailbox lease");
-                    if Instant::now() >= held_until {
-                        return;
-                    }
                 }
+                Err(_) => return,
             }
         }
     }

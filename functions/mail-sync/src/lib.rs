@@ -138,7 +138,7 @@ pub fn build_app(
             summaries,
         },
         work: MailWork::new(
-            Arc::new(activity_store(
+            Arc::new(
                 DynamoActivityStore::new(dynamo.clone(), &tables.activities)
                     .with_fence(Fence::new(&tables.connections))
                     .with_bodies(Arc::new(S3BodyStore::new(
@@ -147,35 +147,17 @@ pub fn build_app(
                             aws.endpoint_url().is_some(),
                         ),
                         bodies_bucket,
-                    ))),
-                config,
-                &dynamo,
-            )),
+                    )))
+                    .with_default_retention(
+                        config.activity_retention_days,
+                        Arc::new(DynamoTenantStore::new(dynamo.clone(), &tables.tenants)),
+                    ),
+            ),
             Arc::new(DynamoCrmIndex::new(dynamo, &tables.crm)),
             settings,
         ),
         fan_out: FanOutOptions::default(),
     })
-}
-
-/// The activity store with the stack's retention (`ACTIVITY_RETENTION_DAYS`, a tenant's
-/// own setting first), when configured.
-fn activity_store(
-    store: connector_core::adapters::dynamodb::DynamoActivityStore,
-    config: &connector_core::config::Config,
-    dynamo: &aws_sdk_dynamodb::Client,
-) -> connector_core::adapters::dynamodb::DynamoActivityStore {
-    use connector_core::adapters::dynamodb::{ActivityRetention, DynamoTenantStore};
-    match config.activity_retention_days {
-        Some(days) => store.with_retention(ActivityRetention::new(
-            days,
-            Arc::new(DynamoTenantStore::new(
-                dynamo.clone(),
-                &config.tables.tenants,
-            )),
-        )),
-        None => store,
-    }
 }
 
 /// A failure of the invocation as a whole (only schedule mode has one).

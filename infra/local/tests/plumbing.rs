@@ -373,6 +373,12 @@ async fn maximum_concurrency_bounds_invocations_in_flight() {
         done.load(Ordering::SeqCst) == 24
     })
     .await;
+    // The handler counts a record before the mapping deletes it: the last batch's
+    // DeleteMessageBatch may still be in flight when the count reaches 24.
+    wait_for("all 24 records deleted", Duration::from_secs(10), || {
+        esm.counts().deleted == 24
+    })
+    .await;
     let counts = esm.counts();
     esm.stop().await.unwrap();
     // 12+ batches of 400 ms each: enough to fill 3 slots, never a 4th.

@@ -75,6 +75,23 @@ pub struct DynamoActivityStore {
     fence: Option<Fence>,
 }
 
+/// The activities by (owner, id), the last of one key winning: a BatchWriteItem refuses
+/// the same key twice.
+fn latest_versions(activities: &[Activity]) -> BTreeMap<(String, String), &Activity> {
+    activities
+        .iter()
+        .map(|activity| {
+            (
+                (
+                    activity.owner().to_string(),
+                    activity.activity_id.to_string(),
+                ),
+                activity,
+            )
+        })
+        .collect()
+}
+
 /// A body object to write: its key and bytes.
 type BodyObject = (String, Vec<u8>);
 
@@ -84,50 +101,35 @@ fn is_validation(error: &(impl ProvideErrorMetadata + ?Sized)) -> bool {
 }
 
 /// DynamoDB's words when it refused a write for an item itself (a ValidationException of
-/// BatchWriteItem, PutItem or TransactWriteItems, or a transaction cancelled with a
-/// `ValidationError` reason); `None` for any other failure. The messages name limits and
+/// BatchWriteItem or PutItem); `None` for any other failure. The messages name limits and
 /// types, never attribute values.
 fn refusal(error: &StoreError) -> Option<String> {
     use aws_sdk_dynamodb::error::SdkError;
     use aws_sdk_dynamodb::operation::{
         batch_write_item::BatchWriteItemError, put_item::PutItemError,
-        transact_write_items::TransactWriteItemsError,
     };
     let StoreError::Backend { source, .. } = error else {
         return None;
     };
-    let message = |m: Option<&str>| {
+    let service_error: &dyn ProvideErrorMetadata =
+        if let Some(e) = source.downcast_ref::<SdkError<BatchWriteItemError>>() {
+            e.as_service_error()?
+        } else {
+            source
+                .downcast_ref::<SdkError<PutItemError>>()?
+                .as_service_error()?
+        };
+    is_validation(service_error).then(|| {
         format!(
             "ValidationException: {}",
-            m.unwrap_or_default().chars().take(200).collect::<String>()
+            service_error
+                .message()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>()
         )
-    };
-    if let Some(e) = source.downcast_ref::<SdkError<BatchWriteItemError>>() {
-        return e
-            .as_service_error()
-            .filter(|e| is_validation(*e))
-            .map(|e| message(e.message()));
-    }
-    if let Some(e) = source.downcast_ref::<SdkError<PutItemError>>() {
-        return e
-            .as_service_error()
-            .filter(|e| is_validation(*e))
-            .map(|e| message(e.message()));
-    }
-    let e = source
-        .downcast_ref::<SdkError<TransactWriteItemsError>>()?
-        .as_service_error()?;
-    if is_validation(e) {
-        return Some(message(e.message()));
-    }
-    match e {
-        TransactWriteItemsError::TransactionCanceledException(cancelled) => cancelled
-            .cancellation_reasons()
-            .iter()
-            .find(|r| r.code() == Some("ValidationError"))
-            .map(|r| message(r.message())),
-        _ => None,
-    }
+    })
 }
 
 impl DynamoActivityStore {
@@ -142,43 +144,54 @@ impl DynamoActivityStore {
         }
     }
 
-    /// A worker's store: activities are put only while their owner's connection is active
-    /// ([`Fence`]), in transactions instead of batches.
+    /// A worker's store: before each write it checks that the owners' connections are
+    /// still active ([`Fence::ensure_active`]); the mailbox lease orders the write itself
+    /// against a disconnection (docs/fencing.md).
     pub fn with_fence(mut self, fence: Fence) -> Self {
         self.fence = Some(fence);
         self
     }
 
-    /// Puts items (each with its owner): behind the fence when there is one (a transaction
-    /// per owner and chunk), else BatchWriteItem.
-    async fn put_items(&self, items: Vec<(UserKey, Item)>) -> Result<(), StoreError> {
+    /// `Fenced` when the connection of any owner among `activities` is no longer active.
+    async fn ensure_active<'a>(
+        &self,
+        activities: impl IntoIterator<Item = &'a Activity>,
+    ) -> Result<(), StoreError> {
         let Some(fence) = &self.fence else {
-            let requests = items
-                .into_iter()
-                .map(|(_, item)| put_request(item, &self.table))
-                .collect::<Result<Vec<_>, _>>()?;
-            return batch_write(&self.client, &self.table, requests, self.backoff).await;
+            return Ok(());
         };
-        let mut by_owner: BTreeMap<String, (UserKey, Vec<Item>)> = BTreeMap::new();
-        for (owner, item) in items {
-            by_owner
-                .entry(owner.to_string())
-                .or_insert_with(|| (owner, Vec::new()))
-                .1
-                .push(item);
-        }
-        for (owner, items) in by_owner.into_values() {
-            fence
-                .put_all(&self.client, &owner, &self.table, items)
-                .await?;
+        let owners: BTreeMap<String, UserKey> = activities
+            .into_iter()
+            .map(|activity| (activity.owner().to_string(), activity.owner()))
+            .collect();
+        for owner in owners.values() {
+            fence.ensure_active(&self.client, owner).await?;
         }
         Ok(())
+    }
+
+    /// Puts items, 25 per BatchWriteItem.
+    async fn put_items(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let requests = items
+            .into_iter()
+            .map(|item| put_request(item, &self.table))
+            .collect::<Result<Vec<_>, _>>()?;
+        batch_write(&self.client, &self.table, requests, self.backoff).await
     }
 
     /// Writes each activity with its expiry (`expiresAt`, the table's TTL attribute).
     pub fn with_retention(mut self, retention: ActivityRetention) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// The stack's retention when it has one (`ACTIVITY_RETENTION_DAYS`, config
+    /// `activity_retention_days`; a tenant's own setting first), read from `tenants`.
+    pub fn with_default_retention(self, days: Option<u32>, tenants: Arc<dyn TenantStore>) -> Self {
+        match days {
+            Some(days) => self.with_retention(ActivityRetention::new(days, tenants)),
+            None => self,
+        }
     }
 
     /// The retention in days of each tenant among `activities` (none without a retention).
@@ -350,30 +363,18 @@ impl DynamoActivityStore {
             .map(drop)
     }
 
-    /// One put (behind the fence when there is one); `Ok(Some(reason))` when DynamoDB
-    /// refused the item itself.
-    async fn put_single(&self, owner: &UserKey, item: Item) -> Result<Option<String>, StoreError> {
-        let result = match &self.fence {
-            Some(fence) => {
-                let put = aws_sdk_dynamodb::types::Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|error| backend("Put", &self.table, error))?;
-                fence.put_one(&self.client, owner, &self.table, put).await
-            }
-            None => self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|error| backend("PutItem", &self.table, error)),
-        };
+    /// One PutItem; `Ok(Some(reason))` when DynamoDB refused the item itself.
+    async fn put_single(&self, item: Item) -> Result<Option<String>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|error| backend("PutItem", &self.table, error));
         match result {
-            Ok(()) => Ok(None),
+            Ok(_) => Ok(None),
             Err(error) => match refusal(&error) {
                 Some(reason) => Ok(Some(reason)),
                 None => Err(error),
@@ -390,10 +391,7 @@ impl DynamoActivityStore {
         report: &mut StoreReport,
     ) -> Result<(), StoreError> {
         for chunk in pending.chunks(BATCH_WRITE_LIMIT) {
-            let items = chunk
-                .iter()
-                .map(|(activity, item, _, _)| (activity.owner(), item.clone()))
-                .collect();
+            let items = chunk.iter().map(|(_, item, _, _)| item.clone()).collect();
             let changed = chunk.iter().filter(|(.., changed)| *changed).count() as u64;
             match self.put_items(items).await {
                 Ok(()) => report.written += changed,
@@ -403,7 +401,7 @@ impl DynamoActivityStore {
                         "a write of activities was refused with a ValidationException; writing the items one by one"
                     );
                     for (activity, item, object_key, changed) in chunk {
-                        match self.put_single(&activity.owner(), item.clone()).await? {
+                        match self.put_single(item.clone()).await? {
                             None => report.written += u64::from(*changed),
                             Some(reason) => {
                                 warn!(activity = %activity.activity_id, %reason, "an activity was refused by the table");
@@ -498,20 +496,12 @@ impl ActivityStore for DynamoActivityStore {
         if self.bodies.is_none() {
             // Meetings (calendar-sync): no body, no fingerprint read; one BatchWriteItem
             // per 25, the same key twice keeping the last version.
-            let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
-            for activity in activities {
-                latest.insert(
-                    (
-                        activity.owner().to_string(),
-                        activity.activity_id.to_string(),
-                    ),
-                    activity,
-                );
-            }
+            let latest = latest_versions(activities);
             let days = self.retention_days(latest.values().copied()).await?;
+            self.ensure_active(latest.values().copied()).await?;
             let items = latest
                 .into_values()
-                .map(|activity| Ok((activity.owner(), self.prepare(activity, &days)?.0)))
+                .map(|activity| Ok(self.prepare(activity, &days)?.0))
                 .collect::<Result<Vec<_>, StoreError>>()?;
             return self.put_items(items).await;
         }
@@ -538,16 +528,7 @@ impl ActivityStore for DynamoActivityStore {
         activities: &[Activity],
         rewrite_unchanged: bool,
     ) -> Result<StoreReport, StoreError> {
-        let mut latest: BTreeMap<(String, String), &Activity> = BTreeMap::new();
-        for activity in activities {
-            latest.insert(
-                (
-                    activity.owner().to_string(),
-                    activity.activity_id.to_string(),
-                ),
-                activity,
-            );
-        }
+        let latest = latest_versions(activities);
         let keys: Vec<(String, String)> = latest.keys().cloned().collect();
         let stored = self.fingerprints(&keys).await?;
         let days = self.retention_days(latest.values().copied()).await?;
@@ -582,20 +563,13 @@ impl ActivityStore for DynamoActivityStore {
         // Bodies first: an item is only ever written once what it points to exists. A
         // failure below leaves objects without items; the retry overwrites them (same key),
         // a refused item's object is deleted here.
-        let written: Vec<String> = objects.iter().map(|(key, _)| key.clone()).collect();
-        self.put_objects(objects).await?;
-        match self.put_pending(&pending, &mut report).await {
-            Ok(()) => {}
-            Err(error @ StoreError::Fenced { .. }) => {
-                // Disconnected meanwhile: the objects written above must not outlive the
-                // disconnection that fenced their items out.
-                if let Some(bodies) = &self.bodies {
-                    bodies.delete_bodies(&written).await?;
-                }
-                return Err(error);
-            }
-            Err(error) => return Err(error),
+        if pending.is_empty() {
+            return Ok(report);
         }
+        self.ensure_active(pending.iter().map(|(activity, ..)| *activity))
+            .await?;
+        self.put_objects(objects).await?;
+        self.put_pending(&pending, &mut report).await?;
         for (owner, versions) in &superseded {
             self.delete_versions(owner, versions).await?;
         }

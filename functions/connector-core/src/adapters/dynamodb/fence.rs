@@ -1,11 +1,15 @@
-//! The disconnect fence (docs/fencing.md): a worker's write of a user's data goes through
-//! TransactWriteItems with a ConditionCheck that the user's connection item still exists
-//! with status `active`. `connectorctl disconnect` marks the connection disconnected (and
-//! `offboard-tenant` deletes it) before it deletes anything, so once it returns every
-//! fenced write of that user fails as a whole with [`StoreError::Fenced`] instead of
-//! bringing data back. A transaction holds at most 100 actions
-//! (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html;
-//! read 2026-12-05), and its ConditionCheck may name another table: the check plus 99 puts.
+//! The disconnect fence (docs/fencing.md): a worker's writes of a user's sync state (taking
+//! the mailbox lease, the sync meta, folder cursors) go through TransactWriteItems with a
+//! ConditionCheck that the user's connection item still exists with status `active`
+//! (a ConditionCheck may name another table than the put it guards:
+//! https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html,
+//! read 2026-12-05). `connectorctl disconnect` marks the connection disconnected (and
+//! `offboard-tenant` deletes it) before it deletes anything, so a running worker's next
+//! checkpoint fails with [`StoreError::Fenced`] and the run ends. Activity items are not
+//! written in transactions: a worker writes them under the mailbox lease, which disconnect
+//! waits for before it deletes, after one strongly consistent read of the connection
+//! ([`Fence::ensure_active`]) per write (docs/fencing.md says why that is enough, and
+//! cheaper).
 
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
 
@@ -13,9 +17,6 @@ use super::*;
 
 /// Tries of a transaction cancelled by a concurrent one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 6;
-
-/// Actions of one TransactWriteItems call.
-pub const TRANSACTION_LIMIT: usize = 100;
 
 /// The connections table whose `status` fences a user's writes.
 #[derive(Clone, Debug)]
@@ -45,29 +46,39 @@ impl Fence {
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
-    /// Puts `items` into `table`, each chunk of 99 in one transaction with the check:
-    /// all of a chunk or none of it, and none once the connection is not active.
-    pub(super) async fn put_all(
+    /// `Fenced` unless `user`'s connection exists with status `active` now (a strongly
+    /// consistent GetItem of its status alone). Not atomic with the write that follows: the
+    /// mailbox lease orders those against a disconnection.
+    pub(super) async fn ensure_active(
         &self,
         client: &Client,
         user: &UserKey,
-        table: &str,
-        items: Vec<Item>,
     ) -> Result<(), StoreError> {
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let mut actions = vec![self.check(user)?];
-            for item in items.by_ref().take(TRANSACTION_LIMIT - 1) {
-                let put = Put::builder()
-                    .table_name(table)
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|error| backend("Put", table, error))?;
-                actions.push(TransactWriteItem::builder().put(put).build());
-            }
-            self.transact(client, user, actions, table).await?;
+        let output = client
+            .get_item()
+            .table_name(&self.connections_table)
+            .set_key(Some(HashMap::from([
+                ("tenantId".to_owned(), s(user.tenant_id.as_str())),
+                ("userId".to_owned(), s(user.user_id.as_str())),
+            ])))
+            .consistent_read(true)
+            .projection_expression("#status")
+            .expression_attribute_names("#status", "status")
+            .send()
+            .await
+            .map_err(|error| backend("GetItem", &self.connections_table, error))?;
+        let active = output
+            .item
+            .as_ref()
+            .and_then(|item| string_attr(item, "status"))
+            == Some(ConnectionStatus::Active.as_str());
+        if active {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                what: format!("writes of {user}"),
+            })
         }
-        Ok(())
     }
 
     /// One conditional put of `item` (its own condition, if any) behind the check.
