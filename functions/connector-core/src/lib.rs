@@ -29,6 +29,7 @@ pub mod graph;
 pub mod matching;
 pub mod messages;
 pub mod oauth;
+pub mod offboard;
 pub mod ports;
 pub mod secret;
 pub mod sync;

@@ -14,8 +14,8 @@ use time::{Date, OffsetDateTime};
 use crate::budget::{LedgerRead, MailboxShares};
 use crate::domain::{
     Activity, ActivityId, Connection, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease,
-    ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey,
-    UserSwitches,
+    ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, TenantSwitches,
+    UserKey, UserSwitches,
 };
 use crate::matching::CrmMatchIndex;
 use crate::messages::SyncJob;
@@ -155,6 +155,14 @@ pub trait TenantStore: Send + Sync {
     async fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
     /// Returns whether a record existed.
     async fn delete_tenant(&self, tenant_id: &TenantId) -> Result<bool, StoreError>;
+    /// Replaces the administrator's switches of an existing tenant (`NotFound` otherwise),
+    /// leaving the rest of the record as it is.
+    async fn set_switches(
+        &self,
+        tenant_id: &TenantId,
+        switches: TenantSwitches,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

@@ -1,23 +1,8 @@
 //! Offboarding: `connectorctl disconnect` (one user) and `connectorctl offboard-tenant`
 //! (every user of a tenant, its CRM index and its consent record).
 //!
-//! Disconnecting a user, in this order:
-//! 1. the connection becomes `disconnected` (fan-out and workers skip it from now on) and
-//!    keeps nothing personal: no UPN, mail, name or scopes, so the record only says "this
-//!    user was disconnected"; the next sign-in replaces it with a fresh one. This is the
-//!    fence (docs/fencing.md): every worker write of the user's data is a transaction that
-//!    checks the connection is still active, and a token refresh never creates a secret,
-//!    so a worker still running with a cached access token writes nothing after this
-//!    step; offboarding marks the connection the same way first and deletes it last;
-//! 2. the refresh-token secret is deleted at once (no recovery window);
-//! 3. the mail and calendar sync leases are taken, waiting for a worker that is still
-//!    running (workers check the connection before they take the lease, so once we hold
-//!    it no worker writes for the user any more); then every sync item (lease, meta,
-//!    cursors) is deleted. A live worker renews its 90 s lease every 30 s, so the wait
-//!    lasts until its run ends; a dead worker's lease lapses within 90 s; a stalled one
-//!    whose lease we took finds its next renewal refused and stops writing;
-//! 4. the imported activities (their items, then every message body object under the
-//!    user's prefix in the bodies bucket) and the Teams share targets are deleted.
+//! Disconnecting a user is connector-core's [`connector_core::offboard`] (the platform API
+//! and the user's settings page use it too).
 //!
 //! Offboarding a tenant disconnects every user found for it (connection records, and
 //! leftovers without one: token secrets named `office365/{tenant}/...`, sync-state and
@@ -31,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -43,30 +28,11 @@ use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::teams_dynamodb::DynamoShareTargetStore;
 use connector_core::config::{bucket_name, table_name, vars};
-use connector_core::domain::{
-    Connection, ConnectionStatus, ParkedUntil, ScopeSet, StatusChange, SyncKey, SyncKind, TenantId,
-    UserId, UserKey, UserSwitches, tenant_body_prefix,
-};
-use connector_core::ports::{
-    ActivityStore, BodyStore, ConnectionStore, CrmIndex, ShareTargetStore, SyncStateStore,
-    TenantStore, TokenVault,
-};
+use connector_core::domain::{TenantId, UserId, UserKey, tenant_body_prefix};
+pub use connector_core::offboard::{Stores, UserReport};
+use connector_core::ports::{BodyStore, CrmIndex, TenantStore};
 use serde::Serialize;
 use time::OffsetDateTime;
-
-/// The reason recorded on a connection an operator disconnected.
-pub const DISCONNECTED_REASON: &str = "operator_disconnected";
-
-/// The ports disconnecting a user goes through.
-pub struct Stores<'a> {
-    pub connections: &'a dyn ConnectionStore,
-    pub sync: &'a dyn SyncStateStore,
-    pub activities: &'a dyn ActivityStore,
-    pub targets: &'a dyn ShareTargetStore,
-    pub vault: &'a dyn TokenVault,
-    /// How long to wait for a running sync to release its lease.
-    pub lease_wait: Duration,
-}
 
 /// What offboarding a tenant needs besides [`Stores`].
 pub struct TenantStores<'a> {
@@ -94,19 +60,6 @@ pub trait Residue: Send + Sync {
     async fn users_with_data(&self, tenant: &TenantId) -> Result<BTreeSet<UserId>>;
 }
 
-/// What disconnecting one user did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserReport {
-    pub tenant_id: String,
-    pub user_id: String,
-    /// The connection's status before (`None`: there was no connection record).
-    pub previous_status: Option<String>,
-    pub activities_deleted: u64,
-    /// `disconnected` (record kept) or `deleted` (tenant offboarding) or `absent`.
-    pub connection: &'static str,
-}
-
 /// What offboarding a tenant did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -123,120 +76,25 @@ pub struct TenantReport {
     pub idempotency_records_deleted: u64,
 }
 
-/// The connection as it stays after a disconnection: who and when, nothing else.
-fn tombstone(connection: &Connection, now: OffsetDateTime) -> Connection {
-    let mut gone = connection.clone();
-    gone.upn = String::new();
-    gone.mail = None;
-    gone.display_name = None;
-    gone.granted_scopes = ScopeSet::new();
-    gone.switches = UserSwitches::default();
-    gone.parked_until = ParkedUntil::default();
-    gone.apply(&StatusChange::new(
-        ConnectionStatus::Disconnected,
-        Some(DISCONNECTED_REASON),
-        now,
-    ));
-    gone
-}
-
-impl Stores<'_> {
-    /// Holds the sync lease of `key`, waiting up to `lease_wait` for a running worker.
-    async fn quiesce(&self, key: &SyncKey, holder: &str) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.lease_wait;
-        loop {
-            // Long enough to delete everything; deleting the state removes the lease too.
-            if self
-                .sync
-                .acquire_lease(key, holder, Duration::from_secs(600))
-                .await
-                .with_context(|| format!("taking the sync lease of {key}"))?
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "a {} sync of {} is still running (it holds the lease); the connection is \
-                     disconnected and its secret deleted already, so the sync stops at its next \
-                     step: run the command again in a few minutes to delete the rest",
-                    key.kind,
-                    key.user()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// Disconnects one user. `keep_record`: leave a `disconnected` connection record
-    /// (a user's disconnection) or delete it (tenant offboarding).
-    pub async fn disconnect_user(
-        &self,
-        key: &UserKey,
-        keep_record: bool,
-        now: OffsetDateTime,
-    ) -> Result<UserReport> {
-        let existing = self
-            .connections
-            .get_connection(key)
-            .await
-            .with_context(|| format!("reading the connection of {key}"))?;
-        // First, also when offboarding deletes the record at the end: a disconnected
-        // connection is the fence every worker write checks (docs/fencing.md), so from
-        // here on no running worker writes anything of this user again.
-        if let Some(connection) = &existing {
-            self.connections
-                .upsert_connection(&tombstone(connection, now))
-                .await
-                .with_context(|| format!("marking {key} disconnected"))?;
-        }
-        self.vault
-            .delete_token(key)
-            .await
-            .with_context(|| format!("deleting the token secret of {key}"))?;
-        let holder = format!("offboarding-{}", uuid::Uuid::new_v4());
-        for kind in SyncKind::ALL {
-            let sync_key = SyncKey::new(key.tenant_id.clone(), key.user_id.clone(), kind);
-            self.quiesce(&sync_key, &holder).await?;
-            self.sync
-                .delete_sync_state(&sync_key)
-                .await
-                .with_context(|| format!("deleting the sync state of {sync_key}"))?;
-        }
-        let activities_deleted = self
-            .activities
-            .delete_all_activities(key)
-            .await
-            .with_context(|| format!("deleting the activities of {key}"))?;
-        self.targets
-            .delete_targets(key)
-            .await
-            .with_context(|| format!("deleting the share targets of {key}"))?;
-        let connection = match (&existing, keep_record) {
-            (Some(_), true) => "disconnected",
-            (Some(_), false) => {
-                self.connections
-                    .delete_connection(key)
-                    .await
-                    .with_context(|| format!("deleting the connection of {key}"))?;
-                "deleted"
-            }
-            (None, _) => "absent",
-        };
-        Ok(UserReport {
-            tenant_id: key.tenant_id.to_string(),
-            user_id: key.user_id.to_string(),
-            previous_status: existing.map(|c| c.status.to_string()),
-            activities_deleted,
-            connection,
-        })
-    }
-
-    /// Offboards a whole tenant.
-    pub async fn offboard_tenant(
+/// Offboarding a whole tenant, on top of disconnecting its users.
+#[async_trait]
+pub trait OffboardTenant {
+    async fn offboard_tenant(
         &self,
         more: &TenantStores<'_>,
         tenant: &TenantId,
-        now: OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<TenantReport>;
+}
+
+#[async_trait]
+impl OffboardTenant for Stores<'_> {
+    /// Offboards a whole tenant.
+    async fn offboard_tenant(
+        &self,
+        more: &TenantStores<'_>,
+        tenant: &TenantId,
+        now: time::OffsetDateTime,
     ) -> Result<TenantReport> {
         // Consent first: with the tenant record gone, nothing new is imported for it.
         let tenant_record_deleted = more
@@ -613,35 +471,4 @@ pub async fn offboard_tenant(tenant: &str, wait_secs: u64, json: bool) -> Result
         report.idempotency_records_deleted
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use connector_core::domain::FeatureBundle;
-    use time::macros::datetime;
-
-    #[test]
-    fn a_tombstone_keeps_nothing_personal() {
-        let mut connection = Connection::new_active(
-            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
-            UserId::parse("00000000-0000-0000-0000-000000000001").expect("guid"),
-            "adele@contoso.com",
-            FeatureBundle::All.scope_set(),
-            datetime!(2026-03-01 8:00 UTC),
-        );
-        connection.mail = Some("adele@contoso.com".into());
-        connection.display_name = Some("Adele Vance".into());
-        let gone = tombstone(&connection, datetime!(2026-03-02 8:00 UTC));
-        assert_eq!(gone.status, ConnectionStatus::Disconnected);
-        assert_eq!(gone.status_reason.as_deref(), Some(DISCONNECTED_REASON));
-        assert_eq!(gone.status_changed_at, datetime!(2026-03-02 8:00 UTC));
-        let json = serde_json::to_string(&gone).expect("json");
-        assert!(!json.contains("adele") && !json.contains("Adele"), "{json}");
-        assert!(gone.granted_scopes.usable_features().is_empty());
-        assert_eq!(
-            (gone.tenant_id, gone.user_id),
-            (connection.tenant_id, connection.user_id)
-        );
-    }
 }

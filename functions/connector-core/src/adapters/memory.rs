@@ -13,7 +13,7 @@ use crate::domain::crm::{normalize_domain, normalize_email};
 use crate::domain::{
     Activity, ActivityId, Connection, ConnectionStatus, CrmIndexContent, CrmIndexSummary,
     CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind,
-    SyncMeta, Tenant, TenantId, UserKey, UserSwitches,
+    SyncMeta, Tenant, TenantId, TenantSwitches, UserKey, UserSwitches,
 };
 use crate::matching::CrmMatchIndex;
 use crate::ports::{
@@ -79,6 +79,23 @@ impl TenantStore for MemoryTenantStore {
 
     async fn delete_tenant(&self, tenant_id: &TenantId) -> Result<bool, StoreError> {
         Ok(lock(&self.tenants).remove(tenant_id).is_some())
+    }
+
+    async fn set_switches(
+        &self,
+        tenant_id: &TenantId,
+        switches: TenantSwitches,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tenants = lock(&self.tenants);
+        let tenant = tenants
+            .get_mut(tenant_id)
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("tenant {tenant_id}"),
+            })?;
+        tenant.switches = switches;
+        tenant.updated_at = now;
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ pub use sync::{
     CursorKind, FolderCursor, Lease, SKIPPED_KEPT, SkippedItem, SyncCounters, SyncFailure, SyncKey,
     SyncKind, SyncMeta, SyncStage, SyncWindow,
 };
-pub use tenant::{ConsentMode, ConsentState, Tenant};
+pub use tenant::{ConsentMode, ConsentState, Tenant, TenantSwitches};
 
 /// A value that does not make a valid domain object.
 #[derive(Debug, thiserror::Error)]

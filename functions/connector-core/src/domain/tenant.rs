@@ -71,6 +71,33 @@ impl fmt::Display for ConsentState {
     }
 }
 
+/// What a tenant's administrator turned on (the `/admin` page, the platform API). Each
+/// one is a ceiling over the users' own switches: a user's mail sync runs only when both
+/// allow it. A record written before these existed reads as the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TenantSwitches {
+    /// Email import for the tenant's users ("if enabled by your admin").
+    pub mail_sync: bool,
+    /// Meeting import for the tenant's users.
+    pub calendar_sync: bool,
+    /// Posting to Teams channels and chats on users' behalf.
+    pub teams_sharing: bool,
+    /// Explicit Consent Mode (recording consent collected through the meeting invite).
+    pub explicit_consent: bool,
+}
+
+impl Default for TenantSwitches {
+    fn default() -> Self {
+        Self {
+            mail_sync: true,
+            calendar_sync: true,
+            teams_sharing: true,
+            explicit_consent: false,
+        }
+    }
+}
+
 /// One row of the tenants table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,6 +128,9 @@ pub struct Tenant {
     /// own date; `None`: the stack's `ActivityRetentionDays` (docs/data-retention.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity_retention_days: Option<u32>,
+    /// The administrator's switches.
+    #[serde(default)]
+    pub switches: TenantSwitches,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -119,6 +149,7 @@ impl Tenant {
             consented_at: None,
             consented_by: None,
             activity_retention_days: None,
+            switches: TenantSwitches::default(),
             updated_at: now,
         }
     }

@@ -450,7 +450,7 @@ impl DynamoConnectionStore {
     }
 }
 
-fn to_rfc3339(at: OffsetDateTime) -> String {
+pub(super) fn to_rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }

@@ -40,7 +40,8 @@ use crate::domain::crm::{normalize_domain, normalize_email};
 use crate::domain::{
     AccountRecord, Activity, ActivityId, AddressRecord, Connection, ConnectionStatus,
     CrmIndexSummary, CrmLookup, CrmRecordKind, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome,
-    StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, UserKey, UserSwitches,
+    StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, TenantSwitches, UserKey,
+    UserSwitches,
 };
 use crate::matching::{CrmMatchIndex, CrmMatchIndexBuilder};
 use crate::ports::{

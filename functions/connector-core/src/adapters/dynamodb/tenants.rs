@@ -58,4 +58,38 @@ impl TenantStore for DynamoTenantStore {
             .map_err(|error| backend("DeleteItem", &self.table, error))?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
+
+    async fn set_switches(
+        &self,
+        tenant_id: &TenantId,
+        switches: TenantSwitches,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let value =
+            serde_dynamo::to_attribute_value(switches).map_err(|error| StoreError::Corrupt {
+                resource: self.table.clone(),
+                key: tenant_id.to_string(),
+                source: Box::new(error),
+            })?;
+        // One attribute, so a consent recorded at the same time is not overwritten.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenantId", s(tenant_id.as_str()))
+            .update_expression("SET #switches = :switches, #updated = :now")
+            .condition_expression("attribute_exists(tenantId)")
+            .expression_attribute_names("#switches", "switches")
+            .expression_attribute_names("#updated", "updatedAt")
+            .expression_attribute_values(":switches", value)
+            .expression_attribute_values(":now", s(to_rfc3339(now)))
+            .send()
+            .await;
+        match conditional(result, "UpdateItem", &self.table)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound {
+                what: format!("tenant {tenant_id}"),
+            }),
+        }
+    }
 }
