@@ -92,8 +92,10 @@ pub const FINISH_MARGIN: Duration = Duration::from_secs(3);
 
 /// Whether a connection should get a `kind` job now: active, the user's switch on, the
 /// user's scopes allowing the feature, the tenant's admin grant allowing it (tenants in
-/// user-consent mode grant per user, so only the user's scopes count there), and not
-/// parked past `now`.
+/// user-consent mode grant per user, so only the user's scopes count there), the
+/// tenant's administrator not having switched the feature off, and not parked past `now`.
+/// The fan-out asks it, and so does the worker when the job arrives (a switch turned off
+/// in between stops the job).
 pub fn wants_job(
     connection: &Connection,
     tenant: Option<&Tenant>,
@@ -103,7 +105,8 @@ pub fn wants_job(
     let features: Option<BTreeSet<Feature>> = tenant
         .filter(|tenant| tenant.consent_mode == ConsentMode::Preauthorized)
         .map(Tenant::features);
-    connection.wants_sync(kind, features.as_ref(), now + PARK_GRACE)
+    let admin_allows = tenant.is_none_or(|tenant| tenant.switches.allows(kind));
+    admin_allows && connection.wants_sync(kind, features.as_ref(), now + PARK_GRACE)
 }
 
 /// What a fan-out did.
@@ -933,7 +936,12 @@ impl Worker {
         }
         if !wants_job(&connection, tenant.as_ref(), job.kind, now) {
             return JobOutcome::Skipped {
-                reason: if connection
+                reason: if tenant
+                    .as_ref()
+                    .is_some_and(|tenant| !tenant.switches.allows(job.kind))
+                {
+                    "disabled_by_admin"
+                } else if connection
                     .parked_until
                     .get(job.kind)
                     .is_some_and(|until| until > now + PARK_GRACE)
@@ -1388,6 +1396,28 @@ mod tests {
             .parked_until
             .set(SyncKind::Mail, Some(now + time::Duration::minutes(10)));
         assert!(!wants_job(&parked, None, SyncKind::Mail, now));
+    }
+
+    #[test]
+    fn the_administrators_switch_stops_the_feature_for_every_user() {
+        let now = datetime!(2026-03-01 9:00 UTC);
+        let c = connection();
+        for mode in [ConsentMode::UserConsent, ConsentMode::Preauthorized] {
+            let mut tenant = Tenant::new(c.tenant_id.clone(), mode, now);
+            tenant.record_admin_consent(
+                FeatureBundle::All,
+                &crate::domain::ScopeSet::new(),
+                None,
+                now,
+            );
+            tenant.consent_mode = mode;
+            assert!(wants_job(&c, Some(&tenant), SyncKind::Mail, now));
+            tenant.switches.mail_sync = false;
+            assert!(!wants_job(&c, Some(&tenant), SyncKind::Mail, now), "{mode}");
+            assert!(wants_job(&c, Some(&tenant), SyncKind::Calendar, now));
+            tenant.switches.calendar_sync = false;
+            assert!(!wants_job(&c, Some(&tenant), SyncKind::Calendar, now));
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use connector_core::domain::{
     Connection, ConnectionStatus, ConsentMode, ConsentState, Feature, FeatureBundle, Scope,
-    ScopeSet, StatusChange, SyncKind, Tenant, TenantId, UserKey,
+    ScopeSet, StatusChange, SyncKind, Tenant, TenantId, TenantSwitches, UserKey,
 };
 use connector_core::messages::{SyncJob, SyncReason};
 use connector_core::ports::{
@@ -785,6 +785,10 @@ impl App {
                         .flat_map(|bundle| bundle.features())
                         .collect()
                 };
+                // A user consents only to what the tenant's administrator left on (a
+                // pre-authorized tenant's `.default` is the administrator's own grant; the
+                // switches stop its use there, fan-out and workers check them).
+                let features = switched_on(features, &tenant.switches);
                 (
                     tenant.tenant_id.to_string(),
                     explicit_scope(&features),
@@ -1049,7 +1053,8 @@ impl App {
 
         let mut queued = Vec::new();
         for kind in [SyncKind::Mail, SyncKind::Calendar] {
-            if !connection.wants_sync(kind, None, now) {
+            // The fan-out's own rule, the administrator's switches included.
+            if !connector_core::sync::wants_job(&connection, Some(&tenant), kind, now) {
                 continue;
             }
             let job = SyncJob::new(
@@ -1132,6 +1137,20 @@ pub fn explicit_scope(features: &BTreeSet<Feature>) -> String {
         .join(" ")
 }
 
+/// `features` less those the tenant's administrator switched off. Calendar scopes stay
+/// while Explicit Consent Mode is on: it writes the consent link into the host's events.
+pub fn switched_on(features: BTreeSet<Feature>, switches: &TenantSwitches) -> BTreeSet<Feature> {
+    features
+        .into_iter()
+        .filter(|feature| match feature {
+            Feature::SignIn => true,
+            Feature::Mail => switches.mail_sync,
+            Feature::Calendar => switches.calendar_sync || switches.explicit_consent,
+            Feature::Teams => switches.teams_sharing,
+        })
+        .collect()
+}
+
 /// The bundle whose admin consent link fits a set of features.
 fn bundle_for(features: &BTreeSet<Feature>) -> FeatureBundle {
     let background: Vec<Feature> = features
@@ -1182,5 +1201,39 @@ mod tests {
             FeatureBundle::All
         );
         assert_eq!(bundle_for(&BTreeSet::new()), FeatureBundle::Auth);
+    }
+
+    #[test]
+    fn sign_in_asks_only_what_the_administrator_left_on() {
+        let all = BTreeSet::from([
+            Feature::SignIn,
+            Feature::Mail,
+            Feature::Calendar,
+            Feature::Teams,
+        ]);
+        assert_eq!(switched_on(all.clone(), &TenantSwitches::default()), all);
+        let switches = TenantSwitches {
+            mail_sync: false,
+            teams_sharing: false,
+            ..TenantSwitches::default()
+        };
+        assert_eq!(
+            explicit_scope(&switched_on(all.clone(), &switches)),
+            "openid email profile offline_access https://graph.microsoft.com/Calendars.ReadWrite https://graph.microsoft.com/OnlineMeetings.ReadWrite"
+        );
+        let consent_mode_only = TenantSwitches {
+            calendar_sync: false,
+            explicit_consent: true,
+            ..switches
+        };
+        assert!(switched_on(all.clone(), &consent_mode_only).contains(&Feature::Calendar));
+        let nothing = TenantSwitches {
+            explicit_consent: false,
+            ..consent_mode_only
+        };
+        assert_eq!(
+            switched_on(all, &nothing),
+            BTreeSet::from([Feature::SignIn])
+        );
     }
 }

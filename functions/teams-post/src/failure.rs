@@ -20,6 +20,8 @@ pub enum FailureCode {
     /// The tenant or the user has not granted the teams bundle (or Graph says the token
     /// lacks the permission).
     NoTeamsConsent,
+    /// The tenant's administrator turned Teams sharing off (`/admin`, the platform API).
+    SharingDisabled,
     /// No connection for this user.
     NotConnected,
     /// The user must sign in again (refresh refused, or 401 after a refresh).
@@ -43,7 +45,7 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
-    pub const ALL: [FailureCode; 16] = [
+    pub const ALL: [FailureCode; 17] = [
         FailureCode::MalformedJson,
         FailureCode::UnknownKind,
         FailureCode::InvalidMessage,
@@ -51,6 +53,7 @@ impl FailureCode {
         FailureCode::TooLarge,
         FailureCode::NotAMember,
         FailureCode::NoTeamsConsent,
+        FailureCode::SharingDisabled,
         FailureCode::NotConnected,
         FailureCode::ReauthRequired,
         FailureCode::ConsentRevoked,
@@ -71,6 +74,7 @@ impl FailureCode {
             FailureCode::TooLarge => "too_large",
             FailureCode::NotAMember => "not_a_member",
             FailureCode::NoTeamsConsent => "no_teams_consent",
+            FailureCode::SharingDisabled => "sharing_disabled",
             FailureCode::NotConnected => "not_connected",
             FailureCode::ReauthRequired => "reauth_required",
             FailureCode::ConsentRevoked => "consent_revoked",
@@ -106,6 +110,9 @@ impl FailureCode {
             }
             FailureCode::NoTeamsConsent => {
                 "Posting to Teams is not consented for this user: the tenant's administrator (or the user) must grant the teams bundle. Redrive once consented."
+            }
+            FailureCode::SharingDisabled => {
+                "The tenant's administrator turned Teams sharing off. Redrive once an administrator turns it on again (the admin page, or the platform API)."
             }
             FailureCode::NotConnected => {
                 "The user has no connection (never signed in, or disconnected). The user must sign in with Microsoft first."

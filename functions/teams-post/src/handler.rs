@@ -750,13 +750,19 @@ impl TeamsPoster {
             .get_tenant(&user.tenant_id)
             .await
             .map_err(Stop::store)?;
-        if let Some(tenant) = tenant
+        if let Some(tenant) = &tenant
             && tenant.consent_mode == ConsentMode::Preauthorized
             && !tenant.has_feature(Feature::Teams)
         {
             return Err(Stop::fail(
                 FailureCode::NoTeamsConsent,
                 "the tenant's admin consent does not include the teams bundle",
+            ));
+        }
+        if tenant.is_some_and(|tenant| !tenant.switches.teams_sharing) {
+            return Err(Stop::fail(
+                FailureCode::SharingDisabled,
+                "the tenant's administrator turned Teams sharing off",
             ));
         }
         Ok(connection)

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use connector_core::domain::ConnectionStatus;
-use connector_core::ports::ConnectionStore as _;
+use connector_core::ports::{ConnectionStore as _, TenantStore as _};
 use connector_core::teams::idempotency::record_id;
 use connector_core::teams::{IdempotencyStore as _, RecordState, ShareTargetStore as _};
 use serde_json::{Value, json};
@@ -617,4 +617,38 @@ async fn a_revoked_sign_in_marks_the_connection_and_dead_letters_the_post() {
         Outcome::AlreadyPosted { .. }
     ));
     assert_eq!(env.dead_letters().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_tenant_with_teams_sharing_off_posts_nothing_and_says_why() {
+    let env = Env::start().await;
+    let mut switches = env
+        .tenants
+        .get_tenant(&env.tenant_id())
+        .await
+        .expect("read")
+        .expect("tenant")
+        .switches;
+    switches.teams_sharing = false;
+    env.tenants
+        .set_switches(&env.tenant_id(), switches, time::OffsetDateTime::now_utc())
+        .await
+        .expect("switch off");
+    let body = env.post("k-off", ADELE, channel(SALES, GENERAL), "<p>off</p>");
+    env.send(std::slice::from_ref(&body)).await;
+    env.drain(Duration::from_secs(30)).await;
+    assert!(env.sim_messages().await.is_empty(), "nothing reached Teams");
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let report = dead[0].report.as_ref().expect("a reason");
+    assert_eq!(report.code, "sharing_disabled");
+    assert_eq!(dead[0].body, body, "the original, for a redrive");
+    // The user's connection is not the problem: it stays active.
+    let adele = env
+        .connections
+        .get_connection(&env.user_key(ADELE))
+        .await
+        .expect("read")
+        .expect("connection");
+    assert_eq!(adele.status, ConnectionStatus::Active);
 }

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::DomainError;
 use super::ids::TenantId;
 use super::scopes::{Feature, FeatureBundle, ScopeSet};
+use super::sync::SyncKind;
 
 /// How users of a tenant come to grant our scopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -85,6 +86,16 @@ pub struct TenantSwitches {
     pub teams_sharing: bool,
     /// Explicit Consent Mode (recording consent collected through the meeting invite).
     pub explicit_consent: bool,
+}
+
+impl TenantSwitches {
+    /// Whether the administrator lets the tenant's users import `kind`.
+    pub fn allows(self, kind: SyncKind) -> bool {
+        match kind {
+            SyncKind::Mail => self.mail_sync,
+            SyncKind::Calendar => self.calendar_sync,
+        }
+    }
 }
 
 impl Default for TenantSwitches {

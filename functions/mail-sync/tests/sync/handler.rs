@@ -129,3 +129,72 @@ async fn schedule_event_fans_out_and_job_event_imports() -> Result<()> {
     );
     Ok(())
 }
+
+/// The job event of `key`'s mailbox, from `events/mail-sync/job.json`.
+fn job_for(key: &connector_core::domain::UserKey) -> Result<Value> {
+    let mut job = event("job.json")?;
+    let mut body: Value =
+        serde_json::from_str(job["Records"][0]["body"].as_str().context("body")?)?;
+    body["tenantId"] = Value::from(key.tenant_id.as_str());
+    body["userId"] = Value::from(key.user_id.as_str());
+    job["Records"][0]["body"] = Value::from(body.to_string());
+    Ok(job)
+}
+
+/// Issue 14: the administrator's email switch (written as `/admin` and the platform API
+/// write it, `TenantStore::set_switches`) stops the next fan-out and a job already queued;
+/// turned on again, the next fan-out and run import as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_administrators_email_switch_stops_fan_out_and_workers() -> Result<()> {
+    use connector_core::ports::TenantStore as _;
+    let tenant = new_tenant();
+    let megan = new_user();
+    let users = vec![user(
+        &megan,
+        "megan@contoso.example",
+        "exchangeOnline",
+        megan_folders(),
+    )];
+    let h = Harness::start(tenant.clone(), world(&tenant, DOMAIN, users, vec![])).await?;
+    h.add_tenant(&[DOMAIN]).await?;
+    h.import_crm(&megan_crm(&tenant)).await?;
+    let megan = h.connect(&megan, "megan@contoso.example").await?;
+    let switch = |on: bool| {
+        let h = &h;
+        let tenant = tenant.clone();
+        async move {
+            let mut switches = h
+                .tenants
+                .get_tenant(&tenant)
+                .await?
+                .context("tenant")?
+                .switches;
+            switches.mail_sync = on;
+            h.tenants
+                .set_switches(&tenant, switches, time::OffsetDateTime::now_utc())
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+
+    switch(false).await?;
+    let report = mail_sync::handle(&h.app, event("schedule.json")?, deadline).await?;
+    assert_eq!(
+        (report["enqueued"].as_u64(), report["scanned"].as_u64()),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+    // A job queued before the switch: acknowledged, nothing read or stored.
+    let response = mail_sync::handle(&h.app, job_for(&megan)?, deadline).await?;
+    assert_eq!(response, serde_json::json!({"batchItemFailures": []}));
+    assert!(h.stored_ids(&megan).await?.is_empty());
+
+    switch(true).await?;
+    let report = mail_sync::handle(&h.app, event("schedule.json")?, deadline).await?;
+    assert_eq!(report["enqueued"], 1, "{report}");
+    let response = mail_sync::handle(&h.app, job_for(&megan)?, deadline).await?;
+    assert_eq!(response, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(h.stored_ids(&megan).await?, expected());
+    Ok(())
+}

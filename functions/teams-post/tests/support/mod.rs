@@ -110,6 +110,7 @@ pub struct Env {
     pub idempotency: DynamoIdempotencyStore,
     pub targets: DynamoShareTargetStore,
     pub connections: DynamoConnectionStore,
+    pub tenants: DynamoTenantStore,
     pub http: reqwest::Client,
 }
 
@@ -258,6 +259,7 @@ impl Env {
             idempotency: DynamoIdempotencyStore::new(dynamodb.clone(), tables.idempotency.clone()),
             targets: DynamoShareTargetStore::new(dynamodb, tables.sync_state.clone()),
             connections,
+            tenants,
             http: reqwest::Client::new(),
             config,
             poster,
