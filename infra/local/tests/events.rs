@@ -135,7 +135,11 @@ enum Kind {
 
 /// Which AWS event an event file is, from its shape.
 fn kind_of(event: &Value) -> Result<Kind> {
-    if event.pointer("/Records/0/eventSource").and_then(Value::as_str) == Some("aws:dynamodb") {
+    if event
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str)
+        == Some("aws:dynamodb")
+    {
         Ok(Kind::Stream)
     } else if event.get("Records").is_some() {
         Ok(Kind::Sqs)

@@ -197,10 +197,18 @@ async fn repository_template_provisions_completely() {
     let bus = stack.provisioned.physical("ConnectorEventBus").unwrap();
     assert!(bus.ends_with("-connector-events"), "{bus}");
     for table in ["ActivitiesTable", "ConnectionsTable", "SyncStateTable"] {
-        let arn = stack.provisioned.attribute(table, "StreamArn").unwrap_or_default();
+        let arn = stack
+            .provisioned
+            .attribute(table, "StreamArn")
+            .unwrap_or_default();
         assert!(arn.contains("/stream/"), "{table}: {arn}");
     }
-    assert!(stack.provisioned.attribute("TenantsTable", "StreamArn").is_none());
+    assert!(
+        stack
+            .provisioned
+            .attribute("TenantsTable", "StreamArn")
+            .is_none()
+    );
 
     // Operations resources are skipped, explicitly; the functions resolve to the names
     // their log groups are named after.
