@@ -75,6 +75,10 @@ pub struct Report {
     pub users: Vec<UserReport>,
     pub teams_message_url: String,
     pub consent_page: String,
+    /// What the platform's queue received from the connector's bus: count per detail-type.
+    pub events: std::collections::BTreeMap<String, u64>,
+    /// One received event per detail-type.
+    pub event_examples: Vec<String>,
 }
 
 impl Report {
@@ -98,6 +102,16 @@ impl Report {
                 "{:<10} {:<22} {:<12} {:>8} {:>7} {:>9} {:>9}\n",
                 u.tenant, u.upn, u.status, u.scanned, u.stored, u.discarded, u.meetings
             );
+        }
+        if !self.events.is_empty() {
+            out += "\nevents the platform received on its queue (rule on the connector's bus):\n";
+            for (kind, n) in &self.events {
+                out += &format!("  {kind:<24} {n:>6}\n");
+            }
+            out += "  one of each (ids and metadata only):\n";
+            for e in &self.event_examples {
+                out += &format!("    {e}\n");
+            }
         }
         out += &format!(
             "\nTeams message posted: {}\n\nTo click through the consent pages yourself in a browser, keep a stack running:\n  make up      (the demo world; microsoft-sim serves its real sign-in and consent pages)\n  then open the consent page it prints (this run's was {}), and `make down` to stop it.\n",
@@ -137,6 +151,7 @@ const BINARIES: &[&str] = &[
     "mail-sync",
     "calendar-sync",
     "teams-post",
+    "event-publisher",
 ];
 
 fn build() -> Result<()> {
@@ -509,6 +524,22 @@ pub async fn run(opts: &Options) -> Result<Report> {
         "stack up: moto + template resources, microsoft-sim, 4 functions under cargo lambda watch",
     );
 
+    // The platform subscribes to the connector's bus (a rule to its queue) before anything
+    // happens; the stream publisher reads from the streams' start anyway.
+    let bus = info
+        .functions_env
+        .get("EVENT_BUS_NAME")
+        .cloned()
+        .ok_or_else(|| anyhow!("no EVENT_BUS_NAME in the functions' environment"))?;
+    let platform_queue = local_stack::streams::subscribe_queue(
+        &sdk,
+        &bus,
+        "office365-connector",
+        "o365-demo-platform",
+    )
+    .await?;
+    report.step(format!("the platform subscribed a queue to the bus {bus}"));
+
     // CRM snapshots, one per tenant.
     let hand: Value = serde_json::from_str(&std::fs::read_to_string(&opts.crm)?)
         .with_context(|| format!("parsing {}", opts.crm.display()))?;
@@ -762,6 +793,47 @@ pub async fn run(opts: &Options) -> Result<Report> {
         bail!("per-user checks failed:\n  {}", failures.join("\n  "));
     }
     report.step("every user active with mail and meetings stored");
+
+    // What the platform received from the connector's bus.
+    let mut quiet = 0;
+    while quiet < 5 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&platform_queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        let messages = out.messages.unwrap_or_default();
+        quiet = if messages.is_empty() { quiet + 1 } else { 0 };
+        for m in messages {
+            let event: Value = serde_json::from_str(m.body().unwrap_or_default())?;
+            let kind = event["detail-type"].as_str().unwrap_or("?").to_string();
+            let n = report.events.entry(kind.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                report
+                    .event_examples
+                    .push(format!("{kind}: {}", event["detail"]));
+            }
+            sqs.delete_message()
+                .queue_url(&platform_queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+    ensure!(
+        report.events.get("ActivityImported").copied().unwrap_or(0) > 0
+            && report.events.contains_key("SyncRunCompleted")
+            && report.events.contains_key("ConnectionStatusChanged"),
+        "the platform's queue is missing events: {:?}",
+        report.events
+    );
+    report.step(format!(
+        "the platform received {} events from the bus",
+        report.events.values().sum::<u64>()
+    ));
     Ok(report)
 }
 

@@ -118,7 +118,7 @@ impl SqsSource {
     }
 }
 
-pub(crate) fn as_u64(v: &Value) -> Option<u64> {
+pub fn as_u64(v: &Value) -> Option<u64> {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }

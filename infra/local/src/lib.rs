@@ -24,6 +24,7 @@ pub mod provision;
 pub mod schedule;
 pub mod scheduler;
 pub mod stack;
+pub mod streams;
 pub mod template;
 
 use std::collections::BTreeMap;

@@ -271,11 +271,13 @@ async fn plumbing(state_dir: &std::path::Path) -> Result<ExitCode> {
         time_factor: info.time_factor,
         schedules: info.schedules,
         esm: EsmOptions::default(),
+        streams: Default::default(),
     };
     let plumbing = Plumbing::start(info.wiring.clone(), &sdk, invoker, options);
     tracing::info!(
         schedules = info.wiring.schedules.len(),
         mappings = info.wiring.mappings.len(),
+        streams = info.wiring.streams.len(),
         "plumbing running"
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

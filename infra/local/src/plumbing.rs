@@ -1,6 +1,7 @@
 //! The event plumbing of one provisioned stack, started together: the scheduler for every
-//! schedule of the template and an event source mapping for every SQS event source, all
-//! invoking through one [`Invoker`]. What the template does not declare does not run.
+//! schedule of the template and an event source mapping for every SQS and DynamoDB stream
+//! event source, all invoking through one [`Invoker`]. What the template does not declare
+//! does not run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::provision::Provisioned;
 use crate::scheduler::{
     Firing, ScheduledTarget, SchedulerHandle, SimClock, scheduled_targets, spawn_scheduler,
 };
+use crate::streams::{StreamHandle, StreamMappingConfig, StreamOptions, stream_mappings};
 use crate::template::Template;
 
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +28,7 @@ pub struct PlumbingOptions {
     /// Run the schedules at all (off when a driver fires them itself).
     pub schedules: bool,
     pub esm: EsmOptions,
+    pub streams: StreamOptions,
 }
 
 impl Default for PlumbingOptions {
@@ -34,6 +37,7 @@ impl Default for PlumbingOptions {
             time_factor: 1.0,
             schedules: true,
             esm: EsmOptions::default(),
+            streams: StreamOptions::default(),
         }
     }
 }
@@ -43,6 +47,9 @@ impl Default for PlumbingOptions {
 pub struct Wiring {
     pub schedules: Vec<ScheduledTarget>,
     pub mappings: Vec<MappingConfig>,
+    /// DynamoDB stream event sources (event-publisher).
+    #[serde(default)]
+    pub streams: Vec<StreamMappingConfig>,
 }
 
 impl Wiring {
@@ -50,6 +57,7 @@ impl Wiring {
         Ok(Self {
             schedules: scheduled_targets(template, provisioned)?,
             mappings: event_source_mappings(template, provisioned)?,
+            streams: stream_mappings(template, provisioned)?,
         })
     }
 }
@@ -59,6 +67,7 @@ pub struct Plumbing {
     pub wiring: Wiring,
     scheduler: Option<SchedulerHandle>,
     mappings: BTreeMap<String, EsmHandle>,
+    streams: Vec<StreamHandle>,
 }
 
 impl Plumbing {
@@ -70,6 +79,12 @@ impl Plumbing {
     ) -> Self {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let mappings = spawn_all(wiring.mappings.clone(), &sqs, invoker.clone(), options.esm);
+        let streams = crate::streams::spawn_all(
+            wiring.streams.clone(),
+            sdk,
+            invoker.clone(),
+            options.streams,
+        );
         let scheduler = options.schedules.then(|| {
             spawn_scheduler(
                 wiring.schedules.clone(),
@@ -81,6 +96,7 @@ impl Plumbing {
             wiring,
             scheduler,
             mappings,
+            streams,
         }
     }
 
@@ -106,6 +122,9 @@ impl Plumbing {
         }
         for (_, m) in self.mappings {
             m.stop().await?;
+        }
+        for s in self.streams {
+            s.stop().await?;
         }
         Ok(())
     }

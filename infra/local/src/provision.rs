@@ -36,6 +36,7 @@ pub const QUEUE: &str = "AWS::SQS::Queue";
 pub const SECRET: &str = "AWS::SecretsManager::Secret";
 pub const BUCKET: &str = "AWS::S3::Bucket";
 pub const BUCKET_POLICY: &str = "AWS::S3::BucketPolicy";
+pub const EVENT_BUS: &str = "AWS::Events::EventBus";
 
 /// Resource types the local stack knows and does not create: operations (alarms, log
 /// groups, SNS topics) have nothing to run against locally; functions, APIs, event
@@ -273,7 +274,7 @@ pub async fn provision(
         .filter(|(_, r)| {
             matches!(
                 r.get("Type").and_then(Value::as_str),
-                Some(TABLE | QUEUE | SECRET | BUCKET | BUCKET_POLICY)
+                Some(TABLE | QUEUE | SECRET | BUCKET | BUCKET_POLICY | EVENT_BUS)
             )
         })
         .map(|(id, r)| (id.as_str(), r))
@@ -309,6 +310,10 @@ pub async fn provision(
                 SECRET => create_secret(&sm, id, stack_name, &props, &mut resolver).await,
                 BUCKET => create_bucket(&s3, id, stack_name, &props, &mut resolver).await,
                 BUCKET_POLICY => put_bucket_policy(&s3, id, &props).await,
+                EVENT_BUS => {
+                    crate::streams::create_event_bus(sdk, id, stack_name, &props, &mut resolver)
+                        .await
+                }
                 _ => unreachable!("filtered above"),
             }
             .with_context(|| format!("creating {id} ({ty})"))?;
@@ -480,7 +485,24 @@ async fn create_table(
         }
         req = req.global_secondary_indexes(gsi.build()?);
     }
+    // `StreamSpecification` (the platform's events read the streams: crate::streams).
+    if let Some(view) = props
+        .pointer("/StreamSpecification/StreamViewType")
+        .and_then(Value::as_str)
+    {
+        req = req.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view))
+                .build()?,
+        );
+    }
     let out = req.send().await?;
+    if let Some(stream_arn) = out.table_description().and_then(|d| d.latest_stream_arn()) {
+        resolver
+            .attrs
+            .insert((id.to_string(), "StreamArn".into()), stream_arn.to_string());
+    }
     let arn = out
         .table_description()
         .and_then(|d| d.table_arn())

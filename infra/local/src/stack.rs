@@ -146,6 +146,7 @@ impl StackInfo {
             .iter()
             .map(|m| m.binary.as_str())
             .chain(self.wiring.schedules.iter().map(|s| s.binary.as_str()))
+            .chain(self.wiring.streams.iter().map(|s| s.binary.as_str()))
             .collect();
         let functions = binaries
             .into_iter()

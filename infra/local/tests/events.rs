@@ -129,11 +129,19 @@ enum Kind {
     Http,
     Sqs,
     Schedule,
+    /// A DynamoDB stream batch (event-publisher).
+    Stream,
 }
 
 /// Which AWS event an event file is, from its shape.
 fn kind_of(event: &Value) -> Result<Kind> {
-    if event.get("Records").is_some() {
+    if event
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str)
+        == Some("aws:dynamodb")
+    {
+        Ok(Kind::Stream)
+    } else if event.get("Records").is_some() {
         Ok(Kind::Sqs)
     } else if event.get("version").and_then(Value::as_str) == Some("2.0")
         && event.get("requestContext").is_some()
@@ -142,7 +150,7 @@ fn kind_of(event: &Value) -> Result<Kind> {
     } else if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         Ok(Kind::Schedule)
     } else {
-        bail!("neither an HTTP API v2, an SQS nor a scheduled event")
+        bail!("neither an HTTP API v2, an SQS, a DynamoDB stream nor a scheduled event")
     }
 }
 
@@ -217,6 +225,7 @@ struct Shapes {
     http: Value,
     sqs: Value,
     schedule: Value,
+    dynamodb: Value,
 }
 
 /// Keys of `object` at `path` (`None` when it is not an object).
@@ -336,6 +345,38 @@ fn shape_problems(kind: Kind, event: &Value, shapes: &Shapes) -> Vec<String> {
                 }
                 if record["eventSource"] != "aws:sqs" {
                     problems.push(format!("Records[{i}].eventSource is not aws:sqs"));
+                }
+            }
+        }
+        Kind::Stream => {
+            same_keys("event", event, &shapes.dynamodb, &[], &[], &mut problems);
+            // SAM's MODIFY record: both images.
+            let aws = &shapes.dynamodb["Records"][1];
+            for (i, record) in event["Records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                // `userIdentity` only on TTL deletions.
+                same_keys(
+                    &format!("Records[{i}]"),
+                    record,
+                    aws,
+                    &[],
+                    &["userIdentity"],
+                    &mut problems,
+                );
+                same_keys(
+                    &format!("Records[{i}].dynamodb"),
+                    &record["dynamodb"],
+                    &aws["dynamodb"],
+                    &["NewImage", "OldImage"],
+                    &[],
+                    &mut problems,
+                );
+                if record["eventSource"] != "aws:dynamodb" {
+                    problems.push(format!("Records[{i}].eventSource is not aws:dynamodb"));
                 }
             }
         }
@@ -672,7 +713,7 @@ fn check_sqs(expect: &Expectation, outcome: &Outcome) -> Result<()> {
     let wanted = expect
         .batch_item_failures
         .as_ref()
-        .context("an SQS event's expectation needs batchItemFailures")?;
+        .context("an SQS or stream event's expectation needs batchItemFailures")?;
     let Outcome::Ok(response) = outcome else {
         bail!("a batch response expected, got {outcome:?}");
     };
@@ -719,6 +760,7 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
         http: sam_event("apigateway", "http-api-proxy").expect("sam"),
         sqs: sam_event("sqs", "receive-message").expect("sam"),
         schedule: sam_event("cloudwatch", "scheduled-event").expect("sam"),
+        dynamodb: sam_event("dynamodb", "update").expect("sam"),
     };
     let template = Template::load(&template_path()).expect("template");
     let functions = template.functions().expect("functions");
@@ -761,6 +803,7 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
         };
         let delivered = function.events.iter().any(|e| match (&e.kind, kind) {
             (EventKind::Other(t), Kind::Http) => t == "HttpApi",
+            (EventKind::Other(t), Kind::Stream) => t == "DynamoDB",
             (EventKind::Sqs(_), Kind::Sqs) | (EventKind::Schedule(_), Kind::Schedule) => true,
             _ => false,
         });
@@ -845,7 +888,7 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
                 .map_err(|e| anyhow!("{e}"))?;
             match kind {
                 Kind::Http => check_http(expect, &outcome)?,
-                Kind::Sqs => check_sqs(expect, &outcome)?,
+                Kind::Sqs | Kind::Stream => check_sqs(expect, &outcome)?,
                 Kind::Schedule => check_schedule(expect, &outcome)?,
             }
             if !expect.sim_requests.is_empty() {

@@ -177,6 +177,7 @@ async fn repository_template_provisions_completely() {
                         | "AWS::SecretsManager::Secret"
                         | "AWS::S3::Bucket"
                         | "AWS::S3::BucketPolicy"
+                        | "AWS::Events::EventBus"
                 )
             )
         })
@@ -190,6 +191,24 @@ async fn repository_template_provisions_completely() {
         .filter(|t| t.starts_with(&format!("{}-", stack.provisioned.stack_name)))
         .count();
     assert_eq!(ours, 7);
+
+    // The platform's events: the bus, and the three streamed tables' stream ARNs (what
+    // EventPublisherFunction's event sources name).
+    let bus = stack.provisioned.physical("ConnectorEventBus").unwrap();
+    assert!(bus.ends_with("-connector-events"), "{bus}");
+    for table in ["ActivitiesTable", "ConnectionsTable", "SyncStateTable"] {
+        let arn = stack
+            .provisioned
+            .attribute(table, "StreamArn")
+            .unwrap_or_default();
+        assert!(arn.contains("/stream/"), "{table}: {arn}");
+    }
+    assert!(
+        stack
+            .provisioned
+            .attribute("TenantsTable", "StreamArn")
+            .is_none()
+    );
 
     // Operations resources are skipped, explicitly; the functions resolve to the names
     // their log groups are named after.
