@@ -648,19 +648,25 @@ impl App {
 
     // ------------------------------------------------------------------ changes (POST)
 
-    /// A change may only come from a page of ours: `Origin` equal to ours (or, without
-    /// `Origin`, `Sec-Fetch-Site: same-origin`) and the session's CSRF token.
+    /// A change may only come from a page of ours: `Origin` equal to ours, or, when the
+    /// browser sends no usable `Origin`, `Sec-Fetch-Site: same-origin`. Our pages carry
+    /// `Referrer-Policy: no-referrer`, under which a browser serializes the origin of a
+    /// form POST as `null` (Fetch standard, "serializing a request origin",
+    /// https://fetch.spec.whatwg.org/#serializing-a-request-origin, read 2026-12-06);
+    /// `Sec-Fetch-Site` is set by the browser alone (a forbidden request header: MDN
+    /// "Sec-Fetch-Site", https://developer.mozilla.org/docs/Web/HTTP/Reference/Headers/Sec-Fetch-Site,
+    /// read 2026-12-06). The CSRF token is checked besides, always.
     fn same_origin(&self, headers: &http::HeaderMap) -> bool {
         let ours = url::Url::parse(self.config.web.public_base_url.as_str())
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
-        if let Some(origin) = headers.get(http::header::ORIGIN) {
-            return origin.to_str().is_ok_and(|o| o == ours);
+        match headers.get(http::header::ORIGIN).map(|o| o.to_str()) {
+            Some(Ok("null")) | None => headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == "same-origin"),
+            Some(origin) => origin.is_ok_and(|o| o == ours),
         }
-        headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == "same-origin")
     }
 
     fn refused_change(&self) -> Stop {

@@ -310,6 +310,7 @@ async fn an_administrator_sees_their_own_tenant_only_and_changes_need_the_csrf_t
             vec![("csrf", token_a.as_str()), ("calendar_sync", "on")],
         ),
         (None, vec![("csrf", token_a.as_str())]),
+        (Some("null"), vec![("csrf", token_a.as_str())]),
         (
             Some(live.public.as_str()),
             vec![("csrf", token_b.as_str()), ("calendar_sync", "on")],
