@@ -32,9 +32,11 @@ use crate::sessions::{AuthSession, Flow};
 use crate::websession::{Role, SessionCookie, WEB_SESSION_TTL_SECONDS, WebSession};
 use crate::{App, Flowing, Leg, Stop};
 
-/// What the pages' sign-in asks: identity only (OpenID Connect scopes; "openid" gives the
-/// id_token, "profile" the name and preferred_username: scopes-oidc, "OpenID Connect
-/// scopes", https://learn.microsoft.com/entra/identity-platform/scopes-oidc, read 2026-12-06).
+/// What the pages' sign-in asks: identity only. `openid` makes the identity platform issue
+/// the id_token (with `tid`, `oid`), `profile` adds the name and preferred_username; no Graph
+/// permission is asked, so nothing of the mailbox is granted or connected ("OpenID Connect
+/// on the Microsoft identity platform",
+/// https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc, read 2026-12-06).
 pub const PORTAL_SCOPE: &str = "openid profile";
 
 /// Form bodies larger than this are refused.
