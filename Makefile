@@ -55,12 +55,13 @@ test-clients: $(STAMP)
 	$(PY) -m pytest -q infra/microsoft-sim/clients
 
 # A real browser (Debian's chromium, driven by the pinned playwright-core) through the
-# consent and sign-in pages; screenshots in target/browser/.
+# consent and sign-in pages, the administrator's view and the user's settings;
+# screenshots in target/browser/.
 test-browser: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 	cd tests/browser && npm ci --no-audit --no-fund
 	cargo build --locked -p consent-callback --example local_server
-	cd tests/browser && node --test consent.test.mjs
+	cd tests/browser && node --test consent.test.mjs admin.test.mjs
 
 # The functions' instruction set (template parameter `Architecture`): arm64, the
 # template's default, when this toolchain has the aarch64 Rust target; otherwise

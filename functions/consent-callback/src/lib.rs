@@ -9,7 +9,9 @@
 //! endpoint and the id_token validator. `main.rs` only builds the real adapters.
 //!
 //! Routes (GET only): `/consent`, `/consent/admin`, `/consent/callback`, `/auth/login`,
-//! `/auth/callback`, `/healthz`. Anything else is a 404 page; other methods get 405.
+//! `/auth/callback`, `/healthz`; the administrator's and the user's pages ([`portal`]): GET
+//! `/admin`, `/admin/login`, `/me`, `/me/login`, POST `/admin/switches`, `/me/switches`,
+//! `/me/disconnect`, `/auth/logout`. Anything else is a 404 page; other methods get 405.
 
 pub mod config;
 pub mod domains;
@@ -20,9 +22,11 @@ pub mod lambda;
 pub mod organization;
 pub mod pages;
 pub mod params;
+pub mod portal;
 pub mod security;
 pub mod sessions;
 pub mod token;
+pub mod websession;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,7 +37,8 @@ use connector_core::domain::{
 };
 use connector_core::messages::{SyncJob, SyncReason};
 use connector_core::ports::{
-    ConnectionStore, JobQueue, TenantStore, TokenVault, enqueue_sync_jobs,
+    ActivityStore, ConnectionStore, JobQueue, ShareTargetStore, SyncStateStore, TenantStore,
+    TokenVault, enqueue_sync_jobs,
 };
 use connector_core::secret::{AuthCode, TokenRecord};
 use http::{Method, StatusCode};
@@ -87,6 +92,14 @@ pub struct Ports {
     /// Graph's `/organization`, read with the verifying administrator's access token.
     pub organization: Arc<dyn OrganizationDirectory>,
     pub clock: Arc<dyn Clock>,
+    /// The sessions of `/admin` and `/me` ([`websession`]).
+    pub web_sessions: Arc<dyn websession::WebSessionStore>,
+    /// Sync state (the administrator's view reads it; disconnecting deletes it).
+    pub sync: Arc<dyn SyncStateStore>,
+    /// Imported activities (and their bodies): disconnecting deletes them.
+    pub activities: Arc<dyn ActivityStore>,
+    /// Teams share targets: disconnecting deletes them.
+    pub targets: Arc<dyn ShareTargetStore>,
 }
 
 pub struct App {
@@ -144,6 +157,9 @@ impl App {
         } else {
             raw_path.to_owned()
         };
+        if let Some(response) = self.portal(&path, &request).await {
+            return response;
+        }
         let known = matches!(
             path.as_str(),
             "/healthz"
@@ -271,6 +287,12 @@ impl App {
             warn!(flow = flow.as_str(), "callback without state");
             return Err(self.expired());
         };
+        // Our states are 43 base64url characters; web sessions share the table under
+        // `web#...` keys, which no state may name.
+        if state.contains('#') {
+            warn!(flow = flow.as_str(), "callback with a malformed state");
+            return Err(self.expired());
+        }
         let now = self.ports.clock.now();
         let session = self
             .ports
@@ -894,10 +916,22 @@ impl App {
         headers: &http::HeaderMap,
     ) -> Flowing<Response<Body>> {
         let session = self
-            .take_flow(query, headers, &[Flow::SignIn, Flow::AdminVerify])
+            .take_flow(
+                query,
+                headers,
+                &[
+                    Flow::SignIn,
+                    Flow::AdminVerify,
+                    Flow::AdminPortal,
+                    Flow::UserPortal,
+                ],
+            )
             .await?;
         if session.flow == Flow::AdminVerify {
             return self.admin_verification(session, query).await;
+        }
+        if matches!(session.flow, Flow::AdminPortal | Flow::UserPortal) {
+            return self.portal_callback(session, query).await;
         }
         let clear = self.cookie().clear();
         let (tokens, claims) = self

@@ -4,9 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
+use connector_core::adapters::dynamodb::{
+    DynamoActivityStore, DynamoConnectionStore, DynamoSyncStateStore, DynamoTenantStore,
+};
+use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::adapters::teams_dynamodb::DynamoShareTargetStore;
 use connector_core::credential::AppCredential;
 use connector_core::graph::{GraphClient, graph_http_client};
 use consent_callback::config::ConsentConfig;
@@ -16,6 +20,7 @@ use consent_callback::lambda::Handler;
 use consent_callback::organization::GraphOrganizationDirectory;
 use consent_callback::sessions::DynamoAuthSessionStore;
 use consent_callback::token::{OAuthCodeExchange, http_client};
+use consent_callback::websession::DynamoWebSessionStore;
 use consent_callback::{App, Ports, SystemClock};
 
 // One thread: Lambda gives this function a fraction of one vCPU (1,769 MB buys a whole
@@ -30,7 +35,20 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
 
     let config = ConsentConfig::from_env().context("configuration")?;
+    // The message bodies bucket: a user's disconnection from `/me` deletes their bodies.
+    let bucket = connector_core::config::bucket_name(
+        &|name| std::env::var(name).ok(),
+        connector_core::config::vars::MESSAGE_BODIES_BUCKET,
+    )
+    .context("configuration")?;
     let aws = aws_config::load_from_env().await;
+    let bodies = Arc::new(S3BodyStore::new(
+        s3_client(
+            aws_sdk_s3::config::Builder::from(&aws),
+            aws.endpoint_url().is_some(),
+        ),
+        bucket,
+    ));
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -61,8 +79,24 @@ async fn main() -> Result<(), lambda_http::Error> {
         vault: Arc::new(SecretsManagerVault::new(secrets)),
         queue: Arc::new(SqsJobQueue::new(sqs)),
         sessions: Arc::new(DynamoAuthSessionStore::new(
-            dynamodb,
+            dynamodb.clone(),
             tables.auth_sessions.clone(),
+        )),
+        web_sessions: Arc::new(DynamoWebSessionStore::new(
+            dynamodb.clone(),
+            tables.auth_sessions.clone(),
+        )),
+        sync: Arc::new(DynamoSyncStateStore::new(
+            dynamodb.clone(),
+            tables.sync_state.clone(),
+        )),
+        activities: Arc::new(
+            DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
+                .with_bodies(bodies),
+        ),
+        targets: Arc::new(DynamoShareTargetStore::new(
+            dynamodb,
+            tables.sync_state.clone(),
         )),
         exchange: Arc::new(OAuthCodeExchange::new(
             http.clone(),

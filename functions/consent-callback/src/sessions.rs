@@ -27,6 +27,10 @@ pub enum Flow {
     /// who consented, in which tenant, with which directory roles. Answered at `/auth/callback`.
     AdminVerify,
     SignIn,
+    /// A sign-in to the administrator's page `/admin` (`openid profile` only).
+    AdminPortal,
+    /// A sign-in to the user's settings page `/me` (`openid profile` only).
+    UserPortal,
 }
 
 impl Flow {
@@ -35,6 +39,8 @@ impl Flow {
             Flow::AdminConsent => "admin_consent",
             Flow::AdminVerify => "admin_verify",
             Flow::SignIn => "sign_in",
+            Flow::AdminPortal => "admin_portal",
+            Flow::UserPortal => "user_portal",
         }
     }
 
@@ -43,6 +49,8 @@ impl Flow {
             "admin_consent" => Some(Flow::AdminConsent),
             "admin_verify" => Some(Flow::AdminVerify),
             "sign_in" => Some(Flow::SignIn),
+            "admin_portal" => Some(Flow::AdminPortal),
+            "user_portal" => Some(Flow::UserPortal),
             _ => None,
         }
     }

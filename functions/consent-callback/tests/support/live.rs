@@ -8,9 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_sqs::Client as SqsClient;
-use connector_core::adapters::dynamodb::{DynamoConnectionStore, DynamoTenantStore};
+use connector_core::adapters::dynamodb::{
+    DynamoActivityStore, DynamoConnectionStore, DynamoSyncStateStore, DynamoTenantStore,
+};
+use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::sqs::SqsJobQueue;
+use connector_core::adapters::teams_dynamodb::DynamoShareTargetStore;
 use connector_core::credential::AppCredential;
 use connector_core::domain::{Connection, SyncKind, Tenant, TenantId, UserId, UserKey};
 use connector_core::graph::GraphClient;
@@ -24,6 +28,7 @@ use consent_callback::idtoken::JwksValidator;
 use consent_callback::organization::GraphOrganizationDirectory;
 use consent_callback::sessions::DynamoAuthSessionStore;
 use consent_callback::token::{OAuthCodeExchange, http_client};
+use consent_callback::websession::DynamoWebSessionStore;
 use consent_callback::{App, Ports, SystemClock};
 use microsoft_sim::{SimOptions, SimServer, World};
 use serde_json::{Value, json};
@@ -53,6 +58,9 @@ pub struct Live {
     pub app_url: String,
     pub client_id: String,
     pub app: Arc<App>,
+    /// The stores the pages read and disconnecting empties, for seeding and asserting.
+    pub sync: Arc<DynamoSyncStateStore>,
+    pub activities: Arc<DynamoActivityStore>,
     tenants: DynamoTenantStore,
     domains: DynamoTenantDomains,
     connections: DynamoConnectionStore,
@@ -160,6 +168,21 @@ impl Live {
         let http = http_client().expect("http client");
         let tables = config.core.tables.clone();
         let login = config.core.microsoft.login_base_url.clone();
+        let bodies = Arc::new(S3BodyStore::new(
+            s3_client(
+                aws_sdk_s3::config::Builder::from(&stack.sdk),
+                stack.sdk.endpoint_url().is_some(),
+            ),
+            vars["MESSAGE_BODIES_BUCKET"].clone(),
+        ));
+        let sync = Arc::new(DynamoSyncStateStore::new(
+            dynamodb.clone(),
+            tables.sync_state.clone(),
+        ));
+        let activities = Arc::new(
+            DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
+                .with_bodies(bodies),
+        );
         let ports = Ports {
             tenants: Arc::new(DynamoTenantStore::new(
                 dynamodb.clone(),
@@ -191,6 +214,16 @@ impl Live {
                 &config.core.microsoft.graph_base_url,
             ))),
             clock: Arc::new(SystemClock),
+            web_sessions: Arc::new(DynamoWebSessionStore::new(
+                dynamodb.clone(),
+                tables.auth_sessions.clone(),
+            )),
+            sync: sync.clone(),
+            activities: activities.clone(),
+            targets: Arc::new(DynamoShareTargetStore::new(
+                dynamodb.clone(),
+                tables.sync_state.clone(),
+            )),
         };
         let app = Arc::new(App::new(config, ports));
         let server = tokio::spawn(serve(listener, app.clone()));
@@ -209,6 +242,8 @@ impl Live {
             app_url,
             client_id,
             app,
+            sync,
+            activities,
             server,
         }
     }

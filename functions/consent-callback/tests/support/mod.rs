@@ -133,6 +133,12 @@ impl Memory {
                 &login,
             ))),
             clock: clock.clone(),
+            web_sessions: Arc::new(consent_callback::websession::MemoryWebSessionStore::default()),
+            sync: Arc::new(connector_core::adapters::memory::MemorySyncStateStore::default()),
+            activities: Arc::new(connector_core::adapters::memory::MemoryActivityStore::default()),
+            targets: Arc::new(
+                connector_core::adapters::teams_memory::MemoryShareTargetStore::default(),
+            ),
         };
         Memory {
             app: App::new(config, ports),

@@ -1,0 +1,547 @@
+//! The administrator's sync view (`/admin`) and the user's settings (`/me`), end to end: the
+//! handler with its production adapters against moto (template.yaml's resources) and
+//! microsoft-sim's HTML pages, driven like a browser. Each test asserts what the pages show
+//! and what ended up stored.
+
+mod support;
+
+use connector_core::domain::{
+    Activity, ActivityContent, ConnectionStatus, CrmMatch, CrmRecordKind, MailActivity,
+    MatchReason, Participant, ParticipantRole, SyncFailure, SyncKey, SyncKind, SyncMeta, SyncStage,
+    TenantId, UserId, UserKey,
+};
+use connector_core::ports::{ActivityStore as _, SyncStateStore as _};
+use serde_json::json;
+use support::guid;
+use support::live::{Browser, Landing, Live, tenant_json};
+use time::OffsetDateTime;
+
+fn domain(prefix: &str) -> String {
+    format!(
+        "{prefix}{}.example",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Follows microsoft-sim's pages (account form, consent Accept) until one of ours.
+async fn through_microsoft(browser: &Browser, mut landing: Landing, upn: &str) -> Landing {
+    for _ in 0..6 {
+        let Landing::Page { ref url, .. } = landing else {
+            return landing;
+        };
+        let url = url.clone();
+        let forms = landing.forms();
+        if let Some(form) = forms
+            .iter()
+            .find(|f| f.fields.iter().any(|(n, _)| n == "login"))
+        {
+            landing = browser.submit(&url, form, &[("login", upn)], None).await;
+        } else if let Some(form) = forms.iter().find(|f| {
+            f.buttons
+                .iter()
+                .any(|(n, v, _)| n == "decision" && v == "accept")
+        }) {
+            landing = browser
+                .submit(&url, form, &[], Some(("decision", "accept")))
+                .await;
+        } else {
+            return landing;
+        }
+    }
+    landing
+}
+
+/// Signs `upn` in at `start` (`/admin/login`, `/me/login`, `/auth/login?..`).
+async fn sign_in(live: &Live, browser: &Browser, start: &str, upn: &str) -> Landing {
+    let first = browser.open(&live.url(start)).await;
+    through_microsoft(browser, first, upn).await
+}
+
+/// The value of the hidden `csrf` field of the form posting to `action`.
+fn csrf(html: &str, action: &str) -> String {
+    support::html_forms::forms(html)
+        .into_iter()
+        .find(|f| f.action == action)
+        .and_then(|f| f.fields.into_iter().find(|(n, _)| n == "csrf"))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {action} form with a csrf field"))
+}
+
+async fn get(live: &Live, browser: &Browser, path: &str) -> (u16, String, Option<String>) {
+    let response = browser
+        .client
+        .get(live.url(path))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, response.text().await.expect("body"), location)
+}
+
+async fn post(
+    live: &Live,
+    browser: &Browser,
+    path: &str,
+    origin: Option<&str>,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = browser.client.post(live.url(path)).form(fields);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = request.send().await.expect("POST");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+fn text(html: &str) -> String {
+    support::html_forms::text(html)
+}
+
+fn mail_activity(owner: &UserKey, n: usize, upn: &str) -> Activity {
+    Activity::new(
+        owner.clone(),
+        ActivityContent::Mail(MailActivity {
+            immutable_id: format!("AAMk-{}-{n}", owner.user_id),
+            internet_message_id: Some(format!("<m{n}@acme.com>")),
+            conversation_id: None,
+            folder_id: "inbox".into(),
+            subject: format!("Renewal {n}"),
+            participants: vec![
+                Participant {
+                    role: ParticipantRole::From,
+                    address: "jane@acme.com".into(),
+                    name: None,
+                },
+                Participant {
+                    role: ParticipantRole::To,
+                    address: upn.to_owned(),
+                    name: None,
+                },
+            ],
+            sent_at: Some(OffsetDateTime::now_utc()),
+            received_at: None,
+            body_preview: "preview".into(),
+            body_text: "body".into(),
+            has_attachments: false,
+            web_link: None,
+            detail: None,
+        }),
+        vec![CrmMatch {
+            participant: "jane@acme.com".into(),
+            reason: MatchReason::Address,
+            record_kind: Some(CrmRecordKind::Contact),
+            record_id: Some("003B".into()),
+            matched_on: "jane@acme.com".into(),
+        }],
+        OffsetDateTime::now_utc(),
+    )
+}
+
+fn key(tid: &str, oid: &str) -> UserKey {
+    UserKey::new(
+        TenantId::parse(tid).expect("tid"),
+        UserId::parse(oid).expect("oid"),
+    )
+}
+
+#[tokio::test]
+async fn an_administrator_sees_their_own_tenant_only_and_changes_need_the_csrf_token() {
+    let (tid_a, admin_a, user_a, member_a) = (guid(), guid(), guid(), guid());
+    let (tid_b, admin_b, user_b) = (guid(), guid(), guid());
+    let (dns_a, dns_b) = (domain("contoso"), domain("fabrikam"));
+    let (admin_a_upn, user_a_upn, member_a_upn) = (
+        format!("admin@{dns_a}"),
+        format!("adele@{dns_a}"),
+        format!("megan@{dns_a}"),
+    );
+    let (admin_b_upn, user_b_upn) = (format!("admin@{dns_b}"), format!("bianca@{dns_b}"));
+    let live = Live::start(
+        false,
+        vec![
+            tenant_json(
+                &tid_a,
+                &dns_a,
+                json!({"userConsent": "allowed"}),
+                &[
+                    (&admin_a, &admin_a_upn, &["GlobalAdministrator"]),
+                    (&user_a, &user_a_upn, &[]),
+                    (&member_a, &member_a_upn, &[]),
+                ],
+            ),
+            tenant_json(
+                &tid_b,
+                &dns_b,
+                json!({"userConsent": "allowed"}),
+                &[
+                    (&admin_b, &admin_b_upn, &["GlobalAdministrator"]),
+                    (&user_b, &user_b_upn, &[]),
+                ],
+            ),
+        ],
+    )
+    .await;
+
+    // One user of each tenant connects (the real sign-in), A's user has sync state.
+    for upn in [&user_a_upn, &user_b_upn] {
+        let browser = live.browser();
+        let done = sign_in(
+            &live,
+            &browser,
+            &format!("/auth/login?login_hint={upn}"),
+            upn,
+        )
+        .await;
+        assert!(matches!(done, Landing::App(_)), "{done:?}");
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut meta = SyncMeta::new(now);
+    meta.stage = SyncStage::Idle;
+    meta.last_success_at = Some(now);
+    meta.totals.scanned = 42;
+    meta.totals.stored = 7;
+    meta.last_error = Some(SyncFailure {
+        code: "graph_403_ErrorAccessDenied".into(),
+        message: "denied".into(),
+        at: now,
+    });
+    let mail_key = SyncKey::new(
+        TenantId::parse(&tid_a).expect("tid"),
+        UserId::parse(&user_a).expect("oid"),
+        SyncKind::Mail,
+    );
+    live.sync.put_meta(&mail_key, &meta).await.expect("meta");
+
+    // No session: the page sends the browser to sign in, changes are refused.
+    let anonymous = live.browser();
+    let (status, _, location) = get(&live, &anonymous, "/admin").await;
+    assert_eq!(status, 302);
+    assert_eq!(location.as_deref(), Some(live.url("/admin/login").as_str()));
+    let (status, _) = post(
+        &live,
+        &anonymous,
+        "/admin/switches",
+        Some(&live.public),
+        &[("csrf", "x")],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A's administrator: only A.
+    let admin_a_browser = live.browser();
+    let signed_in = sign_in(&live, &admin_a_browser, "/admin/login", &admin_a_upn).await;
+    let (url, status, _) = signed_in.page();
+    assert!(url.starts_with(&live.url("/auth/callback")), "{url}");
+    assert_eq!(status, 200, "{}", signed_in.text());
+    let (status, page_a, _) = get(&live, &admin_a_browser, "/admin").await;
+    assert_eq!(status, 200, "{}", text(&page_a));
+    let shown = text(&page_a);
+    assert!(shown.contains(&user_a_upn), "{shown}");
+    assert!(shown.contains(&tid_a), "{shown}");
+    assert!(shown.contains("42 scanned, 7 stored"), "{shown}");
+    assert!(shown.contains("graph_403_ErrorAccessDenied"), "{shown}");
+    assert!(shown.contains("Grant consent again"), "{shown}");
+    assert!(
+        !shown.contains(&user_b_upn) && !shown.contains(&tid_b),
+        "{shown}"
+    );
+
+    // B's administrator sees nothing of A.
+    let admin_b_browser = live.browser();
+    sign_in(&live, &admin_b_browser, "/admin/login", &admin_b_upn).await;
+    let (status, page_b, _) = get(&live, &admin_b_browser, "/admin").await;
+    assert_eq!(status, 200);
+    let shown_b = text(&page_b);
+    assert!(shown_b.contains(&user_b_upn), "{shown_b}");
+    for of_a in [&user_a_upn, &admin_a_upn, &member_a_upn, &tid_a, &dns_a] {
+        assert!(!shown_b.contains(of_a.as_str()), "{of_a} on B's page");
+        assert!(!page_b.contains(of_a.as_str()), "{of_a} in B's markup");
+    }
+
+    // A member without an administrator role: 403 at sign-in and on the page.
+    let member = live.browser();
+    let refused = sign_in(&live, &member, "/admin/login", &member_a_upn).await;
+    let (_, status, _) = refused.page();
+    assert_eq!(status, 403);
+    assert!(
+        refused.text().contains("Global Administrator"),
+        "{}",
+        refused.text()
+    );
+    let user_browser = live.browser();
+    sign_in(&live, &user_browser, "/me/login", &user_a_upn).await;
+    let (status, body, _) = get(&live, &user_browser, "/admin").await;
+    assert_eq!(status, 403, "{}", text(&body));
+    assert!(text(&body).contains("does not hold"), "{}", text(&body));
+    // Nor can that user's session change the tenant's switches with its own valid token.
+    let (_, me_page, _) = get(&live, &user_browser, "/me").await;
+    let user_token = csrf(&me_page, "/me/switches");
+    let unchanged = live.tenant(&tid_a).await.expect("tenant A").switches;
+    let (status, _) = post(
+        &live,
+        &user_browser,
+        "/admin/switches",
+        Some(&live.public),
+        &[("csrf", &user_token)],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        live.tenant(&tid_a).await.expect("tenant A").switches,
+        unchanged
+    );
+
+    // Changes: without the token, with a foreign origin, with another session's token:
+    // refused and nothing changed.
+    let token_a = csrf(&page_a, "/admin/switches");
+    let token_b = csrf(&page_b, "/admin/switches");
+    let before = live.tenant(&tid_a).await.expect("tenant A").switches;
+    for (origin, fields) in [
+        (Some(live.public.as_str()), vec![("mail_sync", "on")]),
+        (
+            Some("https://evil.example"),
+            vec![("csrf", token_a.as_str()), ("calendar_sync", "on")],
+        ),
+        (None, vec![("csrf", token_a.as_str())]),
+        (Some("null"), vec![("csrf", token_a.as_str())]),
+        (
+            Some(live.public.as_str()),
+            vec![("csrf", token_b.as_str()), ("calendar_sync", "on")],
+        ),
+    ] {
+        let (status, body) =
+            post(&live, &admin_a_browser, "/admin/switches", origin, &fields).await;
+        assert_eq!(status, 403, "{}", text(&body));
+        assert_eq!(
+            live.tenant(&tid_a).await.expect("tenant A").switches,
+            before
+        );
+    }
+    // A GET never changes anything.
+    let (status, _, _) = get(&live, &admin_a_browser, "/admin/switches").await;
+    assert_eq!(status, 405);
+
+    // The real form: email sync off, the rest as submitted; B untouched.
+    let b_before = live.tenant(&tid_b).await.expect("tenant B").switches;
+    let (status, _) = post(
+        &live,
+        &admin_a_browser,
+        "/admin/switches",
+        Some(&live.public),
+        &[
+            ("csrf", &token_a),
+            ("calendar_sync", "on"),
+            ("teams_sharing", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let after = live.tenant(&tid_a).await.expect("tenant A").switches;
+    assert!(!after.mail_sync && after.calendar_sync && after.teams_sharing);
+    assert!(!after.explicit_consent);
+    assert_eq!(
+        live.tenant(&tid_b).await.expect("tenant B").switches,
+        b_before
+    );
+
+    // B's administrator turning switches off changes B only, whatever the form says.
+    let (status, _) = post(
+        &live,
+        &admin_b_browser,
+        "/admin/switches",
+        Some(&live.public),
+        &[("csrf", &token_b), ("tenant", &tid_a)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let b_after = live.tenant(&tid_b).await.expect("tenant B").switches;
+    assert!(!b_after.mail_sync && !b_after.calendar_sync);
+    assert_eq!(live.tenant(&tid_a).await.expect("tenant A").switches, after);
+
+    // Signing out ends the session.
+    let (status, _) = post(
+        &live,
+        &admin_a_browser,
+        "/auth/logout",
+        Some(&live.public),
+        &[("csrf", &token_a)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = get(&live, &admin_a_browser, "/admin").await;
+    assert_eq!(status, 302);
+}
+
+#[tokio::test]
+async fn a_user_turns_calendar_sync_off_then_disconnects_and_their_data_is_gone() {
+    let (tid, admin, user) = (guid(), guid(), guid());
+    let dns = domain("contoso");
+    let (admin_upn, user_upn) = (format!("admin@{dns}"), format!("adele@{dns}"));
+    let live = Live::start(
+        false,
+        vec![tenant_json(
+            &tid,
+            &dns,
+            json!({"userConsent": "allowed"}),
+            &[
+                (&admin, &admin_upn, &["GlobalAdministrator"]),
+                (&user, &user_upn, &[]),
+            ],
+        )],
+    )
+    .await;
+    let browser = live.browser();
+    let done = sign_in(
+        &live,
+        &browser,
+        &format!("/auth/login?login_hint={user_upn}"),
+        &user_upn,
+    )
+    .await;
+    assert!(matches!(done, Landing::App(_)), "{done:?}");
+    let owner = key(&tid, &user);
+    live.activities
+        .upsert_activities(&[
+            mail_activity(&owner, 1, &user_upn),
+            mail_activity(&owner, 2, &user_upn),
+        ])
+        .await
+        .expect("activities");
+    let sync_key = SyncKey::new(
+        owner.tenant_id.clone(),
+        owner.user_id.clone(),
+        SyncKind::Mail,
+    );
+    live.sync
+        .put_meta(&sync_key, &SyncMeta::new(OffsetDateTime::now_utc()))
+        .await
+        .expect("meta");
+    assert!(live.token(&tid, &user).await.is_some());
+
+    // No session: sign in first.
+    let (status, _, location) = get(&live, &live.browser(), "/me").await;
+    assert_eq!((status, location), (302, Some(live.url("/me/login"))));
+
+    sign_in(&live, &browser, "/me/login", &user_upn).await;
+    let (status, page, _) = get(&live, &browser, "/me").await;
+    assert_eq!(status, 200, "{}", text(&page));
+    assert!(text(&page).contains(&user_upn));
+    let token = csrf(&page, "/me/switches");
+
+    // Calendar off, internal meetings on.
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/switches",
+        Some(&live.public),
+        &[
+            ("csrf", &token),
+            ("mail_sync", "on"),
+            ("internal_meetings", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let switches = live
+        .connection(&tid, &user)
+        .await
+        .expect("connection")
+        .switches;
+    assert!(switches.mail_sync && !switches.calendar_sync && switches.internal_meetings);
+
+    // Where the administrator turned email sync off, the user's choice is shown disabled
+    // and kept as it was.
+    let admin_browser = live.browser();
+    sign_in(&live, &admin_browser, "/admin/login", &admin_upn).await;
+    let (_, admin_page, _) = get(&live, &admin_browser, "/admin").await;
+    let admin_token = csrf(&admin_page, "/admin/switches");
+    let (status, _) = post(
+        &live,
+        &admin_browser,
+        "/admin/switches",
+        Some(&live.public),
+        &[("csrf", &admin_token), ("calendar_sync", "on")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, page, _) = get(&live, &browser, "/me").await;
+    assert!(text(&page).contains("Your administrator has turned this off"));
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/switches",
+        Some(&live.public),
+        &[("csrf", &token), ("calendar_sync", "on")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let switches = live
+        .connection(&tid, &user)
+        .await
+        .expect("connection")
+        .switches;
+    assert!(switches.mail_sync && switches.calendar_sync && !switches.internal_meetings);
+
+    // Disconnect: refused without the token or without the confirmation, nothing deleted.
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("confirm", "on")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(live.token(&tid, &user).await.is_some());
+    assert_eq!(
+        live.connection(&tid, &user)
+            .await
+            .expect("connection")
+            .status,
+        ConnectionStatus::Active
+    );
+
+    let (status, body) = post(
+        &live,
+        &browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &token), ("confirm", "on")],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", text(&body));
+    assert!(
+        text(&body).contains("2 imported emails and meetings"),
+        "{}",
+        text(&body)
+    );
+    let gone = live.connection(&tid, &user).await.expect("tombstone");
+    assert_eq!(gone.status, ConnectionStatus::Disconnected);
+    assert!(gone.upn.is_empty());
+    assert!(live.token(&tid, &user).await.is_none(), "token secret left");
+    assert!(live.sync.get_meta(&sync_key).await.expect("read").is_none());
+    let left = live
+        .activities
+        .list_activities(&owner, 100, None)
+        .await
+        .expect("list");
+    assert!(left.items.is_empty(), "activities left");
+    let (_, page, _) = get(&live, &browser, "/me").await;
+    assert!(text(&page).contains("not connected"), "{}", text(&page));
+}
