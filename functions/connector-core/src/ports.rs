@@ -364,6 +364,41 @@ pub trait ActivityStore: Send + Sync {
     }
     /// Deletes every activity of a user (on disconnection); returns how many.
     async fn delete_all_activities(&self, owner: &UserKey) -> Result<u64, StoreError>;
+
+    /// One page of a user's activities dated (`Activity::dated_at`) in `[from, to)`,
+    /// ordered by activity id, at most `limit` of them (the platform API). The owner's
+    /// partition is read page by page through [`Self::list_activities`], each read asking
+    /// only for what the page still lacks, and filtered here: a DynamoDB filter expression
+    /// would read (and bill) the same items, and the date is not a key. At most
+    /// `max_reads` reads are made, so a page may hold fewer than `limit` (even none) and
+    /// still have a next one. The token is the store's own (its last evaluated key), so
+    /// every activity is returned exactly once across the pages.
+    async fn list_activities_between(
+        &self,
+        owner: &UserKey,
+        from: Option<OffsetDateTime>,
+        to: Option<OffsetDateTime>,
+        limit: u32,
+        max_reads: u32,
+        token: Option<&PageToken>,
+    ) -> Result<Page<Activity>, StoreError> {
+        let limit = limit.max(1);
+        let mut items = Vec::new();
+        let mut next = token.cloned();
+        for _ in 0..max_reads.max(1) {
+            let wanted = limit - items.len() as u32;
+            let page = self.list_activities(owner, wanted, next.as_ref()).await?;
+            items.extend(page.items.into_iter().filter(|activity| {
+                let at = activity.dated_at();
+                from.is_none_or(|from| at >= from) && to.is_none_or(|to| at < to)
+            }));
+            next = page.next;
+            if next.is_none() || items.len() as u32 >= limit {
+                break;
+            }
+        }
+        Ok(Page { items, next })
+    }
 }
 
 /// The store of what an activity item cannot hold: one object per mail activity (its

@@ -426,7 +426,7 @@ fn route_problems(template: &Template, logical_id: &str, event: &Value) -> Vec<S
         .collect();
     let exact = routes
         .iter()
-        .find(|(m, p)| p == path && (m == method || m == "ANY"));
+        .find(|(m, p)| path_matches(p, path) && (m == method || m == "ANY"));
     let expected = match exact {
         Some((m, p)) => format!("{m} {p}"),
         None if routes.iter().any(|(m, p)| m == "ANY" && p == "/{proxy+}") => {
@@ -446,7 +446,37 @@ fn route_problems(template: &Template, logical_id: &str, event: &Value) -> Vec<S
     {
         problems.push("a {proxy+} route carries pathParameters.proxy".into());
     }
+    if let Some((_, template_path)) = exact {
+        for (name, value) in path_parameters(template_path, path) {
+            if event["pathParameters"][&name] != value.as_str() {
+                problems.push(format!(
+                    "the route's {{{name}}} is {value:?} in pathParameters"
+                ));
+            }
+        }
+    }
     problems
+}
+
+/// Whether a route path (`/api/v1/tenants/{tenantId}`: one `{name}` per whole segment)
+/// takes `path`. A greedy `{proxy+}` is the catch-all, matched separately.
+fn path_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter().zip(&p).all(|(t, p)| {
+            t == p
+                || (t.starts_with('{') && t.ends_with('}') && !t.ends_with("+}") && !p.is_empty())
+        })
+}
+
+/// The `{name}` segments of a route path and their values in `path`.
+fn path_parameters(template: &str, path: &str) -> Vec<(String, String)> {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .filter(|(t, _)| t.starts_with('{') && t.ends_with('}') && !t.ends_with("+}"))
+        .map(|(t, p)| (t[1..t.len() - 1].to_owned(), p.to_owned()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

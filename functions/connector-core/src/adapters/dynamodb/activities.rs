@@ -437,6 +437,16 @@ impl DynamoActivityStore {
         token: Option<&PageToken>,
     ) -> Result<Page<Activity>, StoreError> {
         let start = token.map(decode_token).transpose()?;
+        // A token names the item to start after; one from another user's partition (or
+        // made up) would be refused by DynamoDB as a ValidationException, i.e. a server
+        // error: it is the caller's invalid token.
+        if let Some(start) = &start
+            && (string_attr(start, "owner") != Some(owner.to_string().as_str())
+                || string_attr(start, "activityId").is_none()
+                || start.len() != 2)
+        {
+            return Err(StoreError::InvalidPageToken);
+        }
         let request = self
             .client
             .query()
