@@ -104,7 +104,11 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server` on a free loopback port and waits until it answers.
     pub fn start(lifetime: Lifetime, log: Option<&Path>) -> Result<Moto> {
-        let moto = venv_tool("moto_server")?;
+        // moto_server through our launcher: DynamoDB's conditional writes made atomic as
+        // they are on AWS (infra/local/moto_server.py says why).
+        venv_tool("moto_server")?;
+        let python = venv_tool("python3")?;
+        let launcher = repo_root().join("infra/local/moto_server.py");
         let mut last_err = None;
         // A free port can be taken between our probe and moto's bind: retry.
         for _ in 0..3 {
@@ -118,20 +122,22 @@ impl Moto {
                     let mut c = Command::new("sh");
                     c.arg("-c")
                         .arg(
-                            "\"$0\" -H 127.0.0.1 -p \"$1\" & m=$!; \
+                            "\"$0\" \"$3\" -H 127.0.0.1 -p \"$1\" & m=$!; \
                              trap 'kill $m 2>/dev/null; exit 0' TERM INT; \
                              while kill -0 \"$2\" 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; \
                              kill $m 2>/dev/null; wait $m",
                         )
-                        .arg(&moto)
+                        .arg(&python)
                         .arg(port.to_string())
-                        .arg(std::process::id().to_string());
+                        .arg(std::process::id().to_string())
+                        .arg(&launcher);
                     c
                 }
                 Lifetime::Detached => {
                     use std::os::unix::process::CommandExt;
-                    let mut c = Command::new(&moto);
-                    c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    let mut c = Command::new(&python);
+                    c.arg(&launcher)
+                        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                         .process_group(0);
                     c
                 }
