@@ -175,3 +175,77 @@ async fn a_failing_function_is_bisected_retried_then_described_to_the_on_failure
         .collect();
     assert!(keys.contains_key("streamArn") && keys.contains_key("shardId"));
 }
+
+/// infra/local/moto_server.py shares a table's stream with moto's transaction backup: a
+/// cancelled TransactWriteItems must still leave no stream record (DynamoDB: all or none),
+/// and a committed one exactly its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_transaction_leaves_no_stream_record() {
+    let stack = test_stack().await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let table = stack.var("ACTIVITIES_TABLE");
+    put_activities(&stack, 1).await;
+    let put = |id: &str| {
+        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .put(
+                aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(table)
+                    .item("owner", AttributeValue::S("t#u".into()))
+                    .item("activityId", AttributeValue::S(id.into()))
+                    .item("fingerprint", AttributeValue::S("f".repeat(64)))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let absent = aws_sdk_dynamodb::types::TransactWriteItem::builder()
+        .condition_check(
+            aws_sdk_dynamodb::types::ConditionCheck::builder()
+                .table_name(table)
+                .key("owner", AttributeValue::S("t#u".into()))
+                .key("activityId", AttributeValue::S("mail#absent".into()))
+                .condition_expression("attribute_exists(activityId)")
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let cancelled = ddb
+        .transact_write_items()
+        .transact_items(put("mail#cancelled"))
+        .transact_items(absent)
+        .send()
+        .await;
+    assert!(
+        cancelled.is_err(),
+        "the condition check fails the whole transaction"
+    );
+    ddb.transact_write_items()
+        .transact_items(put("mail#committed"))
+        .send()
+        .await
+        .unwrap();
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let invoker = InProcessInvoker::new().with("event-publisher", move |event: Value| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().extend(ids(&event));
+            Ok(json!({"batchItemFailures": []}))
+        }
+    });
+    let handle = spawn_stream_mapping(
+        activities_mapping(&stack),
+        &stack.sdk,
+        Arc::new(invoker),
+        OPTIONS,
+    );
+    wait_for(|| handle.counts().done >= 2).await;
+    // A moment more, for a third record if there were one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.stop().await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec!["mail#00".to_owned(), "mail#committed".to_owned()]
+    );
+}
