@@ -74,7 +74,8 @@ impl DynamoConnectionStore {
         }
     }
 
-    fn key(key: &UserKey) -> Item {
+    /// The connection item's key (also what the fence checks).
+    pub(super) fn key(key: &UserKey) -> Item {
         HashMap::from([
             ("tenantId".to_owned(), s(key.tenant_id.as_str())),
             ("userId".to_owned(), s(key.user_id.as_str())),
@@ -251,12 +252,7 @@ impl ConnectionStore for DynamoConnectionStore {
         switches: UserSwitches,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let switches =
-            serde_dynamo::to_attribute_value(switches).map_err(|error| StoreError::Corrupt {
-                resource: self.table.clone(),
-                key: key.to_string(),
-                source: Box::new(error),
-            })?;
+        let switches = to_value(&switches, &self.table, &key.to_string())?;
         let names = HashMap::from([
             ("#switches".to_owned(), "switches".to_owned()),
             ("#updated".to_owned(), "updatedAt".to_owned()),

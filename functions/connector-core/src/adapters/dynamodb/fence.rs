@@ -34,10 +34,7 @@ impl Fence {
     fn check(&self, user: &UserKey) -> Result<TransactWriteItem, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.connections_table)
-            .set_key(Some(HashMap::from([
-                ("tenantId".to_owned(), s(user.tenant_id.as_str())),
-                ("userId".to_owned(), s(user.user_id.as_str())),
-            ])))
+            .set_key(Some(DynamoConnectionStore::key(user)))
             .condition_expression("#status = :active")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":active", s(ConnectionStatus::Active.as_str()))
@@ -57,10 +54,7 @@ impl Fence {
         let output = client
             .get_item()
             .table_name(&self.connections_table)
-            .set_key(Some(HashMap::from([
-                ("tenantId".to_owned(), s(user.tenant_id.as_str())),
-                ("userId".to_owned(), s(user.user_id.as_str())),
-            ])))
+            .set_key(Some(DynamoConnectionStore::key(user)))
             .consistent_read(true)
             .projection_expression("#status")
             .expression_attribute_names("#status", "status")

@@ -149,6 +149,19 @@ fn to_item(value: &impl Serialize, resource: &str, key: &str) -> Result<Item, St
     })
 }
 
+/// One attribute's value (a nested struct as a map), for an update of that attribute alone.
+fn to_value(
+    value: &impl Serialize,
+    resource: &str,
+    key: &str,
+) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|error| StoreError::Corrupt {
+        resource: resource.to_owned(),
+        key: key.to_owned(),
+        source: Box::new(error),
+    })
+}
+
 fn from_item<T: DeserializeOwned>(item: Item, resource: &str, key: &str) -> Result<T, StoreError> {
     serde_dynamo::from_item(item).map_err(|error| StoreError::Corrupt {
         resource: resource.to_owned(),

@@ -65,12 +65,7 @@ impl TenantStore for DynamoTenantStore {
         switches: TenantSwitches,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let value =
-            serde_dynamo::to_attribute_value(switches).map_err(|error| StoreError::Corrupt {
-                resource: self.table.clone(),
-                key: tenant_id.to_string(),
-                source: Box::new(error),
-            })?;
+        let value = to_value(&switches, &self.table, tenant_id.as_str())?;
         // One attribute, so a consent recorded at the same time is not overwritten.
         let result = self
             .client
