@@ -531,55 +531,70 @@ impl MailWork {
         };
 
         let storer = async {
-            while let Some(ready) = fetched_rx.recv().await {
-                match ready.step {
-                    Step::Restart(mut cursor) => {
-                        cursor.counters = totals;
-                        env.state.put_cursor(env.key, &cursor).await?;
-                    }
-                    Step::Page(page) => {
-                        let mut counters = SyncCounters {
-                            scanned: page.listed,
-                            pages: 1,
-                            matched: page.matched_count,
-                            discarded: page.discarded + ready.not_kept,
-                            ..SyncCounters::default()
-                        };
-                        let mut next = page.next;
-                        // A restarted round stamps everything it delivers, changed or not,
-                        // so that what it did not deliver can be told at its end.
-                        let report = if ready.activities.is_empty() {
-                            StoreReport::default()
-                        } else {
-                            self.activities
-                                .store_activities(
-                                    &ready.activities,
-                                    next.reconcile_before.is_some(),
-                                )
-                                .await?
-                        };
-                        drop(ready.activities);
-                        counters.stored = report.written;
-                        self.skip_refused(env, report);
-                        counters.removed = self.apply_removals(env, folder, &page.removed).await?;
-                        if page.finishes_round
-                            && let Some(before) = next.reconcile_before.take()
-                        {
-                            counters.removed += self.reconcile(env, folder, before).await?;
+            let stored = async {
+                while let Some(ready) = fetched_rx.recv().await {
+                    match ready.step {
+                        Step::Restart(mut cursor) => {
+                            cursor.counters = totals;
+                            env.state.put_cursor(env.key, &cursor).await?;
                         }
-                        totals.add(&counters);
-                        next.counters = totals;
-                        env.state.put_cursor(env.key, &next).await?;
-                        env.add(&counters);
-                        env.progress.add(&counters).await;
+                        Step::Page(page) => {
+                            let mut counters = SyncCounters {
+                                scanned: page.listed,
+                                pages: 1,
+                                matched: page.matched_count,
+                                discarded: page.discarded + ready.not_kept,
+                                ..SyncCounters::default()
+                            };
+                            let mut next = page.next;
+                            // A restarted round stamps everything it delivers, changed or not,
+                            // so that what it did not deliver can be told at its end.
+                            let report = if ready.activities.is_empty() {
+                                StoreReport::default()
+                            } else {
+                                self.activities
+                                    .store_activities(
+                                        &ready.activities,
+                                        next.reconcile_before.is_some(),
+                                    )
+                                    .await?
+                            };
+                            drop(ready.activities);
+                            counters.stored = report.written;
+                            self.skip_refused(env, report);
+                            counters.removed =
+                                self.apply_removals(env, folder, &page.removed).await?;
+                            if page.finishes_round
+                                && let Some(before) = next.reconcile_before.take()
+                            {
+                                counters.removed += self.reconcile(env, folder, before).await?;
+                            }
+                            totals.add(&counters);
+                            next.counters = totals;
+                            env.state.put_cursor(env.key, &next).await?;
+                            env.add(&counters);
+                            env.progress.add(&counters).await;
+                        }
                     }
                 }
+                Ok::<(), WorkError>(())
             }
-            Ok::<(), WorkError>(())
+            .await;
+            // Ends a fetcher waiting to hand over a page (the receiver outlives this block).
+            fetched_rx.close();
+            stored
         };
 
-        let (outcome, (), ()) = tokio::try_join!(lister, fetcher, storer)?;
-        Ok(outcome)
+        // Not try_join: a lister or fetcher that fails (out of time for a request, a Graph
+        // error) must not cut the storer in the middle of a page, its activities written but
+        // its counters and checkpoint not (the re-read page would then find them stored and
+        // they would never be counted). Their channels close instead, and the storer
+        // finishes the pages it holds. A failing storer closes its channel, so the others
+        // stop at their next hand-off.
+        let (listed, fetched, stored) = tokio::join!(lister, fetcher, storer);
+        stored?;
+        fetched?;
+        listed
     }
 
     /// The lister stage of [`Self::sync_folder`]: lists and matches the folder's pages in
