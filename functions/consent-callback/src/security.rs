@@ -85,37 +85,51 @@ impl BindingCookie {
     }
 
     fn header(self, value: &str, max_age: i64) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!(
-            "{}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{secure}",
-            self.name()
-        )
+        cookie_header(self.name(), value, max_age, "Lax", self.secure)
     }
 
-    /// The cookie's value from the request's `Cookie` headers. Several values (a
-    /// planted duplicate) make it ambiguous: treated as absent.
+    /// The cookie's value from the request's `Cookie` headers (see [`read_cookie`]).
     pub fn read(self, headers: &http::HeaderMap) -> Option<SecretString> {
-        let mut found = None;
-        for header in headers.get_all(http::header::COOKIE) {
-            let Ok(header) = header.to_str() else {
+        read_cookie(headers, self.name())
+    }
+}
+
+/// `Set-Cookie` for one of our cookies: host-only (`Path=/`, no `Domain`), `HttpOnly`,
+/// `Secure` on https.
+pub fn cookie_header(
+    name: &str,
+    value: &str,
+    max_age: i64,
+    same_site: &str,
+    secure: bool,
+) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite={same_site}{secure}")
+}
+
+/// The value of cookie `name` from the request's `Cookie` headers. Several values (a
+/// planted duplicate) make it ambiguous: treated as absent; so is an empty or overlong one.
+pub fn read_cookie(headers: &http::HeaderMap, name: &str) -> Option<SecretString> {
+    let mut found = None;
+    for header in headers.get_all(http::header::COOKIE) {
+        let Ok(header) = header.to_str() else {
+            continue;
+        };
+        for pair in header.split(';') {
+            let Some((key, value)) = pair.trim().split_once('=') else {
                 continue;
             };
-            for pair in header.split(';') {
-                let Some((name, value)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if name.trim() == self.name() {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(value.trim().to_owned());
+            if key.trim() == name {
+                if found.is_some() {
+                    return None;
                 }
+                found = Some(value.trim().to_owned());
             }
         }
-        found
-            .filter(|value| !value.is_empty() && value.len() <= 128)
-            .map(SecretString::new)
     }
+    found
+        .filter(|value| !value.is_empty() && value.len() <= 128)
+        .map(SecretString::new)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
+use crate::security::{cookie_header, read_cookie};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -276,35 +277,12 @@ impl SessionCookie {
     }
 
     fn header(self, value: &str, max_age: i64) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!(
-            "{}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Strict{secure}",
-            self.name()
-        )
+        cookie_header(self.name(), value, max_age, "Strict", self.secure)
     }
 
-    /// The value from the request's `Cookie` headers; duplicates are treated as absent.
+    /// The value from the request's `Cookie` headers (see [`read_cookie`]).
     pub fn read(self, headers: &http::HeaderMap) -> Option<SecretString> {
-        let mut found = None;
-        for header in headers.get_all(http::header::COOKIE) {
-            let Ok(header) = header.to_str() else {
-                continue;
-            };
-            for pair in header.split(';') {
-                let Some((name, value)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if name.trim() == self.name() {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(value.trim().to_owned());
-                }
-            }
-        }
-        found
-            .filter(|value| !value.is_empty() && value.len() <= 128)
-            .map(SecretString::new)
+        read_cookie(headers, self.name())
     }
 }
 

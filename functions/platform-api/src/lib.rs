@@ -33,7 +33,6 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt as _, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
 use crate::query::{ActivityQuery, parse_query};
@@ -59,18 +58,8 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 /// The response header that carries an export's continuation.
 pub const NEXT_PAGE_HEADER: &str = "x-next-page-token";
 
-/// Time, injectable for tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
+/// Time, injectable for tests (the one clock of the connector).
+pub use connector_core::clock::{Clock, SystemClock};
 
 /// Everything the API talks to.
 #[derive(Clone)]
