@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use connector_core::domain::ConnectionStatus;
-use connector_core::ports::{ConnectionStore as _, TenantStore as _};
+use connector_core::ports::TenantStore as _;
 use connector_core::teams::idempotency::record_id;
 use connector_core::teams::{IdempotencyStore as _, RecordState, ShareTargetStore as _};
 use serde_json::{Value, json};
@@ -388,12 +388,7 @@ async fn unpostable_messages_go_to_the_dlq_with_their_reason_and_the_rest_is_pos
     assert!(member.detail.contains("403"), "{}", member.detail);
     assert_eq!(env.queued().await, 0);
     // Not a member is about the target: the connection stays active.
-    let adele = env
-        .connections
-        .get_connection(&env.user_key(ADELE))
-        .await
-        .expect("read")
-        .expect("connection");
+    let adele = env.connection(ADELE).await;
     assert_eq!(adele.status, ConnectionStatus::Active);
 }
 
@@ -581,12 +576,7 @@ async fn a_revoked_sign_in_marks_the_connection_and_dead_letters_the_post() {
         1,
         "nothing posted after the revocation"
     );
-    let connection = env
-        .connections
-        .get_connection(&env.user_key(ADELE))
-        .await
-        .expect("read")
-        .expect("connection");
+    let connection = env.connection(ADELE).await;
     assert_eq!(connection.status, ConnectionStatus::ReauthRequired);
     assert_eq!(connection.status_reason.as_deref(), Some("AADSTS50173"));
     let dead = env.dead_letters().await;
@@ -644,11 +634,6 @@ async fn a_tenant_with_teams_sharing_off_posts_nothing_and_says_why() {
     assert_eq!(report.code, "sharing_disabled");
     assert_eq!(dead[0].body, body, "the original, for a redrive");
     // The user's connection is not the problem: it stays active.
-    let adele = env
-        .connections
-        .get_connection(&env.user_key(ADELE))
-        .await
-        .expect("read")
-        .expect("connection");
+    let adele = env.connection(ADELE).await;
     assert_eq!(adele.status, ConnectionStatus::Active);
 }

@@ -111,13 +111,7 @@ async fn schedule_event_fans_out_and_job_event_imports() -> Result<()> {
     );
 
     // Worker mode: the sample job, aimed at Megan.
-    let mut job = event("job.json")?;
-    let mut body: Value =
-        serde_json::from_str(job["Records"][0]["body"].as_str().context("body")?)?;
-    body["tenantId"] = Value::from(megan.tenant_id.as_str());
-    body["userId"] = Value::from(megan.user_id.as_str());
-    job["Records"][0]["body"] = Value::from(body.to_string());
-    let response = mail_sync::handle(&h.app, job, deadline).await?;
+    let response = mail_sync::handle(&h.app, job_for(&megan)?, deadline).await?;
     assert_eq!(response, serde_json::json!({"batchItemFailures": []}));
     assert_eq!(h.stored_ids(&megan).await?, expected());
 

@@ -277,6 +277,15 @@ impl Env {
         UserKey::new(self.tenant_id(), UserId::parse(user).expect("guid"))
     }
 
+    /// `user`'s connection as stored now.
+    pub async fn connection(&self, user: &str) -> Connection {
+        self.connections
+            .get_connection(&self.user_key(user))
+            .await
+            .expect("read")
+            .expect("connection")
+    }
+
     /// A `post` message body for this tenant.
     pub fn post(&self, key: &str, user: &str, target: Value, html: &str) -> String {
         json!({"kind": "post", "idempotencyKey": key, "tenantId": self.tenant, "userId": user,
