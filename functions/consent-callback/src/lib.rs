@@ -44,7 +44,6 @@ use connector_core::secret::{AuthCode, TokenRecord};
 use http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt as _, Response};
 use serde_json::json;
-use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
 use crate::config::ConsentConfig;
@@ -54,7 +53,7 @@ use crate::html::{html_response, json_response, redirect};
 use crate::idtoken::{CONSENT_ADMIN_ROLES, IdTokenClaims, IdTokenValidator};
 use crate::organization::OrganizationDirectory;
 use crate::pages::Site;
-use crate::params::{ParamError, Query, TenantHint, parse_login_hint};
+use crate::params::{ParamError, Query, TenantHint, login_hint};
 use crate::security::{
     BindingCookie, FLOW_TTL_SECONDS, binding_matches, pkce_pair, random_token, sha256_hex,
 };
@@ -65,18 +64,8 @@ use crate::token::{CodeExchange, ExchangeError};
 pub const PREAUTHORIZED_SCOPE: &str =
     "openid profile email offline_access https://graph.microsoft.com/.default";
 
-/// Time, injectable so tests can age a flow.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
+/// Time, injectable for tests (the one clock of the connector).
+pub use connector_core::clock::{Clock, SystemClock};
 
 /// Everything the handler talks to.
 #[derive(Clone)]
@@ -772,12 +761,7 @@ impl App {
 
     async fn start_sign_in(&self, query: &Query) -> Flowing<Response<Body>> {
         let bad = |error: ParamError| Stop(self.bad_request(&error));
-        let login_hint = match query.get("login_hint") {
-            Some(value) => Some(
-                parse_login_hint(value).ok_or_else(|| bad(ParamError::Invalid("login_hint")))?,
-            ),
-            None => None,
-        };
+        let login_hint = login_hint(query).map_err(bad)?;
         let domain_hint = match query.get("domain_hint") {
             Some(value) => Some(
                 TenantHint::parse(value).ok_or_else(|| bad(ParamError::Invalid("domain_hint")))?,

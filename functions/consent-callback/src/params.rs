@@ -176,6 +176,14 @@ pub fn parse_login_hint(value: &str) -> Option<(String, String)> {
     local_ok.then(|| (value.to_owned(), domain))
 }
 
+/// The query's optional `login_hint` (see [`parse_login_hint`]).
+pub fn login_hint(query: &Query) -> Result<Option<(String, String)>, ParamError> {
+    query
+        .get("login_hint")
+        .map(|value| parse_login_hint(value).ok_or(ParamError::Invalid("login_hint")))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

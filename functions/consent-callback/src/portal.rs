@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::html::{Html, html_response, page, redirect};
 use crate::idtoken::{CONSENT_ADMIN_ROLES, IdTokenClaims};
-use crate::params::Query;
+use crate::params::{Query, login_hint};
 use crate::security::{constant_time_eq, random_token, sha256_hex};
 use crate::sessions::{AuthSession, Flow};
 use crate::websession::{Role, SessionCookie, WEB_SESSION_TTL_SECONDS, WebSession};
@@ -211,8 +211,8 @@ impl App {
         }
         let headers = request.headers();
         let outcome = match path {
-            "/admin/login" => self.start_portal_sign_in(Flow::AdminPortal).await,
-            "/me/login" => self.start_portal_sign_in(Flow::UserPortal).await,
+            "/admin/login" => self.start_portal_sign_in(Flow::AdminPortal, request).await,
+            "/me/login" => self.start_portal_sign_in(Flow::UserPortal, request).await,
             "/admin" => self.admin_view(headers).await,
             "/me" => self.me_view(headers).await,
             _ => self.portal_change(path, request).await,
@@ -220,14 +220,23 @@ impl App {
         Some(outcome.unwrap_or_else(|Stop(response)| response))
     }
 
-    async fn start_portal_sign_in(&self, flow: Flow) -> Flowing<Response<Body>> {
+    /// An optional `login_hint` (an address, as on `/auth/login`) pre-fills Microsoft's
+    /// account form; without one Microsoft shows its account picker.
+    async fn start_portal_sign_in(&self, flow: Flow, request: &Request) -> Flowing<Response<Body>> {
+        let query =
+            Query::parse(request.uri().query()).map_err(|error| Stop(self.bad_request(&error)))?;
+        let login_hint = login_hint(&query).map_err(|error| Stop(self.bad_request(&error)))?;
+        let extra = match &login_hint {
+            Some((hint, _)) => [("login_hint", hint.as_str())],
+            None => [("prompt", "select_account")],
+        };
         self.start_code_flow(
             flow,
             FeatureBundle::Auth,
             None,
             "organizations",
             PORTAL_SCOPE,
-            &[("prompt", "select_account")],
+            &extra,
         )
         .await
     }

@@ -849,6 +849,8 @@ async fn oversized_and_invalid_parameters_get_a_400_page() {
         "/consent/admin?bundle=all&tenant=not%20a%20domain".to_owned(),
         "/consent/admin?bundle=all&bundle=mail".to_owned(),
         "/auth/login?domain_hint=organizations".to_owned(),
+        "/admin/login?login_hint=not-an-address".to_owned(),
+        "/me/login?login_hint=a%40b%40".to_owned(),
     ] {
         let response = memory.get(&path, None).await;
         assert_eq!(response.status(), 400, "{path}");
@@ -873,6 +875,27 @@ async fn oversized_and_invalid_parameters_get_a_400_page() {
     assert_eq!(header(&response, "location"), Some(APP_URL));
     let forms = memory.idp.token_forms();
     assert_eq!(forms.last().map(|f| f["code"].clone()), Some(code));
+}
+
+/// The portal's sign-ins pass a valid `login_hint` to Microsoft (its account form is then
+/// pre-filled) and otherwise ask for Microsoft's account picker.
+#[tokio::test]
+async fn portal_sign_in_passes_a_login_hint_or_asks_for_an_account() {
+    let memory = Memory::start().await;
+    for start in ["/admin/login", "/me/login"] {
+        let hinted = memory
+            .begin(&format!(
+                "{start}?{}",
+                query(&[("login_hint", "ada@contoso.com")])
+            ))
+            .await;
+        assert_eq!(hinted.params["login_hint"], "ada@contoso.com", "{start}");
+        assert!(!hinted.params.contains_key("prompt"), "{start}");
+        assert!(hinted.location.path().starts_with("/organizations/oauth2"));
+        let picker = memory.begin(start).await;
+        assert_eq!(picker.params["prompt"], "select_account", "{start}");
+        assert!(!picker.params.contains_key("login_hint"), "{start}");
+    }
 }
 
 /// The same forgeries against the validator alone: each is refused for its own reason.

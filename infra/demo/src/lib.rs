@@ -79,6 +79,8 @@ pub struct Report {
     pub events: std::collections::BTreeMap<String, u64>,
     /// One received event per detail-type.
     pub event_examples: Vec<String>,
+    /// The administrator's view and a user's settings page as the demo saw them.
+    pub portal_pages: Vec<PathBuf>,
 }
 
 impl Report {
@@ -112,6 +114,9 @@ impl Report {
             for e in &self.event_examples {
                 out += &format!("    {e}\n");
             }
+        }
+        for p in &self.portal_pages {
+            out += &format!("\npage saved: {}", p.display());
         }
         out += &format!(
             "\nTeams message posted: {}\n\nTo click through the consent pages yourself in a browser, keep a stack running:\n  make up      (the demo world; microsoft-sim serves its real sign-in and consent pages)\n  then open the consent page it prints (this run's was {}), and `make down` to stop it.\n",
@@ -323,6 +328,46 @@ async fn sign_in(info: &StackInfo, app_base: &str, upn: &str) -> Result<Landing>
             app_base,
         )
         .await
+}
+
+/// Signs `upn` in at `{path}/login` in a fresh browser (Microsoft's account form pre-filled
+/// by `login_hint`), follows the "Signed in" page to `path`, saves the page as
+/// `{dir}/{path}.html` and returns its HTML.
+async fn portal_page(
+    info: &StackInfo,
+    app_base: &str,
+    path: &str,
+    upn: &str,
+    dir: &Path,
+) -> Result<String> {
+    let mut browser = Browser::new();
+    let signed_in = browser
+        .navigate(
+            &format!("{}{path}/login?login_hint={upn}", info.public_base_url),
+            app_base,
+        )
+        .await?;
+    ensure!(
+        signed_in.status == 200 && signed_in.url.contains("/auth/callback"),
+        "{upn}'s sign-in for {path} ended at {} ({}): {}",
+        signed_in.url,
+        signed_in.status,
+        excerpt(&signed_in.body)
+    );
+    let page = browser
+        .navigate(&format!("{}{path}", info.public_base_url), app_base)
+        .await?;
+    ensure!(
+        page.status == 200,
+        "{upn} opening {path}: {} {}",
+        page.status,
+        excerpt(&page.body)
+    );
+    std::fs::write(
+        dir.join(format!("{}.html", path.trim_start_matches('/'))),
+        &page.body,
+    )?;
+    Ok(page.body)
 }
 
 async fn sim_post(info: &StackInfo, path: &str, body: Value) -> Result<()> {
@@ -793,6 +838,50 @@ pub async fn run(opts: &Options) -> Result<Report> {
         bail!("per-user checks failed:\n  {}", failures.join("\n  "));
     }
     report.step("every user active with mail and meetings stored");
+
+    // The administrator's sync view and a user's settings, as they open them in a browser.
+    let admin_page = portal_page(&info, &app_base, "/admin", &poster.upn, &dir).await?;
+    let theirs: Vec<&DemoUser> = people.iter().filter(|u| u.tenant_id == t1).collect();
+    let missing: Vec<&str> = theirs
+        .iter()
+        .filter(|u| !admin_page.contains(u.upn.as_str()))
+        .map(|u| u.upn.as_str())
+        .collect();
+    ensure!(
+        missing.is_empty() && admin_page.contains("Teams sharing"),
+        "the administrator's view of {} lacks {missing:?}: {}",
+        name(first),
+        excerpt(&admin_page)
+    );
+    let foreign: Vec<&str> = people
+        .iter()
+        .filter(|u| u.tenant_id != t1 && admin_page.contains(u.upn.as_str()))
+        .map(|u| u.upn.as_str())
+        .collect();
+    ensure!(
+        foreign.is_empty(),
+        "the administrator's view of {} shows users of another tenant: {foreign:?}",
+        name(first)
+    );
+    report.step(format!(
+        "{} opened the administrator's sync view: {} connections of {} with their mail and calendar sync and the tenant's switches, nothing of {}",
+        poster.upn,
+        theirs.len(),
+        name(first),
+        name(second)
+    ));
+    let me_page = portal_page(&info, &app_base, "/me", &requester.upn, &dir).await?;
+    ensure!(
+        me_page.contains(requester.upn.as_str()) && me_page.contains("Disconnect"),
+        "{}'s settings page does not show their connection: {}",
+        requester.upn,
+        excerpt(&me_page)
+    );
+    report.step(format!(
+        "{} opened their settings (/me): their connection, its sync switches and disconnect",
+        requester.upn
+    ));
+    report.portal_pages = vec![dir.join("admin.html"), dir.join("me.html")];
 
     // What the platform received from the connector's bus.
     let mut quiet = 0;
