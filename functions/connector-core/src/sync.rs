@@ -979,7 +979,7 @@ impl Worker {
         let outcome = tokio::select! {
             // The lease first: once it may be lost, no further step of the run is polled.
             biased;
-            () = self.keep_lease(key, &holder) => {
+            () = keep_lease(self.state.as_ref(), key, &holder) => {
                 warn!("the mailbox lease was taken over; the run stops");
                 return JobOutcome::LeaseLost;
             }
@@ -1000,35 +1000,6 @@ impl Worker {
                 }
             }
             other => other,
-        }
-    }
-
-    /// Renews `holder`'s lease every [`LEASE_RENEW_EVERY`]; returns once it may be lost:
-    /// another holder has it, it is gone, or [`LEASE_MARGIN`] before it could lapse without
-    /// a renewal having gone through (a renewal that hangs is given up then too). The run
-    /// is dropped when this returns, so none of its writes is started after another worker
-    /// or a disconnection could have taken the lease: disconnect waits for the lease before
-    /// it deletes, and activity items are ordered against it by this alone
-    /// (docs/fencing.md).
-    async fn keep_lease(&self, key: &SyncKey, holder: &str) {
-        let mut held_until = Instant::now() + LEASE_TTL;
-        loop {
-            let give_up = held_until - LEASE_MARGIN;
-            tokio::time::sleep_until((Instant::now() + LEASE_RENEW_EVERY).min(give_up)).await;
-            if Instant::now() >= give_up {
-                return;
-            }
-            let asked = Instant::now();
-            match tokio::time::timeout_at(give_up, self.state.renew_lease(key, holder, LEASE_TTL))
-                .await
-            {
-                Ok(Ok(true)) => held_until = asked + LEASE_TTL,
-                Ok(Ok(false)) => return,
-                Ok(Err(error)) => {
-                    warn!(error = %error, "could not renew the mailbox lease");
-                }
-                Err(_) => return,
-            }
         }
     }
 
@@ -1315,6 +1286,33 @@ fn error_message(error: &WorkError) -> String {
         source = inner.source();
     }
     text.chars().take(500).collect()
+}
+
+/// Renews `holder`'s lease every [`LEASE_RENEW_EVERY`]; returns once it may be lost:
+/// another holder has it, it is gone, or [`LEASE_MARGIN`] before it could lapse without
+/// a renewal having gone through (a renewal that hangs is given up then too). The run
+/// is dropped when this returns, so none of its writes is started after another worker
+/// or a disconnection could have taken the lease: disconnect waits for the lease before
+/// it deletes, and activity items are ordered against it by this alone
+/// (docs/fencing.md).
+async fn keep_lease(state: &dyn SyncStateStore, key: &SyncKey, holder: &str) {
+    let mut held_until = Instant::now() + LEASE_TTL;
+    loop {
+        let give_up = held_until - LEASE_MARGIN;
+        tokio::time::sleep_until((Instant::now() + LEASE_RENEW_EVERY).min(give_up)).await;
+        if Instant::now() >= give_up {
+            return;
+        }
+        let asked = Instant::now();
+        match tokio::time::timeout_at(give_up, state.renew_lease(key, holder, LEASE_TTL)).await {
+            Ok(Ok(true)) => held_until = asked + LEASE_TTL,
+            Ok(Ok(false)) => return,
+            Ok(Err(error)) => {
+                warn!(error = %error, "could not renew the mailbox lease");
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// The invocation's deadline (Lambda's `deadline` context field: milliseconds since the
@@ -1640,5 +1638,180 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(&emf_line(&summary, 0)).expect("json");
         assert_eq!(directive_count(&line), 1);
         assert!(line.get("Reason").is_none());
+    }
+}
+
+/// [`keep_lease`] on tokio's paused clock, against a store whose renewals are scripted.
+#[cfg(test)]
+mod lease_keeping {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::domain::{FolderCursor, Lease, UserId};
+
+    /// What the store does with the next renewal.
+    #[derive(Clone, Copy)]
+    enum Renewal {
+        Renewed,
+        Lost,
+        Fails,
+        Hangs,
+    }
+
+    /// Renewals follow the script, then repeat its last entry; nothing else is called.
+    struct Scripted {
+        script: Mutex<VecDeque<Renewal>>,
+        asked: Mutex<Vec<Instant>>,
+    }
+
+    impl Scripted {
+        fn new(script: &[Renewal]) -> Self {
+            Self {
+                script: Mutex::new(script.iter().copied().collect()),
+                asked: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SyncStateStore for Scripted {
+        async fn acquire_lease(
+            &self,
+            _: &SyncKey,
+            _: &str,
+            _: Duration,
+        ) -> Result<bool, StoreError> {
+            unreachable!("keep_lease only renews")
+        }
+        async fn renew_lease(&self, _: &SyncKey, _: &str, _: Duration) -> Result<bool, StoreError> {
+            self.asked.lock().unwrap().push(Instant::now());
+            let next = {
+                let mut script = self.script.lock().unwrap();
+                if script.len() > 1 {
+                    script.pop_front()
+                } else {
+                    script.front().copied()
+                }
+            };
+            match next.expect("a script") {
+                Renewal::Renewed => Ok(true),
+                Renewal::Lost => Ok(false),
+                Renewal::Fails => Err(StoreError::Backend {
+                    operation: "UpdateItem",
+                    resource: "sync-state".into(),
+                    source: "throttled".into(),
+                }),
+                Renewal::Hangs => std::future::pending().await,
+            }
+        }
+        async fn release_lease(&self, _: &SyncKey, _: &str) -> Result<bool, StoreError> {
+            unreachable!()
+        }
+        async fn get_lease(&self, _: &SyncKey) -> Result<Option<Lease>, StoreError> {
+            unreachable!()
+        }
+        async fn get_meta(&self, _: &SyncKey) -> Result<Option<SyncMeta>, StoreError> {
+            unreachable!()
+        }
+        async fn put_meta(&self, _: &SyncKey, _: &SyncMeta) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        async fn get_cursor(
+            &self,
+            _: &SyncKey,
+            _: &str,
+        ) -> Result<Option<FolderCursor>, StoreError> {
+            unreachable!()
+        }
+        async fn put_cursor(&self, _: &SyncKey, _: &FolderCursor) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        async fn list_cursors(&self, _: &SyncKey) -> Result<Vec<FolderCursor>, StoreError> {
+            unreachable!()
+        }
+        async fn delete_cursor(&self, _: &SyncKey, _: &str) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        async fn delete_sync_state(&self, _: &SyncKey) -> Result<(), StoreError> {
+            unreachable!()
+        }
+    }
+
+    fn key() -> SyncKey {
+        SyncKey::new(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
+            UserId::parse("00000000-0000-0000-0000-0000000000aa").expect("guid"),
+            SyncKind::Mail,
+        )
+    }
+
+    /// How long `keep_lease` kept the lease (`None`: still keeping it after `within`) and
+    /// when, from the start, it asked for each renewal.
+    async fn kept(script: &[Renewal], within: Duration) -> (Option<Duration>, Vec<Duration>) {
+        let store = Scripted::new(script);
+        let start = Instant::now();
+        let ended = tokio::time::timeout(within, keep_lease(&store, &key(), "worker-1"))
+            .await
+            .ok()
+            .map(|()| start.elapsed());
+        let asked = store
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| *t - start)
+            .collect();
+        (ended, asked)
+    }
+
+    const fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewed_leases_are_kept_for_as_long_as_the_run_lasts() {
+        let (ended, asked) = kept(&[Renewal::Renewed], secs(610)).await;
+        assert_eq!(ended, None, "still held after ten minutes");
+        assert_eq!(asked.len(), 20, "one renewal every {LEASE_RENEW_EVERY:?}");
+        assert_eq!(asked[0], LEASE_RENEW_EVERY);
+        assert_eq!(asked[19], LEASE_RENEW_EVERY * 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_by_another_holder_ends_the_run_at_once() {
+        let (ended, asked) = kept(&[Renewal::Renewed, Renewal::Lost], secs(600)).await;
+        assert_eq!(ended, Some(LEASE_RENEW_EVERY * 2));
+        assert_eq!(asked.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_renewal_is_given_up_before_the_lease_could_lapse() {
+        let (ended, asked) = kept(&[Renewal::Hangs], secs(600)).await;
+        assert_eq!(
+            ended,
+            Some(LEASE_TTL - LEASE_MARGIN),
+            "75 s: 15 s before it lapses"
+        );
+        assert_eq!(asked, vec![LEASE_RENEW_EVERY]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_are_retried_until_the_margin_then_the_run_stops() {
+        let (ended, asked) = kept(&[Renewal::Fails], secs(600)).await;
+        assert_eq!(ended, Some(LEASE_TTL - LEASE_MARGIN));
+        assert_eq!(asked, vec![secs(30), secs(60)]);
+        // One renewal that goes through after failures restarts the lease's 90 s.
+        let (ended, asked) = kept(
+            &[Renewal::Fails, Renewal::Renewed, Renewal::Fails],
+            secs(600),
+        )
+        .await;
+        assert_eq!(asked[..2], [secs(30), secs(60)]);
+        assert_eq!(
+            ended,
+            Some(secs(60) + LEASE_TTL - LEASE_MARGIN),
+            "{asked:?}"
+        );
     }
 }
