@@ -527,7 +527,7 @@ impl App {
                     "Explicit consent mode",
                     switches.explicit_consent,
                     false,
-                    Some("Recording consent is collected through the meeting invite."),
+                    Some("Recorded for the platform, which collects recording consent through the meeting invite (the connector does not change meetings for it yet)."),
                 ))
                 .raw("<p><button type=\"submit\">Save switches</button></p>\n</form>\n");
         } else {

@@ -895,7 +895,14 @@ pub async fn run(opts: &Options) -> Result<Report> {
             .await?;
         let messages = out.messages.unwrap_or_default();
         quiet = if messages.is_empty() { quiet + 1 } else { 0 };
-        for m in messages {
+        let mut received = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            received.push(
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()?,
+            );
             let event: Value = serde_json::from_str(m.body().unwrap_or_default())?;
             let kind = event["detail-type"].as_str().unwrap_or("?").to_string();
             let n = report.events.entry(kind.clone()).or_default();
@@ -905,9 +912,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
                     .event_examples
                     .push(format!("{kind}: {}", event["detail"]));
             }
-            sqs.delete_message()
+        }
+        if !received.is_empty() {
+            sqs.delete_message_batch()
                 .queue_url(&platform_queue)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .set_entries(Some(received))
                 .send()
                 .await?;
         }
