@@ -26,6 +26,8 @@ mod conformance;
 pub mod credential;
 pub mod domain;
 pub mod graph;
+#[cfg(feature = "http-lambda")]
+pub mod http_lambda;
 pub mod matching;
 pub mod messages;
 pub mod oauth;

@@ -221,7 +221,10 @@ impl App {
     }
 
     /// An optional `login_hint` (an address, as on `/auth/login`) pre-fills Microsoft's
-    /// account form; without one Microsoft shows its account picker.
+    /// account form; without one Microsoft shows its account picker (`login_hint` and
+    /// `prompt=select_account` of the authorize request: ../shared/graph-contract.md
+    /// "authorize"; Microsoft Learn, "Microsoft identity platform and OAuth 2.0
+    /// authorization code flow", read 2026-12-06).
     async fn start_portal_sign_in(&self, flow: Flow, request: &Request) -> Flowing<Response<Body>> {
         let query =
             Query::parse(request.uri().query()).map_err(|error| Stop(self.bad_request(&error)))?;
