@@ -5,48 +5,20 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { shots, start, stop } from './site.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const shots = path.join(root, 'target/browser');
-const server = path.join(root, 'target/debug/examples/local_server');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
-
-let child;
+let running;
 let site;
 let browser;
 
 before(async () => {
-  mkdirSync(shots, { recursive: true });
-  child = spawn(server, [], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] });
-  site = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('local_server did not start in 120 s')), 120_000);
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`local_server exited early (${code})`)));
-    createInterface({ input: child.stdout }).once('line', (line) => {
-      clearTimeout(timer);
-      resolve(JSON.parse(line));
-    });
-  });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true });
+  running = await start();
+  ({ site, browser } = running);
 });
 
 after(async () => {
-  await browser?.close();
-  if (child && child.exitCode === null) {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.stdin.end();
-    const timer = setTimeout(() => child.kill('SIGTERM'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  await stop(running);
 });
 
 test('an administrator grants consent for all features from the consent page', async () => {
