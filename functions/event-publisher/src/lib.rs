@@ -15,15 +15,23 @@
 //! ("Sending events with PutEvents", https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-putevents.html,
 //! and the PutEvents API reference, https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutEvents.html,
 //! read 2026-12-06). Failed entries are sent again, up to [`PUT_ATTEMPTS`] times in all.
+//!
+//! An activity removed by its TTL (its retention ran out) leaves its body object in the
+//! body store: nothing of ours ran when DynamoDB deleted the item. The activities stream
+//! carries that removal, so this handler deletes the object it names
+//! ([`mapping::expired_body`]) before it publishes the batch's events; a failed delete is
+//! retried from that record like a failed publish.
 
 pub mod mapping;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use connector_core::ports::BodyStore;
 use serde_json::{Value, json};
 
-pub use mapping::{DETAIL_TYPES, PlatformEvent, map_record};
+pub use mapping::{DETAIL_TYPES, PlatformEvent, expired_body, map_record};
 
 /// `source` of every event.
 pub const SOURCE: &str = "office365-connector";
@@ -105,6 +113,8 @@ impl EventSink for EventBridgeSink {
 /// The handler of one stream batch.
 pub struct Publisher<S> {
     sink: S,
+    /// Where expired activities' bodies are deleted.
+    bodies: Option<Arc<dyn BodyStore>>,
     /// Pause before sending failed entries again (doubles each time).
     pub retry_pause: Duration,
 }
@@ -115,6 +125,8 @@ pub struct BatchReport {
     pub records: usize,
     pub published: usize,
     pub skipped: usize,
+    /// Body objects of expired activities deleted.
+    pub bodies_deleted: usize,
     /// The `SequenceNumber` of the first record not done, if any.
     pub failed_from: Option<String>,
 }
@@ -141,8 +153,15 @@ impl<S: EventSink> Publisher<S> {
     pub fn new(sink: S) -> Self {
         Self {
             sink,
+            bodies: None,
             retry_pause: Duration::from_millis(200),
         }
+    }
+
+    /// Deletes the body objects of activities removed by their TTL in `bodies`.
+    pub fn with_bodies(mut self, bodies: Arc<dyn BodyStore>) -> Self {
+        self.bodies = Some(bodies);
+        self
     }
 
     pub fn sink(&self) -> &S {
@@ -176,6 +195,26 @@ impl<S: EventSink> Publisher<S> {
                 }
             }
         }
+        // Expired activities' bodies first, up to the first unreadable record: when the
+        // delete fails the batch stops at the first of them (deleting again is harmless).
+        let readable = &records[..unreadable.unwrap_or(records.len())];
+        let expired: Vec<(usize, String)> = readable
+            .iter()
+            .enumerate()
+            .filter_map(|(i, record)| expired_body(record).map(|key| (i, key.to_owned())))
+            .collect();
+        let mut stop = unreadable;
+        if let (Some(bodies), Some((first, _))) = (&self.bodies, expired.first()) {
+            let keys: Vec<String> = expired.iter().map(|(_, key)| key.clone()).collect();
+            match bodies.delete_bodies(&keys).await {
+                Ok(()) => report.bodies_deleted = keys.len(),
+                Err(error) => {
+                    tracing::warn!(%error, objects = keys.len(), "could not delete expired bodies");
+                    stop = Some(*first);
+                    pending.retain(|(i, _)| i < first);
+                }
+            }
+        }
         for chunk in pending.chunks(MAX_ENTRIES) {
             match self.put_with_retries(chunk).await {
                 Ok(()) => report.published += chunk.len(),
@@ -185,7 +224,7 @@ impl<S: EventSink> Publisher<S> {
                 }
             }
         }
-        if let Some(i) = unreadable {
+        if let Some(i) = stop {
             report.failed_from = Some(sequence_number(&records[i]));
         }
         report

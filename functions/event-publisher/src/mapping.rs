@@ -128,6 +128,19 @@ pub fn is_ttl_expiry(record: &Value) -> bool {
             == Some("dynamodb.amazonaws.com")
 }
 
+/// The body object an activity's TTL expiry leaves behind: the key the removed item names
+/// (`content.detail.key`, a mail whose whole message is in the body store). Every other
+/// removal goes through the activity store, which deletes the object after the item; an
+/// expiry is DynamoDB's own, so its stream record is the only place that sees it.
+pub fn expired_body(record: &Value) -> Option<&str> {
+    if record.get("eventName").and_then(Value::as_str) != Some("REMOVE") || !is_ttl_expiry(record) {
+        return None;
+    }
+    record
+        .pointer("/dynamodb/OldImage/content/M/detail/M/key/S")
+        .and_then(Value::as_str)
+}
+
 /// Which table a record is of, from its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
