@@ -106,7 +106,7 @@ impl Report {
             );
         }
         if !self.events.is_empty() {
-            out += "\nevents the platform received on its queue (rule on the connector's bus):\n";
+            out += "\nevents the platform received on its queues (a rule per event type on the connector's bus):\n";
             for (kind, n) in &self.events {
                 out += &format!("  {kind:<24} {n:>6}\n");
             }
@@ -370,6 +370,15 @@ async fn portal_page(
     Ok(page.body)
 }
 
+/// The platform's event types (docs/events.md).
+const EVENT_KINDS: [&str; 5] = [
+    "ActivityImported",
+    "ActivityUpdated",
+    "ActivityRemoved",
+    "ConnectionStatusChanged",
+    "SyncRunCompleted",
+];
+
 async fn sim_post(info: &StackInfo, path: &str, body: Value) -> Result<()> {
     let resp = reqwest::Client::new()
         .post(format!("{}{path}", info.microsoft_sim_url))
@@ -576,14 +585,18 @@ pub async fn run(opts: &Options) -> Result<Report> {
         .get("EVENT_BUS_NAME")
         .cloned()
         .ok_or_else(|| anyhow!("no EVENT_BUS_NAME in the functions' environment"))?;
-    let platform_queue = local_stack::streams::subscribe_queue(
-        &sdk,
-        &bus,
-        "office365-connector",
-        "o365-demo-platform",
-    )
-    .await?;
-    report.step(format!("the platform subscribed a queue to the bus {bus}"));
+    // One queue per detail-type: the counts are then the queues' sizes, where reading
+    // thousands of events one receive at a time from moto took minutes.
+    let mut platform_queues = Vec::new();
+    for kind in EVENT_KINDS {
+        let pattern = json!({"source": ["office365-connector"], "detail-type": [kind]});
+        let name = format!("o365-demo-platform-{kind}");
+        let url = local_stack::streams::subscribe_queue_to(&sdk, &bus, &pattern, &name).await?;
+        platform_queues.push((kind, url));
+    }
+    report.step(format!(
+        "the platform subscribed a queue per event type to the bus {bus}"
+    ));
 
     // CRM snapshots, one per tenant.
     let hand: Value = serde_json::from_str(&std::fs::read_to_string(&opts.crm)?)
@@ -883,42 +896,51 @@ pub async fn run(opts: &Options) -> Result<Report> {
     ));
     report.portal_pages = vec![dir.join("admin.html"), dir.join("me.html")];
 
-    // What the platform received from the connector's bus.
-    let mut quiet = 0;
-    while quiet < 5 {
+    // What the platform received from the connector's bus: each queue's size once it has
+    // stopped growing (the publisher has caught up), and one event of each kind.
+    let mut last = Vec::new();
+    let mut steady = 0;
+    let started = Instant::now();
+    while steady < 3 {
+        ensure!(
+            started.elapsed() < opts.drain_timeout,
+            "the platform's queues kept growing for {:?}",
+            opts.drain_timeout
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut sizes = Vec::new();
+        for (_, url) in &platform_queues {
+            let attributes = local_stack::esm::queue_attributes(&sqs, url).await?;
+            let count = |name: &str| {
+                attributes
+                    .get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            sizes.push(
+                count("ApproximateNumberOfMessages")
+                    + count("ApproximateNumberOfMessagesNotVisible"),
+            );
+        }
+        steady = if sizes == last { steady + 1 } else { 0 };
+        last = sizes;
+    }
+    for ((kind, url), n) in platform_queues.iter().zip(&last) {
+        if *n == 0 {
+            continue;
+        }
+        report.events.insert((*kind).to_owned(), *n);
         let out = sqs
             .receive_message()
-            .queue_url(&platform_queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
+            .queue_url(url)
+            .max_number_of_messages(1)
             .send()
             .await?;
-        let messages = out.messages.unwrap_or_default();
-        quiet = if messages.is_empty() { quiet + 1 } else { 0 };
-        let mut received = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            received.push(
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()?,
-            );
+        if let Some(m) = out.messages().first() {
             let event: Value = serde_json::from_str(m.body().unwrap_or_default())?;
-            let kind = event["detail-type"].as_str().unwrap_or("?").to_string();
-            let n = report.events.entry(kind.clone()).or_default();
-            *n += 1;
-            if *n == 1 {
-                report
-                    .event_examples
-                    .push(format!("{kind}: {}", event["detail"]));
-            }
-        }
-        if !received.is_empty() {
-            sqs.delete_message_batch()
-                .queue_url(&platform_queue)
-                .set_entries(Some(received))
-                .send()
-                .await?;
+            report
+                .event_examples
+                .push(format!("{kind}: {}", event["detail"]));
         }
     }
     ensure!(

@@ -86,6 +86,16 @@ pub async fn subscribe_queue(
     source: &str,
     queue_name: &str,
 ) -> Result<String> {
+    subscribe_queue_to(sdk, bus_name, &json!({ "source": [source] }), queue_name).await
+}
+
+/// As [`subscribe_queue`], for the events matching an EventBridge event `pattern`.
+pub async fn subscribe_queue_to(
+    sdk: &SdkConfig,
+    bus_name: &str,
+    pattern: &serde_json::Value,
+    queue_name: &str,
+) -> Result<String> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let events = aws_sdk_eventbridge::Client::new(sdk);
     let url = sqs
@@ -106,7 +116,7 @@ pub async fn subscribe_queue(
         .put_rule()
         .name(&rule)
         .event_bus_name(bus_name)
-        .event_pattern(json!({ "source": [source] }).to_string())
+        .event_pattern(pattern.to_string())
         .send()
         .await
         .context("PutRule")?
