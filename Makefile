@@ -50,8 +50,13 @@ fmt:
 test-rust: $(STAMP)
 	cargo test --workspace --locked
 
+# The binaries these two use (target/debug/microsoft-sim, target/debug/examples/local_server)
+# are what `cargo test --workspace` builds: after test-rust this is a no-op, where a
+# `cargo build -p ...` would resolve features differently and rebuild about 80 crates.
+WORKSPACE_BINARIES := cargo test --workspace --locked --no-run --quiet
+
 test-clients: $(STAMP)
-	cargo build --locked -p microsoft-sim
+	$(WORKSPACE_BINARIES)
 	$(PY) -m pytest -q infra/microsoft-sim/clients
 
 # A real browser (Debian's chromium, driven by the pinned playwright-core) through the
@@ -60,7 +65,7 @@ test-clients: $(STAMP)
 test-browser: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 	cd tests/browser && npm ci --no-audit --no-fund
-	cargo build --locked -p consent-callback --example local_server
+	$(WORKSPACE_BINARIES)
 	cd tests/browser && node --test consent.test.mjs admin.test.mjs
 
 # The functions' instruction set (template parameter `Architecture`): arm64, the
