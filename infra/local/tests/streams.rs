@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use local_stack::streams::{StreamOptions, spawn_stream_mapping, stream_mappings};
+use local_stack::streams::{StreamHandle, StreamOptions, spawn_stream_mapping, stream_mappings};
 use local_stack::{InProcessInvoker, Template, template_path, test_stack};
 use serde_json::{Value, json};
 
@@ -43,6 +43,16 @@ fn activities_mapping(stack: &local_stack::TestStack) -> local_stack::streams::S
     assert_eq!(m.maximum_retry_attempts, Some(10));
     assert!(m.on_failure_queue_url.is_some());
     m
+}
+
+/// The activities stream's mapping, invoking `invoker`.
+fn spawn_activities(stack: &local_stack::TestStack, invoker: InProcessInvoker) -> StreamHandle {
+    spawn_stream_mapping(
+        activities_mapping(stack),
+        &stack.sdk,
+        Arc::new(invoker),
+        OPTIONS,
+    )
 }
 
 fn ids(batch: &Value) -> Vec<String> {
@@ -93,12 +103,7 @@ async fn a_partial_failure_is_retried_from_the_named_record_in_order() {
             Ok(json!({"batchItemFailures": []}))
         }
     });
-    let handle = spawn_stream_mapping(
-        activities_mapping(&stack),
-        &stack.sdk,
-        Arc::new(invoker),
-        OPTIONS,
-    );
+    let handle = spawn_activities(&stack, invoker);
     wait_for(|| handle.counts().done >= 6).await;
     let counts = handle.counts();
     handle.stop().await.unwrap();
@@ -234,12 +239,7 @@ async fn a_cancelled_transaction_leaves_no_stream_record() {
             Ok(json!({"batchItemFailures": []}))
         }
     });
-    let handle = spawn_stream_mapping(
-        activities_mapping(&stack),
-        &stack.sdk,
-        Arc::new(invoker),
-        OPTIONS,
-    );
+    let handle = spawn_activities(&stack, invoker);
     wait_for(|| handle.counts().done >= 2).await;
     // A moment more, for a third record if there were one.
     tokio::time::sleep(Duration::from_millis(500)).await;
