@@ -370,14 +370,17 @@ async fn portal_page(
     Ok(page.body)
 }
 
-/// The platform's event types (docs/events.md).
-const EVENT_KINDS: [&str; 5] = [
-    "ActivityImported",
-    "ActivityUpdated",
-    "ActivityRemoved",
-    "ConnectionStatusChanged",
-    "SyncRunCompleted",
-];
+/// Messages in `queue` that are waiting or in flight.
+async fn queued(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<u64> {
+    let attributes = local_stack::esm::queue_attributes(sqs, queue).await?;
+    Ok([
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+    ]
+    .iter()
+    .filter_map(|name| attributes.get(*name)?.parse::<u64>().ok())
+    .sum())
+}
 
 async fn sim_post(info: &StackInfo, path: &str, body: Value) -> Result<()> {
     let resp = reqwest::Client::new()
@@ -414,22 +417,7 @@ async fn drain(info: &StackInfo, sqs: &aws_sdk_sqs::Client, timeout: Duration) -
         );
         let mut total = 0;
         for q in &queues {
-            let attrs = sqs
-                .get_queue_attributes()
-                .queue_url(q)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-                .send()
-                .await?;
-            for name in [
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-            ] {
-                total += attrs
-                    .attributes()
-                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::from(name)))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
+            total += queued(sqs, q).await?;
         }
         quiet = if total == 0 { quiet + 1 } else { 0 };
         polls += 1;
@@ -588,8 +576,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
     // One queue per detail-type: the counts are then the queues' sizes, where reading
     // thousands of events one receive at a time from moto took minutes.
     let mut platform_queues = Vec::new();
-    for kind in EVENT_KINDS {
-        let pattern = json!({"source": ["office365-connector"], "detail-type": [kind]});
+    for kind in event_publisher::DETAIL_TYPES {
+        let pattern = json!({"source": [event_publisher::SOURCE], "detail-type": [kind]});
         let name = format!("o365-demo-platform-{kind}");
         let url = local_stack::streams::subscribe_queue_to(&sdk, &bus, &pattern, &name).await?;
         platform_queues.push((kind, url));
@@ -910,17 +898,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut sizes = Vec::new();
         for (_, url) in &platform_queues {
-            let attributes = local_stack::esm::queue_attributes(&sqs, url).await?;
-            let count = |name: &str| {
-                attributes
-                    .get(name)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            sizes.push(
-                count("ApproximateNumberOfMessages")
-                    + count("ApproximateNumberOfMessagesNotVisible"),
-            );
+            sizes.push(queued(&sqs, url).await?);
         }
         steady = if sizes == last { steady + 1 } else { 0 };
         last = sizes;
