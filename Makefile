@@ -42,9 +42,9 @@ lint-template: $(STAMP)
 
 # cargo 1.95 sometimes hands its clippy-driver target probe (`rustc - --print=cfg ...`)
 # another process's output as the source to read, a race (seen on this machine kind on
-# 2026-12-06, in 3 of 4 fresh runs for a while and then in none of 12: "failed to run
-# `rustc` to learn about target-specific information", the probe's input being a rustc
-# error message). That failure, and only that one, is retried with a fresh probe cache
+# 2026-12-06 in 5 of 19 fresh probes, never under strace: "failed to run `rustc` to
+# learn about target-specific information", the probe's input being a rustc error
+# message). That failure, and only that one, is retried with a fresh probe cache
 # (target/.rustc_info.json), up to 3 attempts; any other failure fails the lint.
 CLIPPY := cargo clippy --workspace --all-targets --locked -- -D warnings
 lint: lint-template

@@ -120,6 +120,7 @@ fn to_api_gateway_v2(response: Response<Body>) -> ApiGatewayV2httpResponse {
     };
     out
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
