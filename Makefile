@@ -12,7 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 # Tools from the venv (cargo-lambda, zig, moto_server, sam) come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv test test-rust test-clients test-browser lint lint-template fmt up down build bench sam-build
+.PHONY: help null-device venv test test-rust test-clients test-browser lint lint-template fmt up down build bench sam-build
 
 help:
 	@echo "make test   - every test (brings its own local stack up and down)"
@@ -25,7 +25,13 @@ help:
 	@echo "make demo   - the whole product end to end on the local stack, with a report"
 	@echo "make bench  - speed, memory and cost, side by side with Python (target/bench/report.md)"
 
-$(STAMP): infra/local/requirements.txt
+# A /dev/null that is a regular file makes cargo's target probe read what other processes
+# discarded as its source (infra/local/null-device.sh): checked once per make run, before
+# anything that builds.
+null-device:
+	@infra/local/null-device.sh
+
+$(STAMP): infra/local/requirements.txt | null-device
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r infra/local/requirements.txt
@@ -40,23 +46,9 @@ lint-template: $(STAMP)
 	sam validate --lint -t template.yaml
 	cargo run --locked --quiet -p local-stack -- check --template template.yaml
 
-# cargo 1.95 sometimes hands its clippy-driver target probe (`rustc - --print=cfg ...`)
-# another process's output as the source to read, a race (seen on this machine kind on
-# 2026-12-06 in 5 of 19 fresh probes, never under strace: "failed to run `rustc` to
-# learn about target-specific information", the probe's input being a rustc error
-# message). That failure, and only that one, is retried with a fresh probe cache
-# (target/.rustc_info.json), up to 3 attempts; any other failure fails the lint.
-CLIPPY := cargo clippy --workspace --all-targets --locked -- -D warnings
 lint: lint-template
 	cargo fmt --all -- --check
-	@mkdir -p target
-	@for attempt in 1 2 3; do \
-		if $(CLIPPY) 2> target/clippy.log; then cat target/clippy.log >&2; exit 0; fi; \
-		cat target/clippy.log >&2; \
-		grep -q "to learn about target-specific information" target/clippy.log || exit 1; \
-		echo "cargo's clippy-driver probe failed (attempt $$attempt of 3, a cargo race): probing again"; \
-		rm -f target/.rustc_info.json; \
-	done; exit 1
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
 	cargo fmt --all
