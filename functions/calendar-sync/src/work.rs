@@ -32,7 +32,7 @@ use connector_core::domain::{
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
 use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreError};
-use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome};
+use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome, first_stage};
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
 
@@ -170,10 +170,9 @@ impl CalendarWork {
                 },
             }
         }
-        if !upserts.is_empty() {
-            self.activities.upsert_activities(&upserts).await?;
-            ctx.counters.stored += upserts.len() as u64;
-        }
+        // An initial round stamps everything it delivers, changed or not: its
+        // reconciliation deletes what it did not deliver.
+        self.store(ctx, &upserts, initial_round).await?;
         if !stale.is_empty() {
             self.activities
                 .delete_activities(&judge.owner, &stale)
@@ -181,6 +180,33 @@ impl CalendarWork {
         }
         if !removals.is_empty() {
             self.removed(ctx, judge, window, removals).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores meetings, counting the distinct ones that were new or changed (a re-read
+    /// page or a restarted round counts nothing twice). A meeting the store refuses for
+    /// good (the table's item limit) is recorded in the sync meta at once, before the
+    /// cursor that passes it, and skipped: one bad meeting never blocks the calendar.
+    async fn store(
+        &self,
+        ctx: &mut RunContext<'_>,
+        activities: &[Activity],
+        rewrite_unchanged: bool,
+    ) -> Result<(), WorkError> {
+        if activities.is_empty() {
+            return Ok(());
+        }
+        let report = self
+            .activities
+            .store_activities(activities, rewrite_unchanged)
+            .await?;
+        ctx.counters.stored += report.written;
+        if !report.refused.is_empty() {
+            for item in report.skipped_items(ctx.now()) {
+                ctx.meta.record_skipped(item);
+            }
+            ctx.checkpoint().await;
         }
         Ok(())
     }
@@ -285,8 +311,7 @@ impl CalendarWork {
     ) -> Result<(), WorkError> {
         if let Some(activity) = event.and_then(|event| self.keep(judge, &event, ctx.now())) {
             ctx.counters.matched += 1;
-            self.activities.upsert_activities(&[activity]).await?;
-            ctx.counters.stored += 1;
+            self.store(ctx, &[activity], true).await?;
         } else if self
             .activities
             .delete_activity(&judge.owner, &ActivityId::meeting(id))
@@ -352,6 +377,8 @@ impl SyncWork for CalendarWork {
             .get_cursor(&ctx.key, CALENDAR_CURSOR)
             .await?
             .unwrap_or_else(|| FolderCursor::new(CALENDAR_CURSOR, now));
+        // Visible before the CRM index is loaded: a run that dies there leaves its row.
+        ctx.enter(first_stage(ctx.meta)).await;
         let judge = self.judge(ctx).await?;
         if cursor.cursor.is_none() || calendar::needs_rebase(cursor.window.as_ref(), now) {
             if cursor.window.is_some() {

@@ -285,6 +285,28 @@ pub struct StoreReport {
     pub refused: Vec<Refused>,
 }
 
+impl StoreReport {
+    /// The refused activities as the sync meta records them (id and reason, no content),
+    /// each logged.
+    pub fn skipped_items(&self, now: OffsetDateTime) -> Vec<crate::domain::SkippedItem> {
+        self.refused
+            .iter()
+            .map(|refused| {
+                tracing::warn!(
+                    item = refused.id.immutable_id(),
+                    reason = %refused.reason,
+                    "an item cannot be stored; skipped"
+                );
+                crate::domain::SkippedItem {
+                    id: refused.id.immutable_id().to_owned(),
+                    reason: refused.reason.clone(),
+                    at: now,
+                }
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 pub trait ActivityStore: Send + Sync {
     /// Idempotent: an activity with the same owner and id replaces the stored one.

@@ -48,8 +48,8 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::domain::{
-    Connection, ConnectionStatus, ConsentMode, Feature, StatusChange, SyncCounters, SyncKey,
-    SyncKind, SyncMeta, SyncStage, Tenant, TenantId, UserKey,
+    Connection, ConnectionStatus, ConsentMode, Feature, SkippedItem, StatusChange, SyncCounters,
+    SyncKey, SyncKind, SyncMeta, SyncStage, Tenant, TenantId, UserKey,
 };
 use crate::graph::{GraphClient, GraphError, GraphStats, MailboxSession};
 use crate::messages::{SyncJob, SyncReason};
@@ -393,6 +393,9 @@ pub struct Progress<'a> {
     clock: &'a dyn Clock,
     /// The meta as at the last stage change, and the run's checkpointed counters.
     inner: tokio::sync::Mutex<(SyncMeta, SyncCounters)>,
+    /// Items the run skipped so far ([`Progress::skip`]): in every write, so that a run
+    /// that dies after its cursor moved past one still leaves it recorded.
+    skipped: tokio::sync::Mutex<Vec<SkippedItem>>,
 }
 
 impl<'a> Progress<'a> {
@@ -407,7 +410,20 @@ impl<'a> Progress<'a> {
             key,
             clock,
             inner: tokio::sync::Mutex::new((meta, SyncCounters::default())),
+            skipped: tokio::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records items the store refused for good and writes the meta at once, before the
+    /// cursor that passes them is saved. The work also records them in its own meta (the
+    /// skeleton's final write).
+    pub async fn skip(&self, items: &[SkippedItem]) {
+        if items.is_empty() {
+            return;
+        }
+        self.skipped.lock().await.extend_from_slice(items);
+        let inner = self.inner.lock().await;
+        self.write(&inner.0, &inner.1).await;
     }
 
     /// A checkpoint of work that keeps its own counters: `page`'s figures are added to
@@ -436,6 +452,9 @@ impl<'a> Progress<'a> {
     /// what resumes), so it is logged, not raised.
     async fn write(&self, meta: &SyncMeta, run: &SyncCounters) {
         let mut view = meta.clone();
+        for item in self.skipped.lock().await.iter() {
+            view.record_skipped(item.clone());
+        }
         view.last_run = *run;
         view.totals.add(run);
         view.updated_at = self.clock.now();
@@ -496,6 +515,16 @@ impl RunContext<'_> {
     /// saving a cursor; the meta is written with the counters so far.
     pub async fn checkpoint(&self) {
         self.progress.save(self.meta, Some(*self.counters)).await;
+    }
+}
+
+/// The stage a run shows from its first step, before its work knows better: the first
+/// import until one run has succeeded, incremental after.
+pub fn first_stage(meta: &SyncMeta) -> SyncStage {
+    if meta.last_success_at.is_none() {
+        SyncStage::InitialImport
+    } else {
+        SyncStage::Incremental
     }
 }
 
@@ -1813,5 +1842,65 @@ mod lease_keeping {
             Some(secs(60) + LEASE_TTL - LEASE_MARGIN),
             "{asked:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use crate::adapters::memory::MemorySyncStateStore;
+    use crate::clock::ManualClock;
+    use crate::domain::UserId;
+    use time::macros::datetime;
+
+    #[tokio::test]
+    async fn skipped_items_are_written_at_once_and_kept_in_every_later_write() {
+        let now = datetime!(2026-03-01 9:00 UTC);
+        let state = MemorySyncStateStore::default();
+        let clock = ManualClock::new(now);
+        let key = SyncKey::new(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
+            UserId::parse("00000000-0000-0000-0000-0000000000aa").expect("guid"),
+            SyncKind::Mail,
+        );
+        let progress = Progress::new(&state, key.clone(), &clock, SyncMeta::new(now));
+        let item = SkippedItem {
+            id: "AAMk-poison".into(),
+            reason: "ValidationException: Item size has exceeded the maximum allowed size".into(),
+            at: now,
+        };
+        // Nothing skipped: nothing written.
+        progress.skip(&[]).await;
+        assert_eq!(state.get_meta(&key).await.expect("read"), None);
+
+        // Written before the checkpoint that passes it: a run that dies now leaves it.
+        progress.skip(std::slice::from_ref(&item)).await;
+        let meta = state.get_meta(&key).await.expect("read").expect("meta");
+        assert_eq!(meta.skipped, vec![item.clone()]);
+
+        // Later checkpoints and a stage change (the work's own meta does not hold it yet)
+        // keep it.
+        progress
+            .add(&SyncCounters {
+                pages: 1,
+                ..SyncCounters::default()
+            })
+            .await;
+        let mut changed = SyncMeta::new(now);
+        changed.enter(SyncStage::InitialImport, now);
+        progress.save(&changed, None).await;
+        let meta = state.get_meta(&key).await.expect("read").expect("meta");
+        assert_eq!(meta.stage, SyncStage::InitialImport);
+        assert_eq!(meta.skipped, vec![item]);
+        assert_eq!(meta.last_run.pages, 1);
+    }
+
+    #[test]
+    fn a_run_shows_the_first_import_until_one_succeeds() {
+        let now = datetime!(2026-03-01 9:00 UTC);
+        let mut meta = SyncMeta::new(now);
+        assert_eq!(first_stage(&meta), SyncStage::InitialImport);
+        meta.last_success_at = Some(now);
+        assert_eq!(first_stage(&meta), SyncStage::Incremental);
     }
 }

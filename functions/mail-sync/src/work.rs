@@ -76,7 +76,7 @@ use connector_core::domain::{
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
 use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreReport, SyncStateStore};
-use connector_core::sync::{Progress, RunContext, SyncWork, WorkError, WorkOutcome};
+use connector_core::sync::{Progress, RunContext, SyncWork, WorkError, WorkOutcome, first_stage};
 use futures::future::Either;
 use futures::{StreamExt, TryStreamExt, stream};
 use time::format_description::well_known::Rfc3339;
@@ -561,7 +561,7 @@ impl MailWork {
                             };
                             drop(ready.activities);
                             counters.stored = report.written;
-                            self.skip_refused(env, report);
+                            self.skip_refused(env, report).await;
                             counters.removed =
                                 self.apply_removals(env, folder, &page.removed).await?;
                             if page.finishes_round
@@ -873,25 +873,15 @@ impl MailWork {
         Ok((activities, not_kept))
     }
 
-    /// Records the activities the store refused for good: skipped, the page goes on.
-    fn skip_refused(&self, env: &FolderEnv<'_>, report: StoreReport) {
-        if report.refused.is_empty() {
-            return;
-        }
-        let now = env.clock.now();
-        let mut skipped = env.skipped.lock().unwrap_or_else(|e| e.into_inner());
-        for refused in report.refused {
-            warn!(
-                message = refused.id.immutable_id(),
-                reason = %refused.reason,
-                "a message cannot be stored; skipped"
-            );
-            skipped.push(SkippedItem {
-                id: refused.id.immutable_id().to_owned(),
-                reason: refused.reason,
-                at: now,
-            });
-        }
+    /// Records the activities the store refused for good: skipped, the page goes on. The
+    /// record is written before the cursor that passes them.
+    async fn skip_refused(&self, env: &FolderEnv<'_>, report: StoreReport) {
+        let items = report.skipped_items(env.clock.now());
+        env.progress.skip(&items).await;
+        env.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(items);
     }
 
     /// The end of a round restarted after a 410: the folder's stored messages that the
@@ -1065,6 +1055,10 @@ impl SyncWork for MailWork {
     async fn run(&self, ctx: &mut RunContext<'_>) -> Result<WorkOutcome, WorkError> {
         let now = ctx.now();
         let owner = ctx.user();
+        // Visible before anything that could kill the worker (a large CRM index, folder
+        // discovery): a run that dies here still leaves its row. Refined below once the
+        // cursors say whether a window is still being imported.
+        ctx.enter(first_stage(ctx.meta)).await;
         let Some((oldest_open, index)) = self.crm_index(&ctx.key.tenant_id).await? else {
             // Nothing can match: leave the cursors where they are until a CRM is imported.
             info!("no CRM index for this tenant; nothing to import");

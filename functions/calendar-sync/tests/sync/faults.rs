@@ -1,9 +1,11 @@
 //! One SQS batch of four calendars: a 401 mid-run (one refresh, then on), revoked sign-in
 //! sessions (→ `reauth_required`), an on-premises mailbox (→ `mailbox_unsupported`), and a
-//! healthy one: the right statuses, the others finished, no record kept for retry.
+//! healthy one: the right statuses, the others finished, no record kept for retry. And a
+//! meeting the table refuses for good: recorded, skipped, the calendar not blocked.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use connector_core::domain::{ConnectionStatus, UserKey};
+use connector_core::domain::{ConnectionStatus, SyncStage, UserKey};
+use connector_core::sync::JobOutcome;
 use reqwest::Method;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -162,4 +164,78 @@ async fn statuses_follow_microsofts_errors_and_other_users_finish() {
         1,
         "what was imported stays until disconnection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_the_table_refuses_is_recorded_and_skipped_and_the_rest_is_stored() {
+    let tenant = new_tenant();
+    let adele = new_user();
+    let now = OffsetDateTime::now_utc();
+    let acme = || vec![attendee("sam@acme.com", "required", "none")];
+    // A subject past DynamoDB's 400 KB item limit: the one meeting no retry can store.
+    let poison_subject = format!("Acme {}", "x".repeat(450_000));
+    let world = world(
+        &tenant,
+        vec![user(
+            &adele,
+            "adele@contoso.com",
+            vec![
+                meeting(
+                    "Acme kickoff",
+                    day(now, 2, 10),
+                    30,
+                    "adele@contoso.com",
+                    acme(),
+                ),
+                meeting(
+                    &poison_subject,
+                    day(now, 3, 10),
+                    30,
+                    "adele@contoso.com",
+                    acme(),
+                ),
+                meeting(
+                    "Acme review",
+                    day(now, 4, 10),
+                    30,
+                    "adele@contoso.com",
+                    acme(),
+                ),
+            ],
+        )],
+    );
+    let harness = Harness::start(tenant, world).await.expect("harness");
+    let key = harness.connect(&adele, "adele@contoso.com").await.unwrap();
+    capture_logs();
+
+    // One run: done, not retried; the two others stored.
+    assert_eq!(harness.run(&key).await, JobOutcome::Done);
+    let meetings = harness.meetings(&key).await.unwrap();
+    let mut subjects: Vec<_> = meetings.values().map(|(m, _)| m.subject.clone()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["Acme kickoff", "Acme review"]);
+    let summary = harness.sink.last_run();
+    assert_eq!((summary.matched, summary.stored), (3, 2));
+
+    // Recorded in the sync meta (what `connectorctl status` lists): its id and the
+    // store's reason, nothing of its content; the calendar is idle, not failed.
+    let meta = harness.meta(&key).await.unwrap().expect("meta");
+    assert_eq!(meta.stage, SyncStage::Idle);
+    assert_eq!(meta.skipped.len(), 1, "{:?}", meta.skipped);
+    let skipped = &meta.skipped[0];
+    assert!(!skipped.id.is_empty());
+    assert!(
+        skipped.reason.contains("ValidationException"),
+        "{}",
+        skipped.reason
+    );
+    assert!(!skipped.reason.contains("xxxx"));
+    assert!(
+        !captured_logs().contains("xxxx"),
+        "nothing of the meeting logged"
+    );
+
+    // The next run starts from the delta link: nothing re-read, nothing blocked.
+    assert_eq!(harness.run(&key).await, JobOutcome::Done);
+    assert_eq!(harness.sink.last_run().stored, 0);
 }

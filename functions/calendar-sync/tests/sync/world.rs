@@ -418,6 +418,10 @@ async fn the_world_of_issue_6_gives_the_exact_stored_set() {
         harness.stored_set(&key).await.unwrap(),
         expected(&times, true)
     );
+    // The round re-read 11 relevant meetings; 10 were stored unchanged: distinct new or
+    // changed meetings are counted, not writes.
+    let summary = harness.sink.last_run();
+    assert_eq!((summary.matched, summary.stored), (11, 1));
     let meetings = harness.meetings(&key).await.unwrap();
     let (internal, activity) = meetings
         .values()

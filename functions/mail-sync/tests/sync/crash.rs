@@ -1,6 +1,7 @@
 //! Crash-resume: the worker dies after page k of a 30-page import (for every k): it is
 //! killed while saving the checkpoint of page k+1, after that page's matches were stored.
-//! A rerun gives the exact stored set: no duplicates, no loss.
+//! A rerun gives the exact stored set: no duplicates, no loss. And a worker that dies
+//! before its first page still leaves its run visible.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use connector_core::domain::{FolderCursor, Lease, SyncKey, SyncKind, SyncMeta};
+use connector_core::domain::{FolderCursor, Lease, SyncKey, SyncKind, SyncMeta, SyncStage};
 use connector_core::ports::{ActivityStore, StoreError, SyncStateStore};
 use connector_core::sync::JobOutcome;
 use mail_sync::MailSettings;
@@ -156,5 +157,45 @@ async fn a_crash_after_any_page_resumes_to_the_exact_set() -> Result<()> {
             "k={k}: the round finished"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_before_its_first_page_leaves_its_row() -> Result<()> {
+    let tenant = new_tenant();
+    let id = new_user();
+    let world = world(
+        &tenant,
+        DOMAIN,
+        vec![user(&id, UPN, "exchangeOnline", json!([]))],
+        vec![
+            json!({"user": UPN, "folder": "inbox", "messages": 20, "seed": SEED, "crmMatchRatio": 0.2}),
+        ],
+    );
+    let h = Harness::start_with(tenant.clone(), world, MailSettings::default()).await?;
+    h.add_tenant(&[DOMAIN]).await?;
+    h.import_crm(&generated_crm(&tenant, SEED, 40)).await?;
+    let key = h.connect(&id, UPN).await?;
+    // Every Graph answer takes 5 s: the worker is killed while it discovers the folders.
+    h.control(
+        reqwest::Method::POST,
+        "/_sim/latency",
+        Some(json!({"ms": 5000})),
+    )
+    .await?;
+    let job = h.job(&key);
+    let delivery = h.delivery();
+    let run = h.app.worker.run_job(&h.app.work, &job, &delivery);
+    let killed = tokio::time::timeout(Duration::from_millis(1500), run).await;
+    assert!(
+        killed.is_err(),
+        "the run should still be waiting on Graph: {killed:?}"
+    );
+
+    // What `connectorctl status` reads: a first import under way, with nothing yet counted.
+    let meta = h.meta(&key).await?.expect("a mail row for the dead run");
+    assert_eq!(meta.stage, SyncStage::InitialImport);
+    assert_eq!(meta.last_run.pages, 0);
+    assert!(meta.last_success_at.is_none());
     Ok(())
 }
