@@ -1,7 +1,7 @@
 //! Disconnecting a user, in this order (`connectorctl disconnect`, the platform API, the
 //! user's own settings page all go through [`Stores::disconnect_user`]):
-//! 1. the connection becomes `disconnected` (fan-out and workers skip it from now on) and
-//!    keeps nothing personal: no UPN, mail, name or scopes, so the record only says "this
+//! 1. the connection becomes `disconnected` with the reason [`DISCONNECT_PENDING_REASON`]
+//!    (fan-out and workers skip it from now on) and keeps nothing personal: no UPN, mail, name or scopes, so the record only says "this
 //!    user was disconnected"; the next sign-in replaces it with a fresh one. This is the
 //!    fence (docs/fencing.md): every worker write of the user's sync state is a transaction
 //!    that checks the connection is still active, activities are written only under the
@@ -16,7 +16,13 @@
 //!    lasts until its run ends; a dead worker's lease lapses within 90 s; a stalled one
 //!    gives its run up 15 s before its lease could lapse;
 //! 4. the imported activities (their items, then every message body object under the
-//!    user's prefix in the bodies bucket) and the Teams share targets are deleted.
+//!    user's prefix in the bodies bucket) and the Teams share targets are deleted;
+//! 5. the connection's reason becomes [`DISCONNECTED_REASON`] (a user's disconnection), or
+//!    the record is deleted (offboarding). Until then the record says the disconnection is
+//!    not finished, so a failed or interrupted run (a sync still holding its lease, a store
+//!    error) stays visible (`/me`, `/admin`, the platform API, `connectorctl connections
+//!    list --pending-disconnections`) and running it again finishes it: every step is
+//!    idempotent, on a connection already disconnected (pending or finished) as well.
 
 use std::time::Duration;
 
@@ -79,8 +85,19 @@ impl<T> Step<T> for Result<T, VaultError> {
     }
 }
 
-/// The reason recorded on a connection an operator disconnected.
+/// The reason recorded on a connection once its disconnection finished (everything deleted).
 pub const DISCONNECTED_REASON: &str = "operator_disconnected";
+
+/// The reason recorded on a connection from the first step of its disconnection until the
+/// last one succeeded: its imported data, bodies, sync state or share targets may remain,
+/// and disconnecting again deletes them.
+pub const DISCONNECT_PENDING_REASON: &str = "disconnect_pending";
+
+/// Whether `connection` is a disconnection that has not finished.
+pub fn disconnect_pending(connection: &Connection) -> bool {
+    connection.status == ConnectionStatus::Disconnected
+        && connection.status_reason.as_deref() == Some(DISCONNECT_PENDING_REASON)
+}
 
 /// The ports disconnecting a user goes through.
 pub struct Stores<'a> {
@@ -106,8 +123,15 @@ pub struct UserReport {
     pub connection: &'static str,
 }
 
-/// The connection as it stays after a disconnection: who and when, nothing else.
+/// The connection as it stays after a disconnection: who and when, nothing else; its reason
+/// says the disconnection is not finished yet. A connection disconnected already keeps the
+/// time it was disconnected.
 fn tombstone(connection: &Connection, now: OffsetDateTime) -> Connection {
+    let disconnected_at = if connection.status == ConnectionStatus::Disconnected {
+        connection.status_changed_at
+    } else {
+        now
+    };
     let mut gone = connection.clone();
     gone.upn = String::new();
     gone.mail = None;
@@ -117,9 +141,10 @@ fn tombstone(connection: &Connection, now: OffsetDateTime) -> Connection {
     gone.parked_until = ParkedUntil::default();
     gone.apply(&StatusChange::new(
         ConnectionStatus::Disconnected,
-        Some(DISCONNECTED_REASON),
-        now,
+        Some(DISCONNECT_PENDING_REASON),
+        disconnected_at,
     ));
+    gone.updated_at = now;
     gone
 }
 
@@ -192,7 +217,20 @@ impl Stores<'_> {
             .await
             .step(|| format!("deleting the share targets of {key}"))?;
         let connection = match (&existing, keep_record) {
-            (Some(_), true) => "disconnected",
+            (Some(_), true) => {
+                // Only the tombstone this run wrote: a user who signed in again meanwhile
+                // has a new connection, which this must not mark.
+                self.connections
+                    .replace_disconnected_reason(
+                        key,
+                        DISCONNECT_PENDING_REASON,
+                        DISCONNECTED_REASON,
+                        now,
+                    )
+                    .await
+                    .step(|| format!("recording the disconnection of {key} as finished"))?;
+                "disconnected"
+            }
             (Some(_), false) => {
                 self.connections
                     .delete_connection(key)
@@ -231,7 +269,11 @@ mod tests {
         connection.display_name = Some("Adele Vance".into());
         let gone = tombstone(&connection, datetime!(2026-03-02 8:00 UTC));
         assert_eq!(gone.status, ConnectionStatus::Disconnected);
-        assert_eq!(gone.status_reason.as_deref(), Some(DISCONNECTED_REASON));
+        assert_eq!(
+            gone.status_reason.as_deref(),
+            Some(DISCONNECT_PENDING_REASON)
+        );
+        assert!(disconnect_pending(&gone));
         assert_eq!(gone.status_changed_at, datetime!(2026-03-02 8:00 UTC));
         let json = serde_json::to_string(&gone).expect("json");
         assert!(!json.contains("adele") && !json.contains("Adele"), "{json}");
@@ -239,6 +281,155 @@ mod tests {
         assert_eq!(
             (gone.tenant_id, gone.user_id),
             (connection.tenant_id, connection.user_id)
+        );
+    }
+
+    fn adele() -> Connection {
+        Connection::new_active(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid"),
+            UserId::parse("00000000-0000-0000-0000-000000000002").expect("guid"),
+            "adele@contoso.com",
+            FeatureBundle::All.scope_set(),
+            datetime!(2026-03-01 8:00 UTC),
+        )
+    }
+
+    /// A disconnection stopped by a running sync stays recorded as pending (and fenced);
+    /// running it again, once the sync let go, finishes it and records that; running it on
+    /// the finished tombstone changes nothing but `updatedAt`.
+    #[tokio::test]
+    async fn an_unfinished_disconnection_is_recorded_as_pending_until_a_rerun_finishes_it() {
+        use crate::adapters::memory::{
+            MemoryActivityStore, MemoryConnectionStore, MemorySyncStateStore, MemoryTokenVault,
+        };
+        use crate::adapters::teams_memory::MemoryShareTargetStore;
+        use crate::domain::SyncMeta;
+
+        let connections = MemoryConnectionStore::default();
+        let sync = MemorySyncStateStore::default();
+        let activities = MemoryActivityStore::default();
+        let targets = MemoryShareTargetStore::default();
+        let vault = MemoryTokenVault::default();
+        let stores = Stores {
+            connections: &connections,
+            sync: &sync,
+            activities: &activities,
+            targets: &targets,
+            vault: &vault,
+            lease_wait: Duration::from_millis(600),
+        };
+        let connection = adele();
+        let key = connection.key();
+        connections
+            .upsert_connection(&connection)
+            .await
+            .expect("put");
+        let mail = SyncKey::new(key.tenant_id.clone(), key.user_id.clone(), SyncKind::Mail);
+        sync.put_meta(&mail, &SyncMeta::new(datetime!(2026-03-01 8:00 UTC)))
+            .await
+            .expect("meta");
+        assert!(
+            sync.acquire_lease(&mail, "worker-1", Duration::from_secs(300))
+                .await
+                .expect("lease")
+        );
+
+        let first = datetime!(2026-03-02 8:00 UTC);
+        let error = stores
+            .disconnect_user(&key, true, first)
+            .await
+            .expect_err("a sync holds the lease");
+        assert!(matches!(
+            error,
+            DisconnectError::StillRunning {
+                kind: SyncKind::Mail,
+                ..
+            }
+        ));
+        let pending = connections
+            .get_connection(&key)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert!(disconnect_pending(&pending), "{pending:?}");
+        assert_eq!(pending.status_changed_at, first);
+        assert!(
+            sync.get_meta(&mail).await.expect("meta").is_some(),
+            "nothing deleted under the sync"
+        );
+
+        assert!(
+            sync.release_lease(&mail, "worker-1")
+                .await
+                .expect("release")
+        );
+        let second = datetime!(2026-03-02 8:05 UTC);
+        let report = stores
+            .disconnect_user(&key, true, second)
+            .await
+            .expect("finished");
+        assert_eq!(report.connection, "disconnected");
+        assert_eq!(report.previous_status.as_deref(), Some("disconnected"));
+        let done = connections
+            .get_connection(&key)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert!(!disconnect_pending(&done));
+        assert_eq!(done.status, ConnectionStatus::Disconnected);
+        assert_eq!(done.status_reason.as_deref(), Some(DISCONNECTED_REASON));
+        assert_eq!(
+            done.status_changed_at, first,
+            "disconnected when it was first asked"
+        );
+        assert!(sync.get_meta(&mail).await.expect("meta").is_none());
+
+        let third = datetime!(2026-03-03 8:00 UTC);
+        stores
+            .disconnect_user(&key, true, third)
+            .await
+            .expect("idempotent");
+        let again = connections
+            .get_connection(&key)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(again.status_reason.as_deref(), Some(DISCONNECTED_REASON));
+        assert_eq!((again.status_changed_at, again.updated_at), (first, third));
+    }
+
+    /// The last step marks only the tombstone its run wrote: a user who signed in again
+    /// meanwhile keeps the new, active connection.
+    #[tokio::test]
+    async fn finishing_never_marks_a_connection_made_again_meanwhile() {
+        use crate::adapters::memory::MemoryConnectionStore;
+
+        let connections = MemoryConnectionStore::default();
+        let connection = adele();
+        let key = connection.key();
+        connections
+            .upsert_connection(&connection)
+            .await
+            .expect("put");
+        let now = datetime!(2026-03-02 8:00 UTC);
+        assert!(
+            !connections
+                .replace_disconnected_reason(
+                    &key,
+                    DISCONNECT_PENDING_REASON,
+                    DISCONNECTED_REASON,
+                    now
+                )
+                .await
+                .expect("write")
+        );
+        assert_eq!(
+            connections
+                .get_connection(&key)
+                .await
+                .expect("get")
+                .expect("kept"),
+            connection
         );
     }
 }

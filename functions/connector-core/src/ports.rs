@@ -176,6 +176,16 @@ pub trait ConnectionStore: Send + Sync {
         key: &UserKey,
         change: &StatusChange,
     ) -> Result<Connection, StoreError>;
+    /// Replaces the reason `from` of a connection that is still `disconnected` with `to`
+    /// (status and its time unchanged); `false`, writing nothing, when the record is gone,
+    /// is no longer disconnected (the user signed in again) or has another reason.
+    async fn replace_disconnected_reason(
+        &self,
+        key: &UserKey,
+        from: &str,
+        to: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Parks (or un-parks with `None`) one feature of an existing connection.
     async fn set_parked_until(
         &self,

@@ -1365,3 +1365,59 @@ async fn unsendable_entries_are_reported_by_index() -> Result<()> {
     );
     Ok(())
 }
+
+/// The last step of a disconnection marks only a pending tombstone: never a connection made
+/// again by a sign-in, a finished one, or a missing one.
+#[tokio::test]
+async fn a_disconnection_is_recorded_finished_only_on_its_pending_tombstone() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    let store = DynamoConnectionStore::new(dynamo(&stack), &tables.connections);
+    let now = OffsetDateTime::from_unix_timestamp(1_780_000_000)?;
+    let later = OffsetDateTime::from_unix_timestamp(1_780_000_600)?;
+    let (from, to) = ("disconnect_pending", "operator_disconnected");
+    let mut connection = Connection::new_active(
+        tenant(),
+        user(1),
+        "adele@contoso.com",
+        FeatureBundle::All.scope_set(),
+        now,
+    );
+    let key = connection.key();
+    ensure!(
+        !store
+            .replace_disconnected_reason(&key, from, to, later)
+            .await?,
+        "missing"
+    );
+    store.upsert_connection(&connection).await?;
+    ensure!(
+        !store
+            .replace_disconnected_reason(&key, from, to, later)
+            .await?,
+        "active"
+    );
+    ensure!(store.get_connection(&key).await? == Some(connection.clone()));
+
+    connection.apply(&StatusChange::new(
+        ConnectionStatus::Disconnected,
+        Some(from),
+        now,
+    ));
+    store.upsert_connection(&connection).await?;
+    ensure!(
+        store
+            .replace_disconnected_reason(&key, from, to, later)
+            .await?
+    );
+    let done = store.get_connection(&key).await?.context("kept")?;
+    ensure!(done.status == ConnectionStatus::Disconnected);
+    ensure!(done.status_reason.as_deref() == Some(to));
+    ensure!((done.status_changed_at, done.updated_at) == (now, later));
+    ensure!(
+        !store
+            .replace_disconnected_reason(&key, from, to, later)
+            .await?,
+        "finished"
+    );
+    Ok(())
+}

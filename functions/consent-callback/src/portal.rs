@@ -13,9 +13,9 @@
 
 use connector_core::domain::{
     Connection, ConnectionStatus, FeatureBundle, SyncKey, SyncKind, SyncMeta, TenantSwitches,
-    UserKey, UserSwitches,
+    UserId, UserKey, UserSwitches,
 };
-use connector_core::offboard::{DisconnectError, Stores};
+use connector_core::offboard::{DisconnectError, Stores, disconnect_pending};
 use connector_core::ports::StoreError;
 use connector_core::sync::failure_reason;
 use http::{Method, StatusCode};
@@ -49,9 +49,12 @@ const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 pub fn route(path: &str) -> Option<Method> {
     match path {
         "/admin" | "/admin/login" | "/me" | "/me/login" => Some(Method::GET),
-        "/admin/switches" | "/me/switches" | "/me/disconnect" | "/auth/logout" => {
-            Some(Method::POST)
-        }
+        "/admin/switches"
+        | "/admin/disconnect/finish"
+        | "/me/switches"
+        | "/me/disconnect"
+        | "/me/disconnect/finish"
+        | "/auth/logout" => Some(Method::POST),
         _ => None,
     }
 }
@@ -80,6 +83,26 @@ pub fn status_advice(status: ConnectionStatus) -> &'static str {
         }
     }
 }
+
+/// What a connection's state asks of someone: [`status_advice`], but for a disconnection that
+/// has not finished, which is not "deleted" yet.
+pub fn connection_advice(connection: &Connection) -> &'static str {
+    if disconnect_pending(connection) {
+        PENDING_ADVICE
+    } else {
+        status_advice(connection.status)
+    }
+}
+
+/// What the administrator reads about a disconnection that has not finished.
+const PENDING_ADVICE: &str = "The user disconnected, but deleting their data has not finished (a sync was still running, or a step failed). Syncing has stopped and their sign-in token is deleted; their imported emails and meetings, the stored message bodies, the sync state and their Teams share targets may still be stored. Finish it with the button here, or the user can with \"Finish disconnecting\" on their settings page (/me); the platform by calling disconnect again (POST /api/v1/tenants/{tenantId}/connections/{userId}/disconnect).";
+
+/// A disconnection's deletion still to do, as the user's settings page lists it.
+const STILL_KEPT: [&str; 3] = [
+    "the imported emails and meetings, and their stored message bodies",
+    "the mail and calendar sync state",
+    "your Teams share targets",
+];
 
 /// What a sync's last error asks of someone, by its reason class ([`failure_reason`]).
 pub fn error_advice(code: &str) -> &'static str {
@@ -566,8 +589,17 @@ impl App {
                         .element("td", kind);
                     sync_cells(&mut body, meta);
                     body.raw("<td>");
-                    if c.status != ConnectionStatus::Active {
-                        body.text(status_advice(c.status));
+                    if disconnect_pending(c) {
+                        body.text(PENDING_ADVICE);
+                        if kind == "mail" {
+                            body.raw("<form method=\"post\" action=\"/admin/disconnect/finish\">")
+                                .append(&csrf_field(&session))
+                                .raw("<input type=\"hidden\" name=\"user\" value=\"")
+                                .text(c.user_id.as_str())
+                                .raw("\"><button type=\"submit\">Finish deleting this user's data</button></form>");
+                        }
+                    } else if c.status != ConnectionStatus::Active {
+                        body.text(connection_advice(c));
                     } else if let Some(error) = meta.and_then(|m| m.last_error.as_ref()) {
                         body.raw("<code>")
                             .text(&error.code)
@@ -600,8 +632,11 @@ impl App {
             .connections
             .get_connection(&key)
             .await
-            .map_err(|error| self.store_failed("reading a connection failed", &error))?
-            .filter(|c| c.status != ConnectionStatus::Disconnected);
+            .map_err(|error| self.store_failed("reading a connection failed", &error))?;
+        if connection.as_ref().is_some_and(disconnect_pending) {
+            return Ok(self.pending_view(&session));
+        }
+        let connection = connection.filter(|c| c.status != ConnectionStatus::Disconnected);
         let tenant_switches = self
             .ports
             .tenants
@@ -658,6 +693,33 @@ impl App {
             .append(&checkbox("confirm", "I understand; delete my data", false, false, None))
             .raw("<p><button type=\"submit\">Disconnect</button></p>\n</form>\n");
         Ok(self.portal_page(StatusCode::OK, "Your Microsoft 365 connection", &body))
+    }
+
+    /// `/me` while the user's disconnection has not finished: what is deleted, what is not
+    /// yet, and the button that finishes it.
+    fn pending_view(&self, session: &WebSession) -> Response<Body> {
+        let mut body = Html::new();
+        body.append(&sign_out_form(session));
+        body.element(
+            "p",
+            "You disconnected your Microsoft 365 account, but deleting your data has not finished (a sync was still running).",
+        )
+        .element("p", "Already done:")
+        .raw("<ul id=\"done\">\n")
+        .element("li", "nothing of yours is imported any more")
+        .element("li", "your sign-in token (refresh token) is deleted")
+        .element("li", "your name, address and permissions are removed from the connection record")
+        .raw("</ul>\n")
+        .element("p", "Not deleted yet:")
+        .raw("<ul id=\"pending\">\n");
+        for item in STILL_KEPT {
+            body.element("li", item);
+        }
+        body.raw("</ul>\n<form method=\"post\" action=\"/me/disconnect/finish\">\n")
+            .append(&csrf_field(session))
+            .raw("<p>Finishing runs every step of the disconnection again, so anything left is deleted. If a sync is still running, try again in a few minutes.</p>\n")
+            .raw("<p><button type=\"submit\">Finish disconnecting</button></p>\n</form>\n");
+        self.portal_page(StatusCode::OK, "Your disconnection is not finished", &body)
     }
 
     // ------------------------------------------------------------------ changes (POST)
@@ -799,6 +861,47 @@ impl App {
                 }
                 self.disconnect(&session, now).await
             }
+            "/me/disconnect/finish" => {
+                let key = UserKey::new(session.tenant_id.clone(), session.user_id.clone());
+                // Only a disconnection the user started: a connection made again since stays.
+                if !self.pending_disconnection(&key).await? {
+                    return Ok(see_other(&self.site().url("/me")));
+                }
+                self.disconnect(&session, now).await
+            }
+            "/admin/disconnect/finish" => {
+                if let Some(refused) = self.refuse_non_admin(&session) {
+                    return Ok(refused);
+                }
+                // The session's tenant, never one named by the form.
+                let Some(user_id) = form.get("user").and_then(|u| UserId::parse(u).ok()) else {
+                    return Err(self.refused_change());
+                };
+                let key = UserKey::new(session.tenant_id.clone(), user_id);
+                // Only what the user asked for: an administrator finishes a disconnection
+                // the user started, and cannot disconnect anybody here.
+                if !self.pending_disconnection(&key).await? {
+                    return Ok(see_other(&self.site().url("/admin")));
+                }
+                match self.finish_disconnection(&key, now).await? {
+                    Ok(report) => {
+                        info!(tid = %key.tenant_id, user_id = %key.user_id, activities = report.activities_deleted, admin = %session.user_id, "disconnection finished from the administrator's view");
+                        Ok(see_other(&self.site().url("/admin")))
+                    }
+                    Err(()) => {
+                        let mut body = Html::new();
+                        body.element("p", "A sync of this user was still running, so their data is not deleted yet. Nothing else changed. Try again in a few minutes.")
+                            .raw("<p>")
+                            .link("/admin", "Back to the administrator's view")
+                            .raw("</p>\n");
+                        Ok(self.portal_page(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "Disconnection not finished",
+                            &body,
+                        ))
+                    }
+                }
+            }
             _ => {
                 self.ports
                     .web_sessions
@@ -817,12 +920,24 @@ impl App {
         }
     }
 
-    async fn disconnect(
+    /// Whether `key`'s connection is a disconnection that has not finished.
+    async fn pending_disconnection(&self, key: &UserKey) -> Flowing<bool> {
+        Ok(self
+            .ports
+            .connections
+            .get_connection(key)
+            .await
+            .map_err(|error| self.store_failed("reading a connection failed", &error))?
+            .is_some_and(|c| disconnect_pending(&c)))
+    }
+
+    /// Runs `disconnect_user` (keeping the record); `Err(())` when a sync still holds its
+    /// lease (the disconnection stays pending), a 500 page on any other failure.
+    async fn finish_disconnection(
         &self,
-        session: &WebSession,
+        key: &UserKey,
         now: OffsetDateTime,
-    ) -> Flowing<Response<Body>> {
-        let key = UserKey::new(session.tenant_id.clone(), session.user_id.clone());
+    ) -> Flowing<Result<connector_core::offboard::UserReport, ()>> {
         let stores = Stores {
             connections: self.ports.connections.as_ref(),
             sync: self.ports.sync.as_ref(),
@@ -831,7 +946,23 @@ impl App {
             vault: self.ports.vault.as_ref(),
             lease_wait: LEASE_WAIT,
         };
-        match stores.disconnect_user(&key, true, now).await {
+        match stores.disconnect_user(key, true, now).await {
+            Ok(report) => Ok(Ok(report)),
+            Err(DisconnectError::StillRunning { kind, .. }) => {
+                warn!(tid = %key.tenant_id, user_id = %key.user_id, %kind, "disconnection pending: a sync still holds its lease");
+                Ok(Err(()))
+            }
+            Err(error) => Err(self.internal("disconnecting a user failed", &error)),
+        }
+    }
+
+    async fn disconnect(
+        &self,
+        session: &WebSession,
+        now: OffsetDateTime,
+    ) -> Flowing<Response<Body>> {
+        let key = UserKey::new(session.tenant_id.clone(), session.user_id.clone());
+        match self.finish_disconnection(&key, now).await? {
             Ok(report) => {
                 info!(tid = %key.tenant_id, user_id = %key.user_id, activities = report.activities_deleted, "user disconnected from the settings page");
                 let mut body = Html::new();
@@ -847,12 +978,18 @@ impl App {
                     .raw("</p>\n");
                 Ok(self.portal_page(StatusCode::OK, "Disconnected", &body))
             }
-            Err(DisconnectError::StillRunning { .. }) => Ok(self.portal_notice(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Disconnection not finished",
-                "Your account is disconnected and your sign-in token deleted, but a sync was still running. Disconnect again in a few minutes to delete the rest.",
-            )),
-            Err(error) => Err(self.internal("disconnecting a user failed", &error)),
+            Err(()) => {
+                let mut body = Html::new();
+                body.element("p", "Your account is disconnected and your sign-in token deleted, but a sync was still running, so your imported emails and meetings are not deleted yet. Your settings page shows what is left: use its \"Finish disconnecting\" button in a few minutes.")
+                    .raw("<p>")
+                    .link("/me", "Your settings")
+                    .raw("</p>\n");
+                Ok(self.portal_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Disconnection not finished",
+                    &body,
+                ))
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use connector_core::domain::{
     MatchReason, Participant, ParticipantRole, SyncFailure, SyncKey, SyncKind, SyncMeta, SyncStage,
     TenantId, UserId, UserKey,
 };
-use connector_core::ports::{ActivityStore as _, SyncStateStore as _};
+use connector_core::ports::{ActivityStore as _, BodyStore as _, SyncStateStore as _};
 use serde_json::json;
 use support::guid;
 use support::live::{Browser, Landing, Live, tenant_json};
@@ -544,4 +544,341 @@ async fn a_user_turns_calendar_sync_off_then_disconnects_and_their_data_is_gone(
     assert!(left.items.is_empty(), "activities left");
     let (_, page, _) = get(&live, &browser, "/me").await;
     assert!(text(&page).contains("not connected"), "{}", text(&page));
+}
+
+/// `/admin`'s users table as text.
+fn users_table(html: &str) -> String {
+    let start = html.find("<table id=\"users\">").expect("users table");
+    let end = start + html[start..].find("</table>").expect("end of table");
+    text(&html[start..end])
+}
+
+#[tokio::test]
+async fn a_disconnection_a_running_sync_stopped_stays_pending_until_the_user_finishes_it() {
+    let (tid, admin, user) = (guid(), guid(), guid());
+    let dns = domain("contoso");
+    let (admin_upn, user_upn) = (format!("admin@{dns}"), format!("adele@{dns}"));
+    let live = Live::start(
+        false,
+        vec![tenant_json(
+            &tid,
+            &dns,
+            json!({"userConsent": "allowed"}),
+            &[
+                (&admin, &admin_upn, &["GlobalAdministrator"]),
+                (&user, &user_upn, &[]),
+            ],
+        )],
+    )
+    .await;
+    let browser = live.browser();
+    let done = sign_in(
+        &live,
+        &browser,
+        &format!("/auth/login?login_hint={user_upn}"),
+        &user_upn,
+    )
+    .await;
+    assert!(matches!(done, Landing::App(_)), "{done:?}");
+    let owner = key(&tid, &user);
+    live.activities
+        .upsert_activities(&[
+            mail_activity(&owner, 1, &user_upn),
+            mail_activity(&owner, 2, &user_upn),
+        ])
+        .await
+        .expect("activities");
+    let prefix = connector_core::domain::user_body_prefix(&owner);
+    assert_eq!(live.bodies.count_prefix(&prefix).await.expect("bodies"), 2);
+    let mail = SyncKey::new(
+        owner.tenant_id.clone(),
+        owner.user_id.clone(),
+        SyncKind::Mail,
+    );
+    live.sync
+        .put_meta(&mail, &SyncMeta::new(OffsetDateTime::now_utc()))
+        .await
+        .expect("meta");
+    // A mail worker is in the middle of a run.
+    assert!(
+        live.sync
+            .acquire_lease(&mail, "worker-1", std::time::Duration::from_secs(300))
+            .await
+            .expect("lease")
+    );
+
+    sign_in(&live, &browser, "/me/login", &user_upn).await;
+    let (_, page, _) = get(&live, &browser, "/me").await;
+    let token = csrf(&page, "/me/disconnect");
+    let (status, body) = post(
+        &live,
+        &browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &token), ("confirm", "on")],
+    )
+    .await;
+    assert_eq!(status, 503, "{}", text(&body));
+    assert!(
+        text(&body).contains("not deleted yet") && text(&body).contains("Finish disconnecting"),
+        "{}",
+        text(&body)
+    );
+    let pending = live.connection(&tid, &user).await.expect("tombstone");
+    assert_eq!(pending.status, ConnectionStatus::Disconnected);
+    assert_eq!(pending.status_reason.as_deref(), Some("disconnect_pending"));
+    assert!(live.token(&tid, &user).await.is_none(), "token secret left");
+    assert_eq!(
+        live.activities
+            .list_activities(&owner, 100, None)
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2,
+        "nothing deleted under the running sync"
+    );
+
+    // /me says what is done and what is not, and offers to finish.
+    let (status, page, _) = get(&live, &browser, "/me").await;
+    assert_eq!(status, 200);
+    let shown = text(&page);
+    assert!(
+        shown.contains("has not finished")
+            && shown.contains("sign-in token (refresh token) is deleted")
+            && shown.contains("Not deleted yet")
+            && shown.contains("the imported emails and meetings"),
+        "{shown}"
+    );
+    assert!(!shown.contains("not connected"), "{shown}");
+    let finish = csrf(&page, "/me/disconnect/finish");
+
+    // /admin shows it as pending, never as deleted.
+    let admin_browser = live.browser();
+    sign_in(&live, &admin_browser, "/admin/login", &admin_upn).await;
+    let (_, admin_page, _) = get(&live, &admin_browser, "/admin").await;
+    let table = users_table(&admin_page);
+    assert!(
+        table.contains("disconnect_pending") && table.contains("has not finished"),
+        "{table}"
+    );
+    assert!(!table.contains("their data was deleted"), "{table}");
+    assert!(admin_page.contains("action=\"/admin/disconnect/finish\""));
+
+    // The finish button needs the CSRF token, and while the sync runs it stays pending.
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/disconnect/finish",
+        Some(&live.public),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = post(
+        &live,
+        &browser,
+        "/me/disconnect/finish",
+        Some(&live.public),
+        &[("csrf", &finish)],
+    )
+    .await;
+    assert_eq!(status, 503, "{}", text(&body));
+    assert!(
+        live.connection(&tid, &user)
+            .await
+            .is_some_and(|c| c.status_reason.as_deref() == Some("disconnect_pending"))
+    );
+
+    // The worker's run ends; the button finishes the disconnection.
+    assert!(
+        live.sync
+            .release_lease(&mail, "worker-1")
+            .await
+            .expect("release")
+    );
+    let (status, body) = post(
+        &live,
+        &browser,
+        "/me/disconnect/finish",
+        Some(&live.public),
+        &[("csrf", &finish)],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", text(&body));
+    assert!(
+        text(&body).contains("2 imported emails and meetings"),
+        "{}",
+        text(&body)
+    );
+    let gone = live.connection(&tid, &user).await.expect("tombstone");
+    assert_eq!(gone.status, ConnectionStatus::Disconnected);
+    assert_eq!(gone.status_reason.as_deref(), Some("operator_disconnected"));
+    assert!(
+        live.activities
+            .list_activities(&owner, 100, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "activities left"
+    );
+    assert_eq!(live.bodies.count_prefix(&prefix).await.expect("bodies"), 0);
+    assert!(live.sync.get_meta(&mail).await.expect("read").is_none());
+    assert!(live.sync.get_lease(&mail).await.expect("read").is_none());
+
+    let (_, page, _) = get(&live, &browser, "/me").await;
+    assert!(text(&page).contains("not connected"), "{}", text(&page));
+    let (_, admin_page, _) = get(&live, &admin_browser, "/admin").await;
+    let table = users_table(&admin_page);
+    assert!(
+        table.contains("operator_disconnected") && table.contains("their data was deleted"),
+        "{table}"
+    );
+    assert!(!admin_page.contains("action=\"/admin/disconnect/finish\""));
+    // Nothing pending any more: the button changes nothing.
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/disconnect/finish",
+        Some(&live.public),
+        &[("csrf", &finish)],
+    )
+    .await;
+    assert_eq!(status, 303);
+}
+
+#[tokio::test]
+async fn an_administrator_finishes_a_pending_disconnection_and_disconnects_nobody_else() {
+    let (tid, admin, user, other) = (guid(), guid(), guid(), guid());
+    let dns = domain("contoso");
+    let (admin_upn, user_upn, other_upn) = (
+        format!("admin@{dns}"),
+        format!("adele@{dns}"),
+        format!("alex@{dns}"),
+    );
+    let live = Live::start(
+        false,
+        vec![tenant_json(
+            &tid,
+            &dns,
+            json!({"userConsent": "allowed"}),
+            &[
+                (&admin, &admin_upn, &["GlobalAdministrator"]),
+                (&user, &user_upn, &[]),
+                (&other, &other_upn, &[]),
+            ],
+        )],
+    )
+    .await;
+    let browser = live.browser();
+    for upn in [&user_upn, &other_upn] {
+        let browser = live.browser();
+        let done = sign_in(
+            &live,
+            &browser,
+            &format!("/auth/login?login_hint={upn}"),
+            upn,
+        )
+        .await;
+        assert!(matches!(done, Landing::App(_)), "{done:?}");
+    }
+    let owner = key(&tid, &user);
+    live.activities
+        .upsert_activities(&[mail_activity(&owner, 1, &user_upn)])
+        .await
+        .expect("activities");
+    let calendar = SyncKey::new(
+        owner.tenant_id.clone(),
+        owner.user_id.clone(),
+        SyncKind::Calendar,
+    );
+    assert!(
+        live.sync
+            .acquire_lease(&calendar, "worker-1", std::time::Duration::from_secs(300))
+            .await
+            .expect("lease")
+    );
+    sign_in(&live, &browser, "/me/login", &user_upn).await;
+    let (_, page, _) = get(&live, &browser, "/me").await;
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &csrf(&page, "/me/disconnect")), ("confirm", "on")],
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        live.sync
+            .release_lease(&calendar, "worker-1")
+            .await
+            .expect("release")
+    );
+
+    let admin_browser = live.browser();
+    sign_in(&live, &admin_browser, "/admin/login", &admin_upn).await;
+    let (_, admin_page, _) = get(&live, &admin_browser, "/admin").await;
+    let token = csrf(&admin_page, "/admin/disconnect/finish");
+    // An active user is not disconnected through this form, and an unknown id changes nothing.
+    let stranger = guid();
+    for target in [other.as_str(), stranger.as_str()] {
+        let (status, _) = post(
+            &live,
+            &admin_browser,
+            "/admin/disconnect/finish",
+            Some(&live.public),
+            &[("csrf", &token), ("user", target)],
+        )
+        .await;
+        assert_eq!(status, 303);
+    }
+    assert_eq!(
+        live.connection(&tid, &other).await.expect("other").status,
+        ConnectionStatus::Active
+    );
+    assert!(live.token(&tid, &other).await.is_some());
+    // A user's own settings session cannot use the administrator's form.
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/admin/disconnect/finish",
+        Some(&live.public),
+        &[("csrf", &csrf(&page, "/me/disconnect")), ("user", &user)],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        live.connection(&tid, &user)
+            .await
+            .and_then(|c| c.status_reason),
+        Some("disconnect_pending".into())
+    );
+
+    let (status, _) = post(
+        &live,
+        &admin_browser,
+        "/admin/disconnect/finish",
+        Some(&live.public),
+        &[("csrf", &token), ("user", &user)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        live.connection(&tid, &user)
+            .await
+            .and_then(|c| c.status_reason),
+        Some("operator_disconnected".into())
+    );
+    assert!(
+        live.activities
+            .list_activities(&owner, 10, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    let (_, admin_page, _) = get(&live, &admin_browser, "/admin").await;
+    assert!(users_table(&admin_page).contains("their data was deleted"));
 }

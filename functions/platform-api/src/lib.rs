@@ -479,7 +479,8 @@ impl App {
                 StatusCode::CONFLICT,
                 "sync_running",
                 "a sync of this user is still running; the connection is disconnected and its \
-                 token deleted; call disconnect again in a few minutes to delete the rest",
+                 token deleted, and its statusReason is disconnect_pending until the rest is \
+                 deleted: call disconnect again in a few minutes to delete it",
             )),
             Err(other) => {
                 error!(error = %other, "disconnection failed");

@@ -1115,3 +1115,91 @@ async fn disconnect_deletes_what_the_cli_deletes() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_a_running_sync_stopped_is_pending_until_called_again() -> Result<()> {
+    let api = api().await?;
+    let placeholder = UserKey::parse(
+        "00000000-0000-0000-0000-000000000000#00000000-0000-0000-0000-000000000000",
+    )?;
+    let key = seed(
+        &api,
+        &[
+            mail(&placeholder, 1, datetime!(2026-11-02 10:00 UTC), "body one"),
+            mail(&placeholder, 2, datetime!(2026-11-03 10:00 UTC), "body two"),
+        ],
+    )
+    .await?;
+    ensure!(api.bodies.count_prefix(&user_body_prefix(&key)).await? == 2);
+    // A mail worker is in the middle of a run.
+    let mail_key = SyncKey::new(key.tenant_id.clone(), key.user_id.clone(), SyncKind::Mail);
+    ensure!(
+        api.sync
+            .acquire_lease(&mail_key, "worker-1", Duration::from_secs(300))
+            .await?
+    );
+    let path = format!("{}/disconnect", base(&key));
+    let disconnect = || api.call("POST", T_DISCONNECT, &path, "", None);
+    let refused = disconnect().await?;
+    ensure!(
+        refused.status == 409 && refused.code() == "sync_running",
+        "{}",
+        refused.body
+    );
+    let connection = api.call("GET", T_CONNECTION, &base(&key), "", None).await?;
+    ensure!(connection.status == 200, "{}", connection.body);
+    ensure!(
+        connection.json()["status"] == "disconnected"
+            && connection.json()["statusReason"] == "disconnect_pending",
+        "{}",
+        connection.body
+    );
+    ensure!(api.vault.get_token(&key).await?.is_none(), "secret kept");
+    ensure!(
+        api.activities
+            .list_activities(&key, 10, None)
+            .await?
+            .items
+            .len()
+            == 2,
+        "nothing is deleted under the running sync"
+    );
+
+    // The run ends; calling again finishes it.
+    ensure!(api.sync.release_lease(&mail_key, "worker-1").await?);
+    let answer = disconnect().await?;
+    ensure!(answer.status == 200, "{}", answer.body);
+    ensure!(
+        answer.json()["activitiesDeleted"] == 2
+            && answer.json()["connection"] == "disconnected"
+            && answer.json()["previousStatus"] == "disconnected",
+        "{}",
+        answer.body
+    );
+    ensure!(
+        api.bodies.count_prefix(&user_body_prefix(&key)).await? == 0,
+        "bodies kept"
+    );
+    ensure!(
+        api.activities
+            .list_activities(&key, 10, None)
+            .await?
+            .items
+            .is_empty()
+    );
+    for kind in SyncKind::ALL {
+        let sync_key = SyncKey::new(key.tenant_id.clone(), key.user_id.clone(), kind);
+        ensure!(
+            api.sync.get_meta(&sync_key).await?.is_none(),
+            "sync state kept"
+        );
+        ensure!(api.sync.get_lease(&sync_key).await?.is_none(), "lease kept");
+    }
+    let connection = api.call("GET", T_CONNECTION, &base(&key), "", None).await?;
+    ensure!(
+        connection.json()["statusReason"] == "operator_disconnected",
+        "{}",
+        connection.body
+    );
+    Ok(())
+}

@@ -162,12 +162,21 @@ async fn all_connections(
     Ok(connections)
 }
 
-pub async fn connections_list(json: bool, tenant: Option<&str>) -> Result<()> {
+/// `connections list`; `pending_disconnections`: only disconnections that have not finished
+/// (the scheduled fan-out does not finish them; `disconnect` does).
+pub async fn connections_list(
+    json: bool,
+    tenant: Option<&str>,
+    pending_disconnections: bool,
+) -> Result<()> {
     let table = table_name(&env, vars::CONNECTIONS_TABLE)?;
     let store = DynamoConnectionStore::new(dynamodb().await, table);
-    let connections = all_connections(&store, tenant)
+    let mut connections = all_connections(&store, tenant)
         .await
         .context("listing connections")?;
+    if pending_disconnections {
+        connections.retain(connector_core::offboard::disconnect_pending);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&connections)?);
         return Ok(());

@@ -210,6 +210,10 @@ enum ConnectionsCommand {
         /// Only this tenant's connections.
         #[arg(long)]
         tenant: Option<String>,
+        /// Only disconnections that have not finished (`disconnected`, reason
+        /// `disconnect_pending`): their data may remain; `disconnect` finishes each.
+        #[arg(long)]
+        pending_disconnections: bool,
     },
     /// Give connection records written before the status index was sharded their
     /// `statusShard`, so fan-out finds them (needs CONNECTIONS_TABLE). Idempotent; run once
@@ -251,8 +255,13 @@ async fn main() -> ExitCode {
             command: CrmCommand::Import { file, dry_run },
         } => commands::crm_import(&file, dry_run).await,
         Command::Connections {
-            command: ConnectionsCommand::List { json, tenant },
-        } => commands::connections_list(json, tenant.as_deref()).await,
+            command:
+                ConnectionsCommand::List {
+                    json,
+                    tenant,
+                    pending_disconnections,
+                },
+        } => commands::connections_list(json, tenant.as_deref(), pending_disconnections).await,
         Command::Connections {
             command: ConnectionsCommand::BackfillShards,
         } => commands::backfill_shards().await,

@@ -586,6 +586,28 @@ async fn a_running_sync_is_waited_for_and_a_rerun_finishes_the_job() -> Result<(
     .await?
     .context("connection")?;
     assert_eq!(connection.status.as_str(), "disconnected");
+    assert_eq!(
+        connection.status_reason.as_deref(),
+        Some("disconnect_pending")
+    );
+    let pending = [
+        "connections",
+        "list",
+        "--json",
+        "--pending-disconnections",
+        "--tenant",
+        tenant.as_str(),
+    ];
+    let out = run(&stack, &pending)?;
+    ensure!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        listed
+            .as_array()
+            .map(|all| all.iter().map(|c| c["userId"].clone()).collect::<Vec<_>>()),
+        Some(vec![serde_json::json!(user.user_id.as_str())]),
+        "{listed}"
+    );
     assert!(
         secrets_mentioning(&stack, user.user_id.as_str())
             .await?
@@ -615,5 +637,9 @@ async fn a_running_sync_is_waited_for_and_a_rerun_finishes_the_job() -> Result<(
     );
     let items = all_items(&stack).await?;
     assert_eq!(mentioning(&items, user.user_id.as_str()).len(), 1);
+    let out = run(&stack, &pending)?;
+    ensure!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(listed, serde_json::json!([]), "finished: no longer pending");
     Ok(())
 }

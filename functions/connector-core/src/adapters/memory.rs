@@ -142,6 +142,27 @@ impl ConnectionStore for MemoryConnectionStore {
         self.update(key, |connection| connection.apply(change))
     }
 
+    async fn replace_disconnected_reason(
+        &self,
+        key: &UserKey,
+        from: &str,
+        to: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut connections = lock(&self.connections);
+        match connections.get_mut(&key.to_string()) {
+            Some(connection)
+                if connection.status == ConnectionStatus::Disconnected
+                    && connection.status_reason.as_deref() == Some(from) =>
+            {
+                connection.status_reason = Some(to.to_owned());
+                connection.updated_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn set_parked_until(
         &self,
         key: &UserKey,

@@ -61,6 +61,8 @@ pub struct Live {
     /// The stores the pages read and disconnecting empties, for seeding and asserting.
     pub sync: Arc<DynamoSyncStateStore>,
     pub activities: Arc<DynamoActivityStore>,
+    /// The message bodies bucket the activities' bodies go to.
+    pub bodies: Arc<S3BodyStore>,
     tenants: DynamoTenantStore,
     domains: DynamoTenantDomains,
     connections: DynamoConnectionStore,
@@ -181,7 +183,7 @@ impl Live {
         ));
         let activities = Arc::new(
             DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
-                .with_bodies(bodies),
+                .with_bodies(bodies.clone()),
         );
         let ports = Ports {
             tenants: Arc::new(DynamoTenantStore::new(
@@ -244,6 +246,7 @@ impl Live {
             app,
             sync,
             activities,
+            bodies,
             server,
         }
     }

@@ -221,6 +221,37 @@ impl ConnectionStore for DynamoConnectionStore {
         self.update(key, expression, names, values, true).await
     }
 
+    async fn replace_disconnected_reason(
+        &self,
+        key: &UserKey,
+        from: &str,
+        to: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(key)))
+            .update_expression("SET #reason = :to, #updated = :now")
+            .condition_expression(
+                "attribute_exists(userId) AND #status = :disconnected AND #reason = :from",
+            )
+            .expression_attribute_names("#reason", "statusReason")
+            .expression_attribute_names("#updated", "updatedAt")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":now", s(to_rfc3339(now)))
+            .expression_attribute_values(
+                ":disconnected",
+                s(ConnectionStatus::Disconnected.as_str()),
+            )
+            .send()
+            .await;
+        Ok(conditional(result, "UpdateItem", &self.table)?.is_some())
+    }
+
     async fn set_parked_until(
         &self,
         key: &UserKey,
