@@ -22,9 +22,16 @@
 //! - [`Check::BuildBinary`]: every function is built by `rust-cargolambda` with a
 //!   `BuildProperties.Binary` that is a binary target of the workspace.
 //! - [`Check::DeadLetterQueueAlarm`]: every dead-letter queue (the target of a queue's
-//!   `RedrivePolicy`) has a CloudWatch alarm on its `ApproximateNumberOfMessagesVisible`
-//!   (dimension `QueueName` = `!GetAtt Queue.QueueName`) that fires on one message
-//!   (`> 0` or `>= 1`) and has `AlarmActions` (an `Fn::If` choosing none is allowed).
+//!   `RedrivePolicy`, or an SQS queue some `DestinationConfig.OnFailure` sends failed
+//!   stream batches or asynchronous invocations to) has a CloudWatch alarm on its
+//!   `ApproximateNumberOfMessagesVisible` (dimension `QueueName` =
+//!   `!GetAtt Queue.QueueName`) that fires on one message (`> 0` or `>= 1`) and has
+//!   alarm actions (see [`Check::FunctionAlarm`]).
+//! - [`Check::FunctionAlarm`]: every function (`AWS::Serverless::Function`,
+//!   `AWS::Lambda::Function`) has an `Errors` and a `Throttles` alarm (namespace
+//!   `AWS/Lambda`, dimension `FunctionName` = `!Ref` the function) with alarm actions:
+//!   `AlarmActions` that notify someone whatever the conditions (an `Fn::If` that can
+//!   choose `AWS::NoValue` or an empty list is an alarm nobody may hear of).
 //! - [`Check::LogRetention`]: every function logs to an `AWS::Logs::LogGroup` of the
 //!   template named `/aws/lambda/<its FunctionName>`, with a `RetentionInDays` CloudWatch
 //!   Logs accepts, that exists before the function runs: the function's
@@ -61,6 +68,7 @@ pub enum Check {
     VisibilityTimeout,
     BuildBinary,
     DeadLetterQueueAlarm,
+    FunctionAlarm,
     LogRetention,
     SecretParameter,
 }
@@ -152,6 +160,7 @@ pub fn check_template(template: &Template, workspace_binaries: &BTreeSet<String>
     }
     references(template, &mut findings);
     dead_letter_alarms(template, &resolver, &mut findings);
+    function_alarms(template, &mut findings);
     for f in &functions {
         log_group(template, f, &resolver, &mut findings);
     }
@@ -498,6 +507,7 @@ pub const LOG_RETENTION_DAYS: &[u64] = &[
 ];
 
 const ALARM: &str = "AWS::CloudWatch::Alarm";
+const LAMBDA_FUNCTION: &str = "AWS::Lambda::Function";
 const LOG_GROUP: &str = "AWS::Logs::LogGroup";
 
 /// The logical id `v` names as `!GetAtt Id.<attribute>`.
@@ -508,13 +518,55 @@ fn get_att_of<'a>(v: &'a Value, attribute: &str) -> Option<&'a str> {
         .flatten()
 }
 
+/// Whether `AlarmActions` notifies someone whatever the conditions: a non-empty list, a
+/// `Ref` to something (a list parameter), or an `Fn::If` both of whose branches do.
+fn always_notifies(actions: &Value) -> bool {
+    match actions {
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(m) if m.len() == 1 => match (m.get("Fn::If"), m.get("Ref")) {
+            (Some(Value::Array(branches)), _) if branches.len() == 3 => {
+                always_notifies(&branches[1]) && always_notifies(&branches[2])
+            }
+            (_, Some(r)) => r != "AWS::NoValue",
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The queues a `DestinationConfig.OnFailure` anywhere under `v` sends to
+/// (`Destination: !GetAtt Queue.Arn`): stream event sources' failed batches, and
+/// asynchronous invocations' failures (`EventInvokeConfig`).
+fn on_failure_queues<'a>(v: &'a Value, out: &mut BTreeSet<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if k == "OnFailure"
+                    && let Some(id) = child.get("Destination").and_then(|d| get_att_of(d, "Arn"))
+                {
+                    out.insert(id);
+                }
+                on_failure_queues(child, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| on_failure_queues(x, out)),
+        _ => {}
+    }
+}
+
 fn dead_letter_alarms(template: &Template, resolver: &Resolver, findings: &mut Vec<Finding>) {
-    let dead_letter_queues: BTreeSet<&str> = template
+    let mut targets: BTreeSet<&str> = template
         .of_type(QUEUE)
         .filter_map(|(_, q)| {
             q.pointer("/Properties/RedrivePolicy/deadLetterTargetArn")
                 .and_then(|arn| get_att_of(arn, "Arn"))
         })
+        .collect();
+    for (_, r) in &template.resources {
+        on_failure_queues(r, &mut targets);
+    }
+    let dead_letter_queues: BTreeSet<&str> = targets
+        .into_iter()
         .filter(|id| resource(template, id).and_then(|r| r.get("Type")) == Some(&QUEUE.into()))
         .collect();
     for dlq in dead_letter_queues {
@@ -550,14 +602,59 @@ fn dead_letter_alarms(template: &Template, resolver: &Resolver, findings: &mut V
         if !alarms.is_empty() && !alarms.iter().any(|p| fires_on_one(p)) {
             problems.push("its alarm does not fire on one message (> 0 or >= 1)".to_string());
         }
-        if !alarms.is_empty() && !alarms.iter().any(|p| p.get("AlarmActions").is_some()) {
-            problems.push("its alarm has no AlarmActions: nobody is told".to_string());
+        if !alarms.is_empty() && !alarms.iter().any(|p| always_notifies(&p["AlarmActions"])) {
+            problems.push(
+                "its alarm has no AlarmActions that always notify: nobody is told".to_string(),
+            );
         }
         for message in problems {
             findings.push(Finding {
                 check: Check::DeadLetterQueueAlarm,
                 location: format!("Resources.{dlq}"),
                 message: format!("dead-letter queue {dlq}: {message}"),
+            });
+        }
+    }
+}
+
+/// Lambda's own metrics every function is alarmed on: failed invocations (a crash, a
+/// timeout, a handler error) and invocations Lambda refused for want of concurrency.
+pub const FUNCTION_ALARM_METRICS: &[&str] = &["Errors", "Throttles"];
+
+fn function_alarms(template: &Template, findings: &mut Vec<Finding>) {
+    let functions = template
+        .of_type(crate::functions::SERVERLESS_FUNCTION)
+        .chain(template.of_type(LAMBDA_FUNCTION));
+    for (function, _) in functions {
+        for metric in FUNCTION_ALARM_METRICS {
+            let alarms: Vec<&Value> = template
+                .of_type(ALARM)
+                .map(|(_, a)| a.get("Properties").unwrap_or(&Value::Null))
+                .filter(|p| {
+                    p["Namespace"] == "AWS/Lambda"
+                        && p["MetricName"] == *metric
+                        && p["Dimensions"].as_array().is_some_and(|d| {
+                            d.iter().any(|d| {
+                                d["Name"] == "FunctionName"
+                                    && d["Value"].get("Ref").and_then(Value::as_str)
+                                        == Some(function)
+                            })
+                        })
+                })
+                .collect();
+            let message = if alarms.is_empty() {
+                format!(
+                    "no {metric} alarm (namespace AWS/Lambda, dimension FunctionName = !Ref {function})"
+                )
+            } else if !alarms.iter().any(|p| always_notifies(&p["AlarmActions"])) {
+                format!("its {metric} alarm has no AlarmActions that always notify: nobody is told")
+            } else {
+                continue;
+            };
+            findings.push(Finding {
+                check: Check::FunctionAlarm,
+                location: format!("Resources.{function}"),
+                message: format!("function {function}: {message}"),
             });
         }
     }

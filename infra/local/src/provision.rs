@@ -9,7 +9,9 @@
 //! ([`NOT_PROVISIONED`]): CloudWatch alarms, log groups (the functions log to
 //! `.local/lambda-watch.log`) and SNS; so are the functions and their event sources,
 //! which `cargo lambda watch` and the plumbing run. Parameters without a default (the
-//! client secret) must be given, as CloudFormation requires.
+//! client secret) must be given, as CloudFormation requires. The template's `Conditions`
+//! are evaluated against the parameters: a resource whose `Condition` is false is not
+//! created, and `Fn::If` picks its branch.
 //!
 //! With `EntraCredential=certificate` and no `EntraCertificateKmsKeyArn`, the KMS key the
 //! cloud stack is given is created here instead (RSA_2048, SIGN_VERIFY, as an operator
@@ -46,6 +48,7 @@ pub const NOT_PROVISIONED: &[&str] = &[
     "AWS::Logs::LogGroup",
     "AWS::SNS::Topic",
     "AWS::SNS::Subscription",
+    "AWS::KMS::Key",
     "AWS::Serverless::Function",
     "AWS::Serverless::HttpApi",
     "AWS::Serverless::Api",
@@ -267,18 +270,20 @@ pub async fn provision(
     }
 
     let certificate = certificate_key(sdk, stack_name, &mut resolver.refs).await?;
+    resolver.evaluate_conditions(template)?;
 
-    let mut todo: Vec<(&str, &Value)> = template
-        .resources
-        .iter()
-        .filter(|(_, r)| {
-            matches!(
-                r.get("Type").and_then(Value::as_str),
-                Some(TABLE | QUEUE | SECRET | BUCKET | BUCKET_POLICY | EVENT_BUS)
-            )
-        })
-        .map(|(id, r)| (id.as_str(), r))
-        .collect();
+    let mut todo: Vec<(&str, &Value)> = Vec::new();
+    for (id, r) in &template.resources {
+        if matches!(
+            r.get("Type").and_then(Value::as_str),
+            Some(TABLE | QUEUE | SECRET | BUCKET | BUCKET_POLICY | EVENT_BUS)
+        ) && resolver
+            .creates(r)
+            .with_context(|| format!("resource {id}"))?
+        {
+            todo.push((id.as_str(), r));
+        }
+    }
     let mut created = Vec::new();
 
     // Create in dependency order: a resource whose properties refer to one not

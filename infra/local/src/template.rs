@@ -1,7 +1,7 @@
 //! Reads a SAM/CloudFormation template into plain JSON and resolves the few
 //! intrinsic functions that the data-plane resources and the functions'
-//! environment use (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`
-//! is not needed). Both the short YAML tags (`!Ref X`) and the long forms
+//! environment use (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, and `Fn::If` over
+//! the template's `Conditions`; `Fn::Select` is not needed). Both the short YAML tags (`!Ref X`) and the long forms
 //! (`{"Ref": "X"}`) are accepted, as CloudFormation accepts both.
 
 use std::collections::BTreeMap;
@@ -91,7 +91,8 @@ fn to_json(v: serde_yaml::Value) -> Result<Value> {
             let name = tag.trim_start_matches('!');
             let inner = to_json(tagged.value)?;
             let (key, value) = match name {
-                "Ref" => ("Ref".to_string(), inner),
+                // `!Ref` and `!Condition` have no `Fn::` in their long forms.
+                "Ref" | "Condition" => (name.to_string(), inner),
                 "GetAtt" => {
                     // `!GetAtt A.Arn` is the string form of `Fn::GetAtt: [A, Arn]`.
                     let value = match inner {
@@ -120,6 +121,9 @@ fn to_json(v: serde_yaml::Value) -> Result<Value> {
 pub struct Resolver {
     pub refs: BTreeMap<String, String>,
     pub attrs: BTreeMap<(String, String), String>,
+    /// The template's `Conditions`, evaluated against the parameters
+    /// ([`Resolver::evaluate_conditions`]); what `Fn::If` and a resource's `Condition` read.
+    pub conditions: BTreeMap<String, bool>,
 }
 
 /// A reference to a resource that does not exist yet: the caller creates
@@ -135,13 +139,156 @@ impl std::fmt::Display for Pending {
 
 impl std::error::Error for Pending {}
 
+/// `Ref: AWS::NoValue`, or an `Fn::If` that chose it: the property is left out.
+fn is_no_value(v: &Value) -> bool {
+    v.get("Ref").and_then(Value::as_str) == Some("AWS::NoValue")
+}
+
 impl Resolver {
-    /// Resolves every intrinsic function in `v` to plain values.
+    /// Evaluates the template's `Conditions` (`Fn::Equals`, `Fn::Not`, `Fn::And`,
+    /// `Fn::Or`, `Condition`) with the parameter values in `refs`.
+    pub fn evaluate_conditions(&mut self, template: &Template) -> Result<()> {
+        let declared = template
+            .document
+            .get("Conditions")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for name in declared.keys() {
+            let value = self
+                .condition(&declared, name, &mut Vec::new())
+                .with_context(|| format!("condition {name}"))?;
+            self.conditions.insert(name.clone(), value);
+        }
+        Ok(())
+    }
+
+    fn condition(
+        &self,
+        declared: &Map<String, Value>,
+        name: &str,
+        visiting: &mut Vec<String>,
+    ) -> Result<bool> {
+        if let Some(v) = self.conditions.get(name) {
+            return Ok(*v);
+        }
+        if visiting.iter().any(|n| n == name) {
+            bail!("condition {name} refers to itself");
+        }
+        let expr = declared
+            .get(name)
+            .ok_or_else(|| anyhow!("no condition {name}"))?;
+        visiting.push(name.to_string());
+        let value = self.truth(declared, expr, visiting);
+        visiting.pop();
+        value
+    }
+
+    fn truth(
+        &self,
+        declared: &Map<String, Value>,
+        expr: &Value,
+        visiting: &mut Vec<String>,
+    ) -> Result<bool> {
+        let Some((k, arg)) = expr
+            .as_object()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.iter().next())
+        else {
+            bail!("not a condition function: {expr}");
+        };
+        let list = || {
+            arg.as_array()
+                .ok_or_else(|| anyhow!("{k} takes a list, got {arg}"))
+        };
+        match k.as_str() {
+            "Condition" => {
+                let name = arg
+                    .as_str()
+                    .ok_or_else(|| anyhow!("Condition takes a name"))?;
+                self.condition(declared, name, visiting)
+            }
+            "Fn::Equals" => {
+                let a = list()?;
+                if a.len() != 2 {
+                    bail!("Fn::Equals takes two values");
+                }
+                let text = |v: &Value| -> Result<String> {
+                    let v = self.resolve(v)?;
+                    Ok(v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()))
+                };
+                Ok(text(&a[0])? == text(&a[1])?)
+            }
+            "Fn::Not" => match list()?.as_slice() {
+                [one] => Ok(!self.truth(declared, one, visiting)?),
+                _ => bail!("Fn::Not takes one condition"),
+            },
+            "Fn::And" => {
+                for c in list()? {
+                    if !self.truth(declared, c, visiting)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            "Fn::Or" => {
+                for c in list()? {
+                    if self.truth(declared, c, visiting)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            other => bail!("{other} is not a condition function"),
+        }
+    }
+
+    /// Whether a resource is created: no `Condition`, or a true one.
+    pub fn creates(&self, resource: &Value) -> Result<bool> {
+        match resource.get("Condition") {
+            None => Ok(true),
+            Some(c) => {
+                let name = c
+                    .as_str()
+                    .ok_or_else(|| anyhow!("a resource's Condition is a name"))?;
+                self.conditions
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| anyhow!("no condition {name}"))
+            }
+        }
+    }
+
+    /// Resolves every intrinsic function in `v` to plain values. A property whose value
+    /// is `AWS::NoValue` (directly or chosen by `Fn::If`) is left out, as CloudFormation
+    /// does.
     pub fn resolve(&self, v: &Value) -> Result<Value> {
         match v {
             Value::Object(map) if map.len() == 1 => {
                 let (k, arg) = map.iter().next().expect("len 1");
                 match k.as_str() {
+                    "Fn::If" => {
+                        let parts = arg
+                            .as_array()
+                            .filter(|a| a.len() == 3)
+                            .ok_or_else(|| anyhow!("Fn::If takes [Condition, then, else]"))?;
+                        let name = parts[0]
+                            .as_str()
+                            .ok_or_else(|| anyhow!("Fn::If's condition is a name"))?;
+                        let chosen = match self.conditions.get(name) {
+                            Some(true) => &parts[1],
+                            Some(false) => &parts[2],
+                            None => bail!("Fn::If: no condition {name}"),
+                        };
+                        if is_no_value(chosen) {
+                            Ok(chosen.clone())
+                        } else {
+                            self.resolve(chosen)
+                        }
+                    }
+                    "Ref" if is_no_value(v) => Ok(v.clone()),
                     "Ref" => {
                         let name = arg.as_str().ok_or_else(|| anyhow!("Ref takes a string"))?;
                         self.refs
@@ -191,23 +338,33 @@ impl Resolver {
                             .collect();
                         Ok(Value::String(items.join(sep)))
                     }
-                    _ => Ok(Value::Object(
-                        map.iter()
-                            .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
-                            .collect::<Result<_>>()?,
-                    )),
+                    _ => self.resolve_map(map),
                 }
             }
-            Value::Object(map) => Ok(Value::Object(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
-                    .collect::<Result<_>>()?,
-            )),
-            Value::Array(a) => Ok(Value::Array(
-                a.iter().map(|x| self.resolve(x)).collect::<Result<_>>()?,
-            )),
+            Value::Object(map) => self.resolve_map(map),
+            Value::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for x in a {
+                    let x = self.resolve(x)?;
+                    if !is_no_value(&x) {
+                        out.push(x);
+                    }
+                }
+                Ok(Value::Array(out))
+            }
             other => Ok(other.clone()),
         }
+    }
+
+    fn resolve_map(&self, map: &Map<String, Value>) -> Result<Value> {
+        let mut out = Map::new();
+        for (k, v) in map {
+            let v = self.resolve(v)?;
+            if !is_no_value(&v) {
+                out.insert(k.clone(), v);
+            }
+        }
+        Ok(Value::Object(out))
     }
 
     fn substitute(&self, text: &str, vars: &Map<String, Value>) -> Result<String> {
@@ -269,5 +426,65 @@ mod tests {
         assert_eq!(p["QueueName"], "s1-q");
         assert_eq!(p["Redrive"], "arn:dlq");
         assert_eq!(p["Plain"], "dlq-url");
+    }
+
+    #[test]
+    fn conditions_choose_fn_if_branches_and_leave_out_no_value() {
+        let t = Template::parse(
+            r#"
+Parameters:
+  Topic: { Type: String, Default: "" }
+  Mode: { Type: String, Default: secret }
+Conditions:
+  OwnTopic: !Equals [!Ref Topic, ""]
+  Cert: !Equals [!Ref Mode, certificate]
+  OwnTopicNoCert: !And [!Condition OwnTopic, !Not [!Condition Cert]]
+  Either: !Or [!Condition Cert, !Equals [!Ref Mode, "x"]]
+Resources:
+  T:
+    Type: AWS::SNS::Topic
+    Condition: OwnTopic
+  A:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Actions: [!If [OwnTopic, !Ref T, !Ref Topic]]
+      Gone: !If [Cert, !Ref AWS::NoValue, kept]
+      List: [a, !If [Cert, b, !Ref AWS::NoValue]]
+"#,
+        )
+        .unwrap();
+        let mut r = Resolver::default();
+        r.refs.insert("Topic".into(), String::new());
+        r.refs.insert("Mode".into(), "certificate".into());
+        r.refs.insert("T".into(), "arn:own".into());
+        r.evaluate_conditions(&t).unwrap();
+        assert_eq!(
+            r.conditions,
+            BTreeMap::from([
+                ("Cert".to_string(), true),
+                ("Either".to_string(), true),
+                ("OwnTopic".to_string(), true),
+                ("OwnTopicNoCert".to_string(), false),
+            ])
+        );
+        let (_, topic) = t.of_type("AWS::SNS::Topic").next().unwrap();
+        assert!(r.creates(topic).unwrap());
+        let (_, alarm) = t.of_type("AWS::CloudWatch::Alarm").next().unwrap();
+        let p = r.resolve(&alarm["Properties"]).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"Actions": ["arn:own"], "List": ["a", "b"]})
+        );
+
+        let mut r = Resolver::default();
+        r.refs.insert("Topic".into(), "arn:theirs".into());
+        r.refs.insert("Mode".into(), "secret".into());
+        r.evaluate_conditions(&t).unwrap();
+        assert!(!r.creates(topic).unwrap());
+        let p = r.resolve(&alarm["Properties"]).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"Actions": ["arn:theirs"], "Gone": "kept", "List": ["a"]})
+        );
     }
 }

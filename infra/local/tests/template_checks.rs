@@ -78,6 +78,21 @@ fn each_check_fails_on_its_fixture() {
             Check::DeadLetterQueueAlarm,
             "AlarmActions",
         ),
+        (
+            "dlq-alarm-on-failure-missing",
+            Check::DeadLetterQueueAlarm,
+            "TicksDLQ",
+        ),
+        (
+            "function-alarm-missing",
+            Check::FunctionAlarm,
+            "no Throttles alarm",
+        ),
+        (
+            "function-alarm-may-notify-nobody",
+            Check::FunctionAlarm,
+            "Errors alarm has no AlarmActions that always notify",
+        ),
         ("log-group-missing", Check::LogRetention, "no log group"),
         (
             "log-group-no-retention",
@@ -108,9 +123,11 @@ fn each_check_fails_on_its_fixture() {
     }
 }
 
-/// The repository template keeps its operations: an alarm per dead-letter queue, a log
-/// group with retention per function, the client secret NoEcho without a default. Each
-/// removed from the real template is caught.
+/// The repository template keeps its operations: an alarm per dead-letter queue (the
+/// on-failure destination of the stream mappings too), Errors and Throttles alarms per
+/// function, alarms that always notify someone, a log group with retention per function,
+/// the client secret NoEcho without a default. Each removed from the real template is
+/// caught.
 #[test]
 fn the_repository_template_loses_no_operations_unnoticed() {
     let text = std::fs::read_to_string(local_stack::template_path()).expect("template.yaml");
@@ -130,6 +147,46 @@ fn the_repository_template_loses_no_operations_unnoticed() {
             .any(|f| f.check == Check::DeadLetterQueueAlarm && f.message.contains("MailSyncDLQ")),
         "{findings:#?}"
     );
+    let findings = broken(
+        "Value: !GetAtt EventPublisherDLQ.QueueName",
+        "Value: !GetAtt TeamsPostDLQ.QueueName",
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.check == Check::DeadLetterQueueAlarm
+                && f.message.contains("EventPublisherDLQ")),
+        "{findings:#?}"
+    );
+    let start = text
+        .find("  EventPublisherThrottlesAlarm:\n")
+        .expect("template.yaml has EventPublisherThrottlesAlarm");
+    let end = start + text[start..].find("\n\n").expect("a blank line after it") + 2;
+    let findings = broken(&text[start..end], "");
+    assert_eq!(
+        findings
+            .iter()
+            .map(|f| (f.check, f.location.as_str()))
+            .collect::<Vec<_>>(),
+        [(Check::FunctionAlarm, "Resources.EventPublisherFunction")],
+        "{findings:#?}"
+    );
+    assert!(
+        findings[0].message.contains("no Throttles alarm"),
+        "{findings:#?}"
+    );
+    // The old default: alarms without actions unless a topic was given.
+    let findings = broken(
+        "      AlarmActions: [!If [CreateAlarmTopic, !Ref AlarmTopic, !Ref AlarmTopicArn]]\n      OKActions: [!If [CreateAlarmTopic, !Ref AlarmTopic, !Ref AlarmTopicArn]]\n\n  # Records waiting in a stream",
+        "      AlarmActions: !If [CreateAlarmTopic, !Ref AWS::NoValue, [!Ref AlarmTopicArn]]\n\n  # Records waiting in a stream",
+    );
+    assert!(
+        findings.iter().any(|f| f.check == Check::FunctionAlarm
+            && f.message.contains(
+                "EventPublisherFunction: its Throttles alarm has no AlarmActions that always notify"
+            )),
+        "{findings:#?}"
+    );
     let findings = broken("      RetentionInDays: !Ref LogRetentionInDays\n", "");
     assert!(
         findings.iter().any(|f| f.check == Check::LogRetention),
@@ -146,4 +203,94 @@ fn the_repository_template_loses_no_operations_unnoticed() {
                 && f.location.contains("EntraClientSecretValue")),
         "{findings:#?}"
     );
+}
+
+/// Secrets Manager refuses an empty `SecretString` (length 1-65,536), and
+/// `EntraClientSecretValue` may be empty with a certificate credential: the `ClientSecret`
+/// resource then stores a placeholder, and otherwise exactly the value given.
+#[test]
+fn the_client_secret_resource_is_never_empty_and_stores_a_given_value() {
+    let template = Template::load(&local_stack::template_path()).expect("template.yaml");
+    let (_, secret) = template
+        .resources
+        .iter()
+        .find(|(id, _)| id == "ClientSecret")
+        .expect("a ClientSecret resource");
+    for (credential, given, stored) in [
+        ("secret", "the-value", "the-value"),
+        ("certificate", "", "unused: EntraCredential=certificate"),
+        (
+            "certificate",
+            "kept-for-a-switch-back",
+            "kept-for-a-switch-back",
+        ),
+    ] {
+        let mut resolver = local_stack::template::Resolver::default();
+        for (name, decl) in &template.parameters {
+            if let Some(d) = decl.get("Default") {
+                let d = d
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| d.to_string());
+                resolver.refs.insert(name.clone(), d);
+            }
+        }
+        resolver.refs.insert("AWS::StackName".into(), "s".into());
+        resolver
+            .refs
+            .insert("EntraCredential".into(), credential.into());
+        resolver
+            .refs
+            .insert("EntraClientSecretValue".into(), given.into());
+        resolver.evaluate_conditions(&template).expect("conditions");
+        let props = resolver.resolve(&secret["Properties"]).expect("resolves");
+        assert_eq!(
+            props["SecretString"], stored,
+            "{credential}, given {given:?}"
+        );
+    }
+}
+
+/// Every alarm's description links to its section of the operator's runbook, and the
+/// section exists (anchors as GitHub makes them from headings).
+#[test]
+fn every_alarm_cites_a_runbook_section_that_exists() {
+    let template = Template::load(&local_stack::template_path()).expect("template.yaml");
+    let runbook = std::fs::read_to_string(local_stack::repo_root().join("docs/operations.md"))
+        .expect("docs/operations.md");
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|heading| {
+            heading
+                .trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect();
+    let mut alarms = 0;
+    for (id, alarm) in template.of_type("AWS::CloudWatch::Alarm") {
+        alarms += 1;
+        let description = &alarm["Properties"]["AlarmDescription"];
+        let text = description
+            .as_str()
+            .or_else(|| description["Fn::Sub"].as_str())
+            .unwrap_or_else(|| panic!("{id} has no AlarmDescription"));
+        let (_, rest) = text
+            .split_once("docs/operations.md#")
+            .unwrap_or_else(|| panic!("{id} cites no docs/operations.md#section: {text}"));
+        let anchor: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_'))
+            .collect();
+        assert!(
+            anchors.contains(&anchor),
+            "{id} cites docs/operations.md#{anchor}, which has no heading: {anchors:?}"
+        );
+    }
+    assert!(alarms >= 25, "{alarms} alarms");
 }
