@@ -9,10 +9,17 @@
 //!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
 //!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
 //!   - the lease: [`LEASE_TTL`] (90 s), renewed every [`LEASE_RENEW_EVERY`] by the live run
-//!     (conditional on still holding it; a lost lease drops the run, which writes nothing
-//!     more); released before a continuation is queued. A job meeting a held lease is
-//!     `Busy` and comes back when that lease ends (message hidden, or requeued), never
-//!     dropped: if the holder died, it resumes the mailbox within one lease;
+//!     (conditional on still holding it; a lease that may be lost drops the run, which
+//!     writes nothing more: `LeaseLost` when another holder took it, acknowledged;
+//!     `LeaseUnrenewed` when renewals failed or hung, kept and back after one lease);
+//!     released before a continuation is queued. A job meeting a held lease is `Busy` and
+//!     comes back when that lease ends (message hidden, or requeued), never dropped: if the
+//!     holder died, it resumes the mailbox within one lease;
+//!   - the job's own message: hidden [`RUN_VISIBILITY`] (120 s) as a leased run starts and
+//!     extended every [`VISIBILITY_EXTEND_EVERY`] beside it, so a dead worker's job
+//!     reappears within two minutes and finds its lease lapsed; after the run a `Retry` is
+//!     hidden [`RETRY_BACKOFF`] (the queues' 960 s, as before). [`WorkerTimings`] holds
+//!     these timings;
 //!   - progress: the meta's stage is written when it changes and the run's counters with
 //!     each checkpoint ([`RunContext::enter`], [`RunContext::checkpoint`], [`Progress`]),
 //!     so a dead worker's import shows in `connectorctl status`;
