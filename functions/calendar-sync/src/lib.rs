@@ -32,7 +32,8 @@ use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::messages::SyncJob;
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 use connector_core::sync::{
-    Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, fan_out,
+    Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker,
+    WorkerTimings, fan_out,
 };
 use futures::StreamExt;
 use serde_json::Value;
@@ -177,6 +178,7 @@ impl CalendarSync {
             ),
             clock,
             summaries,
+            timings: WorkerTimings::default(),
         };
         // Each meeting's expiry: the tenant's retention, else ACTIVITY_RETENTION_DAYS.
         let activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())

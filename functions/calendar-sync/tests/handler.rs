@@ -24,7 +24,7 @@ use connector_core::messages::{SyncJob, SyncReason};
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 use connector_core::ports::{ActivityStore, ConnectionStore, CrmIndex, TenantStore, TokenVault};
 use connector_core::secret::{ClientSecret, RefreshToken, TokenRecord};
-use connector_core::sync::{LogSummarySink, Worker};
+use connector_core::sync::{LogSummarySink, Worker, WorkerTimings};
 use microsoft_sim::{SimOptions, SimServer, World};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -120,6 +120,7 @@ async fn fixture() -> Fixture {
         graph: Arc::new(GraphClient::new(graph_http_client().expect("http"), &base)),
         clock,
         summaries: Arc::new(LogSummarySink),
+        timings: WorkerTimings::default(),
     };
     let work = CalendarWork::new(activities.clone(), crm.clone());
     Fixture {

@@ -9,10 +9,17 @@
 //!   [`SyncWork`] → checkpoint (the work's own, after every page) → release, then one summary
 //!   log line and one CloudWatch embedded-metric-format line ([`SummarySink`]).
 //!   - the lease: [`LEASE_TTL`] (90 s), renewed every [`LEASE_RENEW_EVERY`] by the live run
-//!     (conditional on still holding it; a lost lease drops the run, which writes nothing
-//!     more); released before a continuation is queued. A job meeting a held lease is
-//!     `Busy` and comes back when that lease ends (message hidden, or requeued), never
-//!     dropped: if the holder died, it resumes the mailbox within one lease;
+//!     (conditional on still holding it; a lease that may be lost drops the run, which
+//!     writes nothing more: `LeaseLost` when another holder took it, acknowledged;
+//!     `LeaseUnrenewed` when renewals failed or hung, kept and back after one lease);
+//!     released before a continuation is queued. A job meeting a held lease is `Busy` and
+//!     comes back when that lease ends (message hidden, or requeued), never dropped: if the
+//!     holder died, it resumes the mailbox within one lease;
+//!   - the job's own message: hidden [`RUN_VISIBILITY`] (120 s) as a leased run starts and
+//!     extended every [`VISIBILITY_EXTEND_EVERY`] beside it, so a dead worker's job
+//!     reappears within two minutes and finds its lease lapsed; after the run a `Retry` is
+//!     hidden [`RETRY_BACKOFF`] (the queues' 960 s, as before). [`WorkerTimings`] holds
+//!     these timings;
 //!   - progress: the meta's stage is written when it changes and the run's counters with
 //!     each checkpoint ([`RunContext::enter`], [`RunContext::checkpoint`], [`Progress`]),
 //!     so a dead worker's import shows in `connectorctl status`;
@@ -79,6 +86,20 @@ pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(30);
 /// How long before its lease could lapse a run that could not renew it stops: more than a
 /// write in flight takes, so none lands after another holder took the lease.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
+/// How long a leased run keeps its own SQS message hidden, from each extension: a worker
+/// that dies lets its message reappear this long after its last extension at most, instead
+/// of after the queue's visibility timeout (960 s). At least [`LEASE_TTL`] plus
+/// [`VISIBILITY_EXTEND_EVERY`], so that the redelivery finds the dead worker's lease
+/// lapsed (its last renewal was no later than its last extension).
+pub const RUN_VISIBILITY: Duration = Duration::from_secs(120);
+/// How often a live run extends its message's visibility to [`RUN_VISIBILITY`] (four
+/// extensions fit in one, so failed ones are retried well before it reappears).
+pub const VISIBILITY_EXTEND_EVERY: Duration = Duration::from_secs(30);
+/// How long a job kept for a retry (`Retry`) stays hidden after its run: the queues'
+/// visibility timeout (960 s in template.yaml), i.e. what SQS gave every retry before runs
+/// shortened their message's visibility, so `maxReceiveCount` (5) still spans about 80
+/// minutes of transient faults before a job reaches the DLQ.
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(960);
 /// Time kept free before Lambda's deadline after which the work is cut wherever it is
 /// (a Graph or AWS request in flight included): past [`DEADLINE_MARGIN`] the work stops at
 /// its next page boundary by itself; this bounds what was already under way.
@@ -558,9 +579,15 @@ pub enum JobOutcome {
     /// (its message hidden until then, or, `requeued`, replaced by a fresh delayed job),
     /// so it is not lost if that worker dies; a live worker's run meanwhile covers it.
     Busy { retry_in: Duration, requeued: bool },
-    /// The run's lease was taken over (or deleted) while it ran: the run stopped without
-    /// writing anything more; the new holder carries on.
+    /// The run's lease was taken over (or deleted: a disconnection) while it ran: the run
+    /// stopped without writing anything more; the new holder carries on, so the message is
+    /// acknowledged.
     LeaseLost,
+    /// The run's lease could not be renewed (the store failed or hung; nobody else took
+    /// it): the run stopped without writing anything more, and its message is kept, hidden
+    /// for one lease, so the next delivery finds the lease lapsed and resumes from the
+    /// checkpoints.
+    LeaseUnrenewed,
     /// Nothing to do for this connection (gone, inactive, switched off, parked).
     Skipped { reason: &'static str },
     /// Parked until then; the message was hidden (`requeued`: replaced by a fresh job).
@@ -585,6 +612,7 @@ impl JobOutcome {
         matches!(
             self,
             JobOutcome::Retry { .. }
+                | JobOutcome::LeaseUnrenewed
                 | JobOutcome::Parked {
                     requeued: false,
                     ..
@@ -602,6 +630,7 @@ impl JobOutcome {
             JobOutcome::Continued => "continued",
             JobOutcome::Busy { .. } => "busy",
             JobOutcome::LeaseLost => "lease_lost",
+            JobOutcome::LeaseUnrenewed => "lease_unrenewed",
             JobOutcome::Skipped { .. } => "skipped",
             JobOutcome::Parked { .. } => "parked",
             JobOutcome::StatusChanged { .. } => "status_changed",
@@ -837,6 +866,37 @@ impl SummarySink for LogSummarySink {
     }
 }
 
+/// The worker's lease and visibility timings. The defaults are the constants above;
+/// tests shrink them to run a crash and its redelivery in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerTimings {
+    /// [`LEASE_TTL`].
+    pub lease_ttl: Duration,
+    /// [`LEASE_RENEW_EVERY`].
+    pub lease_renew_every: Duration,
+    /// [`LEASE_MARGIN`].
+    pub lease_margin: Duration,
+    /// [`RUN_VISIBILITY`] (whole seconds: SQS's unit).
+    pub visibility: Duration,
+    /// [`VISIBILITY_EXTEND_EVERY`].
+    pub visibility_every: Duration,
+    /// [`RETRY_BACKOFF`].
+    pub retry_backoff: Duration,
+}
+
+impl Default for WorkerTimings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: LEASE_TTL,
+            lease_renew_every: LEASE_RENEW_EVERY,
+            lease_margin: LEASE_MARGIN,
+            visibility: RUN_VISIBILITY,
+            visibility_every: VISIBILITY_EXTEND_EVERY,
+            retry_backoff: RETRY_BACKOFF,
+        }
+    }
+}
+
 /// What the worker skeleton runs on: built once per cold start.
 pub struct Worker {
     pub function: &'static str,
@@ -849,6 +909,8 @@ pub struct Worker {
     pub graph: Arc<GraphClient>,
     pub clock: Arc<dyn Clock>,
     pub summaries: Arc<dyn SummarySink>,
+    /// Lease and visibility timings ([`WorkerTimings::default`] outside tests).
+    pub timings: WorkerTimings,
 }
 
 impl Worker {
@@ -891,6 +953,27 @@ impl Worker {
                 code: "deadline".into(),
             }
         });
+        if let (Some(hide), Some(receipt)) = (
+            self.hide_after(&outcome),
+            delivery.receipt_handle.as_deref(),
+        ) {
+            // Bounded by Lambda's deadline, so the invocation still answers in time.
+            let by = delivery
+                .deadline
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now);
+            let hidden = tokio::time::timeout_at(
+                by,
+                self.queue.change_visibility(&self.queue_url, receipt, hide),
+            )
+            .await;
+            if !matches!(hidden, Ok(Ok(()))) {
+                warn!(
+                    outcome = outcome.label(),
+                    "could not hide the kept job; it comes back when its current visibility ends"
+                );
+            }
+        }
         counters.graph_requests = stats.requests;
         counters.throttled = stats.throttled;
         let code = match &outcome {
@@ -924,6 +1007,19 @@ impl Worker {
             elapsed_ms: started.elapsed().as_millis() as u64,
         });
         outcome
+    }
+
+    /// How long a kept message stays hidden after its run, where the run's outcome decides
+    /// it: a retry waits [`WorkerTimings::retry_backoff`]; a run that could not renew its
+    /// lease comes back after one lease, which by then has lapsed whatever renewal last
+    /// went through. `Busy` and `Parked` hid their message themselves; the other outcomes
+    /// are acknowledged.
+    fn hide_after(&self, outcome: &JobOutcome) -> Option<Duration> {
+        match outcome {
+            JobOutcome::Retry { .. } => Some(self.timings.retry_backoff),
+            JobOutcome::LeaseUnrenewed => Some(self.timings.lease_ttl),
+            _ => None,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -985,12 +1081,23 @@ impl Worker {
         // A short lease, renewed while the run lives: a dead worker frees the mailbox
         // within LEASE_TTL, not at the end of its invocation's deadline.
         let holder = uuid::Uuid::new_v4().to_string();
-        match self.state.acquire_lease(key, &holder, LEASE_TTL).await {
+        match self
+            .state
+            .acquire_lease(key, &holder, self.timings.lease_ttl)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return self.busy(job, key, delivery).await,
             Err(StoreError::Fenced { .. }) => return disconnected(),
             Err(error) => return retry_store(error),
         }
+        // The job's own message is kept hidden for a short time, extended while the run
+        // lives: a dead worker's message reappears within RUN_VISIBILITY, and its
+        // redelivery finds the lease lapsed and resumes from the checkpoints.
+        let heartbeat = delivery
+            .receipt_handle
+            .as_deref()
+            .map(|receipt| Heartbeat::new(self, receipt));
         let run = self.leased(
             work,
             job,
@@ -998,21 +1105,43 @@ impl Worker {
             &connection,
             tenant.as_ref(),
             delivery,
+            heartbeat.as_ref(),
             counters,
             stats,
             folders,
             stage,
         );
-        // The lease is renewed beside the run; if it is lost, the run is dropped where it
-        // is (it writes nothing more) and ends.
-        let outcome = tokio::select! {
-            // The lease first: once it may be lost, no further step of the run is polled.
-            biased;
-            () = keep_lease(self.state.as_ref(), key, &holder) => {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // The lease is renewed beside the run; if it may be lost, the run is dropped where
+        // it is (it writes nothing more) and ends.
+        let leased_run = async {
+            let ended = tokio::select! {
+                // The lease first: once it may be lost, no further step of the run is polled.
+                biased;
+                end = keep_lease(self.state.as_ref(), key, &holder, &self.timings) => Err(end),
+                outcome = run => Ok(outcome),
+            };
+            // The heartbeat ends after its request in flight (if any), so none of its
+            // extensions lands after the visibility the outcome sets.
+            stop.send_replace(true);
+            ended
+        };
+        let keep_visible = async {
+            if let Some(heartbeat) = &heartbeat {
+                heartbeat.keep(stopped).await;
+            }
+        };
+        let (ended, ()) = tokio::join!(leased_run, keep_visible);
+        let outcome = match ended {
+            Ok(outcome) => outcome,
+            Err(LeaseEnd::Taken) => {
                 warn!("the mailbox lease was taken over; the run stops");
                 return JobOutcome::LeaseLost;
             }
-            outcome = run => outcome,
+            Err(LeaseEnd::Unrenewed) => {
+                warn!("the mailbox lease could not be renewed; the run stops and comes back");
+                return JobOutcome::LeaseUnrenewed;
+            }
         };
         // Released before the continuation is queued, so that it finds the mailbox free
         // however soon it is delivered.
@@ -1044,11 +1173,12 @@ impl Worker {
             Ok(None) => Duration::ZERO,
             Err(error) => {
                 warn!(error = %error, "could not read the mailbox lease");
-                LEASE_TTL
+                self.timings.lease_ttl
             }
         };
-        let wait = (left + Duration::from_secs(1)).clamp(Duration::from_secs(2), LEASE_TTL);
-        match self.come_back(job, delivery, wait).await {
+        let wait =
+            (left + Duration::from_secs(1)).clamp(Duration::from_secs(2), self.timings.lease_ttl);
+        match self.come_back(job, delivery, None, wait).await {
             Ok(requeued) => JobOutcome::Busy {
                 retry_in: wait,
                 requeued,
@@ -1060,15 +1190,20 @@ impl Worker {
     /// Makes the job come back after `wait`: its message hidden that long (reported as a
     /// batch item failure) while it has been received fewer than [`PARK_REQUEUE_AFTER`]
     /// times, otherwise replaced by a fresh delayed job (so it never walks into the DLQ).
-    /// `Ok(true)`: replaced.
+    /// During a leased run the message is hidden through its `heartbeat`, which extends it
+    /// no more. `Ok(true)`: replaced.
     async fn come_back(
         &self,
         job: &SyncJob,
         delivery: &Delivery,
+        heartbeat: Option<&Heartbeat<'_>>,
         wait: Duration,
     ) -> Result<bool, String> {
-        let hidden = match &delivery.receipt_handle {
-            Some(receipt) if delivery.receive_count < PARK_REQUEUE_AFTER => self
+        let hidden = match (&delivery.receipt_handle, heartbeat) {
+            (Some(_), Some(heartbeat)) if delivery.receive_count < PARK_REQUEUE_AFTER => {
+                heartbeat.settle(wait).await
+            }
+            (Some(receipt), None) if delivery.receive_count < PARK_REQUEUE_AFTER => self
                 .queue
                 .change_visibility(&self.queue_url, receipt, wait)
                 .await
@@ -1094,6 +1229,7 @@ impl Worker {
         connection: &Connection,
         tenant: Option<&Tenant>,
         delivery: &Delivery,
+        heartbeat: Option<&Heartbeat<'_>>,
         counters: &mut SyncCounters,
         stats: &mut GraphStats,
         folders: &mut u64,
@@ -1227,7 +1363,8 @@ impl Worker {
                         let wait = retry_after.max(MIN_PARK);
                         let until = now + wait;
                         meta.park(until, now);
-                        self.park(job, &user, delivery, wait, until).await
+                        self.park(job, &user, delivery, heartbeat, wait, until)
+                            .await
                     }
                     Disposition::Retry { code } => {
                         meta.last_error = Some(crate::domain::SyncFailure {
@@ -1269,6 +1406,7 @@ impl Worker {
         job: &SyncJob,
         user: &UserKey,
         delivery: &Delivery,
+        heartbeat: Option<&Heartbeat<'_>>,
         wait: Duration,
         until: OffsetDateTime,
     ) -> JobOutcome {
@@ -1280,7 +1418,7 @@ impl Worker {
         {
             warn!(error = %error, "could not record the parked time");
         }
-        match self.come_back(job, delivery, wait).await {
+        match self.come_back(job, delivery, heartbeat, wait).await {
             Ok(requeued) => JobOutcome::Parked { until, requeued },
             Err(code) => JobOutcome::Retry {
                 code: format!("park_{code}"),
@@ -1317,6 +1455,17 @@ fn error_message(error: &WorkError) -> String {
     text.chars().take(500).collect()
 }
 
+/// Why [`keep_lease`] stopped keeping the lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseEnd {
+    /// Another holder has it, or it is gone (a disconnection deletes it): that holder does
+    /// the work, the job is acknowledged.
+    Taken,
+    /// No renewal went through (they failed or hung) until [`LEASE_MARGIN`] before it
+    /// could lapse; nobody is known to hold it but this run: the job comes back.
+    Unrenewed,
+}
+
 /// Renews `holder`'s lease every [`LEASE_RENEW_EVERY`]; returns once it may be lost:
 /// another holder has it, it is gone, or [`LEASE_MARGIN`] before it could lapse without
 /// a renewal having gone through (a renewal that hangs is given up then too). The run
@@ -1324,23 +1473,102 @@ fn error_message(error: &WorkError) -> String {
 /// or a disconnection could have taken the lease: disconnect waits for the lease before
 /// it deletes, and activity items are ordered against it by this alone
 /// (docs/fencing.md).
-async fn keep_lease(state: &dyn SyncStateStore, key: &SyncKey, holder: &str) {
-    let mut held_until = Instant::now() + LEASE_TTL;
+async fn keep_lease(
+    state: &dyn SyncStateStore,
+    key: &SyncKey,
+    holder: &str,
+    timings: &WorkerTimings,
+) -> LeaseEnd {
+    let mut held_until = Instant::now() + timings.lease_ttl;
     loop {
-        let give_up = held_until - LEASE_MARGIN;
-        tokio::time::sleep_until((Instant::now() + LEASE_RENEW_EVERY).min(give_up)).await;
+        let give_up = held_until - timings.lease_margin;
+        tokio::time::sleep_until((Instant::now() + timings.lease_renew_every).min(give_up)).await;
         if Instant::now() >= give_up {
-            return;
+            return LeaseEnd::Unrenewed;
         }
         let asked = Instant::now();
-        match tokio::time::timeout_at(give_up, state.renew_lease(key, holder, LEASE_TTL)).await {
-            Ok(Ok(true)) => held_until = asked + LEASE_TTL,
-            Ok(Ok(false)) => return,
+        match tokio::time::timeout_at(give_up, state.renew_lease(key, holder, timings.lease_ttl))
+            .await
+        {
+            Ok(Ok(true)) => held_until = asked + timings.lease_ttl,
+            Ok(Ok(false)) => return LeaseEnd::Taken,
             Ok(Err(error)) => {
                 warn!(error = %error, "could not renew the mailbox lease");
             }
-            Err(_) => return,
+            Err(_) => return LeaseEnd::Unrenewed,
         }
+    }
+}
+
+/// Keeps a leased run's own SQS message hidden while the run lives: set to
+/// [`WorkerTimings::visibility`] at once, then again every
+/// [`WorkerTimings::visibility_every`]. A failed or hung extension is logged and tried
+/// again at the next tick; it never stops the run (the message then reappears at worst
+/// when the last extension that went through ends, and a redelivery meeting the live
+/// run's lease is `Busy`, hidden until the lease ends, not dropped). Once the run has
+/// chosen its message's visibility ([`Heartbeat::settle`]) it extends it no more.
+struct Heartbeat<'a> {
+    queue: &'a dyn JobQueue,
+    queue_url: &'a str,
+    receipt: &'a str,
+    timings: WorkerTimings,
+    /// Held across each request, so that an extension and the settling visibility never
+    /// race; `true` once settled.
+    settled: tokio::sync::Mutex<bool>,
+}
+
+impl<'a> Heartbeat<'a> {
+    fn new(worker: &'a Worker, receipt: &'a str) -> Self {
+        Self {
+            queue: worker.queue.as_ref(),
+            queue_url: &worker.queue_url,
+            receipt,
+            timings: worker.timings,
+            settled: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// Extends the visibility until `stop` turns `true` (a request in flight is finished
+    /// first).
+    async fn keep(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut next = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep_until(next) => {}
+            }
+            next = Instant::now() + self.timings.visibility_every;
+            let settled = self.settled.lock().await;
+            if *settled {
+                return;
+            }
+            let extended = tokio::time::timeout_at(
+                next,
+                self.queue
+                    .change_visibility(self.queue_url, self.receipt, self.timings.visibility),
+            )
+            .await;
+            drop(settled);
+            match extended {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    warn!(error = %error, "could not extend the job's visibility; tried again");
+                }
+                Err(_) => warn!("extending the job's visibility hung; tried again"),
+            }
+        }
+    }
+
+    /// Hides the message for `wait` and ends the extensions; whether it was hidden.
+    async fn settle(&self, wait: Duration) -> bool {
+        let mut settled = self.settled.lock().await;
+        *settled = true;
+        self.queue
+            .change_visibility(self.queue_url, self.receipt, wait)
+            .await
+            .map_err(|error| warn!(error = %error, "could not hide the job"))
+            .is_ok()
     }
 }
 
@@ -1459,10 +1687,50 @@ mod tests {
             "replaced by a fresh delayed job"
         );
         assert!(!JobOutcome::LeaseLost.keep_message());
+        assert!(
+            JobOutcome::LeaseUnrenewed.keep_message(),
+            "nobody else does the work"
+        );
         assert_eq!(busy(true).label(), "busy");
         assert_eq!(JobOutcome::LeaseLost.label(), "lease_lost");
+        assert_eq!(JobOutcome::LeaseUnrenewed.label(), "lease_unrenewed");
         assert!(LEASE_TTL >= 3 * LEASE_RENEW_EVERY);
         assert!(HARD_STOP_MARGIN < DEADLINE_MARGIN && FINISH_MARGIN < HARD_STOP_MARGIN);
+    }
+
+    /// The queues' `VisibilityTimeout` in template.yaml.
+    fn template_visibility(queue: &str) -> Duration {
+        let template = include_str!("../../../template.yaml");
+        let at = template
+            .find(&format!("\n  {queue}:\n"))
+            .unwrap_or_else(|| panic!("{queue} in template.yaml"));
+        let seconds = template[at..]
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("VisibilityTimeout:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{queue}'s VisibilityTimeout"));
+        Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_dead_workers_message_comes_back_after_its_lease_and_a_retry_no_sooner_than_before() {
+        let timings = WorkerTimings::default();
+        // A dead worker's last renewal was no later than its last extension, so its message
+        // reappears after its lease lapsed: the redelivery resumes, it is not `Busy`.
+        assert!(timings.visibility >= timings.lease_ttl + timings.visibility_every);
+        assert!(
+            timings.visibility <= Duration::from_secs(120),
+            "within two minutes"
+        );
+        assert!(timings.visibility_every < timings.visibility);
+        for queue in ["MailSyncQueue", "CalendarSyncQueue"] {
+            let queue_visibility = template_visibility(queue);
+            assert!(timings.visibility < queue_visibility, "{queue}");
+            assert!(
+                timings.retry_backoff >= queue_visibility,
+                "{queue}: a retry waits as long as before the heartbeat"
+            );
+        }
     }
 
     #[test]
@@ -1778,12 +2046,22 @@ mod lease_keeping {
     /// How long `keep_lease` kept the lease (`None`: still keeping it after `within`) and
     /// when, from the start, it asked for each renewal.
     async fn kept(script: &[Renewal], within: Duration) -> (Option<Duration>, Vec<Duration>) {
+        let (ended, asked) = kept_why(script, within).await;
+        (ended.map(|(after, _)| after), asked)
+    }
+
+    /// [`kept`], with why it ended.
+    async fn kept_why(
+        script: &[Renewal],
+        within: Duration,
+    ) -> (Option<(Duration, LeaseEnd)>, Vec<Duration>) {
         let store = Scripted::new(script);
         let start = Instant::now();
-        let ended = tokio::time::timeout(within, keep_lease(&store, &key(), "worker-1"))
+        let timings = WorkerTimings::default();
+        let ended = tokio::time::timeout(within, keep_lease(&store, &key(), "worker-1", &timings))
             .await
             .ok()
-            .map(|()| start.elapsed());
+            .map(|end| (start.elapsed(), end));
         let asked = store
             .asked
             .lock()
@@ -1809,9 +2087,21 @@ mod lease_keeping {
 
     #[tokio::test(start_paused = true)]
     async fn a_lease_taken_by_another_holder_ends_the_run_at_once() {
-        let (ended, asked) = kept(&[Renewal::Renewed, Renewal::Lost], secs(600)).await;
-        assert_eq!(ended, Some(LEASE_RENEW_EVERY * 2));
+        let (ended, asked) = kept_why(&[Renewal::Renewed, Renewal::Lost], secs(600)).await;
+        assert_eq!(ended, Some((LEASE_RENEW_EVERY * 2, LeaseEnd::Taken)));
         assert_eq!(asked.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_or_hung_renewals_end_as_unrenewed_not_taken() {
+        for script in [[Renewal::Fails], [Renewal::Hangs]] {
+            let (ended, _) = kept_why(&script, secs(600)).await;
+            assert_eq!(
+                ended,
+                Some((LEASE_TTL - LEASE_MARGIN, LeaseEnd::Unrenewed)),
+                "nobody else holds it: the job comes back"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -1902,5 +2192,512 @@ mod progress_tests {
         assert_eq!(first_stage(&meta), SyncStage::InitialImport);
         meta.last_success_at = Some(now);
         assert_eq!(first_stage(&meta), SyncStage::Incremental);
+    }
+}
+
+/// The visibility heartbeat of a leased run's own message and how each end of a run
+/// settles it: [`Worker::run_job`] on in-memory stores, microsoft-sim's token endpoint, a
+/// queue that records every visibility change, and timings shrunk to seconds.
+#[cfg(test)]
+mod visibility_keeping {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::adapters::memory::{
+        MemoryConnectionStore, MemorySyncStateStore, MemoryTenantStore, MemoryTokenVault,
+        StaticClientSecret,
+    };
+    use crate::clock::SystemClock;
+    use crate::config::BaseUrl;
+    use crate::domain::{FolderCursor, Lease, ScopeSet, UserId};
+    use crate::graph::graph_http_client;
+    use crate::oauth::{RefreshClient, token_http_client};
+    use crate::ports::TokenVault;
+    use crate::secret::{ClientSecret, RefreshToken, TokenRecord};
+
+    const QUEUE: &str = "https://sqs.example/mail-sync";
+    const RECEIPT: &str = "receipt-1";
+    const SECRET: &str = "sim-secret";
+    const REDIRECT: &str = "http://localhost:8400/auth/callback";
+    const USER: &str = "8a1d2c3b-4e5f-4a6b-8c7d-000000000001";
+
+    const TIMINGS: WorkerTimings = WorkerTimings {
+        lease_ttl: Duration::from_secs(3),
+        lease_renew_every: Duration::from_secs(1),
+        lease_margin: Duration::from_secs(1),
+        visibility: Duration::from_secs(5),
+        visibility_every: Duration::from_secs(1),
+        retry_backoff: Duration::from_secs(100),
+    };
+
+    /// Records every visibility change (when, receipt, timeout); fails them while `failing`.
+    #[derive(Default)]
+    struct RecordingQueue {
+        failing: AtomicBool,
+        changes: Mutex<Vec<(Instant, String, Duration)>>,
+    }
+
+    impl RecordingQueue {
+        fn changes(&self) -> Vec<(Instant, String, Duration)> {
+            self.changes.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl JobQueue for RecordingQueue {
+        async fn send_batch(
+            &self,
+            _: &str,
+            messages: &[QueueMessage],
+        ) -> Result<usize, QueueError> {
+            Ok(messages.len())
+        }
+        async fn change_visibility(
+            &self,
+            queue_url: &str,
+            receipt_handle: &str,
+            timeout: Duration,
+        ) -> Result<(), QueueError> {
+            assert_eq!(queue_url, QUEUE);
+            self.changes
+                .lock()
+                .unwrap()
+                .push((Instant::now(), receipt_handle.to_owned(), timeout));
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(QueueError::Backend {
+                    operation: "ChangeMessageVisibility",
+                    queue: queue_url.to_owned(),
+                    source: "service unavailable".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// The in-memory store, with renewals that fail while `failing`.
+    #[derive(Default)]
+    struct Renewals {
+        inner: MemorySyncStateStore,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl SyncStateStore for Renewals {
+        async fn acquire_lease(
+            &self,
+            key: &SyncKey,
+            holder: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            self.inner.acquire_lease(key, holder, ttl).await
+        }
+        async fn renew_lease(
+            &self,
+            key: &SyncKey,
+            holder: &str,
+            ttl: Duration,
+        ) -> Result<bool, StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend {
+                    operation: "UpdateItem",
+                    resource: "sync-state".into(),
+                    source: "throttled".into(),
+                });
+            }
+            self.inner.renew_lease(key, holder, ttl).await
+        }
+        async fn release_lease(&self, key: &SyncKey, holder: &str) -> Result<bool, StoreError> {
+            self.inner.release_lease(key, holder).await
+        }
+        async fn get_lease(&self, key: &SyncKey) -> Result<Option<Lease>, StoreError> {
+            self.inner.get_lease(key).await
+        }
+        async fn get_meta(&self, key: &SyncKey) -> Result<Option<SyncMeta>, StoreError> {
+            self.inner.get_meta(key).await
+        }
+        async fn put_meta(&self, key: &SyncKey, meta: &SyncMeta) -> Result<(), StoreError> {
+            self.inner.put_meta(key, meta).await
+        }
+        async fn get_cursor(
+            &self,
+            key: &SyncKey,
+            folder: &str,
+        ) -> Result<Option<FolderCursor>, StoreError> {
+            self.inner.get_cursor(key, folder).await
+        }
+        async fn put_cursor(&self, key: &SyncKey, cursor: &FolderCursor) -> Result<(), StoreError> {
+            self.inner.put_cursor(key, cursor).await
+        }
+        async fn list_cursors(&self, key: &SyncKey) -> Result<Vec<FolderCursor>, StoreError> {
+            self.inner.list_cursors(key).await
+        }
+        async fn delete_cursor(&self, key: &SyncKey, folder: &str) -> Result<(), StoreError> {
+            self.inner.delete_cursor(key, folder).await
+        }
+        async fn delete_sync_state(&self, key: &SyncKey) -> Result<(), StoreError> {
+            self.inner.delete_sync_state(key).await
+        }
+    }
+
+    /// What the work does: works this long then ends so, or never ends.
+    enum Plan {
+        Finish(Duration),
+        FailStore(Duration),
+        Throttled(Duration, Duration),
+        Forever,
+    }
+
+    struct PlannedWork(Plan);
+
+    #[async_trait]
+    impl SyncWork for PlannedWork {
+        fn kind(&self) -> SyncKind {
+            SyncKind::Mail
+        }
+        async fn run(&self, _: &mut RunContext<'_>) -> Result<WorkOutcome, WorkError> {
+            match self.0 {
+                Plan::Finish(after) => {
+                    tokio::time::sleep(after).await;
+                    Ok(WorkOutcome::Complete)
+                }
+                Plan::FailStore(after) => {
+                    tokio::time::sleep(after).await;
+                    Err(WorkError::Store(StoreError::Backend {
+                        operation: "PutItem",
+                        resource: "activities".into(),
+                        source: "unavailable".into(),
+                    }))
+                }
+                Plan::Throttled(after, retry_after) => {
+                    tokio::time::sleep(after).await;
+                    Err(WorkError::Graph(GraphError::Throttled { retry_after }))
+                }
+                Plan::Forever => std::future::pending().await,
+            }
+        }
+    }
+
+    struct Setup {
+        _sim: microsoft_sim::SimServer,
+        worker: Worker,
+        queue: Arc<RecordingQueue>,
+        job: SyncJob,
+    }
+
+    /// One active mailbox connected through microsoft-sim (a real refresh token, so the
+    /// run gets its access token over HTTP), on in-memory stores.
+    async fn setup(state: Arc<dyn SyncStateStore>) -> Setup {
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let upn = "adele@contoso.com";
+        let world = serde_json::json!({
+            "apps": [{"clientId": client_id, "clientSecret": SECRET, "displayName": "Connector",
+                      "redirectUris": [REDIRECT], "permissions": ["Mail.Read"]}],
+            "tenants": [{"id": tenant, "displayName": "Contoso", "verifiedDomains": ["contoso.com"],
+                         "users": [{"id": USER, "userPrincipalName": upn, "mail": upn,
+                                    "displayName": "Adele", "roles": []}]}],
+        });
+        let mut options = microsoft_sim::SimOptions::new(
+            microsoft_sim::World::from_json(&world.to_string()).expect("world"),
+        );
+        options.auto_approve = true;
+        let sim = microsoft_sim::SimServer::start(options).await.expect("sim");
+        let base = sim.base_url();
+        let tokens =
+            microsoft_sim::identity::testing::sign_in(&microsoft_sim::identity::testing::SignIn {
+                base_url: &base,
+                tenant: &tenant,
+                client_id: &client_id,
+                client_secret: Some(SECRET),
+                redirect_uri: REDIRECT,
+                login: upn,
+                scopes: "openid offline_access Mail.Read",
+                consent_for_org: false,
+                ca_pem: None,
+            })
+            .await
+            .expect("sign-in");
+        let now = OffsetDateTime::now_utc();
+        let tenant_id = TenantId::parse(&tenant).expect("guid");
+        let user_id = UserId::parse(USER).expect("guid");
+        let key = UserKey::new(tenant_id.clone(), user_id.clone());
+        let scopes = ScopeSet::parse("offline_access Mail.Read");
+        let vault = Arc::new(MemoryTokenVault::default());
+        vault
+            .put_token(
+                &key,
+                &TokenRecord {
+                    refresh_token: RefreshToken::new(tokens.refresh_token.expect("refresh token")),
+                    scopes: scopes.clone(),
+                    updated_at: now,
+                },
+            )
+            .await
+            .expect("vault");
+        let connections = Arc::new(MemoryConnectionStore::default());
+        let mut connection =
+            Connection::new_active(tenant_id.clone(), user_id.clone(), upn, scopes, now);
+        connection.mail = Some(upn.to_owned());
+        connections
+            .upsert_connection(&connection)
+            .await
+            .expect("connection");
+        let clock = Arc::new(SystemClock);
+        let base_url = BaseUrl::parse(&base).expect("base url");
+        let queue = Arc::new(RecordingQueue::default());
+        let worker = Worker {
+            function: "mail-sync",
+            connections,
+            tenants: Arc::new(MemoryTenantStore::default()),
+            state,
+            queue: queue.clone(),
+            queue_url: QUEUE.into(),
+            tokens: Arc::new(TokenProvider::new(
+                vault,
+                Arc::new(StaticClientSecret(ClientSecret::new(SECRET))),
+                RefreshClient::new(
+                    token_http_client().expect("client"),
+                    base_url.clone(),
+                    client_id,
+                ),
+                clock.clone(),
+            )),
+            graph: Arc::new(GraphClient::new(
+                graph_http_client().expect("client"),
+                &base_url,
+            )),
+            clock,
+            summaries: Arc::new(NoSummaries),
+            timings: TIMINGS,
+        };
+        let job = SyncJob::new(SyncKind::Mail, tenant_id, user_id, SyncReason::Initial);
+        Setup {
+            _sim: sim,
+            worker,
+            queue,
+            job,
+        }
+    }
+
+    struct NoSummaries;
+
+    impl SummarySink for NoSummaries {
+        fn run(&self, _: &RunSummary) {}
+        fn fan_out(&self, _: &'static str, _: SyncKind, _: &FanOutReport) {}
+    }
+
+    fn delivery() -> Delivery {
+        Delivery {
+            receipt_handle: Some(RECEIPT.into()),
+            receive_count: 1,
+            deadline: Instant::now() + Duration::from_secs(600),
+        }
+    }
+
+    /// Runs the job; its outcome, when it started and when it returned.
+    async fn run(setup: &Setup, plan: Plan) -> (JobOutcome, Instant, Instant) {
+        let started = Instant::now();
+        let outcome = setup
+            .worker
+            .run_job(&PlannedWork(plan), &setup.job, &delivery())
+            .await;
+        (outcome, started, Instant::now())
+    }
+
+    /// The heartbeat's extensions: at once, then about every `visibility_every`.
+    fn assert_extended_while_running(
+        changes: &[(Instant, String, Duration)],
+        started: Instant,
+        until: Instant,
+    ) {
+        let extensions: Vec<Instant> = changes
+            .iter()
+            .filter(|(_, _, timeout)| *timeout == TIMINGS.visibility)
+            .map(|(at, _, _)| *at)
+            .collect();
+        assert!(
+            changes.iter().all(|(_, receipt, _)| receipt == RECEIPT),
+            "only the job's own message"
+        );
+        let first = *extensions.first().expect("an extension");
+        assert!(
+            first - started < Duration::from_millis(800),
+            "hidden as the run starts"
+        );
+        let mut last = first;
+        for at in &extensions[1..] {
+            assert!(
+                *at - last < TIMINGS.visibility_every + Duration::from_millis(500),
+                "extended every {:?}: {extensions:?}",
+                TIMINGS.visibility_every
+            );
+            last = *at;
+        }
+        assert!(
+            until - last < TIMINGS.visibility_every + Duration::from_millis(500),
+            "extended until the run ended"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_message_stays_hidden_while_the_run_lives_and_is_then_left_alone() {
+        let setup = setup(Arc::new(MemorySyncStateStore::default())).await;
+        let (outcome, started, ended) =
+            run(&setup, Plan::Finish(Duration::from_millis(3500))).await;
+        assert_eq!(outcome, JobOutcome::Done);
+        assert!(!outcome.keep_message());
+        let changes = setup.queue.changes();
+        assert!(changes.len() >= 4, "{changes:?}");
+        assert_extended_while_running(&changes, started, ended);
+        assert!(
+            changes
+                .iter()
+                .all(|(_, _, timeout)| *timeout == TIMINGS.visibility),
+            "a finished run's message is acknowledged, not hidden again: {changes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            setup.queue.changes().len(),
+            changes.len(),
+            "no extension after the run"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_extensions_are_retried_and_never_stop_the_run() {
+        let setup = setup(Arc::new(MemorySyncStateStore::default())).await;
+        setup.queue.failing.store(true, Ordering::SeqCst);
+        let (outcome, started, ended) =
+            run(&setup, Plan::Finish(Duration::from_millis(3500))).await;
+        assert_eq!(outcome, JobOutcome::Done, "the run went on to its end");
+        assert!(ended - started >= Duration::from_millis(3500));
+        let changes = setup.queue.changes();
+        assert!(
+            changes.len() >= 4,
+            "each failed extension tried again: {changes:?}"
+        );
+        assert_extended_while_running(&changes, started, ended);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_lost_to_failing_renewals_keeps_the_message_hidden_for_one_lease() {
+        let state = Arc::new(Renewals::default());
+        state.failing.store(true, Ordering::SeqCst);
+        let setup = setup(state).await;
+        let (outcome, started, ended) = run(&setup, Plan::Forever).await;
+        assert_eq!(outcome, JobOutcome::LeaseUnrenewed);
+        assert!(outcome.keep_message(), "reported as a batch item failure");
+        let stopped = ended - started;
+        assert!(
+            stopped >= TIMINGS.lease_ttl - TIMINGS.lease_margin && stopped < TIMINGS.lease_ttl,
+            "the run stops before its lease could lapse: {stopped:?}"
+        );
+        let changes = setup.queue.changes();
+        let (_, receipt, last) = changes.last().expect("a visibility change").clone();
+        assert_eq!(receipt, RECEIPT);
+        assert_eq!(
+            last, TIMINGS.lease_ttl,
+            "back after one lease, which has lapsed by then: {changes:?}"
+        );
+        assert_extended_while_running(&changes[..changes.len() - 1], started, ended);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_taken_by_another_holder_is_acknowledged() {
+        let state = Arc::new(MemorySyncStateStore::default());
+        let setup = setup(state.clone()).await;
+        let key = setup.job.key();
+        // Another worker takes the mailbox over while the run lives (its own lease lapsed,
+        // as after a long pause of this one).
+        let take_over = async {
+            let holder = loop {
+                if let Some(lease) = state.get_lease(&key).await.expect("lease") {
+                    break lease.holder;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(state.release_lease(&key, &holder).await.expect("release"));
+            assert!(
+                state
+                    .acquire_lease(&key, "another-worker", Duration::from_secs(60))
+                    .await
+                    .expect("acquire")
+            );
+        };
+        let ((outcome, started, ended), ()) = tokio::join!(run(&setup, Plan::Forever), take_over);
+        assert_eq!(outcome, JobOutcome::LeaseLost);
+        assert!(!outcome.keep_message(), "the new holder does the work");
+        assert!(
+            ended - started < TIMINGS.lease_ttl,
+            "stopped at the next renewal"
+        );
+        let changes = setup.queue.changes();
+        assert!(
+            changes
+                .iter()
+                .all(|(_, _, timeout)| *timeout == TIMINGS.visibility),
+            "only the heartbeat's extensions; the acknowledged message is not hidden again: {changes:?}"
+        );
+        assert_eq!(
+            state
+                .get_lease(&key)
+                .await
+                .expect("lease")
+                .map(|l| l.holder),
+            Some("another-worker".to_owned()),
+            "the new holder's lease is left alone"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_run_hides_its_message_for_the_retry_backoff() {
+        let setup = setup(Arc::new(MemorySyncStateStore::default())).await;
+        let (outcome, started, ended) =
+            run(&setup, Plan::FailStore(Duration::from_millis(1500))).await;
+        assert_eq!(
+            outcome,
+            JobOutcome::Retry {
+                code: "store_unavailable".into()
+            }
+        );
+        assert!(outcome.keep_message());
+        let changes = setup.queue.changes();
+        let (_, _, last) = changes.last().expect("a visibility change").clone();
+        assert_eq!(
+            last, TIMINGS.retry_backoff,
+            "not back sooner than the retry backoff: {changes:?}"
+        );
+        assert_extended_while_running(&changes[..changes.len() - 1], started, ended);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parked_run_hides_its_message_until_the_park_ends_and_extends_it_no_more() {
+        let setup = setup(Arc::new(MemorySyncStateStore::default())).await;
+        let (outcome, _, _) = run(
+            &setup,
+            Plan::Throttled(Duration::from_millis(1500), Duration::from_secs(45)),
+        )
+        .await;
+        assert!(
+            matches!(
+                outcome,
+                JobOutcome::Parked {
+                    requeued: false,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert!(outcome.keep_message());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let changes = setup.queue.changes();
+        let (_, _, last) = changes.last().expect("a visibility change").clone();
+        assert_eq!(
+            last,
+            Duration::from_secs(45),
+            "the park's visibility is the last word: {changes:?}"
+        );
     }
 }

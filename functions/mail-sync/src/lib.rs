@@ -22,7 +22,7 @@ use connector_core::domain::SyncKind;
 use connector_core::messages::SyncJob;
 use connector_core::ports::{ConnectionStore, JobQueue, TenantStore};
 use connector_core::sync::{
-    Delivery, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, fan_out,
+    Delivery, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, WorkerTimings, fan_out,
 };
 use futures::{StreamExt, stream};
 use serde_json::Value;
@@ -136,6 +136,7 @@ pub fn build_app(
             ),
             clock,
             summaries,
+            timings: WorkerTimings::default(),
         },
         work: MailWork::new(
             Arc::new(

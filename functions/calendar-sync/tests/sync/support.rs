@@ -32,8 +32,8 @@ use connector_core::ports::{
 };
 use connector_core::secret::{RefreshToken, TokenRecord};
 use connector_core::sync::{
-    Delivery, FanOutOptions, FanOutReport, JobOutcome, RunSummary, SummarySink, Worker, emf_line,
-    fan_out_emf_line,
+    Delivery, FanOutOptions, FanOutReport, JobOutcome, RunSummary, SummarySink, Worker,
+    WorkerTimings, emf_line, fan_out_emf_line,
 };
 use local_stack::TestStack;
 use microsoft_sim::{SimOptions, SimServer, World};
@@ -354,6 +354,7 @@ impl Harness {
             graph: Arc::new(graph),
             clock: clock.clone(),
             summaries: sink.clone(),
+            timings: WorkerTimings::default(),
         };
         let work = CalendarWork::new(
             setup

@@ -5,6 +5,9 @@
 //! - a worker killed mid-import leaves its stage and counters in the sync meta, holds the
 //!   mailbox at most one short lease ([`LEASE_TTL`]), and the next delivery after it
 //!   resumes to the exact stored set;
+//! - a worker killed mid-import lets its own SQS message reappear within the run's short
+//!   visibility (no other send, no fan-out): the same message, received again from the
+//!   queue, finds the lease lapsed and resumes to the exact stored set;
 //! - a batch where one job runs into the deadline with a Graph request in flight: that job
 //!   is cut, saves its place and continues; the others succeed; no record fails and the
 //!   invocation answers before Lambda's deadline.
@@ -16,11 +19,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use connector_core::domain::{FolderCursor, Lease, SyncKey, SyncKind, SyncMeta, SyncStage};
 use connector_core::messages::SyncJob;
 use connector_core::ports::{QueueMessage, StoreError, SyncStateStore};
-use connector_core::sync::{DEADLINE_MARGIN, Delivery, JobOutcome, LEASE_TTL, Worker};
+use connector_core::sync::{
+    DEADLINE_MARGIN, Delivery, JobOutcome, LEASE_TTL, Worker, WorkerTimings,
+};
 use futures::StreamExt;
 use mail_sync::MailSettings;
 use serde_json::json;
@@ -320,6 +325,170 @@ async fn a_killed_worker_shows_its_progress_and_the_next_delivery_resumes_it() -
     let ids = h.stored_ids(&key).await?;
     assert_eq!(activities.len(), ids.len(), "no duplicates");
     assert_eq!(ids, expected, "the exact set");
+    Ok(())
+}
+
+/// The default timings shrunk to seconds, in the same proportions: the visibility covers
+/// one lease plus one extension period, so a redelivery finds the dead worker's lease lapsed.
+const SHORT: WorkerTimings = WorkerTimings {
+    lease_ttl: Duration::from_secs(3),
+    lease_renew_every: Duration::from_secs(1),
+    lease_margin: Duration::from_secs(1),
+    visibility: Duration::from_secs(5),
+    visibility_every: Duration::from_secs(1),
+    retry_backoff: Duration::from_secs(960),
+};
+
+/// Receives from the mail queue until a message comes (or `within` passes).
+async fn receive_one(h: &Harness, within: Duration) -> Result<Option<Message>> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let received = h
+            .sqs
+            .receive_message()
+            .queue_url(&h.config.queues.mail_sync)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await?;
+        let mut messages = received.messages().to_vec();
+        anyhow::ensure!(messages.len() <= 1, "one job on the queue: {messages:?}");
+        if let Some(message) = messages.pop() {
+            return Ok(Some(message));
+        }
+    }
+    Ok(None)
+}
+
+fn delivery_of(message: &Message) -> Delivery {
+    Delivery {
+        receipt_handle: message.receipt_handle().map(str::to_owned),
+        receive_count: message
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1),
+        deadline: Instant::now() + Duration::from_secs(14 * 60),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_workers_own_message_comes_back_within_its_visibility_and_resumes_the_import()
+-> Result<()> {
+    let upn = "ingrid@contoso.example";
+    let (h, key) = one_user(SEED + 2, MESSAGES, upn).await?;
+    // Slow enough that the import outlives a few visibility periods.
+    latency(&h, 250).await?;
+    let worker = Worker {
+        timings: SHORT,
+        ..h.worker_with_state(h.state.clone())
+    };
+    h.app
+        .worker
+        .queue
+        .send_batch(
+            &h.config.queues.mail_sync,
+            &[QueueMessage::json(&h.job(&key))?],
+        )
+        .await?;
+    let first = receive_one(&h, Duration::from_secs(10))
+        .await?
+        .context("the job")?;
+    let delivery = delivery_of(&first);
+    assert_eq!(delivery.receive_count, 1);
+    let job: SyncJob = serde_json::from_str(first.body().context("a body")?)?;
+
+    // The worker dies (its run is dropped where it is) once some inbox pages are stored,
+    // well after its message's first visibility would have ended without the extensions.
+    let checkpointed = async {
+        loop {
+            if let Some(meta) = h.meta(&key).await.expect("meta")
+                && meta.last_run.stored > 0
+                && meta.last_run.scanned >= 30
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let ran_from = Instant::now();
+    tokio::select! {
+        outcome = worker.run_job(&h.app.work, &job, &delivery) => {
+            panic!("the run should have been killed, it ended with {outcome:?}")
+        }
+        () = async {
+            checkpointed.await;
+            let kept_hidden = SHORT.visibility + SHORT.visibility_every;
+            if let Some(wait) = kept_hidden.checked_sub(ran_from.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        } => {}
+    }
+    let killed_at = Instant::now();
+    let counts = h
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&h.config.queues.mail_sync)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let count = |name| {
+        counts
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(killed_at - ran_from > SHORT.visibility);
+    assert_eq!(
+        (
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        ),
+        ("0".to_owned(), "1".to_owned()),
+        "the live run kept its message hidden past one visibility"
+    );
+    latency(&h, 0).await?;
+    let stored_before = h.stored_ids(&key).await?.len();
+    assert!(stored_before > 0);
+
+    // No other send, no fan-out: the same message comes back by itself, within the run's
+    // visibility after the worker died (SQS's own 960 s would be a quarter of an hour).
+    let again = receive_one(&h, SHORT.visibility + Duration::from_secs(10))
+        .await?
+        .context("the dead worker's job came back")?;
+    let back_after = killed_at.elapsed();
+    assert_eq!(again.message_id(), first.message_id(), "the same message");
+    assert!(
+        back_after <= SHORT.visibility + Duration::from_secs(2),
+        "back {back_after:?} after the kill"
+    );
+    let delivery = delivery_of(&again);
+    assert_eq!(delivery.receive_count, 2);
+
+    // Its run finds the dead worker's lease lapsed and resumes from the checkpoints.
+    let outcome = worker.run_job(&h.app.work, &job, &delivery).await;
+    assert_eq!(outcome, JobOutcome::Done);
+    assert!(!outcome.keep_message());
+    h.sqs
+        .delete_message()
+        .queue_url(&h.config.queues.mail_sync)
+        .receipt_handle(again.receipt_handle().unwrap_or_default())
+        .send()
+        .await?;
+    let expected = generated_expected(SEED + 2, MESSAGES, "inbox", upn);
+    let activities = h.stored(&key).await?;
+    let ids = h.stored_ids(&key).await?;
+    assert_eq!(activities.len(), ids.len(), "no duplicates");
+    assert_eq!(ids, expected, "the exact set");
+    let meta = h.meta(&key).await?.context("meta")?;
+    assert_eq!(meta.stage, SyncStage::Idle);
+    assert!(
+        receive_one(&h, Duration::from_secs(2)).await?.is_none(),
+        "nothing left on the queue"
+    );
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use connector_core::messages::{SyncJob, SyncReason};
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 use connector_core::ports::{ActivityStore, ConnectionStore, CrmIndex, TenantStore, TokenVault};
 use connector_core::secret::{ClientSecret, RefreshToken, TokenRecord};
-use connector_core::sync::{Delivery, FanOutOptions, JobOutcome, Worker, fan_out};
+use connector_core::sync::{Delivery, FanOutOptions, JobOutcome, Worker, WorkerTimings, fan_out};
 use mail_sync::{App, FUNCTION, MailSettings, MailWork};
 use microsoft_sim::{SimOptions, SimServer, World};
 use time::macros::datetime;
@@ -275,6 +275,7 @@ async fn a_whole_run_on_in_memory_stores() -> Result<()> {
             )),
             clock: clock.clone(),
             summaries: Arc::new(CapturingSink::default()),
+            timings: WorkerTimings::default(),
         },
         work: MailWork::new(
             activities.clone(),

@@ -143,6 +143,7 @@ fn pair(h: &Harness, budget: bool) -> Result<Pair> {
         graph: graph(h, budget)?,
         clock: w.clock.clone(),
         summaries: w.summaries.clone(),
+        timings: w.timings,
     };
     let calendar = Worker {
         function: calendar_sync::FUNCTION,
@@ -155,6 +156,7 @@ fn pair(h: &Harness, budget: bool) -> Result<Pair> {
         graph: graph(h, budget)?,
         clock: w.clock.clone(),
         summaries: w.summaries.clone(),
+        timings: w.timings,
     };
     let calendar_work = CalendarWork::new(h.activities.clone(), h.crm_index.clone()).with_options(
         CalendarOptions {

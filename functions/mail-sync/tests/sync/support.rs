@@ -31,8 +31,8 @@ use connector_core::ports::{
 };
 use connector_core::secret::{RefreshToken, TokenRecord};
 use connector_core::sync::{
-    Delivery, FanOutOptions, FanOutReport, JobOutcome, RunSummary, SummarySink, Worker, emf_line,
-    fan_out_emf_line,
+    Delivery, FanOutOptions, FanOutReport, JobOutcome, RunSummary, SummarySink, Worker,
+    WorkerTimings, emf_line, fan_out_emf_line,
 };
 use local_stack::TestStack;
 use mail_sync::{App, FUNCTION, MailSettings, MailWork};
@@ -361,6 +361,7 @@ impl Harness {
                 graph: Arc::new(graph),
                 clock: clock.clone(),
                 summaries: sink.clone(),
+                timings: WorkerTimings::default(),
             },
             work: MailWork::new(activities.clone(), crm_index.clone(), settings),
             fan_out: FanOutOptions {
@@ -485,6 +486,7 @@ impl Harness {
             graph: w.graph.clone(),
             clock: w.clock.clone(),
             summaries: w.summaries.clone(),
+            timings: w.timings,
         }
     }
 
