@@ -993,6 +993,29 @@ impl App {
             tokens.refresh_token.is_some(),
         );
 
+        // A disconnection a running sync held up is finished before this sign-in stores
+        // anything: its remaining steps delete the token secret and everything imported,
+        // which must neither outlive the disconnection nor take the new sign-in's token.
+        let pending = self
+            .ports
+            .connections
+            .get_connection(&key)
+            .await
+            .map_err(|error| self.internal("reading a connection failed", &error))?
+            .is_some_and(|connection| connector_core::offboard::disconnect_pending(&connection));
+        if pending && self.finish_disconnection(&key, now).await?.is_err() {
+            return Err(Stop(self.page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::notice(
+                    &self.site(),
+                    "Your disconnection is still finishing",
+                    "You disconnected this account while a sync was running, and what you asked us to delete is still being deleted. Nothing of this sign-in was kept. Please sign in again in a few minutes.",
+                    None,
+                ),
+                &[],
+            )));
+        }
+
         if let Some(refresh_token) = tokens.refresh_token {
             let record = TokenRecord {
                 refresh_token,

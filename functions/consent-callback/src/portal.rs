@@ -933,7 +933,7 @@ impl App {
 
     /// Runs `disconnect_user` (keeping the record); `Err(())` when a sync still holds its
     /// lease (the disconnection stays pending), a 500 page on any other failure.
-    async fn finish_disconnection(
+    pub(crate) async fn finish_disconnection(
         &self,
         key: &UserKey,
         now: OffsetDateTime,

@@ -379,50 +379,89 @@ async fn an_administrator_sees_their_own_tenant_only_and_changes_need_the_csrf_t
     assert_eq!(status, 302);
 }
 
+/// Contoso with an administrator and Adele, who signed in (her connection is active) and
+/// has two imported emails (with their bodies) and a mail sync meta.
+struct Contoso {
+    live: Live,
+    /// Adele's browser, signed in to the app (not yet to `/me`).
+    browser: Browser,
+    tid: String,
+    user: String,
+    admin_upn: String,
+    user_upn: String,
+    owner: UserKey,
+    mail: SyncKey,
+}
+
+impl Contoso {
+    async fn start() -> Self {
+        let (tid, admin, user) = (guid(), guid(), guid());
+        let dns = domain("contoso");
+        let (admin_upn, user_upn) = (format!("admin@{dns}"), format!("adele@{dns}"));
+        let live = Live::start(
+            false,
+            vec![tenant_json(
+                &tid,
+                &dns,
+                json!({"userConsent": "allowed"}),
+                &[
+                    (&admin, &admin_upn, &["GlobalAdministrator"]),
+                    (&user, &user_upn, &[]),
+                ],
+            )],
+        )
+        .await;
+        let browser = live.browser();
+        let done = sign_in(
+            &live,
+            &browser,
+            &format!("/auth/login?login_hint={user_upn}"),
+            &user_upn,
+        )
+        .await;
+        assert!(matches!(done, Landing::App(_)), "{done:?}");
+        let owner = key(&tid, &user);
+        live.activities
+            .upsert_activities(&[
+                mail_activity(&owner, 1, &user_upn),
+                mail_activity(&owner, 2, &user_upn),
+            ])
+            .await
+            .expect("activities");
+        let mail = SyncKey::new(
+            owner.tenant_id.clone(),
+            owner.user_id.clone(),
+            SyncKind::Mail,
+        );
+        live.sync
+            .put_meta(&mail, &SyncMeta::new(OffsetDateTime::now_utc()))
+            .await
+            .expect("meta");
+        Self {
+            live,
+            browser,
+            tid,
+            user,
+            admin_upn,
+            user_upn,
+            owner,
+            mail,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_user_turns_calendar_sync_off_then_disconnects_and_their_data_is_gone() {
-    let (tid, admin, user) = (guid(), guid(), guid());
-    let dns = domain("contoso");
-    let (admin_upn, user_upn) = (format!("admin@{dns}"), format!("adele@{dns}"));
-    let live = Live::start(
-        false,
-        vec![tenant_json(
-            &tid,
-            &dns,
-            json!({"userConsent": "allowed"}),
-            &[
-                (&admin, &admin_upn, &["GlobalAdministrator"]),
-                (&user, &user_upn, &[]),
-            ],
-        )],
-    )
-    .await;
-    let browser = live.browser();
-    let done = sign_in(
-        &live,
-        &browser,
-        &format!("/auth/login?login_hint={user_upn}"),
-        &user_upn,
-    )
-    .await;
-    assert!(matches!(done, Landing::App(_)), "{done:?}");
-    let owner = key(&tid, &user);
-    live.activities
-        .upsert_activities(&[
-            mail_activity(&owner, 1, &user_upn),
-            mail_activity(&owner, 2, &user_upn),
-        ])
-        .await
-        .expect("activities");
-    let sync_key = SyncKey::new(
-        owner.tenant_id.clone(),
-        owner.user_id.clone(),
-        SyncKind::Mail,
-    );
-    live.sync
-        .put_meta(&sync_key, &SyncMeta::new(OffsetDateTime::now_utc()))
-        .await
-        .expect("meta");
+    let Contoso {
+        live,
+        browser,
+        tid,
+        user,
+        admin_upn,
+        user_upn,
+        owner,
+        mail: sync_key,
+    } = Contoso::start().await;
     assert!(live.token(&tid, &user).await.is_some());
 
     // No session: sign in first.
@@ -555,50 +594,18 @@ fn users_table(html: &str) -> String {
 
 #[tokio::test]
 async fn a_disconnection_a_running_sync_stopped_stays_pending_until_the_user_finishes_it() {
-    let (tid, admin, user) = (guid(), guid(), guid());
-    let dns = domain("contoso");
-    let (admin_upn, user_upn) = (format!("admin@{dns}"), format!("adele@{dns}"));
-    let live = Live::start(
-        false,
-        vec![tenant_json(
-            &tid,
-            &dns,
-            json!({"userConsent": "allowed"}),
-            &[
-                (&admin, &admin_upn, &["GlobalAdministrator"]),
-                (&user, &user_upn, &[]),
-            ],
-        )],
-    )
-    .await;
-    let browser = live.browser();
-    let done = sign_in(
-        &live,
-        &browser,
-        &format!("/auth/login?login_hint={user_upn}"),
-        &user_upn,
-    )
-    .await;
-    assert!(matches!(done, Landing::App(_)), "{done:?}");
-    let owner = key(&tid, &user);
-    live.activities
-        .upsert_activities(&[
-            mail_activity(&owner, 1, &user_upn),
-            mail_activity(&owner, 2, &user_upn),
-        ])
-        .await
-        .expect("activities");
+    let Contoso {
+        live,
+        browser,
+        tid,
+        user,
+        admin_upn,
+        user_upn,
+        owner,
+        mail,
+    } = Contoso::start().await;
     let prefix = connector_core::domain::user_body_prefix(&owner);
     assert_eq!(live.bodies.count_prefix(&prefix).await.expect("bodies"), 2);
-    let mail = SyncKey::new(
-        owner.tenant_id.clone(),
-        owner.user_id.clone(),
-        SyncKind::Mail,
-    );
-    live.sync
-        .put_meta(&mail, &SyncMeta::new(OffsetDateTime::now_utc()))
-        .await
-        .expect("meta");
     // A mail worker is in the middle of a run.
     assert!(
         live.sync
@@ -881,4 +888,89 @@ async fn an_administrator_finishes_a_pending_disconnection_and_disconnects_nobod
     );
     let (_, admin_page, _) = get(&live, &admin_browser, "/admin").await;
     assert!(users_table(&admin_page).contains("their data was deleted"));
+}
+
+/// Signing in again finishes a pending disconnection first: nothing disconnected is kept
+/// under the new connection, and the new sign-in's token is not deleted by the old
+/// disconnection's last steps. While the sync still runs, the sign-in stores nothing.
+#[tokio::test]
+async fn signing_in_again_finishes_a_pending_disconnection_first() {
+    let Contoso {
+        live,
+        browser,
+        tid,
+        user,
+        user_upn,
+        owner,
+        mail,
+        ..
+    } = Contoso::start().await;
+    let prefix = connector_core::domain::user_body_prefix(&owner);
+    assert!(
+        live.sync
+            .acquire_lease(&mail, "worker-1", std::time::Duration::from_secs(300))
+            .await
+            .expect("lease")
+    );
+    sign_in(&live, &browser, "/me/login", &user_upn).await;
+    let (_, page, _) = get(&live, &browser, "/me").await;
+    let token = csrf(&page, "/me/disconnect");
+    let (status, _) = post(
+        &live,
+        &browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &token), ("confirm", "on")],
+    )
+    .await;
+    assert_eq!(status, 503);
+
+    // The sync still runs: the sign-in is refused, and stores nothing.
+    let again = sign_in(
+        &live,
+        &live.browser(),
+        &format!("/auth/login?login_hint={user_upn}"),
+        &user_upn,
+    )
+    .await;
+    let (_, status, body) = again.page();
+    assert_eq!(status, 503, "{}", text(body));
+    assert!(text(body).contains("still finishing"), "{}", text(body));
+    let pending = live.connection(&tid, &user).await.expect("tombstone");
+    assert_eq!(pending.status_reason.as_deref(), Some("disconnect_pending"));
+    assert!(live.token(&tid, &user).await.is_none(), "no token kept");
+
+    // Once the run has ended, signing in deletes what was left, then connects afresh.
+    assert!(
+        live.sync
+            .release_lease(&mail, "worker-1")
+            .await
+            .expect("release")
+    );
+    let again = sign_in(
+        &live,
+        &live.browser(),
+        &format!("/auth/login?login_hint={user_upn}"),
+        &user_upn,
+    )
+    .await;
+    assert!(matches!(again, Landing::App(_)), "{again:?}");
+    let connection = live.connection(&tid, &user).await.expect("connection");
+    assert_eq!(connection.status, ConnectionStatus::Active);
+    assert_eq!(connection.upn, user_upn);
+    assert!(
+        live.token(&tid, &user).await.is_some(),
+        "the new token kept"
+    );
+    assert!(
+        live.activities
+            .list_activities(&owner, 100, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "the disconnected activities are gone"
+    );
+    assert_eq!(live.bodies.count_prefix(&prefix).await.expect("bodies"), 0);
+    assert!(live.sync.get_meta(&mail).await.expect("meta").is_none());
 }

@@ -1,22 +1,26 @@
 //! Issue 13 item 7, "disconnect and offboarding win against a running worker": a worker
 //! is mid-import (the sim slows every page) when the user is disconnected (or the tenant
-//! offboarded). The test plays `connectorctl disconnect_user`'s steps through unfenced
-//! stores, in its order (connectorctl is a binary crate, so its code cannot be called
-//! from here; tools/connectorctl/tests/offboard.rs runs the binary itself): mark the
-//! connection disconnected, delete the token secret, wait for the worker's lease, delete
-//! the sync state and the activities (and, offboarding, the connection record). Once that
-//! returns and the worker has ended, nothing of the user exists: no activity, no meta, no
-//! cursor, no secret; the worker ended quietly as "disconnected"; and any further fenced
-//! write or token refresh of the user is refused instead of bringing data back.
+//! offboarded) through the real disconnection, `connector_core::offboard::Stores::
+//! disconnect_user`, on unfenced stores as `connectorctl`, the platform API and `/me` build
+//! them: it marks the connection disconnected, deletes the token secret, waits for the
+//! worker's lease, deletes the sync state, the activities with their bodies and the share
+//! targets (and, offboarding, the connection record). Once that returns and the worker
+//! has ended, nothing of the user exists: no activity, no body, no meta, no cursor, no
+//! secret; the worker ended quietly as "disconnected"; and any further fenced write or
+//! token refresh of the user is refused instead of bringing data back.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use connector_core::adapters::dynamodb::{DynamoActivityStore, DynamoSyncStateStore};
+use connector_core::adapters::teams_dynamodb::DynamoShareTargetStore;
 use connector_core::clock::Clock as _;
-use connector_core::domain::{ConnectionStatus, StatusChange, SyncKey, SyncKind, SyncMeta};
+use connector_core::domain::{
+    ConnectionStatus, StatusChange, SyncKey, SyncKind, SyncMeta, user_body_prefix,
+};
+use connector_core::offboard::{DISCONNECTED_REASON, Stores};
 use connector_core::ports::{
-    ActivityStore, ConnectionStore, StoreError, SyncStateStore, TokenVault,
+    ActivityStore, BodyStore, ConnectionStore, StoreError, SyncStateStore, TokenVault,
 };
 use connector_core::secret::{RefreshToken, TokenRecord};
 use connector_core::sync::JobOutcome;
@@ -58,10 +62,21 @@ async fn disconnect_mid_import(offboard: bool) -> Result<()> {
         Some(json!({"ms": 150})),
     )
     .await?;
-    // connectorctl's own, unfenced stores.
+    // The disconnection's own, unfenced stores (connectorctl's `AwsStores`).
     let tables = &h.config.tables;
     let ctl_state = DynamoSyncStateStore::new(h.dynamo.clone(), &tables.sync_state);
-    let ctl_activities = DynamoActivityStore::new(h.dynamo.clone(), &tables.activities);
+    let ctl_activities = DynamoActivityStore::new(h.dynamo.clone(), &tables.activities)
+        .with_bodies(h.bodies.clone());
+    let ctl_targets = DynamoShareTargetStore::new(h.dynamo.clone(), &tables.sync_state);
+    let stores = Stores {
+        connections: h.connections.as_ref(),
+        sync: &ctl_state,
+        activities: &ctl_activities,
+        targets: &ctl_targets,
+        vault: h.vault.as_ref(),
+        // The worker lets go at its next fenced write: well within this.
+        lease_wait: Duration::from_secs(60),
+    };
 
     let job = h.job(&key);
     let delivery = h.delivery();
@@ -74,32 +89,10 @@ async fn disconnect_mid_import(offboard: bool) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        // 1. The fence: disconnected (offboarding too marks it first).
-        h.connections
-            .set_status(
-                &key,
-                &StatusChange::new(
-                    ConnectionStatus::Disconnected,
-                    Some("user_disconnected"),
-                    h.clock.now(),
-                ),
-            )
+        let report = stores
+            .disconnect_user(&key, !offboard, h.clock.now())
             .await?;
-        // 2. The token secret.
-        h.vault.delete_token(&key).await?;
-        // 3. The worker's lease, then the sync state.
-        while !ctl_state
-            .acquire_lease(&sync_key, "offboarding-test", Duration::from_secs(60))
-            .await?
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ctl_state.delete_sync_state(&sync_key).await?;
-        // 4. The activities, and offboarding's connection record.
-        ctl_activities.delete_all_activities(&key).await?;
-        if offboard {
-            h.connections.delete_connection(&key).await?;
-        }
+        assert!(report.activities_deleted > 0, "{report:?}");
         anyhow::Ok(first)
     };
     let (outcome, first) = tokio::join!(run, disconnect);
@@ -121,11 +114,21 @@ async fn disconnect_mid_import(offboard: bool) -> Result<()> {
     );
     assert!(h.state.get_lease(&sync_key).await?.is_none(), "no lease");
     assert!(h.vault.get_token(&key).await?.is_none(), "no secret");
+    assert_eq!(
+        h.bodies.count_prefix(&user_body_prefix(&key)).await?,
+        0,
+        "no message body"
+    );
     match h.connections.get_connection(&key).await? {
         None => assert!(offboard),
         Some(connection) => {
             assert!(!offboard);
             assert_eq!(connection.status, ConnectionStatus::Disconnected);
+            assert_eq!(
+                connection.status_reason.as_deref(),
+                Some(DISCONNECTED_REASON),
+                "recorded as finished"
+            );
         }
     }
 
