@@ -996,24 +996,32 @@ impl App {
         // A disconnection a running sync held up is finished before this sign-in stores
         // anything: its remaining steps delete the token secret and everything imported,
         // which must neither outlive the disconnection nor take the new sign-in's token.
-        let pending = self
-            .ports
-            .connections
-            .get_connection(&key)
-            .await
-            .map_err(|error| self.internal("reading a connection failed", &error))?
-            .is_some_and(|connection| connector_core::offboard::disconnect_pending(&connection));
-        if pending && self.finish_disconnection(&key, now).await?.is_err() {
-            return Err(Stop(self.page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::notice(
-                    &self.site(),
-                    "Your disconnection is still finishing",
-                    "You disconnected this account while a sync was running, and what you asked us to delete is still being deleted. Nothing of this sign-in was kept. Please sign in again in a few minutes.",
-                    None,
-                ),
-                &[],
-            )));
+        let read_connection = || async {
+            self.ports
+                .connections
+                .get_connection(&key)
+                .await
+                .map_err(|error| self.internal("reading a connection failed", &error))
+        };
+        let mut existing = read_connection().await?;
+        if existing
+            .as_ref()
+            .is_some_and(connector_core::offboard::disconnect_pending)
+        {
+            if self.finish_disconnection(&key, now).await?.is_err() {
+                return Err(Stop(self.page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    pages::notice(
+                        &self.site(),
+                        "Your disconnection is still finishing",
+                        "You disconnected this account while a sync was running, and what you asked us to delete is still being deleted. Nothing of this sign-in was kept. Please sign in again in a few minutes.",
+                        None,
+                    ),
+                    &[],
+                )));
+            }
+            // Finishing rewrote the tombstone.
+            existing = read_connection().await?;
         }
 
         if let Some(refresh_token) = tokens.refresh_token {
@@ -1031,12 +1039,6 @@ impl App {
             warn!(tenant_id = %key.tenant_id, user_id = %key.user_id, "no refresh token: offline_access not granted");
         }
 
-        let existing = self
-            .ports
-            .connections
-            .get_connection(&key)
-            .await
-            .map_err(|error| self.internal("reading a connection failed", &error))?;
         let connection = match existing {
             Some(mut connection) => {
                 connection.upn.clone_from(&upn);

@@ -379,6 +379,32 @@ async fn an_administrator_sees_their_own_tenant_only_and_changes_need_the_csrf_t
     assert_eq!(status, 302);
 }
 
+/// A sync worker holds `lease` (it is mid-run) while the user, signed in to `/me` in
+/// `browser`, disconnects: the answer's status and body.
+async fn disconnect_while_a_sync_runs(
+    live: &Live,
+    browser: &Browser,
+    lease: &SyncKey,
+    upn: &str,
+) -> (u16, String) {
+    assert!(
+        live.sync
+            .acquire_lease(lease, "worker-1", std::time::Duration::from_secs(300))
+            .await
+            .expect("lease")
+    );
+    sign_in(live, browser, "/me/login", upn).await;
+    let (_, page, _) = get(live, browser, "/me").await;
+    post(
+        live,
+        browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &csrf(&page, "/me/disconnect")), ("confirm", "on")],
+    )
+    .await
+}
+
 /// Contoso with an administrator and Adele, who signed in (her connection is active) and
 /// has two imported emails (with their bodies) and a mail sync meta.
 struct Contoso {
@@ -607,24 +633,7 @@ async fn a_disconnection_a_running_sync_stopped_stays_pending_until_the_user_fin
     let prefix = connector_core::domain::user_body_prefix(&owner);
     assert_eq!(live.bodies.count_prefix(&prefix).await.expect("bodies"), 2);
     // A mail worker is in the middle of a run.
-    assert!(
-        live.sync
-            .acquire_lease(&mail, "worker-1", std::time::Duration::from_secs(300))
-            .await
-            .expect("lease")
-    );
-
-    sign_in(&live, &browser, "/me/login", &user_upn).await;
-    let (_, page, _) = get(&live, &browser, "/me").await;
-    let token = csrf(&page, "/me/disconnect");
-    let (status, body) = post(
-        &live,
-        &browser,
-        "/me/disconnect",
-        Some(&live.public),
-        &[("csrf", &token), ("confirm", "on")],
-    )
-    .await;
+    let (status, body) = disconnect_while_a_sync_runs(&live, &browser, &mail, &user_upn).await;
     assert_eq!(status, 503, "{}", text(&body));
     assert!(
         text(&body).contains("not deleted yet") && text(&body).contains("Finish disconnecting"),
@@ -800,22 +809,7 @@ async fn an_administrator_finishes_a_pending_disconnection_and_disconnects_nobod
         owner.user_id.clone(),
         SyncKind::Calendar,
     );
-    assert!(
-        live.sync
-            .acquire_lease(&calendar, "worker-1", std::time::Duration::from_secs(300))
-            .await
-            .expect("lease")
-    );
-    sign_in(&live, &browser, "/me/login", &user_upn).await;
-    let (_, page, _) = get(&live, &browser, "/me").await;
-    let (status, _) = post(
-        &live,
-        &browser,
-        "/me/disconnect",
-        Some(&live.public),
-        &[("csrf", &csrf(&page, "/me/disconnect")), ("confirm", "on")],
-    )
-    .await;
+    let (status, _) = disconnect_while_a_sync_runs(&live, &browser, &calendar, &user_upn).await;
     assert_eq!(status, 503);
     assert!(
         live.sync
@@ -847,12 +841,16 @@ async fn an_administrator_finishes_a_pending_disconnection_and_disconnects_nobod
     );
     assert!(live.token(&tid, &other).await.is_some());
     // A user's own settings session cannot use the administrator's form.
+    let (_, page, _) = get(&live, &browser, "/me").await;
     let (status, _) = post(
         &live,
         &browser,
         "/admin/disconnect/finish",
         Some(&live.public),
-        &[("csrf", &csrf(&page, "/me/disconnect")), ("user", &user)],
+        &[
+            ("csrf", &csrf(&page, "/me/disconnect/finish")),
+            ("user", &user),
+        ],
     )
     .await;
     assert_eq!(status, 403);
@@ -906,23 +904,7 @@ async fn signing_in_again_finishes_a_pending_disconnection_first() {
         ..
     } = Contoso::start().await;
     let prefix = connector_core::domain::user_body_prefix(&owner);
-    assert!(
-        live.sync
-            .acquire_lease(&mail, "worker-1", std::time::Duration::from_secs(300))
-            .await
-            .expect("lease")
-    );
-    sign_in(&live, &browser, "/me/login", &user_upn).await;
-    let (_, page, _) = get(&live, &browser, "/me").await;
-    let token = csrf(&page, "/me/disconnect");
-    let (status, _) = post(
-        &live,
-        &browser,
-        "/me/disconnect",
-        Some(&live.public),
-        &[("csrf", &token), ("confirm", "on")],
-    )
-    .await;
+    let (status, _) = disconnect_while_a_sync_runs(&live, &browser, &mail, &user_upn).await;
     assert_eq!(status, 503);
 
     // The sync still runs: the sign-in is refused, and stores nothing.
