@@ -33,7 +33,7 @@ use connector_core::messages::SyncJob;
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 use connector_core::sync::{
     Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker,
-    WorkerTimings, fan_out,
+    WorkerTimings, fan_out_with,
 };
 use futures::StreamExt;
 use serde_json::Value;
@@ -127,6 +127,8 @@ impl CalendarSync {
         summaries: Arc<dyn SummarySink>,
     ) -> Result<Self, reqwest::Error> {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        let queue: Arc<dyn connector_core::ports::JobQueue> =
+            Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws)));
         let secrets = aws_sdk_secretsmanager::Client::new(aws);
         let tables = &config.tables;
         let microsoft = &config.microsoft;
@@ -161,7 +163,7 @@ impl CalendarSync {
                 DynamoSyncStateStore::new(dynamodb.clone(), tables.sync_state.clone())
                     .with_fence(Fence::new(tables.connections.clone())),
             ),
-            queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
+            queue: queue.clone(),
             queue_url: config.queues.calendar_sync.clone(),
             tokens: Arc::new(tokens),
             // Outlook's 4 concurrent requests per mailbox, shared with mail-sync.
@@ -179,6 +181,11 @@ impl CalendarSync {
             clock,
             summaries,
             timings: WorkerTimings::default(),
+            notifications: Some(Arc::new(connector_core::notifications::Link::on_aws(
+                dynamodb.clone(),
+                config,
+                queue,
+            ))),
         };
         // Each meeting's expiry: the tenant's retention, else ACTIVITY_RETENTION_DAYS.
         let activities = DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
@@ -223,9 +230,13 @@ impl CalendarSync {
     /// Schedule mode: one job per calendar that wants one, and one summary line.
     pub async fn schedule(&self) -> Result<FanOutReport, FanOutError> {
         let worker = &self.worker;
-        let report = fan_out(
+        let report = fan_out_with(
             worker.connections.as_ref(),
             worker.tenants.as_ref(),
+            worker
+                .notifications
+                .as_ref()
+                .map(|link| link.store.as_ref()),
             worker.queue.as_ref(),
             &worker.queue_url,
             SyncKind::Calendar,

@@ -24,13 +24,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
     let config = Config::from_env().context("configuration")?;
     let aws = aws_config::load_from_env().await;
-    let app = CalendarSync::wire(
+    let mut app = CalendarSync::wire(
         &config,
         &aws,
         Arc::new(SystemClock),
         Arc::new(LogSummarySink),
     )
     .context("building the HTTP clients")?;
+    // The hourly schedule's safety net for subscribed users.
+    app.fan_out.subscribed = connector_core::notifications::subscribed_polling(
+        |name| std::env::var(name).ok(),
+        std::time::Duration::from_secs(3600),
+    )
+    .map_err(anyhow::Error::msg)?;
     let app = Arc::new(app);
     run(service_fn(move |event: LambdaEvent<Value>| {
         let app = app.clone();

@@ -121,6 +121,7 @@ async fn fixture() -> Fixture {
         clock,
         summaries: Arc::new(LogSummarySink),
         timings: WorkerTimings::default(),
+        notifications: None,
     };
     let work = CalendarWork::new(activities.clone(), crm.clone());
     Fixture {

@@ -17,9 +17,11 @@ pub mod vars {
     pub const CRM_TABLE: &str = "CRM_TABLE";
     pub const AUTH_SESSIONS_TABLE: &str = "AUTH_SESSIONS_TABLE";
     pub const IDEMPOTENCY_TABLE: &str = "IDEMPOTENCY_TABLE";
+    pub const SUBSCRIPTIONS_TABLE: &str = "SUBSCRIPTIONS_TABLE";
     pub const MAIL_SYNC_QUEUE_URL: &str = "MAIL_SYNC_QUEUE_URL";
     pub const CALENDAR_SYNC_QUEUE_URL: &str = "CALENDAR_SYNC_QUEUE_URL";
     pub const TEAMS_POST_QUEUE_URL: &str = "TEAMS_POST_QUEUE_URL";
+    pub const SUBSCRIPTION_QUEUE_URL: &str = "SUBSCRIPTION_QUEUE_URL";
     pub const CLIENT_SECRET_ID: &str = "CLIENT_SECRET_ID";
     pub const CLIENT_ID: &str = "CLIENT_ID";
     /// `secret` (default) or `certificate`.
@@ -198,6 +200,8 @@ pub struct Tables {
     pub crm: String,
     pub auth_sessions: String,
     pub idempotency: String,
+    /// Change-notification subscriptions (`notifications`).
+    pub subscriptions: String,
 }
 
 impl Tables {
@@ -210,6 +214,7 @@ impl Tables {
             crm: table_name(&lookup, vars::CRM_TABLE)?,
             auth_sessions: table_name(&lookup, vars::AUTH_SESSIONS_TABLE)?,
             idempotency: table_name(&lookup, vars::IDEMPOTENCY_TABLE)?,
+            subscriptions: table_name(&lookup, vars::SUBSCRIPTIONS_TABLE)?,
         })
     }
 }
@@ -220,6 +225,8 @@ pub struct Queues {
     pub mail_sync: String,
     pub calendar_sync: String,
     pub teams_post: String,
+    /// The subscriptions function's jobs (`messages::SubscriptionJob`).
+    pub subscriptions: String,
 }
 
 impl Queues {
@@ -228,6 +235,7 @@ impl Queues {
             mail_sync: queue_url(&lookup, vars::MAIL_SYNC_QUEUE_URL)?,
             calendar_sync: queue_url(&lookup, vars::CALENDAR_SYNC_QUEUE_URL)?,
             teams_post: queue_url(&lookup, vars::TEAMS_POST_QUEUE_URL)?,
+            subscriptions: queue_url(&lookup, vars::SUBSCRIPTION_QUEUE_URL)?,
         })
     }
 
@@ -397,6 +405,11 @@ mod tests {
             (vars::CRM_TABLE, "t-crm"),
             (vars::AUTH_SESSIONS_TABLE, "t-sessions"),
             (vars::IDEMPOTENCY_TABLE, "t-idem"),
+            (vars::SUBSCRIPTIONS_TABLE, "t-subscriptions"),
+            (
+                vars::SUBSCRIPTION_QUEUE_URL,
+                "http://127.0.0.1:5000/123456789012/subscriptions",
+            ),
             (
                 vars::MAIL_SYNC_QUEUE_URL,
                 "http://127.0.0.1:5000/123456789012/mail",

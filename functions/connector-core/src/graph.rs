@@ -847,6 +847,35 @@ impl MailboxSession<'_> {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<Bytes, GraphError> {
+        self.send_json(reqwest::Method::POST, url, body).await
+    }
+
+    /// PATCHes a JSON body to a Graph URL, as [`Self::post_json`] (a subscription's renewal).
+    pub async fn patch_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<Bytes, GraphError> {
+        self.send_json(reqwest::Method::PATCH, url, body).await
+    }
+
+    /// DELETEs a Graph URL (Graph answers 204), retried like every request.
+    pub async fn delete(&self, url: &str) -> Result<(), GraphError> {
+        let url = self.client.resolve(url)?;
+        self.send(
+            |token| self.client.http.delete(&url).bearer_auth(token.secret()),
+            1,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<Bytes, GraphError> {
         let url = self.client.resolve(url)?;
         let body =
             serde_json::to_vec(body).map_err(|error| GraphError::Malformed(error.to_string()))?;
@@ -854,7 +883,7 @@ impl MailboxSession<'_> {
             |token| {
                 self.client
                     .http
-                    .post(&url)
+                    .request(method.clone(), &url)
                     .bearer_auth(token.secret())
                     .header(
                         reqwest::header::CONTENT_TYPE,

@@ -14,6 +14,7 @@
 //! - [`credential`]: the app's client secret (re-read on rotation) or KMS-signed certificate.
 //! - [`oauth`]: the refresh-token grant, Microsoft's error classification, the token provider.
 //! - [`sync`]: fan-out and the worker skeleton the sync functions share.
+//! - [`notifications`]: change-notification subscriptions (manager, webhook, their store).
 //! - [`teams`]: Teams posting state (idempotency records, share targets, dead-letter reasons).
 
 pub mod adapters;
@@ -30,6 +31,7 @@ pub mod graph;
 pub mod http_lambda;
 pub mod matching;
 pub mod messages;
+pub mod notifications;
 pub mod oauth;
 pub mod offboard;
 pub mod ports;

@@ -17,6 +17,11 @@ pub enum SyncReason {
     Continuation,
     /// An operator asked for it.
     Manual,
+    /// A change notification of the user's subscription (debounced: one job per burst).
+    Notified,
+    /// Graph said notifications were lost (`missed`) or the subscription was removed:
+    /// the whole delta round, at once.
+    Resync,
 }
 
 /// One mailbox or calendar to sync:
@@ -54,6 +59,62 @@ impl SyncJob {
             reason: SyncReason::Continuation,
             attempt: self.attempt.saturating_add(1),
             ..self.clone()
+        }
+    }
+}
+
+/// A message on SubscriptionQueue: work of the subscriptions function on one user's
+/// subscription of one kind, tagged by `action`:
+/// `{"action": "ensure", "kind": "mail", "tenantId": "...", "userId": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum SubscriptionJob {
+    /// Make it exist and live long enough (after a completed sync run that found it
+    /// missing or due for renewal), or remove it when the user should not have one.
+    #[serde(rename_all = "camelCase")]
+    Ensure {
+        kind: SyncKind,
+        tenant_id: TenantId,
+        user_id: UserId,
+    },
+    /// `reauthorizationRequired`: renew subscription `subscription_id` now.
+    #[serde(rename_all = "camelCase")]
+    Renew {
+        kind: SyncKind,
+        tenant_id: TenantId,
+        user_id: UserId,
+        subscription_id: String,
+    },
+    /// `subscriptionRemoved`: Graph dropped `subscription_id`; create its successor.
+    #[serde(rename_all = "camelCase")]
+    Recreate {
+        kind: SyncKind,
+        tenant_id: TenantId,
+        user_id: UserId,
+        subscription_id: String,
+    },
+}
+
+impl SubscriptionJob {
+    pub fn kind(&self) -> SyncKind {
+        match self {
+            Self::Ensure { kind, .. } | Self::Renew { kind, .. } | Self::Recreate { kind, .. } => {
+                *kind
+            }
+        }
+    }
+
+    pub fn user(&self) -> crate::domain::UserKey {
+        match self {
+            Self::Ensure {
+                tenant_id, user_id, ..
+            }
+            | Self::Renew {
+                tenant_id, user_id, ..
+            }
+            | Self::Recreate {
+                tenant_id, user_id, ..
+            } => crate::domain::UserKey::new(tenant_id.clone(), user_id.clone()),
         }
     }
 }

@@ -8,7 +8,11 @@
 //!    mailbox lease after a check of the same status, and a token refresh never creates a
 //!    secret, so a worker still running with a cached access token writes nothing after
 //!    this step; offboarding marks the connection the same way first and deletes it last;
-//! 2. the refresh-token secret is deleted at once (no recovery window);
+//! 2. the user's change-notification subscriptions are deleted at Graph with the user's
+//!    token while it still exists, and from the store ([`SubscriptionCanceller`]; one Graph
+//!    cannot be asked about is left to expire within a week, and its notifications find no
+//!    record and are refused); then the refresh-token secret is deleted at once (no
+//!    recovery window);
 //! 3. the mail and calendar sync leases are taken, waiting for a worker that is still
 //!    running (workers check the connection before they take the lease, so once we hold
 //!    it no worker writes for the user any more); then every sync item (lease, meta,
@@ -33,6 +37,7 @@ use crate::domain::{
     Connection, ConnectionStatus, ParkedUntil, ScopeSet, StatusChange, SyncKey, SyncKind, UserKey,
     UserSwitches,
 };
+use crate::notifications::manager::CancelReport;
 use crate::ports::{
     ActivityStore, ConnectionStore, ShareTargetStore, StoreError, SyncStateStore, TokenVault,
     VaultError,
@@ -99,8 +104,17 @@ pub fn disconnect_pending(connection: &Connection) -> bool {
         && connection.status_reason.as_deref() == Some(DISCONNECT_PENDING_REASON)
 }
 
+/// Deletes a user's change-notification subscriptions (at Graph and in the store):
+/// `notifications::manager::Manager`.
+#[async_trait::async_trait]
+pub trait SubscriptionCanceller: Send + Sync {
+    async fn cancel_all(&self, user: &UserKey) -> Result<CancelReport, StoreError>;
+}
+
 /// The ports disconnecting a user goes through.
 pub struct Stores<'a> {
+    /// `None` where the deployment has no change notifications (no subscription store).
+    pub subscriptions: Option<&'a dyn SubscriptionCanceller>,
     pub connections: &'a dyn ConnectionStore,
     pub sync: &'a dyn SyncStateStore,
     pub activities: &'a dyn ActivityStore,
@@ -119,6 +133,8 @@ pub struct UserReport {
     /// The connection's status before (`None`: there was no connection record).
     pub previous_status: Option<String>,
     pub activities_deleted: u64,
+    /// Change-notification subscriptions deleted at Graph, and left to expire there.
+    pub subscriptions: CancelReport,
     /// `disconnected` (record kept) or `deleted` (tenant offboarding) or `absent`.
     pub connection: &'static str,
 }
@@ -194,6 +210,13 @@ impl Stores<'_> {
                 .await
                 .step(|| format!("marking {key} disconnected"))?;
         }
+        let subscriptions = match self.subscriptions {
+            Some(canceller) => canceller
+                .cancel_all(key)
+                .await
+                .step(|| format!("deleting the change-notification subscriptions of {key}"))?,
+            None => CancelReport::default(),
+        };
         self.vault
             .delete_token(key)
             .await
@@ -245,6 +268,7 @@ impl Stores<'_> {
             user_id: key.user_id.to_string(),
             previous_status: existing.map(|c| c.status.to_string()),
             activities_deleted,
+            subscriptions,
             connection,
         })
     }
@@ -311,6 +335,7 @@ mod tests {
         let targets = MemoryShareTargetStore::default();
         let vault = MemoryTokenVault::default();
         let stores = Stores {
+            subscriptions: None,
             connections: &connections,
             sync: &sync,
             activities: &activities,

@@ -146,6 +146,9 @@ pub struct FanOutReport {
     /// SendMessageBatch calls (10 jobs each).
     pub send_calls: u64,
     pub tenants_read: u64,
+    /// Connections left to their change notifications this round (their subscription is
+    /// healthy and this is not their safety-net round).
+    pub subscribed: u64,
     pub elapsed_ms: u64,
 }
 
@@ -164,6 +167,9 @@ pub struct FanOutOptions {
     pub page_size: u32,
     /// Pages whose jobs are being sent at once.
     pub pages_in_flight: usize,
+    /// How users with a healthy change-notification subscription are polled, when the
+    /// fan-out is given the subscriptions store.
+    pub subscribed: SubscribedPolling,
 }
 
 impl Default for FanOutOptions {
@@ -171,7 +177,47 @@ impl Default for FanOutOptions {
         Self {
             page_size: 1000,
             pages_in_flight: 8,
+            subscribed: SubscribedPolling::default(),
         }
+    }
+}
+
+/// The safety net under change notifications: a user whose subscription of the kind is
+/// healthy gets a scheduled job only one round in `every / schedule` (each user in their
+/// own round, by a hash of their id, so the jobs spread over the rounds); the others get
+/// theirs every round, as without notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribedPolling {
+    /// The schedule's period (15 minutes for mail, 1 hour for the calendar).
+    pub schedule: Duration,
+    /// How often a subscribed user is polled anyway (`SUBSCRIBED_POLL_MINUTES`, 360 by
+    /// default).
+    pub every: Duration,
+}
+
+impl Default for SubscribedPolling {
+    fn default() -> Self {
+        Self {
+            schedule: Duration::from_secs(15 * 60),
+            every: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+impl SubscribedPolling {
+    /// Whether `user`'s safety-net round is the one at `now`.
+    pub fn due(&self, user: &crate::domain::UserId, now: OffsetDateTime) -> bool {
+        let schedule = self.schedule.as_secs().max(1);
+        let rounds = (self.every.as_secs() / schedule).max(1);
+        let round = (now.unix_timestamp().max(0) as u64) / schedule;
+        // FNV-1a: stable across processes and releases.
+        let slot = user
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        round % rounds == slot % rounds
     }
 }
 
@@ -179,6 +225,32 @@ impl Default for FanOutOptions {
 pub async fn fan_out(
     connections: &dyn ConnectionStore,
     tenants: &dyn TenantStore,
+    queue: &dyn JobQueue,
+    queue_url: &str,
+    kind: SyncKind,
+    now: OffsetDateTime,
+    options: FanOutOptions,
+) -> Result<FanOutReport, FanOutError> {
+    fan_out_with(
+        connections,
+        tenants,
+        None,
+        queue,
+        queue_url,
+        kind,
+        now,
+        options,
+    )
+    .await
+}
+
+/// [`fan_out`], leaving users whose change-notification subscription of `kind` is healthy
+/// to their notifications except in their safety-net round ([`SubscribedPolling`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn fan_out_with(
+    connections: &dyn ConnectionStore,
+    tenants: &dyn TenantStore,
+    subscriptions: Option<&dyn crate::notifications::SubscriptionStore>,
     queue: &dyn JobQueue,
     queue_url: &str,
     kind: SyncKind,
@@ -234,7 +306,7 @@ pub async fn fan_out(
             report.tenants_read += 1;
             tenant_cache.insert(tenant_id, tenant?);
         }
-        let jobs: Vec<QueueMessage> = page
+        let wanted: Vec<&Connection> = page
             .items
             .iter()
             .filter(|connection| {
@@ -243,6 +315,29 @@ pub async fn fan_out(
                     .and_then(Option::as_ref);
                 wants_job(connection, tenant, kind, now)
             })
+            .collect();
+        // Healthy subscriptions of users whose safety-net round this is not.
+        let resting: std::collections::HashSet<UserKey> = match subscriptions {
+            Some(store) => {
+                let candidates: Vec<UserKey> = wanted
+                    .iter()
+                    .filter(|c| !options.subscribed.due(&c.user_id, now))
+                    .map(|c| c.key())
+                    .collect();
+                store
+                    .subscriptions_of(&candidates, kind)
+                    .await?
+                    .into_values()
+                    .filter(|s| s.active.as_ref().is_some_and(|a| a.healthy(now)))
+                    .map(|s| s.user)
+                    .collect()
+            }
+            None => Default::default(),
+        };
+        report.subscribed += resting.len() as u64;
+        let jobs: Vec<QueueMessage> = wanted
+            .into_iter()
+            .filter(|connection| !resting.contains(&connection.key()))
             .map(|connection| {
                 QueueMessage::json(&SyncJob::new(
                     kind,
@@ -253,7 +348,7 @@ pub async fn fan_out(
             })
             .collect::<Result<_, _>>()
             .map_err(FanOutError::Queue)?;
-        report.skipped += (page.items.len() - jobs.len()) as u64;
+        report.skipped += (page.items.len() - jobs.len()) as u64 - resting.len() as u64;
         report.send_calls += jobs.len().div_ceil(10) as u64;
         if !jobs.is_empty() {
             sends.push(async move {
@@ -911,6 +1006,9 @@ pub struct Worker {
     pub summaries: Arc<dyn SummarySink>,
     /// Lease and visibility timings ([`WorkerTimings::default`] outside tests).
     pub timings: WorkerTimings,
+    /// Change notifications: after a completed run, asks for the user's subscription
+    /// when it is missing or due ([`crate::notifications::Link::after_run`]).
+    pub notifications: Option<Arc<crate::notifications::Link>>,
 }
 
 impl Worker {
@@ -953,6 +1051,24 @@ impl Worker {
                 code: "deadline".into(),
             }
         });
+        if outcome == JobOutcome::Done
+            && let Some(link) = &self.notifications
+        {
+            let asked = tokio::time::timeout_at(
+                finish_by,
+                link.after_run(
+                    self.connections.as_ref(),
+                    self.tenants.as_ref(),
+                    &key.user(),
+                    job.kind,
+                    self.clock.now(),
+                ),
+            )
+            .await;
+            if !matches!(asked, Ok(Ok(_))) {
+                warn!("could not check the change-notification subscription; the next run does");
+            }
+        }
         if let (Some(hide), Some(receipt)) = (
             self.hide_after(&outcome),
             delivery.receipt_handle.as_deref(),
@@ -2470,6 +2586,7 @@ mod visibility_keeping {
             clock,
             summaries: Arc::new(NoSummaries),
             timings: TIMINGS,
+            notifications: None,
         };
         let job = SyncJob::new(SyncKind::Mail, tenant_id, user_id, SyncReason::Initial);
         Setup {

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod html;
 pub mod idtoken;
 pub mod lambda;
+mod notifications;
 pub mod organization;
 pub mod pages;
 pub mod params;
@@ -89,6 +90,10 @@ pub struct Ports {
     pub activities: Arc<dyn ActivityStore>,
     /// Teams share targets: disconnecting deletes them.
     pub targets: Arc<dyn ShareTargetStore>,
+    /// Change notifications: the endpoint Graph calls (`None`: no such route).
+    pub webhook: Option<Arc<connector_core::notifications::webhook::Webhook>>,
+    /// Disconnecting deletes the user's subscriptions (at Graph, with their token).
+    pub subscriptions: Option<Arc<dyn connector_core::offboard::SubscriptionCanceller>>,
 }
 
 pub struct App {
@@ -146,6 +151,14 @@ impl App {
         } else {
             raw_path.to_owned()
         };
+        if matches!(
+            path.as_str(),
+            connector_core::notifications::webhook::NOTIFICATION_PATH
+                | connector_core::notifications::webhook::LIFECYCLE_PATH
+        ) && let Some(response) = self.graph_notifications(&request).await
+        {
+            return response;
+        }
         if let Some(response) = self.portal(&path, &request).await {
             return response;
         }

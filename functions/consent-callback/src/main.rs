@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoSyncStateStore, DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoSubscriptionStore, DynamoSyncStateStore,
+    DynamoTenantStore,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
@@ -63,7 +64,35 @@ async fn main() -> Result<(), lambda_http::Error> {
     let microsoft = &config.core.microsoft;
     let tables = &config.core.tables;
 
+    let queue: Arc<dyn connector_core::ports::JobQueue> = Arc::new(SqsJobQueue::new(sqs));
+    let clock: Arc<dyn connector_core::clock::Clock> = Arc::new(SystemClock);
+    // Change notifications: the endpoint Graph calls, and the subscriptions a user's
+    // disconnection deletes.
+    let webhook = Arc::new(connector_core::notifications::webhook::Webhook::new(
+        Arc::new(DynamoSubscriptionStore::new(
+            dynamodb.clone(),
+            tables.subscriptions.clone(),
+        )),
+        queue.clone(),
+        connector_core::notifications::webhook::WebhookQueues {
+            mail_sync: config.core.queues.mail_sync.clone(),
+            calendar_sync: config.core.queues.calendar_sync.clone(),
+            subscriptions: config.core.queues.subscriptions.clone(),
+        },
+        clock.clone(),
+    ));
+    let subscriptions = Arc::new(
+        connector_core::notifications::manager::Manager::on_aws(
+            &config.core,
+            &config.web.public_base_url,
+            &aws,
+            clock.clone(),
+        )
+        .context("building the HTTP clients")?,
+    );
     let ports = Ports {
+        webhook: Some(webhook),
+        subscriptions: Some(subscriptions),
         tenants: Arc::new(DynamoTenantStore::new(
             dynamodb.clone(),
             tables.tenants.clone(),
@@ -77,7 +106,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             tables.connections.clone(),
         )),
         vault: Arc::new(SecretsManagerVault::new(secrets)),
-        queue: Arc::new(SqsJobQueue::new(sqs)),
+        queue,
         sessions: Arc::new(DynamoAuthSessionStore::new(
             dynamodb.clone(),
             tables.auth_sessions.clone(),
@@ -113,7 +142,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             graph_http_client().context("building the Graph client")?,
             &microsoft.graph_base_url,
         ))),
-        clock: Arc::new(SystemClock),
+        clock,
     };
     let app = Arc::new(App::new(config, ports));
     // Our handler in front of lambda_http's adapter: a query lambda_http cannot turn into a

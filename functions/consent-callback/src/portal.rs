@@ -555,6 +555,13 @@ impl App {
                     false,
                     Some("Recorded for the platform, which collects recording consent through the meeting invite (the connector does not change meetings for it yet)."),
                 ))
+                .append(&checkbox(
+                    "change_notifications",
+                    "Change notifications",
+                    switches.change_notifications,
+                    false,
+                    Some("Microsoft tells us of new mail and meeting changes, so they arrive in seconds; the schedules then check subscribed users every few hours."),
+                ))
                 .raw("<p><button type=\"submit\">Save switches</button></p>\n</form>\n");
         } else {
             body.element(
@@ -798,6 +805,7 @@ impl App {
                     calendar_sync: on("calendar_sync"),
                     teams_sharing: on("teams_sharing"),
                     explicit_consent: on("explicit_consent"),
+                    change_notifications: on("change_notifications"),
                 };
                 self.ports
                     .tenants
@@ -939,6 +947,7 @@ impl App {
         now: OffsetDateTime,
     ) -> Flowing<Result<connector_core::offboard::UserReport, ()>> {
         let stores = Stores {
+            subscriptions: self.ports.subscriptions.as_deref(),
             connections: self.ports.connections.as_ref(),
             sync: self.ports.sync.as_ref(),
             activities: self.ports.activities.as_ref(),

@@ -22,7 +22,8 @@ use connector_core::domain::SyncKind;
 use connector_core::messages::SyncJob;
 use connector_core::ports::{ConnectionStore, JobQueue, TenantStore};
 use connector_core::sync::{
-    Delivery, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, WorkerTimings, fan_out,
+    Delivery, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker, WorkerTimings,
+    fan_out_with,
 };
 use futures::{StreamExt, stream};
 use serde_json::Value;
@@ -75,6 +76,7 @@ pub fn build_app(
     bodies_bucket: &str,
     aws: &aws_config::SdkConfig,
     summaries: Arc<dyn SummarySink>,
+    fan_out: FanOutOptions,
 ) -> Result<App, reqwest::Error> {
     use connector_core::adapters::dynamodb::{
         DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
@@ -92,6 +94,7 @@ pub fn build_app(
     use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
 
     let dynamo = aws_sdk_dynamodb::Client::new(aws);
+    let queue: Arc<dyn JobQueue> = Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws)));
     let secrets = aws_sdk_secretsmanager::Client::new(aws);
     let tables = &config.tables;
     let clock = Arc::new(SystemClock);
@@ -123,7 +126,7 @@ pub fn build_app(
                 DynamoSyncStateStore::new(dynamo.clone(), &tables.sync_state)
                     .with_fence(Fence::new(&tables.connections)),
             ),
-            queue: Arc::new(SqsJobQueue::new(aws_sdk_sqs::Client::new(aws))),
+            queue: queue.clone(),
             queue_url: config.queues.mail_sync.clone(),
             tokens: Arc::new(tokens),
             // Outlook's 4 concurrent requests per mailbox, shared with calendar-sync.
@@ -137,6 +140,11 @@ pub fn build_app(
             clock,
             summaries,
             timings: WorkerTimings::default(),
+            notifications: Some(Arc::new(connector_core::notifications::Link::on_aws(
+                dynamo.clone(),
+                config,
+                queue,
+            ))),
         },
         work: MailWork::new(
             Arc::new(
@@ -157,7 +165,7 @@ pub fn build_app(
             Arc::new(DynamoCrmIndex::new(dynamo, &tables.crm)),
             settings,
         ),
-        fan_out: FanOutOptions::default(),
+        fan_out,
     })
 }
 
@@ -189,9 +197,13 @@ pub async fn handle(app: &App, event: Value, deadline: Instant) -> Result<Value,
 
 /// Schedule mode: one job per mailbox that wants one.
 pub async fn handle_schedule(app: &App) -> Result<FanOutReport, HandlerError> {
-    let report = fan_out(
+    let report = fan_out_with(
         app.connections().as_ref(),
         app.tenants().as_ref(),
+        app.worker
+            .notifications
+            .as_ref()
+            .map(|link| link.store.as_ref()),
         app.queue().as_ref(),
         &app.worker.queue_url,
         SyncKind::Mail,

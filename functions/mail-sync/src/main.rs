@@ -28,7 +28,22 @@ async fn main() -> Result<(), Error> {
         connector_core::config::vars::MESSAGE_BODIES_BUCKET,
     )?;
     let aws = aws_config::load_from_env().await;
-    let app = mail_sync::build_app(&config, settings, &bucket, &aws, Arc::new(LogSummarySink))?;
+    // The 15-minute schedule's safety net for subscribed users.
+    let fan_out = connector_core::sync::FanOutOptions {
+        subscribed: connector_core::notifications::subscribed_polling(
+            |name| std::env::var(name).ok(),
+            std::time::Duration::from_secs(15 * 60),
+        )?,
+        ..Default::default()
+    };
+    let app = mail_sync::build_app(
+        &config,
+        settings,
+        &bucket,
+        &aws,
+        Arc::new(LogSummarySink),
+        fan_out,
+    )?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = connector_core::sync::deadline_from_epoch_ms(event.context.deadline);

@@ -75,6 +75,9 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// How long a disconnection waits for a running sync to release its lease.
     pub lease_wait: Duration,
+    /// Disconnecting deletes the user's change-notification subscriptions (at Graph, with
+    /// their token, before the token is deleted).
+    pub subscriptions: Option<Arc<dyn connector_core::offboard::SubscriptionCanceller>>,
 }
 
 pub struct App {
@@ -226,6 +229,7 @@ struct TenantSwitchesPatch {
     calendar_sync: Option<bool>,
     teams_sharing: Option<bool>,
     explicit_consent: Option<bool>,
+    change_notifications: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +393,9 @@ impl App {
             calendar_sync: patch.calendar_sync.unwrap_or(old.calendar_sync),
             teams_sharing: patch.teams_sharing.unwrap_or(old.teams_sharing),
             explicit_consent: patch.explicit_consent.unwrap_or(old.explicit_consent),
+            change_notifications: patch
+                .change_notifications
+                .unwrap_or(old.change_notifications),
         };
         match self
             .ports
@@ -462,6 +469,7 @@ impl App {
         self.connection(key).await?;
         let ports = &self.ports;
         let stores = Stores {
+            subscriptions: ports.subscriptions.as_deref(),
             connections: ports.connections.as_ref(),
             sync: ports.sync.as_ref(),
             activities: ports.activities.as_ref(),

@@ -62,6 +62,18 @@ async fn main() -> Result<(), lambda_http::Error> {
         )),
         clock: Arc::new(SystemClock),
         lease_wait: LEASE_WAIT,
+        // A disconnection deletes the user's change-notification subscriptions at Graph.
+        subscriptions: Some(Arc::new(
+            connector_core::notifications::manager::Manager::on_aws(
+                &connector_core::config::Config::from_env().context("configuration")?,
+                &connector_core::config::WebConfig::from_env()
+                    .context("configuration")?
+                    .public_base_url,
+                &aws,
+                Arc::new(SystemClock),
+            )
+            .context("building the HTTP clients")?,
+        )),
     };
     lambda_http::lambda_runtime::run(Handler::new(Arc::new(App::new(ports)))).await
 }

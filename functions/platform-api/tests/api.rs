@@ -85,6 +85,7 @@ async fn api() -> Result<Api> {
         aws_sdk_secretsmanager::Client::new(&stack.sdk),
     ));
     let ports = Ports {
+        subscriptions: None,
         tenants: tenants.clone(),
         connections: connections.clone(),
         sync: sync.clone(),
@@ -435,7 +436,7 @@ async fn every_route_answers_as_documented_and_writes_through_the_ports() -> Res
             T_TENANT_SWITCHES,
             &format!("{tenant_path}/switches"),
             "",
-            Some(r#"{"mailSync": false, "explicitConsent": true}"#),
+            Some(r#"{"mailSync": false, "explicitConsent": true, "changeNotifications": false}"#),
         )
         .await?;
     ensure!(patched.status == 200, "{}", patched.body);
@@ -450,7 +451,8 @@ async fn every_route_answers_as_documented_and_writes_through_the_ports() -> Res
                 mail_sync: false,
                 calendar_sync: true,
                 teams_sharing: true,
-                explicit_consent: true
+                explicit_consent: true,
+                change_notifications: false,
             },
         "{:?}",
         stored.switches

@@ -56,7 +56,14 @@ pub async fn sync_mail(tenant: &str, user: &str, minutes: u64, json: bool) -> Re
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let summaries = Arc::new(KeepSummary::default());
     let bucket = connector_core::config::bucket_name(&env, vars::MESSAGE_BODIES_BUCKET)?;
-    let app = mail_sync::build_app(&config, settings, &bucket, &sdk, summaries.clone())?;
+    let app = mail_sync::build_app(
+        &config,
+        settings,
+        &bucket,
+        &sdk,
+        summaries.clone(),
+        Default::default(),
+    )?;
     let job = SyncJob::new(
         SyncKind::Mail,
         key.tenant_id.clone(),

@@ -340,6 +340,37 @@ struct AwsStores {
     activities: DynamoActivityStore,
     targets: DynamoShareTargetStore,
     vault: SecretsManagerVault,
+    /// `None` when the environment lacks what deleting subscriptions at Graph needs (the
+    /// Microsoft settings, `PUBLIC_BASE_URL`, `SUBSCRIPTIONS_TABLE`): said on stderr.
+    subscriptions: Option<connector_core::notifications::manager::Manager>,
+}
+
+/// The change-notification subscriptions' manager from the stack's environment, or `None`
+/// (and a line on stderr) when it is not all there.
+fn subscription_manager(
+    sdk: &aws_config::SdkConfig,
+) -> Option<connector_core::notifications::manager::Manager> {
+    let built = connector_core::config::Config::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let web = connector_core::config::WebConfig::from_env().map_err(|e| e.to_string())?;
+            connector_core::notifications::manager::Manager::on_aws(
+                &config,
+                &web.public_base_url,
+                sdk,
+                std::sync::Arc::new(connector_core::clock::SystemClock),
+            )
+            .map_err(|e| e.to_string())
+        });
+    match built {
+        Ok(manager) => Some(manager),
+        Err(error) => {
+            eprintln!(
+                "note: change-notification subscriptions are not deleted at Graph ({error}); they expire there within a week"
+            );
+            None
+        }
+    }
 }
 
 /// The message bodies bucket from `MESSAGE_BODIES_BUCKET`.
@@ -372,11 +403,16 @@ impl AwsStores {
             .with_bodies(bodies),
             targets: DynamoShareTargetStore::new(dynamodb, sync_table),
             vault: SecretsManagerVault::new(aws_sdk_secretsmanager::Client::new(sdk)),
+            subscriptions: subscription_manager(sdk),
         })
     }
 
     fn stores(&self, lease_wait: Duration) -> Stores<'_> {
         Stores {
+            subscriptions: self
+                .subscriptions
+                .as_ref()
+                .map(|m| m as &dyn connector_core::offboard::SubscriptionCanceller),
             connections: &self.connections,
             sync: &self.sync,
             activities: &self.activities,

@@ -355,6 +355,7 @@ impl Harness {
             clock: clock.clone(),
             summaries: sink.clone(),
             timings: WorkerTimings::default(),
+            notifications: None,
         };
         let work = CalendarWork::new(
             setup
@@ -368,6 +369,7 @@ impl Harness {
         app.fan_out = FanOutOptions {
             page_size: 50,
             pages_in_flight: 4,
+            ..FanOutOptions::default()
         };
         let harness = Harness {
             sim,

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod dynamodb;
 pub mod memory;
+pub mod notifications_memory;
 pub mod s3;
 pub mod secrets;
 pub mod slots_dynamodb;

@@ -86,6 +86,9 @@ pub struct TenantSwitches {
     pub teams_sharing: bool,
     /// Explicit Consent Mode (recording consent collected through the meeting invite).
     pub explicit_consent: bool,
+    /// Graph change notifications for the users' mail and calendars (changes arrive in
+    /// seconds; the schedules poll subscribed users less often). On by default.
+    pub change_notifications: bool,
 }
 
 impl TenantSwitches {
@@ -105,6 +108,7 @@ impl Default for TenantSwitches {
             calendar_sync: true,
             teams_sharing: true,
             explicit_consent: false,
+            change_notifications: true,
         }
     }
 }

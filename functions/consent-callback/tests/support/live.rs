@@ -186,6 +186,8 @@ impl Live {
                 .with_bodies(bodies.clone()),
         );
         let ports = Ports {
+            webhook: None,
+            subscriptions: None,
             tenants: Arc::new(DynamoTenantStore::new(
                 dynamodb.clone(),
                 tables.tenants.clone(),

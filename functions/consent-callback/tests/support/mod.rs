@@ -61,6 +61,11 @@ pub fn env(login_base: &str) -> HashMap<String, String> {
         ("CRM_TABLE", "t-crm"),
         ("AUTH_SESSIONS_TABLE", "t-sessions"),
         ("IDEMPOTENCY_TABLE", "t-idem"),
+        ("SUBSCRIPTIONS_TABLE", "t-subscriptions"),
+        (
+            "SUBSCRIPTION_QUEUE_URL",
+            "http://127.0.0.1:1/000000000000/subscriptions",
+        ),
         (
             "MAIL_SYNC_QUEUE_URL",
             "http://127.0.0.1:1/000000000000/mail",
@@ -113,6 +118,8 @@ impl Memory {
         let sessions = Arc::new(MemoryAuthSessionStore::default());
         let clock = Arc::new(TestClock::new());
         let ports = Ports {
+            webhook: None,
+            subscriptions: None,
             tenants: tenants.clone(),
             domains: domains.clone(),
             connections: connections.clone(),

@@ -69,6 +69,7 @@ async fn disconnect_mid_import(offboard: bool) -> Result<()> {
         .with_bodies(h.bodies.clone());
     let ctl_targets = DynamoShareTargetStore::new(h.dynamo.clone(), &tables.sync_state);
     let stores = Stores {
+        subscriptions: None,
         connections: h.connections.as_ref(),
         sync: &ctl_state,
         activities: &ctl_activities,

@@ -382,6 +382,7 @@ async fn a_killed_workers_own_message_comes_back_within_its_visibility_and_resum
     latency(&h, 250).await?;
     let worker = Worker {
         timings: SHORT,
+        notifications: None,
         ..h.worker_with_state(h.state.clone())
     };
     h.app

@@ -139,6 +139,7 @@ async fn fan_out_pages_through_active_connections_and_applies_the_rules() -> Res
         FanOutOptions {
             page_size: 20,
             pages_in_flight: 3,
+            ..FanOutOptions::default()
         },
     )
     .await?;
@@ -276,6 +277,7 @@ async fn a_whole_run_on_in_memory_stores() -> Result<()> {
             clock: clock.clone(),
             summaries: Arc::new(CapturingSink::default()),
             timings: WorkerTimings::default(),
+            notifications: None,
         },
         work: MailWork::new(
             activities.clone(),

@@ -144,6 +144,7 @@ fn pair(h: &Harness, budget: bool) -> Result<Pair> {
         clock: w.clock.clone(),
         summaries: w.summaries.clone(),
         timings: w.timings,
+        notifications: None,
     };
     let calendar = Worker {
         function: calendar_sync::FUNCTION,
@@ -157,6 +158,7 @@ fn pair(h: &Harness, budget: bool) -> Result<Pair> {
         clock: w.clock.clone(),
         summaries: w.summaries.clone(),
         timings: w.timings,
+        notifications: None,
     };
     let calendar_work = CalendarWork::new(h.activities.clone(), h.crm_index.clone()).with_options(
         CalendarOptions {

@@ -362,11 +362,13 @@ impl Harness {
                 clock: clock.clone(),
                 summaries: sink.clone(),
                 timings: WorkerTimings::default(),
+                notifications: None,
             },
             work: MailWork::new(activities.clone(), crm_index.clone(), settings),
             fan_out: FanOutOptions {
                 page_size: 50,
                 pages_in_flight: 4,
+                ..FanOutOptions::default()
             },
         };
         let harness = Harness {
@@ -487,6 +489,7 @@ impl Harness {
             clock: w.clock.clone(),
             summaries: w.summaries.clone(),
             timings: w.timings,
+            notifications: None,
         }
     }
 

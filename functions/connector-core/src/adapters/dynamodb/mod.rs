@@ -53,6 +53,7 @@ mod activities;
 mod connections;
 mod crm;
 mod fence;
+mod subscriptions;
 mod sync_state;
 mod tenants;
 
@@ -60,6 +61,7 @@ pub use activities::*;
 pub use connections::*;
 pub use crm::*;
 pub use fence::*;
+pub use subscriptions::DynamoSubscriptionStore;
 pub use sync_state::*;
 pub use tenants::*;
 
