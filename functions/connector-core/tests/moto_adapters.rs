@@ -1421,3 +1421,109 @@ async fn a_disconnection_is_recorded_finished_only_on_its_pending_tombstone() ->
     );
     Ok(())
 }
+
+/// The subscriptions store on moto: a subscription's two items, a successor replacing it,
+/// the debounce as a conditional write, failures, and removal that spares a successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriptions_are_kept_replaced_debounced_and_removed() -> Result<()> {
+    use connector_core::adapters::dynamodb::DynamoSubscriptionStore;
+    use connector_core::notifications::{
+        ClientState, CreateFailure, Subscription, SubscriptionStore,
+    };
+
+    let (stack, tables) = stack().await?;
+    let store = DynamoSubscriptionStore::new(dynamo(&stack), &tables.subscriptions);
+    let owner = UserKey::new(tenant(), user(7));
+    let other = UserKey::new(owner.tenant_id.clone(), user(8));
+    let now = time::macros::datetime!(2026-12-06 10:00:00.5 UTC);
+    let state = ClientState::generate();
+    let first = Subscription {
+        tenant_id: owner.tenant_id.clone(),
+        user_id: owner.user_id.clone(),
+        kind: SyncKind::Mail,
+        id: "sub-first".into(),
+        resource: "me/messages".into(),
+        client_state: state.digest(),
+        expires_at: now + time::Duration::minutes(10_060),
+        created_at: now,
+        renewed_at: None,
+    };
+    store.save(&first, None).await?;
+    ensure!(store.by_id("sub-first").await? == Some(first.clone()));
+    ensure!(store.by_id("sub-unknown").await?.is_none());
+    let found = store.user_subscriptions(&owner).await?;
+    ensure!(found.len() == 1 && found[0].active.as_ref() == Some(&first));
+    let page = store
+        .subscriptions_of(&[owner.clone(), other.clone()], SyncKind::Mail)
+        .await?;
+    ensure!(page.len() == 1 && page.contains_key(&owner), "{page:?}");
+    ensure!(
+        store
+            .subscriptions_of(std::slice::from_ref(&owner), SyncKind::Calendar)
+            .await?
+            .is_empty()
+    );
+    // What is stored is a digest, never the client state.
+    let raw = dynamo(&stack)
+        .scan()
+        .table_name(&tables.subscriptions)
+        .send()
+        .await?;
+    let dump = format!("{:?}", raw.items());
+    ensure!(!dump.contains(state.expose()) && dump.contains(&state.digest().to_hex()));
+
+    // The debounce: one claim per window, another after it; unknown ids claim nothing.
+    let window = Duration::from_secs(3);
+    ensure!(store.claim_wake("sub-first", now, window).await?);
+    ensure!(
+        !store
+            .claim_wake("sub-first", now + time::Duration::seconds(2), window)
+            .await?
+    );
+    ensure!(
+        store
+            .claim_wake("sub-first", now + time::Duration::seconds(3), window)
+            .await?
+    );
+    ensure!(!store.claim_wake("sub-unknown", now, window).await?);
+    ensure!(
+        store.by_id("sub-unknown").await?.is_none(),
+        "no item made up"
+    );
+
+    // A successor replaces the first: the first's id item goes in the same transaction.
+    let second = Subscription {
+        id: "sub-second".into(),
+        renewed_at: Some(now),
+        ..first.clone()
+    };
+    store.save(&second, Some("sub-first")).await?;
+    ensure!(store.by_id("sub-first").await?.is_none());
+    ensure!(store.by_id("sub-second").await? == Some(second.clone()));
+    // Removing the first (a late lifecycle notification) leaves the successor in place.
+    store
+        .remove(&owner, SyncKind::Mail, Some("sub-first"))
+        .await?;
+    ensure!(store.user_subscriptions(&owner).await?[0].active.as_ref() == Some(&second));
+
+    // A failed creation is recorded for its user and kind.
+    let failure = CreateFailure {
+        reason: "validation_failed".into(),
+        failed_at: now,
+        retry_at: now + time::Duration::hours(1),
+    };
+    store
+        .record_failure(&other, SyncKind::Calendar, &failure)
+        .await?;
+    let failed = store
+        .subscriptions_of(std::slice::from_ref(&other), SyncKind::Calendar)
+        .await?;
+    ensure!(failed[&other].active.is_none() && failed[&other].failure == Some(failure));
+
+    store
+        .remove(&owner, SyncKind::Mail, Some("sub-second"))
+        .await?;
+    ensure!(store.user_subscriptions(&owner).await?.is_empty());
+    ensure!(store.by_id("sub-second").await?.is_none());
+    Ok(())
+}

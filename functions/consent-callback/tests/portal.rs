@@ -13,91 +13,13 @@ use connector_core::domain::{
 use connector_core::ports::{ActivityStore as _, BodyStore as _, SyncStateStore as _};
 use serde_json::json;
 use support::guid;
-use support::live::{Browser, Landing, Live, tenant_json};
+use support::live::{Browser, Landing, Live, csrf, get, post, sign_in, tenant_json};
 use time::OffsetDateTime;
 
 fn domain(prefix: &str) -> String {
     format!(
         "{prefix}{}.example",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
-
-/// Follows microsoft-sim's pages (account form, consent Accept) until one of ours.
-async fn through_microsoft(browser: &Browser, mut landing: Landing, upn: &str) -> Landing {
-    for _ in 0..6 {
-        let Landing::Page { ref url, .. } = landing else {
-            return landing;
-        };
-        let url = url.clone();
-        let forms = landing.forms();
-        if let Some(form) = forms
-            .iter()
-            .find(|f| f.fields.iter().any(|(n, _)| n == "login"))
-        {
-            landing = browser.submit(&url, form, &[("login", upn)], None).await;
-        } else if let Some(form) = forms.iter().find(|f| {
-            f.buttons
-                .iter()
-                .any(|(n, v, _)| n == "decision" && v == "accept")
-        }) {
-            landing = browser
-                .submit(&url, form, &[], Some(("decision", "accept")))
-                .await;
-        } else {
-            return landing;
-        }
-    }
-    landing
-}
-
-/// Signs `upn` in at `start` (`/admin/login`, `/me/login`, `/auth/login?..`).
-async fn sign_in(live: &Live, browser: &Browser, start: &str, upn: &str) -> Landing {
-    let first = browser.open(&live.url(start)).await;
-    through_microsoft(browser, first, upn).await
-}
-
-/// The value of the hidden `csrf` field of the form posting to `action`.
-fn csrf(html: &str, action: &str) -> String {
-    support::html_forms::forms(html)
-        .into_iter()
-        .find(|f| f.action == action)
-        .and_then(|f| f.fields.into_iter().find(|(n, _)| n == "csrf"))
-        .map(|(_, v)| v)
-        .unwrap_or_else(|| panic!("no {action} form with a csrf field"))
-}
-
-async fn get(live: &Live, browser: &Browser, path: &str) -> (u16, String, Option<String>) {
-    let response = browser
-        .client
-        .get(live.url(path))
-        .send()
-        .await
-        .expect("GET");
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (status, response.text().await.expect("body"), location)
-}
-
-async fn post(
-    live: &Live,
-    browser: &Browser,
-    path: &str,
-    origin: Option<&str>,
-    fields: &[(&str, &str)],
-) -> (u16, String) {
-    let mut request = browser.client.post(live.url(path)).form(fields);
-    if let Some(origin) = origin {
-        request = request.header("origin", origin);
-    }
-    let response = request.send().await.expect("POST");
-    (
-        response.status().as_u16(),
-        response.text().await.expect("body"),
     )
 }
 

@@ -6,6 +6,7 @@ mod calendar;
 mod commands;
 mod mail;
 mod offboard;
+mod subscriptions;
 mod teams;
 
 use std::path::PathBuf;
@@ -75,6 +76,20 @@ enum Command {
         #[arg(long)]
         user: String,
         /// Print JSON (the stored activities) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A user's change-notification subscriptions: per kind, Graph's id and resource, the
+    /// expiry and state (healthy, renewal_due, expired, failed, none), the last renewal or
+    /// why the creation failed (needs SUBSCRIPTIONS_TABLE).
+    Subscriptions {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The user's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -299,6 +314,9 @@ async fn main() -> ExitCode {
             json,
         } => calendar::switches(&tenant, &user, calendar, internal_meetings, mail, json).await,
         Command::Activities { tenant, user, json } => mail::activities(&tenant, &user, json).await,
+        Command::Subscriptions { tenant, user, json } => {
+            subscriptions::show(&tenant, &user, json).await
+        }
         Command::Status { json } => mail::status(json).await,
         Command::Disconnect {
             tenant,

@@ -361,3 +361,99 @@ async fn retention_is_set_per_tenant_and_back_to_the_default() -> Result<()> {
     assert_eq!(stored.activity_retention_days, None);
     Ok(())
 }
+
+#[tokio::test]
+async fn subscriptions_show_each_kind_with_its_state_and_never_the_client_state() -> Result<()> {
+    use connector_core::adapters::dynamodb::DynamoSubscriptionStore;
+    use connector_core::domain::SyncKind;
+    use connector_core::notifications::{
+        ClientState, CreateFailure, Subscription, SubscriptionStore,
+    };
+
+    let stack = local_stack::test_stack().await?;
+    let store = DynamoSubscriptionStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack
+            .env
+            .get(vars::SUBSCRIPTIONS_TABLE)
+            .context("SUBSCRIPTIONS_TABLE")?,
+    );
+    let key = UserKey::new(
+        TenantId::parse(&uuid::Uuid::new_v4().to_string())?,
+        UserId::parse("00000000-0000-0000-0000-000000000042")?,
+    );
+    let now = OffsetDateTime::now_utc();
+    let state = ClientState::generate();
+    store
+        .save(
+            &Subscription {
+                tenant_id: key.tenant_id.clone(),
+                user_id: key.user_id.clone(),
+                kind: SyncKind::Mail,
+                id: "7f105c7d-2dc5-4530-97cd-4e7ae6534c07".into(),
+                resource: "me/messages".into(),
+                client_state: state.digest(),
+                expires_at: now + time::Duration::days(6),
+                created_at: now,
+                renewed_at: None,
+            },
+            None,
+        )
+        .await?;
+    store
+        .record_failure(
+            &key,
+            SyncKind::Calendar,
+            &CreateFailure {
+                reason: "validation_failed".into(),
+                failed_at: now,
+                retry_at: now + time::Duration::hours(1),
+            },
+        )
+        .await?;
+    let (tenant, user) = (key.tenant_id.to_string(), key.user_id.to_string());
+    let table = run(
+        &stack,
+        &["subscriptions", "--tenant", &tenant, "--user", &user],
+    )?;
+    let out = text(&table.stdout);
+    anyhow::ensure!(table.status.success(), "{}", text(&table.stderr));
+    let mail = out
+        .lines()
+        .find(|l| l.starts_with("mail"))
+        .context(out.clone())?;
+    anyhow::ensure!(
+        mail.contains("healthy") && mail.contains("7f105c7d-2dc5-4530-97cd-4e7ae6534c07"),
+        "{out}"
+    );
+    let calendar = out
+        .lines()
+        .find(|l| l.starts_with("calendar"))
+        .context(out.clone())?;
+    anyhow::ensure!(
+        calendar.contains("failed") && calendar.contains("validation_failed"),
+        "{out}"
+    );
+    let json = run(
+        &stack,
+        &[
+            "subscriptions",
+            "--tenant",
+            &tenant,
+            "--user",
+            &user,
+            "--json",
+        ],
+    )?;
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    anyhow::ensure!(rows[0]["state"] == "healthy" && rows[0]["resource"] == "me/messages");
+    anyhow::ensure!(
+        rows[1]["state"] == "failed" && rows[1]["failure"]["reason"] == "validation_failed"
+    );
+    let both = format!("{out}{}", text(&json.stdout));
+    anyhow::ensure!(
+        !both.contains(state.expose()) && !both.contains(&state.digest().to_hex()),
+        "no client state, no digest"
+    );
+    Ok(())
+}

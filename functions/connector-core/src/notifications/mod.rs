@@ -398,6 +398,147 @@ mod tests {
     }
 
     #[test]
+    fn a_subscribed_user_is_polled_once_every_six_hours_and_users_spread_over_the_rounds() {
+        let polling = subscribed_polling(|_| None, Duration::from_secs(900)).expect("default");
+        assert_eq!(polling.every, Duration::from_secs(6 * 3600));
+        let start = time::macros::datetime!(2026-12-06 00:00 UTC);
+        let mut per_round = [0u32; 24];
+        for n in 0..480u32 {
+            let user = UserId::parse(&format!("00000000-0000-0000-0000-{n:012x}")).expect("guid");
+            // 24 rounds of 15 minutes: exactly one is the user's.
+            let due: Vec<usize> = (0..24)
+                .filter(|round| {
+                    polling.due(&user, start + time::Duration::minutes(15 * *round as i64))
+                })
+                .collect();
+            assert_eq!(due.len(), 1, "{user}: {due:?}");
+            per_round[due[0]] += 1;
+            // And again 6 hours later, in the same slot.
+            assert!(polling.due(
+                &user,
+                start + time::Duration::minutes(15 * due[0] as i64 + 360)
+            ));
+        }
+        assert!(per_round.iter().all(|&n| n > 5), "spread: {per_round:?}");
+        let hourly = subscribed_polling(
+            |name| (name == "SUBSCRIBED_POLL_MINUTES").then(|| "120".to_owned()),
+            Duration::from_secs(3600),
+        )
+        .expect("120");
+        assert_eq!(hourly.every, Duration::from_secs(7200));
+        for bad in ["59", "1441", "six", ""] {
+            assert!(
+                subscribed_polling(|_| Some(bad.to_owned()), Duration::from_secs(900)).is_err()
+            );
+        }
+    }
+
+    /// Over one safety-net period (24 rounds of 15 minutes) a user with a healthy
+    /// subscription gets exactly one scheduled job; users without one, or whose subscription
+    /// is about to expire, get one every round.
+    #[tokio::test]
+    async fn the_schedule_leaves_healthy_subscribers_to_their_notifications_but_one_round() {
+        use crate::adapters::memory::{MemoryConnectionStore, MemoryJobQueue, MemoryTenantStore};
+        use crate::adapters::notifications_memory::MemorySubscriptionStore;
+        use crate::domain::FeatureBundle;
+        use crate::sync::{FanOutOptions, fan_out_with};
+
+        let start = time::macros::datetime!(2026-12-06 00:00 UTC);
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("guid");
+        let connections = MemoryConnectionStore::default();
+        let subscriptions = MemorySubscriptionStore::default();
+        let mut subscribed = Vec::new();
+        for n in 0..41u32 {
+            let user = UserId::parse(&format!("00000000-0000-0000-0000-{n:012}")).expect("guid");
+            let connection = Connection::new_active(
+                tenant.clone(),
+                user.clone(),
+                format!("u{n}@contoso.example"),
+                FeatureBundle::All.scope_set(),
+                start,
+            );
+            connections
+                .upsert_connection(&connection)
+                .await
+                .expect("upsert");
+            if n < 31 {
+                // The last of these expires within the hour: not healthy.
+                let expires_at = if n == 30 {
+                    start + time::Duration::minutes(30)
+                } else {
+                    start + time::Duration::days(5)
+                };
+                subscriptions
+                    .save(
+                        &Subscription {
+                            tenant_id: tenant.clone(),
+                            user_id: user.clone(),
+                            kind: SyncKind::Mail,
+                            id: format!("sub-{n}"),
+                            resource: "me/messages".into(),
+                            client_state: ClientState::generate().digest(),
+                            expires_at,
+                            created_at: start,
+                            renewed_at: None,
+                        },
+                        None,
+                    )
+                    .await
+                    .expect("save");
+                if n < 30 {
+                    subscribed.push(user);
+                }
+            }
+        }
+        let tenants = MemoryTenantStore::default();
+        let queue = MemoryJobQueue::default();
+        let mut jobs: HashMap<UserId, u32> = HashMap::new();
+        let mut resting = 0;
+        for round in 0..24 {
+            let report = fan_out_with(
+                &connections,
+                &tenants,
+                Some(&subscriptions),
+                &queue,
+                "q",
+                SyncKind::Mail,
+                // Schedules fire a little after the quarter hour.
+                start + time::Duration::seconds(round * 900 + 7),
+                FanOutOptions::default(),
+            )
+            .await
+            .expect("fan-out");
+            resting += report.subscribed;
+            assert_eq!(report.scanned, 41);
+            assert_eq!(report.enqueued + report.subscribed, 41, "{report:?}");
+            for message in queue.take("q") {
+                let job: crate::messages::SyncJob =
+                    serde_json::from_str(&message.body).expect("job");
+                *jobs.entry(job.user_id).or_default() += 1;
+            }
+        }
+        for user in &subscribed {
+            assert_eq!(jobs[user], 1, "{user}");
+        }
+        assert_eq!(jobs.values().filter(|&&n| n == 24).count(), 11);
+        assert_eq!(resting, 30 * 23);
+        // Without the store (or with it empty) everyone is polled every round.
+        let report = fan_out_with(
+            &connections,
+            &tenants,
+            None,
+            &queue,
+            "q",
+            SyncKind::Mail,
+            start,
+            FanOutOptions::default(),
+        )
+        .await
+        .expect("fan-out");
+        assert_eq!((report.enqueued, report.subscribed), (41, 0));
+    }
+
+    #[test]
     fn mail_ignores_updates_and_calendar_takes_them() {
         assert_eq!(resource(SyncKind::Mail), ("me/messages", "created,deleted"));
         assert_eq!(

@@ -278,3 +278,244 @@ impl Webhook {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::adapters::memory::MemoryJobQueue;
+    use crate::adapters::notifications_memory::MemorySubscriptionStore;
+    use crate::clock::ManualClock;
+    use crate::domain::{TenantId, UserId};
+    use crate::notifications::ClientState;
+
+    const MAIL: &str = "https://sqs.test/mail";
+    const CALENDAR: &str = "https://sqs.test/calendar";
+    const SUBSCRIPTIONS: &str = "https://sqs.test/subscriptions";
+
+    struct Fixture {
+        webhook: Webhook,
+        queue: Arc<MemoryJobQueue>,
+        clock: Arc<ManualClock>,
+        state: ClientState,
+    }
+
+    async fn fixture(kind: SyncKind) -> Fixture {
+        let store = Arc::new(MemorySubscriptionStore::default());
+        let state = ClientState::generate();
+        let now = datetime!(2026-12-06 10:00 UTC);
+        store
+            .save(
+                &Subscription {
+                    tenant_id: TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47")
+                        .expect("guid"),
+                    user_id: UserId::parse("00000000-0000-0000-0000-0000000000aa").expect("guid"),
+                    kind,
+                    id: "sub-1".into(),
+                    resource: "me/messages".into(),
+                    client_state: state.digest(),
+                    expires_at: now + time::Duration::days(6),
+                    created_at: now,
+                    renewed_at: None,
+                },
+                None,
+            )
+            .await
+            .expect("save");
+        let queue = Arc::new(MemoryJobQueue::default());
+        let clock = Arc::new(ManualClock::new(now));
+        let webhook = Webhook::new(
+            store,
+            queue.clone(),
+            WebhookQueues {
+                mail_sync: MAIL.into(),
+                calendar_sync: CALENDAR.into(),
+                subscriptions: SUBSCRIPTIONS.into(),
+            },
+            clock.clone(),
+        );
+        Fixture {
+            webhook,
+            queue,
+            clock,
+            state,
+        }
+    }
+
+    fn change(subscription: &str, state: &str) -> Value {
+        json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "subscriptionId": subscription,
+            "subscriptionExpirationDateTime": "2026-12-12T10:00:00.0000000Z",
+            "changeType": "created",
+            "resource": "Users/00000000-0000-0000-0000-0000000000aa/Messages/AAMk1",
+            "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "id": "AAMk1"},
+            "clientState": state,
+            "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        })
+    }
+
+    fn lifecycle(event: &str, state: &str) -> Value {
+        json!({
+            "subscriptionId": "sub-1",
+            "subscriptionExpirationDateTime": "2026-12-12T10:00:00.0000000Z",
+            "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "clientState": state,
+            "lifecycleEvent": event,
+        })
+    }
+
+    fn batch(items: Vec<Value>) -> Vec<u8> {
+        serde_json::to_vec(&json!({ "value": items })).expect("json")
+    }
+
+    fn jobs(queue: &MemoryJobQueue, url: &str) -> Vec<(Value, Duration)> {
+        queue
+            .sent(url)
+            .into_iter()
+            .map(|m| (serde_json::from_str(&m.body).expect("json"), m.delay))
+            .collect()
+    }
+
+    #[test]
+    fn the_handshake_echoes_only_a_plain_token() {
+        let token = "Validation: Testing client application reachability for subscription Request-Id: 3c0f4a2e";
+        assert_eq!(validation_answer(token), Some(token));
+        assert_eq!(validation_answer(""), None);
+        assert_eq!(validation_answer("a\r\nSet-Cookie: x=1"), None);
+        assert_eq!(
+            validation_answer(&"a".repeat(MAX_VALIDATION_TOKEN + 1)),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_100_notifications_wakes_one_delayed_sync_and_a_later_one_another() {
+        let f = fixture(SyncKind::Mail).await;
+        let mut woke = 0;
+        for i in 0..100 {
+            // Graph batches some, sends others alone: both ways here.
+            let items = if i % 2 == 0 {
+                vec![change("sub-1", f.state.expose())]
+            } else {
+                vec![
+                    change("sub-1", f.state.expose()),
+                    change("sub-1", f.state.expose()),
+                ]
+            };
+            let report = f.webhook.handle(&batch(items)).await.expect("handled");
+            woke += report.woke;
+            f.clock.advance(time::Duration::milliseconds(20));
+        }
+        assert_eq!(woke, 1, "one sync for the burst (2 s of notifications)");
+        let sent = jobs(&f.queue, MAIL);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0["reason"], "notified");
+        assert_eq!(sent[0].0["kind"], "mail");
+        assert_eq!(sent[0].1, DEBOUNCE, "delayed to the end of the window");
+        // After the window a new change wakes the next sync.
+        f.clock.advance(time::Duration::seconds(3));
+        let report = f
+            .webhook
+            .handle(&batch(vec![change("sub-1", f.state.expose())]))
+            .await
+            .expect("handled");
+        assert_eq!(report.woke, 1);
+        assert_eq!(jobs(&f.queue, MAIL).len(), 2);
+        assert!(jobs(&f.queue, CALENDAR).is_empty());
+    }
+
+    #[tokio::test]
+    async fn forged_or_unknown_notifications_are_refused_and_change_nothing() {
+        let f = fixture(SyncKind::Mail).await;
+        let forged = ClientState::generate();
+        let mut no_state = change("sub-1", "x");
+        no_state
+            .as_object_mut()
+            .expect("object")
+            .remove("clientState");
+        let report = f
+            .webhook
+            .handle(&batch(vec![
+                change("sub-1", forged.expose()),
+                change("sub-1", &f.state.expose()[..42]),
+                change("sub-2", f.state.expose()),
+                no_state,
+                json!({"changeType": "created"}),
+                lifecycle("missed", forged.expose()),
+                lifecycle("subscriptionRemoved", ""),
+            ]))
+            .await
+            .expect("a batch is answered");
+        assert_eq!(report.refused, 7);
+        assert_eq!(report.accepted, 0);
+        assert!(jobs(&f.queue, MAIL).is_empty());
+        assert!(jobs(&f.queue, SUBSCRIPTIONS).is_empty());
+        // The forged ones did not claim the debounce: the real one still wakes a sync.
+        let report = f
+            .webhook
+            .handle(&batch(vec![change("sub-1", f.state.expose())]))
+            .await
+            .expect("handled");
+        assert_eq!(report.woke, 1);
+    }
+
+    #[tokio::test]
+    async fn lifecycle_notifications_renew_recreate_and_resync() {
+        let f = fixture(SyncKind::Calendar).await;
+        let state = f.state.expose();
+        let report = f
+            .webhook
+            .handle(&batch(vec![lifecycle("reauthorizationRequired", state)]))
+            .await
+            .expect("handled");
+        assert_eq!(report.lifecycle_jobs, 1);
+        let renew = jobs(&f.queue, SUBSCRIPTIONS);
+        assert_eq!(renew[0].0["action"], "renew");
+        assert_eq!(renew[0].0["subscriptionId"], "sub-1");
+        assert_eq!(renew[0].0["kind"], "calendar");
+        assert!(
+            jobs(&f.queue, CALENDAR).is_empty(),
+            "a renewal syncs nothing"
+        );
+
+        f.webhook
+            .handle(&batch(vec![lifecycle("subscriptionRemoved", state)]))
+            .await
+            .expect("handled");
+        let after = jobs(&f.queue, SUBSCRIPTIONS);
+        assert_eq!(after[1].0["action"], "recreate");
+        let syncs = jobs(&f.queue, CALENDAR);
+        assert_eq!(syncs.len(), 1);
+        assert_eq!(syncs[0].0["reason"], "resync");
+        assert_eq!(syncs[0].1, Duration::ZERO);
+
+        f.webhook
+            .handle(&batch(vec![
+                lifecycle("missed", state),
+                lifecycle("someFutureEvent", state),
+            ]))
+            .await
+            .expect("handled");
+        let syncs = jobs(&f.queue, CALENDAR);
+        assert_eq!(syncs.len(), 2, "missed runs the whole delta round");
+        assert_eq!(syncs[1].0["reason"], "resync");
+        assert_eq!(jobs(&f.queue, SUBSCRIPTIONS).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_a_batch_is_malformed() {
+        let f = fixture(SyncKind::Mail).await;
+        for body in [&b""[..], b"{}", b"[]", b"{\"value\": 3}", b"<xml/>"] {
+            assert!(matches!(
+                f.webhook.handle(body).await,
+                Err(WebhookError::Malformed)
+            ));
+        }
+        assert!(f.queue.sent(MAIL).is_empty());
+    }
+}

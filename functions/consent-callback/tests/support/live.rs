@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::Client as SqsClient;
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoSyncStateStore, DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoSubscriptionStore, DynamoSyncStateStore,
+    DynamoTenantStore,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
@@ -19,6 +20,8 @@ use connector_core::credential::AppCredential;
 use connector_core::domain::{Connection, SyncKind, Tenant, TenantId, UserId, UserKey};
 use connector_core::graph::GraphClient;
 use connector_core::messages::SyncJob;
+use connector_core::notifications::manager::Manager;
+use connector_core::notifications::webhook::{Webhook, WebhookQueues};
 use connector_core::ports::{ConnectionStore as _, TenantStore as _, TokenVault as _};
 use connector_core::secret::TokenRecord;
 use connector_core::sync::{FanOutOptions, FanOutReport, fan_out};
@@ -69,12 +72,94 @@ pub struct Live {
     vault: SecretsManagerVault,
     sqs: SqsClient,
     server: tokio::task::JoinHandle<()>,
+    /// The subscriptions' manager the app's disconnections use (production wiring).
+    pub manager: Arc<Manager>,
+    /// The functions' configuration (tables, queues, the sim as Microsoft).
+    pub core: connector_core::config::Config,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// Follows microsoft-sim's pages (account form, consent Accept) until one of ours.
+pub async fn through_microsoft(browser: &Browser, mut landing: Landing, upn: &str) -> Landing {
+    for _ in 0..6 {
+        let Landing::Page { ref url, .. } = landing else {
+            return landing;
+        };
+        let url = url.clone();
+        let forms = landing.forms();
+        if let Some(form) = forms
+            .iter()
+            .find(|f| f.fields.iter().any(|(n, _)| n == "login"))
+        {
+            landing = browser.submit(&url, form, &[("login", upn)], None).await;
+        } else if let Some(form) = forms.iter().find(|f| {
+            f.buttons
+                .iter()
+                .any(|(n, v, _)| n == "decision" && v == "accept")
+        }) {
+            landing = browser
+                .submit(&url, form, &[], Some(("decision", "accept")))
+                .await;
+        } else {
+            return landing;
+        }
+    }
+    landing
+}
+
+/// Signs `upn` in at `start` (`/admin/login`, `/me/login`, `/auth/login?..`).
+pub async fn sign_in(live: &Live, browser: &Browser, start: &str, upn: &str) -> Landing {
+    let first = browser.open(&live.url(start)).await;
+    through_microsoft(browser, first, upn).await
+}
+
+/// The value of the hidden `csrf` field of the form posting to `action`.
+pub fn csrf(html: &str, action: &str) -> String {
+    super::html_forms::forms(html)
+        .into_iter()
+        .find(|f| f.action == action)
+        .and_then(|f| f.fields.into_iter().find(|(n, _)| n == "csrf"))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {action} form with a csrf field"))
+}
+
+pub async fn get(live: &Live, browser: &Browser, path: &str) -> (u16, String, Option<String>) {
+    let response = browser
+        .client
+        .get(live.url(path))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, response.text().await.expect("body"), location)
+}
+
+pub async fn post(
+    live: &Live,
+    browser: &Browser,
+    path: &str,
+    origin: Option<&str>,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = browser.client.post(live.url(path)).form(fields);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = request.send().await.expect("POST");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
 }
 
 /// A world tenant: `users` as `(id, upn, roles)`.
@@ -185,9 +270,35 @@ impl Live {
             DynamoActivityStore::new(dynamodb.clone(), tables.activities.clone())
                 .with_bodies(bodies.clone()),
         );
+        // Change notifications as main.rs wires them: the webhook on this server, and the
+        // manager a disconnection cancels subscriptions through.
+        let queue: Arc<dyn connector_core::ports::JobQueue> =
+            Arc::new(SqsJobQueue::new(sqs.clone()));
+        let webhook = Arc::new(Webhook::new(
+            Arc::new(DynamoSubscriptionStore::new(
+                dynamodb.clone(),
+                tables.subscriptions.clone(),
+            )),
+            queue,
+            WebhookQueues {
+                mail_sync: config.core.queues.mail_sync.clone(),
+                calendar_sync: config.core.queues.calendar_sync.clone(),
+                subscriptions: config.core.queues.subscriptions.clone(),
+            },
+            Arc::new(SystemClock),
+        ));
+        let manager = Arc::new(
+            Manager::on_aws(
+                &config.core,
+                &config.web.public_base_url,
+                &stack.sdk,
+                Arc::new(SystemClock),
+            )
+            .expect("manager"),
+        );
         let ports = Ports {
-            webhook: None,
-            subscriptions: None,
+            webhook: Some(webhook),
+            subscriptions: Some(manager.clone()),
             tenants: Arc::new(DynamoTenantStore::new(
                 dynamodb.clone(),
                 tables.tenants.clone(),
@@ -229,6 +340,7 @@ impl Live {
                 tables.sync_state.clone(),
             )),
         };
+        let core = config.core.clone();
         let app = Arc::new(App::new(config, ports));
         let server = tokio::spawn(serve(listener, app.clone()));
         Live {
@@ -250,6 +362,8 @@ impl Live {
             activities,
             bodies,
             server,
+            manager,
+            core,
         }
     }
 
