@@ -13,7 +13,8 @@
 //!   `reauthorizationRequired` (Microsoft lets either a reauthorize call or a renewal
 //!   answer it). A subscription Graph no longer knows (404) is created again.
 //! - **Recreate** on `subscriptionRemoved`, unless the user's subscription is already
-//!   another one (a duplicate or late lifecycle notification changes nothing).
+//!   another one (a duplicate or late lifecycle notification changes nothing); once the
+//!   successor exists, a full delta round (`resync`) finds what changed in between.
 //! - **Delete** when the user should not have one any more (switch off, consent changed)
 //!   and on disconnection and offboarding, before the user's token is deleted.
 //!
@@ -39,9 +40,9 @@ use crate::clock::Clock;
 use crate::config::BaseUrl;
 use crate::domain::{SyncKind, Tenant, TenantId, UserKey};
 use crate::graph::{GraphClient, GraphError};
-use crate::messages::SubscriptionJob;
+use crate::messages::{SubscriptionJob, SyncJob, SyncReason};
 use crate::oauth::{TokenProvider, UserBearer};
-use crate::ports::{ConnectionStore, PageToken, StoreError, TenantStore};
+use crate::ports::{ConnectionStore, JobQueue, PageToken, QueueMessage, StoreError, TenantStore};
 
 /// Where Graph sends our notifications.
 #[derive(Clone, Debug)]
@@ -93,6 +94,11 @@ pub enum ManagerError {
     /// Throttled, 5xx or unreachable: the job is retried.
     #[error("Graph is unavailable: {0}")]
     Graph(#[source] GraphError),
+    /// The resync after a recreation could not be queued: the job is retried (the
+    /// successor exists by then, so the retry is a stale lifecycle job and the schedule's
+    /// next poll of the user does the resync).
+    #[error("queueing the resync failed: {0}")]
+    Queue(#[source] crate::ports::QueueError),
 }
 
 /// What a renewal pass did.
@@ -125,6 +131,13 @@ struct GraphSubscription {
     expiration_date_time: String,
 }
 
+/// Where a recreated subscription's resync goes (the sync queues).
+pub struct Resync {
+    pub queue: Arc<dyn JobQueue>,
+    pub mail_sync: String,
+    pub calendar_sync: String,
+}
+
 pub struct Manager {
     pub store: Arc<dyn SubscriptionStore>,
     pub connections: Arc<dyn ConnectionStore>,
@@ -135,6 +148,11 @@ pub struct Manager {
     pub graph: Arc<GraphClient>,
     pub clock: Arc<dyn Clock>,
     pub urls: NotificationUrls,
+    /// After a successor of a removed subscription exists, a full delta round of the user
+    /// finds what changed while there was none (Microsoft: "After creating the new
+    /// subscription, you can sync the resource data", change-notifications-lifecycle-events,
+    /// read 2026-12-06). `None`: no resync is queued.
+    pub resync: Option<Resync>,
 }
 
 impl Manager {
@@ -197,6 +215,13 @@ impl Manager {
             )),
             clock,
             urls: NotificationUrls::under(public_base_url),
+            resync: Some(Resync {
+                queue: Arc::new(crate::adapters::sqs::SqsJobQueue::new(
+                    aws_sdk_sqs::Client::new(aws),
+                )),
+                mail_sync: config.queues.mail_sync.clone(),
+                calendar_sync: config.queues.calendar_sync.clone(),
+            }),
         })
     }
 
@@ -238,7 +263,28 @@ impl Manager {
                         if !self.wanted(&user, kind).await? {
                             return Ok(Outcome::Removed);
                         }
-                        self.create(&user, kind, None).await
+                        let outcome = self.create(&user, kind, None).await?;
+                        if matches!(outcome, Outcome::Created { .. })
+                            && let Some(resync) = &self.resync
+                        {
+                            let job = SyncJob::new(
+                                kind,
+                                user.tenant_id.clone(),
+                                user.user_id.clone(),
+                                SyncReason::Resync,
+                            );
+                            let url = match kind {
+                                SyncKind::Mail => &resync.mail_sync,
+                                SyncKind::Calendar => &resync.calendar_sync,
+                            };
+                            let message = QueueMessage::json(&job).map_err(ManagerError::Queue)?;
+                            resync
+                                .queue
+                                .send_batch(url, &[message])
+                                .await
+                                .map_err(ManagerError::Queue)?;
+                        }
+                        Ok(outcome)
                     }
                     _ => Ok(Outcome::Stale),
                 }

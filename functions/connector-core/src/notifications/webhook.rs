@@ -17,8 +17,12 @@
 //!   others within the window find it claimed. The job runs the same delta sync as the
 //!   schedule (same cursors, lease and matching), so duplicates and reordering are harmless.
 //! - **Lifecycle notifications** [doc, change-notifications-lifecycle-events]:
-//!   `reauthorizationRequired` queues a renewal; `subscriptionRemoved` queues a successor
-//!   and a full delta round; `missed` queues a full delta round.
+//!   `reauthorizationRequired` queues a renewal (a renewal reauthorizes too);
+//!   `subscriptionRemoved` queues a successor, whose creation queues a full delta round;
+//!   `missed` queues a full delta round at once: the delta query from the user's cursor
+//!   returns every change since the last run, notified or not, which is the "full data
+//!   resync of the resource" Microsoft asks for (change-notifications-lifecycle-events,
+//!   read 2026-12-06).
 //! - A body that is not a notification batch is a `400` with no detail. A store or queue
 //!   failure is a `500`, so Graph delivers the batch again (it retries for up to 4 hours),
 //!   which only repeats harmless work.
@@ -237,9 +241,6 @@ impl Webhook {
                 })
                 .await?;
                 report.lifecycle_jobs += 1;
-                self.send_sync(subscription, SyncReason::Resync, std::time::Duration::ZERO)
-                    .await?;
-                report.woke += 1;
             }
             "missed" => {
                 self.send_sync(subscription, SyncReason::Resync, std::time::Duration::ZERO)
@@ -489,10 +490,10 @@ mod tests {
             .expect("handled");
         let after = jobs(&f.queue, SUBSCRIPTIONS);
         assert_eq!(after[1].0["action"], "recreate");
-        let syncs = jobs(&f.queue, CALENDAR);
-        assert_eq!(syncs.len(), 1);
-        assert_eq!(syncs[0].0["reason"], "resync");
-        assert_eq!(syncs[0].1, Duration::ZERO);
+        assert!(
+            jobs(&f.queue, CALENDAR).is_empty(),
+            "the successor's creation queues the resync"
+        );
 
         f.webhook
             .handle(&batch(vec![
@@ -502,8 +503,9 @@ mod tests {
             .await
             .expect("handled");
         let syncs = jobs(&f.queue, CALENDAR);
-        assert_eq!(syncs.len(), 2, "missed runs the whole delta round");
-        assert_eq!(syncs[1].0["reason"], "resync");
+        assert_eq!(syncs.len(), 1, "missed runs the whole delta round");
+        assert_eq!(syncs[0].0["reason"], "resync");
+        assert_eq!(syncs[0].1, Duration::ZERO, "at once");
         assert_eq!(jobs(&f.queue, SUBSCRIPTIONS).len(), 2);
     }
 
