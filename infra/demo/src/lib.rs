@@ -157,6 +157,7 @@ const BINARIES: &[&str] = &[
     "calendar-sync",
     "teams-post",
     "event-publisher",
+    "subscriptions",
 ];
 
 fn build() -> Result<()> {
@@ -378,6 +379,7 @@ async fn queued(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<u64> {
         "ApproximateNumberOfMessagesNotVisible",
     ]
     .iter()
+    .chain(std::iter::once(&"ApproximateNumberOfMessagesDelayed"))
     .filter_map(|name| attributes.get(*name)?.parse::<u64>().ok())
     .sum())
 }
@@ -731,8 +733,15 @@ pub async fn run(opts: &Options) -> Result<Report> {
             "{} fan-out failed: {outcome:?}",
             target.rule_name
         );
+        let counts = match &outcome {
+            local_stack::Outcome::Ok(value) if value.get("enqueued").is_some() => format!(
+                ": {} jobs, {} users left to their change notifications",
+                value["enqueued"], value["subscribed"]
+            ),
+            _ => String::new(),
+        };
         report.step(format!(
-            "schedule {} fired once -> {} fan-out",
+            "schedule {} fired once -> {} fan-out{counts}",
             target.expression_text, target.binary
         ));
     }
@@ -742,6 +751,78 @@ pub async fn run(opts: &Options) -> Result<Report> {
         "mail and calendar queues drained, DLQs empty ({}s)",
         started.elapsed().as_secs()
     ));
+
+    // Change notifications: every user got subscriptions after their first imports; a new
+    // email from a CRM contact is stored through Graph's notification, with no schedule.
+    let notified = people
+        .iter()
+        .find(|u| u.tenant_id == t1 && !u.admin)
+        .ok_or_else(|| anyhow!("no user in the first tenant"))?;
+    let subscriptions: Value = serde_json::from_str(&connectorctl(
+        &info,
+        &[
+            "subscriptions",
+            "--tenant",
+            t1,
+            "--user",
+            &notified.id,
+            "--json",
+        ],
+    )?)?;
+    ensure!(
+        subscriptions[0]["state"] == "healthy",
+        "{} has no healthy mail subscription: {subscriptions}",
+        notified.upn
+    );
+    let live = sim_get(&info, "/_sim/subscriptions").await?;
+    let subscribed = live.as_array().map_or(0, Vec::len);
+    report.step(format!(
+        "change notifications: {subscribed} Graph subscriptions (mail and calendar of every user, created after their first imports); {}'s mail: {} ({})",
+        notified.upn, subscriptions[0]["state"], subscriptions[0]["resource"]
+    ));
+    let contact = crm_file(
+        &hand,
+        t1,
+        first["generate"][0]["seed"].as_u64().unwrap_or(7),
+    )["contacts"][0]["email"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let subject = format!(
+        "Renewal quote {}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let sent = Instant::now();
+    sim_post(
+        &info,
+        &format!("/_sim/users/{}/messages", notified.upn),
+        json!({"folder": "inbox", "message": {
+            "subject": subject,
+            "from": {"emailAddress": {"address": contact}},
+            "toRecipients": [{"emailAddress": {"address": notified.upn}}],
+        }}),
+    )
+    .await?;
+    loop {
+        ensure!(
+            sent.elapsed() < Duration::from_secs(120),
+            "the notified email was not stored within 2 minutes"
+        );
+        let stored = connectorctl(
+            &info,
+            &["activities", "--tenant", t1, "--user", &notified.id],
+        )?;
+        if stored.contains(&subject) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    report.step(format!(
+        "a new email from CRM contact {contact} to {} was stored {:.1}s after it arrived, woken by Graph's change notification (no schedule fired)",
+        notified.upn,
+        sent.elapsed().as_secs_f64()
+    ));
+    drain(&info, &sqs, opts.drain_timeout).await?;
 
     // A Teams post through TeamsPostQueue.
     let poster = people

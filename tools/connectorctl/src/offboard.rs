@@ -425,12 +425,15 @@ impl AwsStores {
 
 fn print_user(report: &UserReport) {
     println!(
-        "{}#{}: connection {} (was {}), token secret deleted, mail and calendar sync state deleted, \
+        "{}#{}: connection {} (was {}), {} change-notification subscriptions deleted at Graph \
+         ({} left to expire there), token secret deleted, mail and calendar sync state deleted, \
          {} activities deleted, share targets deleted",
         report.tenant_id,
         report.user_id,
         report.connection,
         report.previous_status.as_deref().unwrap_or("absent"),
+        report.subscriptions.cancelled,
+        report.subscriptions.left_to_expire,
         report.activities_deleted
     );
 }
