@@ -154,7 +154,7 @@ DEMO_ARGS ?=
 .PHONY: demo
 demo: $(STAMP)
 	cargo build --locked -p local-stack -p microsoft-sim -p connectorctl -p demo \
-		-p consent-callback -p mail-sync -p calendar-sync -p teams-post
+		-p consent-callback -p mail-sync -p calendar-sync -p teams-post -p subscriptions
 	target/debug/demo --state-dir .local/demo $(DEMO_ARGS)
 
 # Not part of `make test`: release builds, then every measurement of issue 9 in one run.
