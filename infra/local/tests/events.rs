@@ -6,8 +6,9 @@
 //! The directory is walked, so a new event is covered without touching this test; each
 //! `<name>.json` needs a `<name>.expect.json` beside it saying what the event needs seeded
 //! first and what it must produce (HTTP: status, body and header substrings; SQS: the
-//! `batchItemFailures` ids; schedules: success or error; any: Graph requests the
-//! invocation must have made). Each event's shape is also checked against what AWS sends,
+//! `batchItemFailures` ids; schedules: success or error, and fields of the answer; any:
+//! Graph requests the invocation must have made or must not have made, and the messages
+//! it must have queued). Each event's shape is also checked against what AWS sends,
 //! as `sam local generate-event` prints it, so the files stay the ones `sam local invoke
 //! -e` takes.
 
@@ -17,13 +18,14 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use connector_core::adapters::dynamodb::{
-    DynamoConnectionStore, DynamoCrmIndex, DynamoTenantStore,
+    DynamoConnectionStore, DynamoCrmIndex, DynamoSubscriptionStore, DynamoTenantStore,
 };
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::domain::{
-    Connection, ConsentMode, CrmSnapshot, FeatureBundle, ScopeSet, Tenant, TenantId, UserId,
-    UserKey,
+    Connection, ConsentMode, CrmSnapshot, FeatureBundle, ScopeSet, SyncKind, Tenant, TenantId,
+    UserId, UserKey,
 };
+use connector_core::notifications::{LIFETIME, StateDigest, Subscription, SubscriptionStore as _};
 use connector_core::ports::{
     ConnectionStore as _, CrmIndex as _, TenantStore as _, TokenVault as _,
 };
@@ -76,6 +78,27 @@ struct Expectation {
     /// invocation (matched as substrings of `"{method} {path} {status}"`).
     #[serde(default)]
     sim_requests: Vec<String>,
+    /// Lines as in `simRequests` that microsoft-sim must not have logged.
+    #[serde(default)]
+    no_sim_requests: Vec<String>,
+    /// Fields the function's answer must have, with these values (a schedule's report).
+    response: Option<Map<String, Value>>,
+    /// Messages the invocation must have sent, per queue.
+    #[serde(default)]
+    queued: Vec<Queued>,
+}
+
+/// The messages one invocation sent to one queue: exactly `count` (delayed ones included;
+/// nothing consumes the queues during the test), and, when `bodyContains` is given, one of
+/// them holds every substring of it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Queued {
+    /// The queue's environment variable (`MAIL_SYNC_QUEUE_URL`, ...).
+    queue: String,
+    count: u64,
+    #[serde(default)]
+    body_contains: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
@@ -111,6 +134,17 @@ enum Seed {
     /// A CRM snapshot as `connectorctl crm import` takes it (with its `tenantId`),
     /// made the tenant's index.
     CrmSnapshot(Value),
+    /// A change-notification subscription as the subscriptions function saves it once
+    /// Graph has created it: `clientState` is what Graph sends back with each notification
+    /// (only its SHA-256 digest is stored); it expires [`LIFETIME`] from now.
+    #[serde(rename_all = "camelCase")]
+    Subscription {
+        tenant_id: String,
+        user_id: String,
+        kind: SyncKind,
+        subscription_id: String,
+        client_state: String,
+    },
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -489,6 +523,7 @@ struct Seeder<'a> {
     vault: SecretsManagerVault,
     sessions: DynamoAuthSessionStore,
     crm: DynamoCrmIndex,
+    subscriptions: DynamoSubscriptionStore,
 }
 
 impl<'a> Seeder<'a> {
@@ -502,7 +537,8 @@ impl<'a> Seeder<'a> {
             connections: DynamoConnectionStore::new(dynamodb.clone(), env("CONNECTIONS_TABLE")),
             vault: SecretsManagerVault::new(aws_sdk_secretsmanager::Client::new(&sdk)),
             sessions: DynamoAuthSessionStore::new(dynamodb.clone(), env("AUTH_SESSIONS_TABLE")),
-            crm: DynamoCrmIndex::new(dynamodb, env("CRM_TABLE")),
+            crm: DynamoCrmIndex::new(dynamodb.clone(), env("CRM_TABLE")),
+            subscriptions: DynamoSubscriptionStore::new(dynamodb, env("SUBSCRIPTIONS_TABLE")),
         }
     }
 
@@ -605,9 +641,96 @@ impl<'a> Seeder<'a> {
                     .await
                     .map_err(|e| anyhow!("CRM index: {e}"))?;
             }
+            Seed::Subscription {
+                tenant_id,
+                user_id,
+                kind,
+                subscription_id,
+                client_state,
+            } => {
+                let (resource, _) = connector_core::notifications::resource(*kind);
+                let subscription = Subscription {
+                    tenant_id: TenantId::parse(tenant_id).map_err(|e| anyhow!("{e}"))?,
+                    user_id: UserId::parse(user_id).map_err(|e| anyhow!("{e}"))?,
+                    kind: *kind,
+                    id: subscription_id.clone(),
+                    resource: resource.to_owned(),
+                    client_state: StateDigest::of(client_state),
+                    expires_at: now + LIFETIME,
+                    created_at: now,
+                    renewed_at: None,
+                };
+                self.subscriptions
+                    .save(&subscription, None)
+                    .await
+                    .map_err(|e| anyhow!("subscription: {e}"))?;
+            }
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queues
+
+/// Every message on `queue_url`: visible, in flight and delayed (moto's counts are exact).
+async fn messages_on(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let output = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .context("GetQueueAttributes")?;
+    let attributes = output.attributes().context("no queue attributes")?;
+    [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+        A::ApproximateNumberOfMessagesDelayed,
+    ]
+    .iter()
+    .map(|name| -> Result<u64> {
+        Ok(attributes
+            .get(name)
+            .map(|v| v.parse::<u64>())
+            .transpose()?
+            .unwrap_or(0))
+    })
+    .sum()
+}
+
+/// Waits (up to 15 s: a debounced wake is delayed a few seconds) for a message on
+/// `queue_url` whose body holds every one of `needles`. Messages looked at stay hidden
+/// for a minute; nothing consumes the queues during the test.
+async fn find_message(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    needles: &[String],
+) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut seen = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .context("ReceiveMessage")?;
+        for message in output.messages() {
+            let body = message.body().unwrap_or_default().to_owned();
+            if needles.iter().all(|n| body.contains(n.as_str())) {
+                return Ok(body);
+            }
+            seen.push(body);
+        }
+    }
+    bail!("no message holding {needles:?} arrived; seen: {seen:#?}")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -773,6 +896,23 @@ fn check_schedule(expect: &Expectation, outcome: &Outcome) -> Result<()> {
         ExpectedOutcome::Error
     };
     ensure!(got == wanted, "{got:?} expected {wanted:?}: {outcome:?}");
+    check_response(expect, outcome)
+}
+
+fn check_response(expect: &Expectation, outcome: &Outcome) -> Result<()> {
+    let Some(fields) = &expect.response else {
+        return Ok(());
+    };
+    let Outcome::Ok(answer) = outcome else {
+        bail!("an answer with {fields:?} expected, got {outcome:?}");
+    };
+    for (name, value) in fields {
+        ensure!(
+            answer.get(name) == Some(value),
+            "the answer's {name} is {:?}, expected {value}: {answer}",
+            answer.get(name)
+        );
+    }
     Ok(())
 }
 
@@ -900,6 +1040,7 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
     }
 
     let seeder = Seeder::new(&info).await;
+    let sqs = aws_sdk_sqs::Client::new(&info.sdk_config().await);
     let invoker = info.invoker();
     let http = reqwest::Client::new();
     let mut failures = Vec::new();
@@ -912,6 +1053,14 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
                 .await?
                 .last()
                 .map_or(0, |(seq, _)| seq + 1);
+            let mut before = Vec::new();
+            for queued in &expect.queued {
+                let url = info
+                    .functions_env
+                    .get(&queued.queue)
+                    .with_context(|| format!("no queue {}", queued.queue))?;
+                before.push(messages_on(&sqs, url).await?);
+            }
             let outcome = invoker
                 .invoke(binary, event)
                 .await
@@ -921,7 +1070,7 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
                 Kind::Sqs | Kind::Stream => check_sqs(expect, &outcome)?,
                 Kind::Schedule => check_schedule(expect, &outcome)?,
             }
-            if !expect.sim_requests.is_empty() {
+            if !expect.sim_requests.is_empty() || !expect.no_sim_requests.is_empty() {
                 let made = sim_requests(&http, &info.microsoft_sim_url, since).await?;
                 for needle in &expect.sim_requests {
                     ensure!(
@@ -929,6 +1078,29 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
                         "microsoft-sim saw no {needle:?}; it saw {:#?}",
                         made.iter().map(|(_, l)| l).collect::<Vec<_>>()
                     );
+                }
+                for needle in &expect.no_sim_requests {
+                    ensure!(
+                        !made.iter().any(|(_, line)| line.contains(needle.as_str())),
+                        "microsoft-sim saw {needle:?}; it saw {:#?}",
+                        made.iter().map(|(_, l)| l).collect::<Vec<_>>()
+                    );
+                }
+            }
+            for (queued, before) in expect.queued.iter().zip(before) {
+                let url = &info.functions_env[&queued.queue];
+                let sent = messages_on(&sqs, url).await?.saturating_sub(before);
+                ensure!(
+                    sent == queued.count,
+                    "{} messages sent to {}, expected {}",
+                    sent,
+                    queued.queue,
+                    queued.count
+                );
+                if !queued.body_contains.is_empty() {
+                    find_message(&sqs, url, &queued.body_contains)
+                        .await
+                        .with_context(|| queued.queue.clone())?;
                 }
             }
             Ok(())

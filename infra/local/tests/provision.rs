@@ -154,9 +154,11 @@ async fn repository_template_provisions_completely() {
         "CRM_TABLE",
         "AUTH_SESSIONS_TABLE",
         "IDEMPOTENCY_TABLE",
+        "SUBSCRIPTIONS_TABLE",
         "MAIL_SYNC_QUEUE_URL",
         "CALENDAR_SYNC_QUEUE_URL",
         "TEAMS_POST_QUEUE_URL",
+        "SUBSCRIPTION_QUEUE_URL",
         "CLIENT_SECRET_ID",
         "LOGIN_BASE_URL",
         "GRAPH_BASE_URL",
@@ -190,7 +192,63 @@ async fn repository_template_provisions_completely() {
         .iter()
         .filter(|t| t.starts_with(&format!("{}-", stack.provisioned.stack_name)))
         .count();
-    assert_eq!(ours, 7);
+    assert_eq!(ours, 8);
+    // Change notifications: the subscriptions table's keys and TTL (what
+    // connector-core's DynamoSubscriptionStore writes), and its queue's redrive to its DLQ.
+    let subscriptions = stack.var("SUBSCRIPTIONS_TABLE");
+    let described = ddb
+        .describe_table()
+        .table_name(subscriptions)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<(String, String)> = described
+        .table()
+        .unwrap()
+        .key_schema()
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_owned(),
+                k.key_type().as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("pk".to_owned(), "HASH".to_owned()),
+            ("sk".to_owned(), "RANGE".to_owned())
+        ]
+    );
+    let ttl = ddb
+        .describe_time_to_live()
+        .table_name(subscriptions)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|d| d.attribute_name()),
+        Some("ttl")
+    );
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let redrive = sqs
+        .get_queue_attributes()
+        .queue_url(stack.var("SUBSCRIPTION_QUEUE_URL"))
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .unwrap();
+    let redrive = redrive
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        redrive.contains("SubscriptionDLQ") && redrive.contains("\"maxReceiveCount\""),
+        "{redrive}"
+    );
 
     // The platform's events: the bus, and the three streamed tables' stream ARNs (what
     // EventPublisherFunction's event sources name).
