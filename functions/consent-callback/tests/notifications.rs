@@ -107,7 +107,8 @@ impl Subscribed {
             .with("subscriptions", move |event: Value| {
                 let manager = manager.clone();
                 async move {
-                    subscriptions::handle(&manager, event)
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                    subscriptions::handle(&manager, event, deadline)
                         .await
                         .map_err(|e| e.to_string())
                 }
@@ -431,8 +432,12 @@ async fn the_renewal_pass_renews_before_expiry() {
         urls: live_manager.urls.clone(),
         resync: None,
     };
-    let report = later.renewal_pass(100).await.expect("pass");
-    assert_eq!((report.renewed, report.failed), (1, 0), "{report:?}");
+    let report = later.renewal_pass(100, None).await.expect("pass");
+    assert_eq!(
+        (report.complete, report.renewed, report.failed),
+        (true, 1, 0),
+        "{report:?}"
+    );
     let renewed = world.wait_for_subscription(None).await;
     assert_eq!(renewed.id, first.id);
     assert!(renewed.expires_at > first.expires_at + time::Duration::hours(100));
@@ -444,8 +449,14 @@ async fn the_renewal_pass_renews_before_expiry() {
     .expect("rfc3339");
     assert_eq!(sim_expiry, renewed.expires_at);
     // A second pass right after finds nothing due.
-    let again = later.renewal_pass(100).await.expect("pass");
+    let again = later.renewal_pass(100, None).await.expect("pass");
     assert_eq!(again.renewed, 0);
+    // Out of time before it starts: nothing done, and it says so.
+    let late = later
+        .renewal_pass(100, Some(tokio::time::Instant::now()))
+        .await
+        .expect("pass");
+    assert_eq!((late.complete, late.scanned), (false, 0));
     world.stop().await;
 }
 

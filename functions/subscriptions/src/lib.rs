@@ -11,12 +11,14 @@
 //!   reaches the dead-letter queue after `maxReceiveCount` receives.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use connector_core::messages::SubscriptionJob;
 use connector_core::notifications::manager::{Manager, ManagerError, Outcome, RenewalReport};
 use futures::{StreamExt, stream};
 use serde_json::Value;
+use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
 /// The function's name in logs.
@@ -49,8 +51,17 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Handles one invocation: a schedule (renewal pass) or an SQS batch (jobs).
-pub async fn handle(manager: &Arc<Manager>, event: Value) -> Result<Value, HandlerError> {
+/// Time kept free before Lambda's deadline by the renewal pass: more than one page's
+/// renewals take (1,000 connections, at most 2,000 due, 16 at a time).
+const PASS_MARGIN: Duration = Duration::from_secs(50);
+
+/// Handles one invocation: a schedule (renewal pass) or an SQS batch (jobs). `deadline`:
+/// Lambda's.
+pub async fn handle(
+    manager: &Arc<Manager>,
+    event: Value,
+    deadline: Instant,
+) -> Result<Value, HandlerError> {
     if event.get("Records").is_some() {
         let event: SqsEvent =
             serde_json::from_value(event).map_err(|_| HandlerError::UnknownEvent)?;
@@ -60,17 +71,21 @@ pub async fn handle(manager: &Arc<Manager>, event: Value) -> Result<Value, Handl
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
         || event.get("source").and_then(Value::as_str) == Some("aws.events");
     if scheduled {
-        let report = renew(manager).await?;
+        let report = renew(manager, deadline.checked_sub(PASS_MARGIN)).await?;
         return Ok(serde_json::to_value(report).unwrap_or(Value::Null));
     }
     Err(HandlerError::UnknownEvent)
 }
 
 /// Schedule mode.
-pub async fn renew(manager: &Manager) -> Result<RenewalReport, HandlerError> {
-    let report = manager.renewal_pass(PAGE_SIZE).await?;
+pub async fn renew(
+    manager: &Manager,
+    stop_at: Option<Instant>,
+) -> Result<RenewalReport, HandlerError> {
+    let report = manager.renewal_pass(PAGE_SIZE, stop_at).await?;
     info!(
         function = FUNCTION,
+        complete = report.complete,
         scanned = report.scanned,
         renewed = report.renewed,
         recreated = report.recreated,

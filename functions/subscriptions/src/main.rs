@@ -29,7 +29,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     );
     run(service_fn(move |event: LambdaEvent<Value>| {
         let manager = manager.clone();
-        async move { subscriptions::handle(&manager, event.payload).await }
+        async move {
+            let deadline = connector_core::sync::deadline_from_epoch_ms(event.context.deadline);
+            subscriptions::handle(&manager, event.payload, deadline).await
+        }
     }))
     .await
 }

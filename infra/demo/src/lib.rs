@@ -1,7 +1,7 @@
 //! The demo journey (issue 8): the whole product on the local stack, driven headlessly.
 //!
 //! The stack is `local-stack up` (moto with the template's resources, microsoft-sim with the
-//! demo world, the four functions under `cargo lambda watch`, the template's SQS event source
+//! demo world, the functions under `cargo lambda watch`, the template's SQS event source
 //! mappings) with schedules off, so that this driver fires exactly one round. The journey goes
 //! over HTTP through the connector's real pages and the sim's authorize endpoints (the sim in
 //! auto-approve answers its pages as a user would), then through the queues. Every step is
@@ -565,7 +565,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         health.status()
     );
     report.step(
-        "stack up: moto + template resources, microsoft-sim, 4 functions under cargo lambda watch",
+        "stack up: moto + template resources, microsoft-sim, the template's functions under cargo lambda watch",
     );
 
     // The platform subscribes to the connector's bus (a rule to its queue) before anything
@@ -733,15 +733,19 @@ pub async fn run(opts: &Options) -> Result<Report> {
             "{} fan-out failed: {outcome:?}",
             target.rule_name
         );
-        let counts = match &outcome {
+        let did = match &outcome {
             local_stack::Outcome::Ok(value) if value.get("enqueued").is_some() => format!(
-                ": {} jobs, {} users left to their change notifications",
+                "fan-out: {} jobs, {} users left to their change notifications",
                 value["enqueued"], value["subscribed"]
             ),
-            _ => String::new(),
+            local_stack::Outcome::Ok(value) if value.get("renewed").is_some() => format!(
+                "renewal pass: {} connections, {} subscriptions renewed (none due yet)",
+                value["scanned"], value["renewed"]
+            ),
+            _ => "run".to_owned(),
         };
         report.step(format!(
-            "schedule {} fired once -> {} fan-out{counts}",
+            "schedule {} fired once -> {} {did}",
             target.expression_text, target.binary
         ));
     }
