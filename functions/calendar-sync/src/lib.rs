@@ -15,7 +15,7 @@ pub mod work;
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
     DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
     DynamoTenantStore, Fence,
@@ -257,15 +257,7 @@ impl CalendarSync {
             .buffer_unordered(self.job_concurrency.max(1))
             .collect()
             .await;
-        let mut response = SqsBatchResponse::default();
-        for (message_id, keep) in outcomes {
-            if keep {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = message_id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        connector_core::sync::batch_response(outcomes)
     }
 
     /// Runs one record; returns its message id and whether SQS must deliver it again.

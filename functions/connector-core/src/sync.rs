@@ -130,6 +130,22 @@ pub fn wants_job(
     admin_allows && connection.wants_sync(kind, features.as_ref(), now + PARK_GRACE)
 }
 
+/// An SQS batch's answer with partial batch failures: the records to deliver again
+/// (`keep`), by message id; every other record of the batch is deleted by Lambda.
+pub fn batch_response(
+    outcomes: impl IntoIterator<Item = (String, bool)>,
+) -> aws_lambda_events::sqs::SqsBatchResponse {
+    let mut response = aws_lambda_events::sqs::SqsBatchResponse::default();
+    for (message_id, keep) in outcomes {
+        if keep {
+            let mut failure = aws_lambda_events::sqs::BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
 /// What a fan-out did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

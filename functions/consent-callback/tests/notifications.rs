@@ -21,7 +21,7 @@ use local_stack::esm::{EsmHandle, EsmOptions, event_source_mappings, spawn_mappi
 use local_stack::invoke::InProcessInvoker;
 use serde_json::{Value, json};
 use support::guid;
-use support::live::{Landing, Live, csrf, get, post, sign_in, tenant_json};
+use support::live::{Landing, Live, disconnect_from_me, sign_in, tenant_json};
 
 /// Adele of a tenant whose CRM knows Dana, signed in, her first import done and her mail
 /// subscription created (by the run's request, through SubscriptionQueue).
@@ -465,16 +465,7 @@ async fn disconnecting_deletes_the_subscriptions() {
     let world = Subscribed::start().await;
     let subscription = world.wait_for_subscription(None).await;
     let browser = world.live.browser();
-    sign_in(&world.live, &browser, "/me/login", &world.upn).await;
-    let (_, page, _) = get(&world.live, &browser, "/me").await;
-    let (status, _) = post(
-        &world.live,
-        &browser,
-        "/me/disconnect",
-        Some(&world.live.public),
-        &[("csrf", &csrf(&page, "/me/disconnect")), ("confirm", "on")],
-    )
-    .await;
+    let (status, _) = disconnect_from_me(&world.live, &browser, &world.upn).await;
     assert!(status < 400, "{status}");
     assert!(
         world.sim_subscriptions().await.is_empty(),

@@ -13,7 +13,9 @@ use connector_core::domain::{
 use connector_core::ports::{ActivityStore as _, BodyStore as _, SyncStateStore as _};
 use serde_json::json;
 use support::guid;
-use support::live::{Browser, Landing, Live, csrf, get, post, sign_in, tenant_json};
+use support::live::{
+    Browser, Landing, Live, csrf, disconnect_from_me, get, post, sign_in, tenant_json,
+};
 use time::OffsetDateTime;
 
 fn domain(prefix: &str) -> String {
@@ -315,16 +317,7 @@ async fn disconnect_while_a_sync_runs(
             .await
             .expect("lease")
     );
-    sign_in(live, browser, "/me/login", upn).await;
-    let (_, page, _) = get(live, browser, "/me").await;
-    post(
-        live,
-        browser,
-        "/me/disconnect",
-        Some(&live.public),
-        &[("csrf", &csrf(&page, "/me/disconnect")), ("confirm", "on")],
-    )
-    .await
+    disconnect_from_me(live, browser, upn).await
 }
 
 /// Contoso with an administrator and Adele, who signed in (her connection is active) and

@@ -16,7 +16,7 @@ pub mod work;
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use connector_core::clock::Clock;
 use connector_core::domain::SyncKind;
 use connector_core::messages::SyncJob;
@@ -253,13 +253,5 @@ pub async fn handle_sqs(app: &App, event: SqsEvent, deadline: Instant) -> SqsBat
         .buffer_unordered(RECORD_CONCURRENCY)
         .collect()
         .await;
-    let mut response = SqsBatchResponse::default();
-    for (message_id, keep) in outcomes {
-        if keep {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    connector_core::sync::batch_response(outcomes)
 }

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use connector_core::messages::SubscriptionJob;
 use connector_core::notifications::manager::{Manager, ManagerError, Outcome, RenewalReport};
 use futures::{StreamExt, stream};
@@ -154,13 +154,5 @@ pub async fn handle_jobs(manager: &Arc<Manager>, event: SqsEvent) -> SqsBatchRes
         .buffer_unordered(RECORD_CONCURRENCY)
         .collect()
         .await;
-    let mut response = SqsBatchResponse::default();
-    for (message_id, keep) in outcomes {
-        if keep {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            response.batch_item_failures.push(failure);
-        }
-    }
-    response
+    connector_core::sync::batch_response(outcomes)
 }

@@ -162,6 +162,20 @@ pub async fn post(
     )
 }
 
+/// `upn` signs in to `/me` in `browser` and disconnects: the answer's status and body.
+pub async fn disconnect_from_me(live: &Live, browser: &Browser, upn: &str) -> (u16, String) {
+    sign_in(live, browser, "/me/login", upn).await;
+    let (_, page, _) = get(live, browser, "/me").await;
+    post(
+        live,
+        browser,
+        "/me/disconnect",
+        Some(&live.public),
+        &[("csrf", &csrf(&page, "/me/disconnect")), ("confirm", "on")],
+    )
+    .await
+}
+
 /// A world tenant: `users` as `(id, upn, roles)`.
 pub fn tenant_json(
     id: &str,
