@@ -11,7 +11,9 @@
 //! - **Renew**: `PATCH /subscriptions/{id}` with a new expiration, by the renewal schedule
 //!   when fewer than [`super::RENEW_BEFORE`] remain, and at once on
 //!   `reauthorizationRequired` (Microsoft lets either a reauthorize call or a renewal
-//!   answer it). A subscription Graph no longer knows (404) is created again.
+//!   answer it). A subscription Graph no longer knows (404) is created again; one whose
+//!   renewal Graph refuses for good (403, no usable token) is deleted at Graph and here and
+//!   the refusal recorded, so a later creation never leaves two notifying for one user.
 //! - **Recreate** on `subscriptionRemoved`, unless the user's subscription is already
 //!   another one (a duplicate or late lifecycle notification changes nothing); once the
 //!   successor exists, a full delta round (`resync`) finds what changed in between.
@@ -453,23 +455,19 @@ impl Manager {
         kind: SyncKind,
         error: GraphError,
     ) -> Result<Outcome, ManagerError> {
-        let reason = match &error {
-            GraphError::Throttled { .. } | GraphError::Transport { .. } | GraphError::OutOfTime => {
-                return Err(ManagerError::Graph(error));
-            }
-            GraphError::Api { status, .. } if *status >= 500 => {
-                return Err(ManagerError::Graph(error));
-            }
-            GraphError::Api { status: 403, .. } => "access_denied".to_owned(),
-            GraphError::Api {
-                status: 400,
-                message,
-                ..
-            } if message.contains("validation request failed") => "validation_failed".to_owned(),
-            GraphError::Api { status, .. } => format!("graph_{status}"),
-            GraphError::Token(_) | GraphError::Unauthorized => "token".to_owned(),
-            GraphError::ForeignLink | GraphError::Malformed(_) => "graph_malformed".to_owned(),
+        let Some(reason) = refusal(&error) else {
+            return Err(ManagerError::Graph(error));
         };
+        self.record_refusal(user, kind, reason, &error).await
+    }
+
+    async fn record_refusal(
+        &self,
+        user: &UserKey,
+        kind: SyncKind,
+        reason: String,
+        error: &GraphError,
+    ) -> Result<Outcome, ManagerError> {
         let now = self.clock.now();
         warn!(
             tenant_id = %user.tenant_id,
@@ -477,7 +475,7 @@ impl Manager {
             kind = kind.as_str(),
             reason,
             error = %error,
-            "creating a subscription failed"
+            "Graph refused a subscription; tried again after a wait"
         );
         self.store
             .record_failure(
@@ -530,7 +528,20 @@ impl Manager {
             Err(error) if error.status() == Some(404) => {
                 self.create(&user, active.kind, Some(&active.id)).await
             }
-            Err(error) => self.creation_failed(&user, active.kind, error).await,
+            // Refused for good (access withdrawn, token unusable): the subscription is given
+            // up at Graph and here before the failure is recorded, so that a later creation
+            // does not leave two subscriptions notifying for one user.
+            Err(error) => {
+                let Some(reason) = refusal(&error) else {
+                    return Err(ManagerError::Graph(error));
+                };
+                self.delete_at_graph(&active).await;
+                self.store
+                    .remove(&user, active.kind, Some(&active.id))
+                    .await?;
+                self.record_refusal(&user, active.kind, reason, &error)
+                    .await
+            }
         }
     }
 
@@ -649,6 +660,27 @@ impl crate::offboard::SubscriptionCanceller for Manager {
     }
 }
 
+/// The reason code of a Graph error that refuses for good (recorded, tried again after
+/// [`RETRY_AFTER_FAILURE`]); `None` for one worth retrying soon (throttled, 5xx,
+/// unreachable), which fails the job for SQS to retry.
+fn refusal(error: &GraphError) -> Option<String> {
+    Some(match error {
+        GraphError::Throttled { .. } | GraphError::Transport { .. } | GraphError::OutOfTime => {
+            return None;
+        }
+        GraphError::Api { status, .. } if *status >= 500 => return None,
+        GraphError::Api { status: 403, .. } => "access_denied".to_owned(),
+        GraphError::Api {
+            status: 400,
+            message,
+            ..
+        } if message.contains("validation request failed") => "validation_failed".to_owned(),
+        GraphError::Api { status, .. } => format!("graph_{status}"),
+        GraphError::Token(_) | GraphError::Unauthorized => "token".to_owned(),
+        GraphError::ForeignLink | GraphError::Malformed(_) => "graph_malformed".to_owned(),
+    })
+}
+
 /// Graph's own format: `2026-12-13T10:00:00.0000000Z` (UTC, 7 fractional digits).
 fn format_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
@@ -678,6 +710,34 @@ pub fn ensure_job(user: &UserKey, kind: SyncKind) -> SubscriptionJob {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn refusals_are_recorded_and_outages_retried() {
+        let api = |status: u16, message: &str| GraphError::Api {
+            status,
+            code: "x".into(),
+            message: message.into(),
+            request_id: None,
+        };
+        assert_eq!(refusal(&api(403, "")).as_deref(), Some("access_denied"));
+        assert_eq!(
+            refusal(&api(
+                400,
+                "Subscription validation request failed. HTTP 'InternalServerError'"
+            ))
+            .as_deref(),
+            Some("validation_failed")
+        );
+        assert_eq!(refusal(&api(400, "other")).as_deref(), Some("graph_400"));
+        assert_eq!(refusal(&GraphError::Unauthorized).as_deref(), Some("token"));
+        assert_eq!(refusal(&api(503, "")), None);
+        assert_eq!(
+            refusal(&GraphError::Throttled {
+                retry_after: std::time::Duration::from_secs(5)
+            }),
+            None
+        );
+    }
 
     #[test]
     fn times_are_written_as_graph_writes_them() {
