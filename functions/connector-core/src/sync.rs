@@ -896,6 +896,7 @@ pub fn fan_out_emf_line(function: &str, report: &FanOutReport, timestamp_ms: i12
                 "Metrics": [
                     {"Name": "Enqueued", "Unit": "Count"},
                     {"Name": "Skipped", "Unit": "Count"},
+                    {"Name": "Subscribed", "Unit": "Count"},
                     {"Name": "EnqueueFailed", "Unit": "Count"},
                     {"Name": "FanOutMs", "Unit": "Milliseconds"},
                 ],
@@ -904,6 +905,7 @@ pub fn fan_out_emf_line(function: &str, report: &FanOutReport, timestamp_ms: i12
         "Function": function,
         "Enqueued": report.enqueued,
         "Skipped": report.skipped,
+        "Subscribed": report.subscribed,
         "EnqueueFailed": report.failed,
         "FanOutMs": report.elapsed_ms,
     })
