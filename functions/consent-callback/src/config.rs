@@ -124,6 +124,11 @@ pub(crate) mod tests {
                 "TEAMS_POST_QUEUE_URL",
                 "http://127.0.0.1:5000/123456789012/teams",
             ),
+            ("SUBSCRIPTIONS_TABLE", "t-subscriptions"),
+            (
+                "SUBSCRIPTION_QUEUE_URL",
+                "http://127.0.0.1:5000/123456789012/subscriptions",
+            ),
             ("CLIENT_SECRET_ID", "stack/entra-client-secret"),
             ("CLIENT_ID", "11111111-2222-3333-4444-555555555555"),
             ("LOGIN_BASE_URL", "https://login.microsoftonline.com"),

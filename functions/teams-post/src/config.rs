@@ -93,6 +93,11 @@ mod tests {
             (vars::CRM_TABLE, "t-crm"),
             (vars::AUTH_SESSIONS_TABLE, "t-sessions"),
             (vars::IDEMPOTENCY_TABLE, "t-idem"),
+            (vars::SUBSCRIPTIONS_TABLE, "t-subscriptions"),
+            (
+                vars::SUBSCRIPTION_QUEUE_URL,
+                "http://127.0.0.1:5000/1/subscriptions",
+            ),
             (vars::MAIL_SYNC_QUEUE_URL, "http://127.0.0.1:5000/1/mail"),
             (vars::CALENDAR_SYNC_QUEUE_URL, "http://127.0.0.1:5000/1/cal"),
             (vars::TEAMS_POST_QUEUE_URL, "http://127.0.0.1:5000/1/teams"),

@@ -37,6 +37,7 @@ fn env(aws_endpoint: &str) -> BTreeMap<String, String> {
         ("CRM_TABLE", "crm"),
         ("AUTH_SESSIONS_TABLE", "auth-sessions"),
         ("IDEMPOTENCY_TABLE", "idempotency"),
+        ("SUBSCRIPTIONS_TABLE", "subscriptions"),
         ("MESSAGE_BODIES_BUCKET", "bodies"),
         ("CLIENT_SECRET_ID", "client-secret"),
         ("CLIENT_ID", "00000000-0000-0000-0000-000000000001"),
@@ -51,6 +52,7 @@ fn env(aws_endpoint: &str) -> BTreeMap<String, String> {
         "MAIL_SYNC_QUEUE_URL",
         "CALENDAR_SYNC_QUEUE_URL",
         "TEAMS_POST_QUEUE_URL",
+        "SUBSCRIPTION_QUEUE_URL",
     ] {
         env.insert(var.into(), format!("{aws_endpoint}/000000000000/q"));
     }
