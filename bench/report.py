@@ -682,8 +682,8 @@ def markdown(r) -> str:
         for label, t in n["throughput"].items():
             name = {"moto": "moto through the AWS SDK (DynamoSubscriptionStore, SqsJobQueue)",
                     "memory": "in memory (MemorySubscriptionStore, MemoryJobQueue): the handler's own cost"}.get(label, label)
-            add(f"| {name} | {t['concurrency']} | **{fmt(t['answersPerSecond'], 0)}** | {fmt(t['answerMs']['p50'])} ms | "
-                f"{fmt(t['answerMs']['p99'])} ms | {fmt(t['handlerMs']['p50'])} ms | {fmt(t['handlerMs']['p99'])} ms | "
+            add(f"| {name} | {t['concurrency']} | **{fmt(t['answersPerSecond'], 0)}** | {t['answerMs']['p50']:.3f} ms | "
+                f"{t['answerMs']['p99']:.3f} ms | {t['handlerMs']['p50']:.3f} ms | {t['handlerMs']['p99']:.3f} ms | "
                 f"{t['woke']:,} | {t['debounced']:,} | {', '.join(f'{k}: {v:,}' for k, v in t['statuses'].items())} |")
         add("")
         add("moto answers each DynamoDB and SQS call in milliseconds of Python, so the first row measures moto; a Lambda "
@@ -717,8 +717,11 @@ def markdown(r) -> str:
             "remain) and the renewal pass's reads. Per-run AWS figures come from the counting proxies (DynamoDB request "
             "units estimated from the wire: `awsproxy::read_units` / `write_units`); Lambda time is the measured wall "
             "time of the invocation at the function's MemorySize in template.yaml; the worker was one warm process, so "
-            "its token and CRM index were cached as in a warm Lambda container. Calendar runs were not measured: the "
-            "mail run's figures stand in for them. API Gateway (the webhook's HTTP API requests) and S3 are left out.\n")
+            "its token and CRM index were cached as in a warm Lambda container (a cold one adds Secrets Manager reads). Wall "
+            "times were taken on moto, which answers each call in milliseconds of Python, so the GB-s err high. Calendar runs were not measured: the "
+            "mail run's figures stand in for them. API Gateway (the webhook's HTTP API requests) and S3 (message bodies) are left out. Most write units of a "
+            "run are the mailbox budget's transactions (`TransactWriteItems` on SyncStateTable with a condition on "
+            "ConnectionsTable, two write units per item).\n")
         add("| Price | USD | source |")
         add("|---|---|---|")
         for k, p in cost["prices"].items():

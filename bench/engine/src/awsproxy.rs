@@ -168,11 +168,11 @@ impl AwsCounts {
     }
 
     pub fn total_read_units(&self) -> f64 {
-        self.read_units.values().sum()
+        self.read_units.values().fold(0.0, |a, b| a + b)
     }
 
     pub fn total_write_units(&self) -> f64 {
-        self.write_units.values().sum()
+        self.write_units.values().fold(0.0, |a, b| a + b)
     }
 
     fn record(&mut self, target: &str, body: &[u8]) {

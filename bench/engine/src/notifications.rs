@@ -125,7 +125,9 @@ pub async fn ensure_subscription_resources(store: &mut Store) -> Result<Option<S
     if store.stack.env.contains_key(TABLE_VAR) && store.stack.env.contains_key(QUEUE_VAR) {
         return Ok(None);
     }
-    let table = "SubscriptionsTable-bench";
+    // Stacks may share one moto: names of their own.
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let table = format!("SubscriptionsTable-bench-{suffix}");
     // The adapter's key schema (connector-core/src/adapters/dynamodb/subscriptions.rs).
     let key = |name: &str, kind: KeyType| {
         KeySchemaElement::builder()
@@ -142,7 +144,7 @@ pub async fn ensure_subscription_resources(store: &mut Store) -> Result<Option<S
     store
         .dynamo
         .create_table()
-        .table_name(table)
+        .table_name(&table)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
@@ -154,13 +156,13 @@ pub async fn ensure_subscription_resources(store: &mut Store) -> Result<Option<S
     let queue = store
         .sqs
         .create_queue()
-        .queue_name("SubscriptionQueue-bench")
+        .queue_name(format!("SubscriptionQueue-bench-{suffix}"))
         .send()
         .await
         .context("creating the subscription queue")?
         .queue_url
         .context("a queue URL")?;
-    store.stack.env.insert(TABLE_VAR.into(), table.into());
+    store.stack.env.insert(TABLE_VAR.into(), table);
     store.stack.env.insert(QUEUE_VAR.into(), queue);
     Ok(Some(format!(
         "template.yaml declares no {TABLE_VAR} / {QUEUE_VAR}: the bench created SubscriptionsTable \
@@ -481,7 +483,7 @@ fn per(counts: &AwsCounts, n: usize) -> Value {
             .iter()
             .filter(|(op, _)| op.starts_with(prefix))
             .map(|(_, c)| *c as f64)
-            .sum::<f64>()
+            .fold(0.0, |a, b| a + b)
             / n
     };
     json!({
@@ -737,12 +739,32 @@ pub async fn run(ctx: &NotifyContext<'_>) -> Result<Value> {
 
     // ---- arrivals
     let mail_queue = store.stack.var("MAIL_SYNC_QUEUE_URL").to_owned();
-    store
-        .sqs
-        .purge_queue()
-        .queue_url(&mail_queue)
-        .send()
-        .await?;
+    // Jobs left from earlier steps (the fan-out's) would be delivered to this worker.
+    // Drained rather than purged: SQS allows one purge a minute, and the fan-out purges.
+    loop {
+        let out = store
+            .sqs
+            .receive_message()
+            .queue_url(&mail_queue)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            if let Some(handle) = message.receipt_handle {
+                store
+                    .sqs
+                    .delete_message()
+                    .queue_url(&mail_queue)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
+            }
+        }
+    }
     let template = local_stack::template::Template::load(&ctx.options.repo.join("template.yaml"))?;
     let mut mapping = local_stack::esm::event_source_mappings(&template, &store.stack.provisioned)?
         .into_iter()
@@ -782,6 +804,7 @@ pub async fn run(ctx: &NotifyContext<'_>) -> Result<Value> {
     let mut missed = 0usize;
     let mut overran = 0usize;
     let mut spacings = Vec::new();
+    let mut timeline: Vec<(Instant, Option<Duration>)> = Vec::new();
     let mut last_arrival: Option<Instant> = None;
     let mut rows = Vec::new();
     progress(&format!(
@@ -817,23 +840,12 @@ pub async fn run(ctx: &NotifyContext<'_>) -> Result<Value> {
                 break;
             }
         }
-        let runs = worker
-            .runs()
-            .iter()
-            .filter(|r| r.started >= arrived && seen.is_none_or(|s| r.started <= arrived + s))
-            .count();
         match seen {
-            Some(latency) => {
-                latencies.push(ms(latency));
-                if runs == 1 {
-                    one_run += 1;
-                }
-            }
+            Some(latency) => latencies.push(ms(latency)),
             None => missed += 1,
         }
-        rows.push(
-            json!({"n": n, "latencyMs": seen.map(ms), "runs": runs, "plannedSpacingMs": ms(spacing)}),
-        );
+        timeline.push((arrived, seen));
+        rows.push(json!({"n": n, "latencyMs": seen.map(ms), "plannedSpacingMs": ms(spacing)}));
         if (n + 1) % 20 == 0 {
             progress(&format!(
                 "notifications: {} arrivals, p50 {:.0} ms so far",
@@ -855,6 +867,18 @@ pub async fn run(ctx: &NotifyContext<'_>) -> Result<Value> {
     let hook_aws = hook_proxy.take();
     let (entries, _) = sim_requests(ctx.http, ctx.sim_base, since).await?;
     let runs = worker.runs();
+    // Runs that started between an arrival and its activity's appearance (a run's record
+    // is complete only when its invocation has answered, after the activity is written).
+    for ((arrived, seen), row) in timeline.iter().zip(rows.iter_mut()) {
+        let started = runs
+            .iter()
+            .filter(|r| r.started >= *arrived && seen.is_none_or(|s| r.started <= *arrived + s))
+            .count();
+        row["runs"] = json!(started);
+        if seen.is_some() && started == 1 {
+            one_run += 1;
+        }
+    }
     let notified_graph = classify(&entries, &ctx.user.id).0;
     let hook_answers: Vec<Answer> = hook
         .answers()
@@ -986,7 +1010,10 @@ async fn throughput_runs(ctx: &NotifyContext<'_>) -> Result<Value> {
     let wakes = store
         .sqs
         .create_queue()
-        .queue_name("BenchWebhookWakes")
+        .queue_name(format!(
+            "BenchWebhookWakes-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ))
         .send()
         .await?
         .queue_url
