@@ -248,7 +248,11 @@ def main():
                poll <= py / 20, f"{poll:.1f} ms vs {py:.0f} ms")
         target(f"{c['function']}: zipped binary", c["zipBytes"] / 1e6, 6, "MB", c["zipBytes"] <= 6e6)
 
+    # ---- 7. change notifications (issue 15)
+    notifications = notification_figures(m, target)
+
     result = {
+        "notifications": notifications,
         "machine": m["machine"], "settings": settings, "setup": m["setup"], "totalSeconds": m["totalSeconds"],
         "engine": engine, "listings": [dict(v) for v in listings.values()], "wire": m.get("wire"),
         "importWarmUp": m.get("importWarmUp"), "imports": imports, "fanOut": fo, "coldStarts": cold, "pythonImport": m["pythonImport"],
@@ -259,6 +263,173 @@ def main():
     (out / "report.md").write_text(markdown(result))
     met = sum(t["met"] for t in targets)
     print(f"report: {out / 'report.md'} ({met}/{len(targets)} targets met)")
+
+
+# ---- issue 15: cost per user-month, polling only vs with change notifications
+
+# us-east-1 list prices, read 2026-12-06 (free tiers left out). The AWS pages render their rate tables client-side,
+# so each rate was cross-read from a stored copy of a page quoting it; the AWS page is the authority.
+PRICES = {
+    "lambdaGbSecond": {"usd": 0.0000133334, "unit": "GB-second, Arm (first 7.5 billion GB-s a month)",
+                       "source": "https://aws.amazon.com/lambda/pricing/ (rate quoted by https://cloudchipr.com/blog/aws-lambda-pricing)"},
+    "lambdaRequest": {"usd": 0.20 / 1e6, "unit": "request ($0.20 per 1M)",
+                      "source": "https://aws.amazon.com/lambda/pricing/"},
+    "readUnit": {"usd": 0.125 / 1e6, "unit": "DynamoDB on-demand read request unit ($0.125 per 1M)",
+                 "source": "https://aws.amazon.com/dynamodb/pricing/on-demand/ (rate quoted by https://airbyte.com/data-engineering-resources/dynamodb-pricing)"},
+    "writeUnit": {"usd": 0.625 / 1e6, "unit": "DynamoDB on-demand write request unit ($0.625 per 1M)",
+                  "source": "https://aws.amazon.com/dynamodb/pricing/on-demand/ (rate quoted by https://airbyte.com/data-engineering-resources/dynamodb-pricing)"},
+    "sqsRequest": {"usd": 0.40 / 1e6, "unit": "SQS standard request ($0.40 per 1M, first 100 billion a month)",
+                   "source": "https://aws.amazon.com/sqs/pricing/ (rate quoted by https://cloudburn.io/blog/amazon-sqs-pricing)"},
+    "secretsCall": {"usd": 0.05 / 1e4, "unit": "Secrets Manager API call ($0.05 per 10,000)",
+                    "source": "https://aws.amazon.com/secrets-manager/pricing/ (rate quoted by https://hivebook.wiki/wiki/aws-secrets-manager-rotated-secrets-dynamic-db-credentials-kms)"},
+}
+PRICES_READ = "2026-12-06"
+
+# The profile of issue 15.
+PROFILE = {"emailsPerDay": 50, "meetingChangesPerDay": 10, "matchRatio": 0.2, "days": 30,
+           "mailRunsPerDay": 96, "calendarRunsPerDay": 24, "subscribedPollMinutes": 360,
+           "renewEveryDays": (10_060 - 60 * 60) / (24 * 60), "renewalPassesPerDay": 4}
+FIELDS = ["lambdaRequests", "gbSeconds", "readUnits", "writeUnits", "sqsRequests", "secretsCalls"]
+
+
+def line(name, count, *, aws=None, wall_ms=0.0, memory_mb=0, invocations=True, extra=None, note=""):
+    """`count` a day of something: Lambda invocations of `wall_ms` at `memory_mb` (when `invocations`), each with
+    the AWS figures `aws` (per-run averages from measurements.json) plus `extra` (per-unit additions)."""
+    aws = aws or {}
+    extra = extra or {}
+    per = {
+        "lambdaRequests": 1.0 if invocations else 0.0,
+        "gbSeconds": (max(wall_ms, 1.0) / 1000 * memory_mb / 1024) if invocations else 0.0,
+        "readUnits": aws.get("readUnits", 0.0),
+        "writeUnits": aws.get("writeUnits", 0.0),
+        "sqsRequests": aws.get("sqsRequests", 0.0),
+        "secretsCalls": aws.get("secretsManagerCalls", 0.0),
+    }
+    for k, v in extra.items():
+        per[k] += v
+    return {"item": name, "perDay": count, "each": per, "note": note,
+            "month": {k: per[k] * count * PROFILE["days"] for k in FIELDS}}
+
+
+def usd(month):
+    p = {k: v["usd"] for k, v in PRICES.items()}
+    return {
+        "lambda": month["lambdaRequests"] * p["lambdaRequest"] + month["gbSeconds"] * p["lambdaGbSecond"],
+        "dynamodb": month["readUnits"] * p["readUnit"] + month["writeUnits"] * p["writeUnit"],
+        "sqs": month["sqsRequests"] * p["sqsRequest"],
+        "secretsManager": month["secretsCalls"] * p["secretsCall"],
+    }
+
+
+def notification_figures(m, target):
+    n = m.get("notifications") or {}
+    if not n:
+        return None
+    lat = n["latency"]
+    ms_ = lat["ms"]
+    measured = lat["measured"]
+    target("notification: arrival → stored activity, p99", ms_["p99"] / 1000 if measured else None, 10, "s",
+           measured > 0 and lat["missed"] == 0 and ms_["p99"] <= 10_000,
+           f"{measured} of {n['settings']['arrivals']} arrivals stored, {lat['missed']} missed; p50 "
+           f"{fmt(ms_['p50'] / 1000 if measured else None)} s; polling alone: up to 900 s")
+
+    mem = n["memoryMb"]
+    glob = mem.get("globals") or 256
+    mail_mb = mem.get("mail-sync") or glob
+    cal_mb = mem.get("calendar-sync") or glob
+    hook_mb = mem.get("consent-callback") or glob
+    subs_mb = mem.get("subscriptions") or glob
+    poll, notif, hook = n["pollRun"], n["notifiedRuns"], n["webhookPosts"]
+    create, renew = n["subscription"]["create"], n["subscription"]["renew"]
+    tables = n["tables"]
+    P = PROFILE
+    matched_mail = P["emailsPerDay"] * P["matchRatio"]
+    matched_meetings = P["meetingChangesPerDay"] * P["matchRatio"]
+
+    # The schedule's fan-out, per user and round: from the fan-out run on moto (its connections, tenants and — when
+    # the worker has a subscription store — subscription reads, SendMessageBatch), when it ran.
+    fo = ((m.get("fanOut") or {}).get("moto") or {})
+    fo_run = fo.get("run") or {}
+    users = fo.get("connections") or 0
+    if fo_run.get("aws") and users:
+        ru = fo_run["aws"].get("readUnits", {})
+        sub_ru = ru.get(tables["subscriptions"], 0.0) / users
+        base_ru = sum(v for t, v in ru.items() if t != tables["subscriptions"]) / users
+        fan_wall = fo_run["wallMs"] / users
+        fan_sqs = sum(v for k, v in fo_run["aws"]["calls"].items() if k.startswith("AmazonSQS.")) / users
+        fan_source = f"measured: the fan-out over {users:,} connections on moto, divided by its connections"
+    else:
+        base_ru, sub_ru, fan_wall, fan_sqs = 0.5 / 8, 0.5, 0.0, 0.1
+        fan_source = "estimated (the fan-out part did not run): a 500-byte connection item in an eventually consistent Query, one subscription item of BatchGetItem"
+    # Jobs of scheduled rounds come to the worker in batches (up to 10 records): ReceiveMessage + DeleteMessageBatch
+    # once per batch; a notified job comes alone (its own receive and delete).
+    esm_batched, esm_alone = 2 / 10, 2.0
+    run_extra = {"sqsRequests": esm_batched}
+    notified_extra = {"sqsRequests": esm_alone}
+    mail_rounds_per_poll = P["subscribedPollMinutes"] / 15
+    cal_rounds_per_poll = P["subscribedPollMinutes"] / 60
+    poll_wall = poll["wallMs"]["mean"]
+    notif_wall = notif["wallMs"]["mean"]
+
+    polling = [
+        line("mail schedule runs, nothing new to store", P["mailRunsPerDay"] - matched_mail, aws=poll["aws"], wall_ms=poll_wall,
+             memory_mb=mail_mb, extra=run_extra, note="measured: scheduled run of the unchanged mailbox"),
+        line("mail schedule runs that store a match", matched_mail, aws=notif["aws"], wall_ms=notif_wall, memory_mb=mail_mb,
+             extra=run_extra, note="measured: a run that stores one activity (the notified runs)"),
+        line("calendar schedule runs, nothing new to store", P["calendarRunsPerDay"] - matched_meetings, aws=poll["aws"],
+             wall_ms=poll_wall, memory_mb=cal_mb, extra=run_extra, note="not measured: taken as the mail run's figures"),
+        line("calendar schedule runs that store a match", matched_meetings, aws=notif["aws"], wall_ms=notif_wall,
+             memory_mb=cal_mb, extra=run_extra, note="not measured: taken as the mail run's figures"),
+        line("fan-out share (every round reads the user's connection)", P["mailRunsPerDay"] + P["calendarRunsPerDay"],
+             wall_ms=fan_wall, memory_mb=mail_mb, invocations=False,
+             extra={"readUnits": base_ru, "sqsRequests": fan_sqs, "gbSeconds": fan_wall / 1000 * mail_mb / 1024},
+             note=fan_source),
+    ]
+    safety_mail = P["mailRunsPerDay"] / mail_rounds_per_poll
+    safety_cal = P["calendarRunsPerDay"] / cal_rounds_per_poll
+    notified_mail_nothing = P["emailsPerDay"] - matched_mail
+    notified_cal_nothing = P["meetingChangesPerDay"] - matched_meetings
+    renewals_per_day = 2 / P["renewEveryDays"]
+    with_notifications = [
+        line("webhook POSTs (consent-callback), one per notification", P["emailsPerDay"] + P["meetingChangesPerDay"],
+             aws=hook["aws"], wall_ms=hook["handlerMs"]["mean"], memory_mb=hook_mb,
+             note="measured: the handler's time and AWS calls per POST during the arrivals"),
+        line("notified mail runs that store a match", matched_mail, aws=notif["aws"], wall_ms=notif_wall, memory_mb=mail_mb,
+             extra=notified_extra, note="measured: the notified runs"),
+        line("notified mail runs, a message that does not match", notified_mail_nothing, aws=poll["aws"], wall_ms=poll_wall,
+             memory_mb=mail_mb, extra=notified_extra, note="taken as the unchanged-mailbox run (one message listed, none fetched)"),
+        line("notified calendar runs that store a match", matched_meetings, aws=notif["aws"], wall_ms=notif_wall,
+             memory_mb=cal_mb, extra=notified_extra, note="not measured: taken as the mail run's figures"),
+        line("notified calendar runs, a change that does not match", notified_cal_nothing, aws=poll["aws"], wall_ms=poll_wall,
+             memory_mb=cal_mb, extra=notified_extra, note="not measured: taken as the mail run's figures"),
+        line(f"safety-net polls (every {P['subscribedPollMinutes']} min, mail and calendar)", safety_mail + safety_cal,
+             aws=poll["aws"], wall_ms=poll_wall, memory_mb=mail_mb, extra=run_extra,
+             note="measured: scheduled run of the unchanged mailbox"),
+        line("fan-out share (connection and subscription read every round)", P["mailRunsPerDay"] + P["calendarRunsPerDay"],
+             wall_ms=fan_wall, memory_mb=mail_mb, invocations=False,
+             extra={"readUnits": base_ru + sub_ru, "sqsRequests": fan_sqs / mail_rounds_per_poll,
+                    "gbSeconds": fan_wall / 1000 * mail_mb / 1024},
+             note=fan_source + "; jobs sent only in the user's safety-net rounds"),
+        line("renewals (one PATCH per subscription every ~4.6 days, 2 subscriptions)", renewals_per_day, aws=renew["aws"],
+             wall_ms=renew["wallMs"], memory_mb=subs_mb, extra={"sqsRequests": 0.0},
+             note="measured: Manager::handle(renew) in process; memory: "
+                  + ("template.yaml" if mem.get("subscriptions") else "Globals (template.yaml has no subscriptions function)")),
+        line("renewal pass reads (every 6 h: connection, both subscriptions)", P["renewalPassesPerDay"], invocations=False,
+             extra={"readUnits": base_ru / 2 + 2 * max(sub_ru, 0.5)},
+             note="estimated: the fan-out's connection read per user and one eventually consistent read per subscription"),
+    ]
+
+    def total(lines):
+        month = {k: sum(l["month"][k] for l in lines) for k in FIELDS}
+        money = usd(month)
+        return {"month": month, "usd": money, "usdTotal": sum(money.values())}
+
+    cost = {"profile": P, "prices": PRICES, "pricesRead": PRICES_READ,
+            "polling": {"lines": polling, **total(polling)},
+            "withNotifications": {"lines": with_notifications, **total(with_notifications)},
+            "perRun": {"pollWallMs": poll_wall, "notifiedWallMs": notif_wall, "memoryMb": {"mail-sync": mail_mb,
+                       "calendar-sync": cal_mb, "consent-callback": hook_mb, "subscriptions": subs_mb}}}
+    return {"raw": n, "cost": cost}
 
 
 def missed_notes(targets, engine, listings, imports, m) -> list:
@@ -316,6 +487,16 @@ def missed_notes(targets, engine, listings, imports, m) -> list:
             f"average, of 20), and the store (moto took {big['motoMsByOperation'].get('DynamoDB_20120810.BatchWriteItem', 0) / 1000:.0f} s "
             "to answer BatchWriteItem) runs behind the fetches with a bounded queue. Candidates: batches that span page "
             "boundaries, and a deeper store queue.")
+    nf = m.get("notifications") or {}
+    if any(t.startswith("notification: arrival") for t in missed) and nf:
+        lat, runs = nf["latency"], nf["notifiedRuns"]
+        notes.append(
+            f"Notification latency: p99 {lat['ms']['p99'] / 1000:.1f} s, {lat['missed']} arrivals not stored within "
+            f"{nf['settings']['arrivalTimeoutMs'] / 1000:.0f} s, {lat['answeredByOneRun']} of {lat['measured']} answered by "
+            f"one run. The fixed part is the debounce ({nf['settings']['debounceMs'] / 1000:.0f} s) and the event source "
+            f"mapping's batching window ({nf['settings']['batchingWindowMs'] / 1000:.0f} s); the worker's run took p99 "
+            f"{runs['wallMs']['p99'] / 1000:.1f} s. See the webhook's and worker's logs under logs/ for the slow arrivals "
+            "(rows in measurements.json list each arrival's latency and runs).")
     if any(t.endswith("zipped binary") for t in missed):
         notes.append(
             "Zipped binaries: x86_64 builds of the release profile (opt-level \"s\" with the listing path at 3, fat LTO, "
@@ -463,6 +644,89 @@ def markdown(r) -> str:
         add(f"- {w['mailbox']:,}-message listing: {w['pages']} pages, {w['decodedBytes']:,} bytes decoded, "
             f"{w['gzipBytes']:,} bytes on the wire (gzip)")
     add("")
+
+    nf = r.get("notifications")
+    if nf:
+        n, cost = nf["raw"], nf["cost"]
+        st, lat = n["settings"], n["latency"]
+        add("## 7. Change notifications (issue 15)\n")
+        add(f"A user with a {st['mailboxMessages']}-message Inbox, first import done through the release `mail-sync` binary; "
+            f"its completed run queued `ensure` on SubscriptionQueue, handled by the subscriptions manager "
+            f"(`Manager::handle`), which created `{n['subscription']['resource']}` ({n['subscription']['changeTypes']}) at the "
+            f"sim after its validation handshake with the webhook. Graph latency {st['latencyMs']} ms.\n")
+        add(f"**Arrival → stored activity** ({lat['measured']} of {st['arrivals']} arrivals, {lat['missed']} missed; one "
+            f"CRM-matching message at a time through the sim's control API, {st['spacingMs'] / 1000:.0f}–"
+            f"{(st['spacingMs'] + st['jitterMs']) / 1000:.0f} s apart, measured spacing p50 {lat['spacingMs']['p50'] / 1000:.1f} s; "
+            f"the activities table read with a consistent Query every {st['pollEveryMs']:.0f} ms, so each figure is late by up "
+            f"to that much):\n")
+        add("| p50 | p99 | max | mean | answered by one run | target |")
+        add("|---|---|---|---|---|---|")
+        d = lat["ms"]
+        add(f"| {fmt(d['p50'] / 1000)} s | {fmt(d['p99'] / 1000)} s | {fmt(d['max'] / 1000)} s | {fmt(d['mean'] / 1000)} s | "
+            f"{lat['answeredByOneRun']} of {lat['measured']} ({lat['answeredByOneRun'] / max(lat['measured'], 1):.0%}) | "
+            f"p99 ≤ 10 s (polling alone: up to 900 s) |")
+        add("")
+        add(f"What the time is made of: the sim posts the notification at once; the webhook claims the wake and queues one "
+            f"job delayed by the debounce ({st['debounceMs'] / 1000:.0f} s); the event source mapping (MailSyncFunction's "
+            f"batch size {st['batchSize']}, batching window {st['batchingWindowMs'] / 1000:.0f} s) hands it to the warm worker; the run "
+            f"(p50 {fmt(n['notifiedRuns']['wallMs']['p50'], 0)} ms) lists the delta, fetches and stores the match. "
+            f"{n['notifiedRuns']['runs']} worker runs ({n['notifiedRuns']['failed']} failed), "
+            f"{n['webhookPosts']['posts']} notification POSTs ({n['webhookPosts']['woke']} wakes, "
+            f"{n['webhookPosts']['debounced']} debounced, {n['webhookPosts']['non202']} not 202), "
+            f"{n['webhookPosts']['simDeliveries']} deliveries in the sim's log.\n")
+        add("**Webhook answers per second, one instance** (the connector's `Webhook::handle` behind an axum server on a "
+            "current-thread runtime of its own thread, as consent-callback's `main` runs; valid one-item batches over "
+            "synthetic subscriptions, most found debounced):\n")
+        add("| Store and queue | in flight | answers/s | answer p50 | answer p99 | handler p50 | handler p99 | wakes | debounced | statuses |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
+        for label, t in n["throughput"].items():
+            name = {"moto": "moto through the AWS SDK (DynamoSubscriptionStore, SqsJobQueue)",
+                    "memory": "in memory (MemorySubscriptionStore, MemoryJobQueue): the handler's own cost"}.get(label, label)
+            add(f"| {name} | {t['concurrency']} | **{fmt(t['answersPerSecond'], 0)}** | {t['answerMs']['p50']:.3f} ms | "
+                f"{t['answerMs']['p99']:.3f} ms | {t['handlerMs']['p50']:.3f} ms | {t['handlerMs']['p99']:.3f} ms | "
+                f"{t['woke']:,} | {t['debounced']:,} | {', '.join(f'{k}: {v:,}' for k, v in t['statuses'].items())} |")
+        add("")
+        add("moto answers each DynamoDB and SQS call in milliseconds of Python, so the first row measures moto; a Lambda "
+            "instance takes one request at a time, so one deployed instance answers about 1 ÷ (answer time) per second, "
+            "and Lambda adds instances for concurrent POSTs.\n")
+        add(f"**Cost per user-month** ({cost['profile']['emailsPerDay']} emails and {cost['profile']['meetingChangesPerDay']} "
+            f"meeting changes a day, {cost['profile']['matchRatio']:.0%} CRM matches, {cost['profile']['days']} days; "
+            f"us-east-1 list prices read {cost['pricesRead']}, free tiers left out):\n")
+        for key, label in (("polling", "Polling only"), ("withNotifications", "With change notifications")):
+            c = cost[key]
+            add(f"*{label}*\n")
+            add("| Item | a day | Lambda requests | GB-s | RRU | WRU | SQS requests | Secrets Manager calls | source |")
+            add("|---|---|---|---|---|---|---|---|---|")
+            for l in c["lines"]:
+                mo = l["month"]
+                add(f"| {l['item']} | {l['perDay']:.2f} | {fmt(mo['lambdaRequests'], 0)} | {fmt(mo['gbSeconds'])} | "
+                    f"{fmt(mo['readUnits'], 0)} | {fmt(mo['writeUnits'], 0)} | {fmt(mo['sqsRequests'], 0)} | "
+                    f"{fmt(mo['secretsCalls'], 0)} | {l['note']} |")
+            mo = c["month"]
+            add(f"| **month** | | {fmt(mo['lambdaRequests'], 0)} | {fmt(mo['gbSeconds'])} | {fmt(mo['readUnits'], 0)} | "
+                f"{fmt(mo['writeUnits'], 0)} | {fmt(mo['sqsRequests'], 0)} | {fmt(mo['secretsCalls'], 0)} | |")
+            u = c["usd"]
+            add(f"\nUSD a user-month: Lambda ${u['lambda']:.5f}, DynamoDB ${u['dynamodb']:.5f}, SQS ${u['sqs']:.5f}, "
+                f"Secrets Manager ${u['secretsManager']:.5f}: **${c['usdTotal']:.4f}**\n")
+        add("The model: polling = 96 mail and 24 calendar schedule runs a day, the runs that find a match costing what a "
+            "measured run that stores one activity costs, the others what a measured run of the unchanged mailbox costs; "
+            "with notifications = one webhook POST and one run per change (bursts merge within the 3 s debounce; at "
+            "this profile's rate they are taken not to), the safety-net polls (every `SUBSCRIBED_POLL_MINUTES`, 360 by "
+            "default: 4 a day per kind), the fan-out still reading every user each round plus their subscription, "
+            "renewals (one PATCH per subscription every ~4.6 days: lifetime 10,060 min, renewed when fewer than 60 h "
+            "remain) and the renewal pass's reads. Per-run AWS figures come from the counting proxies (DynamoDB request "
+            "units estimated from the wire: `awsproxy::read_units` / `write_units`); Lambda time is the measured wall "
+            "time of the invocation at the function's MemorySize in template.yaml; the worker was one warm process, so "
+            "its token and CRM index were cached as in a warm Lambda container (a cold one adds Secrets Manager reads). Wall "
+            "times were taken on moto, which answers each call in milliseconds of Python, so the GB-s err high. Calendar runs were not measured: the "
+            "mail run's figures stand in for them. API Gateway (the webhook's HTTP API requests) and S3 (message bodies) are left out. Most write units of a "
+            "run are the mailbox budget's transactions (`TransactWriteItems` on SyncStateTable with a condition on "
+            "ConnectionsTable, two write units per item).\n")
+        add("| Price | USD | source |")
+        add("|---|---|---|")
+        for k, p in cost["prices"].items():
+            add(f"| {p['unit']} | {p['usd']:.10g} | {p['source']} |")
+        add("")
     if r.get("missed"):
         add("## Why targets are missed, and what would close them\n")
         for n in r["missed"]:

@@ -36,6 +36,106 @@ pub struct AwsCounts {
     /// Time the emulator took to answer, by operation (ms, summed over calls that may
     /// have overlapped).
     pub upstream_ms: BTreeMap<String, f64>,
+    /// DynamoDB read request units by table, estimated from the wire ([`read_units`]).
+    pub read_units: BTreeMap<String, f64>,
+    /// DynamoDB write request units by table, estimated from the wire ([`write_units`]).
+    pub write_units: BTreeMap<String, f64>,
+}
+
+/// Read request units of one DynamoDB call, by table, by the on-demand rules (one unit per
+/// strongly consistent read of up to 4 KB, half for an eventually consistent one, two for
+/// a transactional one), sizes estimated from the wire: an item's size is taken as the
+/// size of its DynamoDB JSON in the answer (a little more than DynamoDB counts, so the
+/// estimate errs high). GetItem: the answer's size; BatchGetItem: every key asked for
+/// (items here are well under 4 KB); Query/Scan: the answer's size, at least one unit's
+/// worth; TransactGetItems: every item, twice.
+pub fn read_units(operation: &str, request: &Value, answer: &[u8]) -> Vec<(String, f64)> {
+    let factor = |consistent: bool| if consistent { 1.0 } else { 0.5 };
+    let blocks = |bytes: usize, size: f64| ((bytes as f64) / size).ceil().max(1.0);
+    let consistent = request["ConsistentRead"].as_bool() == Some(true);
+    let table = || request["TableName"].as_str().unwrap_or("?").to_owned();
+    match operation {
+        "GetItem" => vec![(table(), blocks(answer.len(), 4096.0) * factor(consistent))],
+        "Query" | "Scan" => vec![(table(), blocks(answer.len(), 4096.0) * factor(consistent))],
+        "BatchGetItem" => request["RequestItems"]
+            .as_object()
+            .map(|tables| {
+                tables
+                    .iter()
+                    .map(|(table, ask)| {
+                        let keys = ask["Keys"].as_array().map_or(0, Vec::len) as f64;
+                        let consistent = ask["ConsistentRead"].as_bool() == Some(true);
+                        (table.clone(), keys * factor(consistent))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "TransactGetItems" => request["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| {
+                let table = item["Get"]["TableName"].as_str().unwrap_or("?").to_owned();
+                (table, 2.0)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Write request units of one DynamoDB call, by table: one per KB of each item written
+/// (its DynamoDB JSON in the request), at least one per item (a delete, or a conditional
+/// write whose condition fails, still costs one), twice in a transaction. An UpdateItem
+/// is charged by DynamoDB for the larger of the item before and after; the estimate takes
+/// the request's size, so it errs low for updates of large items.
+pub fn write_units(operation: &str, request: &Value) -> Vec<(String, f64)> {
+    let units = |v: &Value| (v.to_string().len() as f64 / 1024.0).ceil().max(1.0);
+    let table = || request["TableName"].as_str().unwrap_or("?").to_owned();
+    match operation {
+        "PutItem" => vec![(table(), units(&request["Item"]))],
+        "UpdateItem" => vec![(table(), units(request))],
+        "DeleteItem" => vec![(table(), 1.0)],
+        "BatchWriteItem" => request["RequestItems"]
+            .as_object()
+            .map(|tables| {
+                tables
+                    .iter()
+                    .map(|(table, writes)| {
+                        let total: f64 = writes
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|w| match w.get("PutRequest") {
+                                Some(put) => units(&put["Item"]),
+                                None => 1.0,
+                            })
+                            .sum();
+                        (table.clone(), total)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "TransactWriteItems" => request["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| {
+                ["Put", "Update", "Delete", "ConditionCheck"]
+                    .iter()
+                    .find_map(|kind| item.get(*kind).map(|w| (*kind, w)))
+            })
+            .map(|(kind, w)| {
+                let table = w["TableName"].as_str().unwrap_or("?").to_owned();
+                let each = match kind {
+                    "Put" => units(&w["Item"]),
+                    "Update" => units(w),
+                    _ => 1.0,
+                };
+                (table, 2.0 * each)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl AwsCounts {
@@ -49,6 +149,30 @@ impl AwsCounts {
 
     pub fn total_calls(&self) -> u64 {
         self.calls.values().sum()
+    }
+
+    /// Capacity of a DynamoDB call, once its answer is in.
+    fn record_units(&mut self, target: &str, body: &[u8], answer: &[u8]) {
+        let Some(operation) = target.strip_prefix("DynamoDB_20120810.") else {
+            return;
+        };
+        let Ok(body) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        for (table, units) in read_units(operation, &body, answer) {
+            *self.read_units.entry(table).or_default() += units;
+        }
+        for (table, units) in write_units(operation, &body) {
+            *self.write_units.entry(table).or_default() += units;
+        }
+    }
+
+    pub fn total_read_units(&self) -> f64 {
+        self.read_units.values().fold(0.0, |a, b| a + b)
+    }
+
+    pub fn total_write_units(&self) -> f64 {
+        self.write_units.values().fold(0.0, |a, b| a + b)
     }
 
     fn record(&mut self, target: &str, body: &[u8]) {
@@ -291,13 +415,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let Ok(bytes) = answer.bytes().await else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
-    *shared
-        .counts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .upstream_ms
-        .entry(target)
-        .or_default() += started.elapsed().as_secs_f64() * 1000.0;
+    {
+        let mut counts = shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.record_units(&target, &body, &bytes);
+        *counts.upstream_ms.entry(target).or_default() += started.elapsed().as_secs_f64() * 1000.0;
+    }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -451,6 +573,68 @@ mod tests {
         assert_eq!(counts.calls_of("SendMessageBatch"), 1);
         assert_eq!(counts.calls_of("GetItem"), 1);
         assert_eq!(counts.total_calls(), 5);
+    }
+
+    #[test]
+    fn request_units_follow_the_on_demand_rules() {
+        let get = |consistent: bool| json!({"TableName": "subs", "ConsistentRead": consistent});
+        let small = vec![b'x'; 300];
+        let large = vec![b'x'; 9000];
+        assert_eq!(
+            read_units("GetItem", &get(true), &small),
+            [("subs".to_owned(), 1.0)]
+        );
+        assert_eq!(
+            read_units("GetItem", &get(false), &small),
+            [("subs".to_owned(), 0.5)]
+        );
+        assert_eq!(
+            read_units("GetItem", &get(true), &large),
+            [("subs".to_owned(), 3.0)]
+        );
+        assert_eq!(
+            read_units("Query", &get(false), &large),
+            [("subs".to_owned(), 1.5)]
+        );
+        let batch = json!({"RequestItems": {"subs": {"Keys": [{}, {}, {}]},
+                                             "conns": {"Keys": [{}], "ConsistentRead": true}}});
+        let mut units = read_units("BatchGetItem", &batch, b"{}");
+        units.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(units, [("conns".to_owned(), 1.0), ("subs".to_owned(), 1.5)]);
+        assert!(read_units("PutItem", &get(true), &small).is_empty());
+
+        let big_item = json!({"Item": {"body": {"S": "y".repeat(2500)}}, "TableName": "acts"});
+        assert_eq!(
+            write_units("PutItem", &big_item),
+            [("acts".to_owned(), 3.0)]
+        );
+        assert_eq!(
+            write_units("UpdateItem", &json!({"TableName": "subs", "Key": {}})),
+            [("subs".to_owned(), 1.0)]
+        );
+        let transact = json!({"TransactItems": [
+            {"Put": {"TableName": "subs", "Item": {"a": {"S": "b"}}}},
+            {"Delete": {"TableName": "subs", "Key": {}}}]});
+        assert_eq!(
+            write_units("TransactWriteItems", &transact),
+            [("subs".to_owned(), 2.0), ("subs".to_owned(), 2.0)]
+        );
+        let batch_write = json!({"RequestItems": {"acts": [
+            {"PutRequest": {"Item": {"body": {"S": "z".repeat(1500)}}}},
+            {"DeleteRequest": {"Key": {}}}]}});
+        assert_eq!(
+            write_units("BatchWriteItem", &batch_write),
+            [("acts".to_owned(), 3.0)]
+        );
+        let mut counts = AwsCounts::default();
+        counts.record_units(
+            "DynamoDB_20120810.GetItem",
+            get(true).to_string().as_bytes(),
+            &small,
+        );
+        counts.record_units("AmazonSQS.SendMessage", b"{}", b"{}");
+        assert_eq!(counts.total_read_units(), 1.0);
+        assert_eq!(counts.total_write_units(), 0.0);
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //!   ([`procstat`]).
 //! - [`listing`]: the worker's listing path as a process of its own, the Rust side of the
 //!   comparison with the Python scripts in `bench/compare/`.
+//! - [`notifications`]: change notifications (issue 15): arrival → stored activity, the
+//!   webhook's answers per second, the per-run figures of the cost per user-month.
 //! - [`crm`], [`world`], [`store`]: the benchmark's CRM, Microsoft world and AWS state.
 
 pub mod awsproxy;
 pub mod crm;
 pub mod lambda;
 pub mod listing;
+pub mod notifications;
 pub mod procstat;
 pub mod run;
 pub mod store;

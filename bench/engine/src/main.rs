@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use connector_bench::listing::{self, ListingSpec};
+use connector_bench::notifications::NotifyOptions;
 use connector_bench::run::{self, RunOptions};
 
 #[derive(Parser)]
@@ -17,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Every measurement of issue 9 items 2-6; writes OUT/measurements.json.
+    /// Every measurement of issue 9 items 2-6 and issue 15; writes OUT/measurements.json.
     Run {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
@@ -41,10 +42,24 @@ enum Command {
         latency_ms: u64,
         #[arg(long, default_value_t = 5)]
         cold_runs: usize,
+        /// Messages that arrive one at a time in the change-notification latency run.
+        #[arg(long, default_value_t = 200)]
+        arrivals: usize,
+        /// Time between two arrivals (ms), plus up to --arrival-jitter-ms more.
+        #[arg(long, default_value_t = 4_000)]
+        arrival_spacing_ms: u64,
+        #[arg(long, default_value_t = 2_000)]
+        arrival_jitter_ms: u64,
+        /// Notification POSTs in flight in the webhook throughput runs, and how long each runs.
+        #[arg(long, default_value_t = 8)]
+        webhook_concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        webhook_seconds: u64,
         /// Leave msgraph-sdk out (it is the slow part of the run).
         #[arg(long)]
         no_sdk: bool,
-        /// Run only these parts (comma-separated: cold, listings, imports, fan-out); the
+        /// Run only these parts (comma-separated: cold, listings, imports, fan-out,
+        /// notifications); the
         /// report needs them all.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(run::PARTS))]
         only: Vec<String>,
@@ -82,6 +97,11 @@ async fn main_async(command: Command) -> Result<()> {
             moto_connections,
             latency_ms,
             cold_runs,
+            arrivals,
+            arrival_spacing_ms,
+            arrival_jitter_ms,
+            webhook_concurrency,
+            webhook_seconds,
             no_sdk,
             only,
         } => {
@@ -98,6 +118,14 @@ async fn main_async(command: Command) -> Result<()> {
                 latency_ms,
                 cold_runs,
                 sdk: !no_sdk,
+                notify: NotifyOptions {
+                    arrivals,
+                    spacing_ms: arrival_spacing_ms,
+                    jitter_ms: arrival_jitter_ms,
+                    concurrency: webhook_concurrency,
+                    throughput_seconds: webhook_seconds,
+                    ..NotifyOptions::default()
+                },
                 parts: if only.is_empty() {
                     run::PARTS.iter().map(|p| p.to_string()).collect()
                 } else {

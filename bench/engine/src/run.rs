@@ -6,7 +6,8 @@
 //! starts and the Python import → side-by-side listings (Rust, plain Python, msgraph-sdk) and
 //! the listing's wire bytes → imports of the small and large mailbox through the real
 //! `mail-sync` binary, each followed by an unchanged-mailbox run in the same warm process →
-//! the fan-out over the seeded connections. Graph latency is on for everything after set-up.
+//! the fan-out over the seeded connections → change notifications (issue 15,
+//! `notifications.rs`). Graph latency is on for everything after set-up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,16 +24,19 @@ use crate::awsproxy::{AwsCounts, AwsProxy, FanOutStandIn};
 use crate::crm::{CRM_ADDRESSES, CRM_DOMAINS, crm_file, crm_snapshot};
 use crate::lambda::{Ending, LambdaProcess};
 use crate::listing::{ListingReport, ListingSpec};
+use crate::notifications::{NotifyContext, NotifyOptions};
 use crate::procstat::ProcSample;
 use crate::store::Store;
 use crate::world::{self, MailboxUser, TENANT_DOMAIN};
 
 /// Seed of every generated mailbox and of the CRM they were drawn against.
 pub const SEED: u64 = 7;
+/// Messages in the change-notification user's generated Inbox.
+pub const NOTIFIED_MAILBOX: u64 = 200;
 /// Outlook's per-mailbox concurrency, which the latency limit divides by.
 pub const MAILBOX_CONCURRENCY: u64 = 4;
 /// Lambda's longest timeout: the worker's deadline in every invocation.
-const LAMBDA_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const LAMBDA_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// What `run` measures; the command line picks the sizes.
 #[derive(Clone, Debug)]
@@ -51,7 +55,10 @@ pub struct RunOptions {
     pub cold_runs: usize,
     /// msgraph-sdk lists only the small mailbox (about 5–10 ms of CPU per message).
     pub sdk: bool,
-    /// The parts to run (`cold`, `listings`, `imports`, `fan-out`); `make bench` runs all.
+    /// Change notifications: arrivals, spacing, webhook throughput (`notifications.rs`).
+    pub notify: NotifyOptions,
+    /// The parts to run (`cold`, `listings`, `imports`, `fan-out`, `notifications`);
+    /// `make bench` runs all.
     /// A partial run is for working on one figure: `report.py` expects every part.
     pub parts: BTreeSet<String>,
 }
@@ -63,7 +70,7 @@ impl RunOptions {
 }
 
 /// Every part of a full run.
-pub const PARTS: [&str; 4] = ["cold", "listings", "imports", "fan-out"];
+pub const PARTS: [&str; 5] = ["cold", "listings", "imports", "fan-out", "notifications"];
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +87,9 @@ pub struct Measurements {
     pub import_warm_up: Value,
     pub imports: Vec<ImportRun>,
     pub fan_out: Value,
+    /// Issue 15: latency from arrival to stored activity, webhook throughput, per-run
+    /// figures of the cost model (`notifications.rs`).
+    pub notifications: Value,
     pub notes: Vec<String>,
     pub total_seconds: f64,
 }
@@ -162,16 +172,20 @@ pub struct GraphRequests {
     pub throttled: u64,
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn progress(message: &str) {
+pub(crate) fn progress(message: &str) {
     eprintln!("[bench] {message}");
 }
 
 /// The sim's request log after `since` (its sequence numbers), and the next `since`.
-async fn sim_requests(http: &reqwest::Client, base: &str, since: u64) -> Result<(Vec<Value>, u64)> {
+pub(crate) async fn sim_requests(
+    http: &reqwest::Client,
+    base: &str,
+    since: u64,
+) -> Result<(Vec<Value>, u64)> {
     let log = world::control(
         http,
         base,
@@ -189,7 +203,7 @@ async fn sim_requests(http: &reqwest::Client, base: &str, since: u64) -> Result<
     Ok((entries, next))
 }
 
-fn classify(entries: &[Value], user_id: &str) -> (GraphRequests, BTreeMap<String, u64>) {
+pub(crate) fn classify(entries: &[Value], user_id: &str) -> (GraphRequests, BTreeMap<String, u64>) {
     let mut graph = GraphRequests::default();
     let mut per_folder: BTreeMap<String, u64> = BTreeMap::new();
     let mut chains: BTreeMap<String, u64> = BTreeMap::new();
@@ -233,7 +247,7 @@ fn classify(entries: &[Value], user_id: &str) -> (GraphRequests, BTreeMap<String
 }
 
 /// The last EMF summary line `function` printed in `output` (stdout of the process).
-fn last_summary(output: &str, function: &str) -> Option<Value> {
+pub(crate) fn last_summary(output: &str, function: &str) -> Option<Value> {
     output
         .lines()
         .rev()
@@ -242,7 +256,7 @@ fn last_summary(output: &str, function: &str) -> Option<Value> {
         .find(|v| v["Function"].as_str() == Some(function) && v.get("Scanned").is_some())
 }
 
-fn sqs_event(job: &SyncJob) -> Result<Vec<u8>> {
+pub(crate) fn sqs_event(job: &SyncJob) -> Result<Vec<u8>> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -279,7 +293,11 @@ fn schedule_event(repo: &Path, function: &str) -> Vec<u8> {
 
 /// The function's environment: the stack's resolved template variables, AWS through the
 /// counting proxy, Microsoft at the sim.
-fn function_env(store: &Store, aws_endpoint: &str, sim_base: &str) -> BTreeMap<String, String> {
+pub(crate) fn function_env(
+    store: &Store,
+    aws_endpoint: &str,
+    sim_base: &str,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = store.stack.process_env().into_iter().collect();
     env.insert("AWS_ENDPOINT_URL".into(), aws_endpoint.to_owned());
     env.insert("CLIENT_ID".into(), world::CLIENT_ID.into());
@@ -870,8 +888,15 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     // ---- set-up
     progress("set-up: moto and the template's resources");
     let t = Instant::now();
-    let store = Store::new(local_stack::test_stack().await?);
-    let cold_store = Store::new(local_stack::test_stack().await?);
+    let mut store = Store::new(local_stack::test_stack().await?);
+    let mut cold_store = Store::new(local_stack::test_stack().await?);
+    for s in [&mut store, &mut cold_store] {
+        if let Some(note) = crate::notifications::ensure_subscription_resources(s).await?
+            && !m.notes.contains(&note)
+        {
+            m.notes.push(note);
+        }
+    }
     let proxy = AwsProxy::start(&store.stack.endpoint).await?;
     let moto_ms = ms(t.elapsed());
     let tenant =
@@ -880,11 +905,18 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     let large = MailboxUser::new("blake", options.large);
     // No generated mail: its job only brings the tenant's CRM index into the container.
     let warm_up = MailboxUser::new("casey", 0);
+    // The change-notification user: a small Inbox, so its first import is short.
+    let notified = MailboxUser::new("dana", NOTIFIED_MAILBOX);
     progress("set-up: microsoft-sim with generated mailboxes");
     let t = Instant::now();
     let sim = world::start_sim(&world::world_json(
         tenant.as_str(),
-        &[small.clone(), large.clone(), warm_up.clone()],
+        &[
+            small.clone(),
+            large.clone(),
+            warm_up.clone(),
+            notified.clone(),
+        ],
         SEED,
     ))
     .await?;
@@ -902,7 +934,7 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     }
     store.put_tenant(&tenant, &[TENANT_DOMAIN]).await?;
     store.import_crm(&snapshot).await?;
-    for user in [&small, &large, &warm_up] {
+    for user in [&small, &large, &warm_up, &notified] {
         let tokens = world::sign_in_user(&base, tenant.as_str(), &user.upn).await?;
         let user_id = UserId::parse(&user.id).map_err(|e| anyhow::anyhow!("{e}"))?;
         store
@@ -1025,6 +1057,20 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     // ---- fan-out
     if options.runs("fan-out") {
         m.fan_out = fan_out(&options, &store, &proxy, &base).await?;
+    }
+
+    // ---- change notifications
+    if options.runs("notifications") {
+        m.notifications = crate::notifications::run(&NotifyContext {
+            options: &options,
+            notify: &options.notify,
+            store: &store,
+            http: &http,
+            sim_base: &base,
+            tenant: &tenant,
+            user: &notified,
+        })
+        .await?;
     }
 
     sim.shutdown().await;
