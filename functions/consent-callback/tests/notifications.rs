@@ -420,17 +420,9 @@ async fn the_renewal_pass_renews_before_expiry() {
         .await;
     let clock = Arc::new(OffsetClock::new());
     clock.advance(ahead);
-    let live_manager = &world.live.manager;
     let later = Manager {
-        store: live_manager.store.clone(),
-        connections: live_manager.connections.clone(),
-        tenants: live_manager.tenants.clone(),
-        mail_tokens: live_manager.mail_tokens.clone(),
-        calendar_tokens: live_manager.calendar_tokens.clone(),
-        graph: live_manager.graph.clone(),
         clock,
-        urls: live_manager.urls.clone(),
-        resync: None,
+        ..Manager::clone(&world.live.manager)
     };
     let report = later.renewal_pass(100, None).await.expect("pass");
     assert_eq!(
@@ -500,18 +492,11 @@ async fn a_refused_creation_waits_and_a_tenant_switched_off_loses_its_subscripti
     let report = manager.cancel_all(&world.owner).await.expect("cancel");
     assert_eq!((report.cancelled, report.left_to_expire), (1, 0));
     let unreachable = Manager {
-        store: manager.store.clone(),
-        connections: manager.connections.clone(),
-        tenants: manager.tenants.clone(),
-        mail_tokens: manager.mail_tokens.clone(),
-        calendar_tokens: manager.calendar_tokens.clone(),
-        graph: manager.graph.clone(),
-        clock: Arc::new(connector_core::clock::SystemClock),
         urls: NotificationUrls {
             change: "http://127.0.0.1:9/notifications/graph".into(),
             lifecycle: "http://127.0.0.1:9/notifications/graph/lifecycle".into(),
         },
-        resync: None,
+        ..Manager::clone(manager)
     };
     let outcome = unreachable
         .ensure(&world.owner, SyncKind::Mail)
@@ -544,8 +529,7 @@ async fn a_refused_creation_waits_and_a_tenant_switched_off_loses_its_subscripti
         .await;
     let later = Manager {
         clock,
-        urls: manager.urls.clone(),
-        ..unreachable
+        ..Manager::clone(manager)
     };
     assert!(matches!(
         later

@@ -144,12 +144,16 @@ struct GraphSubscription {
 }
 
 /// Where a recreated subscription's resync goes (the sync queues).
+#[derive(Clone)]
 pub struct Resync {
     pub queue: Arc<dyn JobQueue>,
     pub mail_sync: String,
     pub calendar_sync: String,
 }
 
+/// Cheap to clone (shared clients and stores): a copy with another clock or other URLs
+/// is `Manager { clock, ..manager.clone() }`.
+#[derive(Clone)]
 pub struct Manager {
     pub store: Arc<dyn SubscriptionStore>,
     pub connections: Arc<dyn ConnectionStore>,
@@ -387,6 +391,10 @@ impl Manager {
         session.close().await;
         match result {
             Ok(()) => true,
+            // Microsoft documents 204 for a deletion (subscription-delete, read
+            // 2026-12-06) but not the answer for a subscription it no longer has; 404 is
+            // taken as "gone", and any other error leaves the subscription to expire by
+            // itself (at most 10,060 minutes), so either way nothing is kept of it here.
             Err(error) if error.status() == Some(404) => true,
             Err(error) => {
                 warn!(
@@ -524,7 +532,9 @@ impl Manager {
                     id: subscription.id,
                 })
             }
-            // Gone at Graph (expired, removed): a new one replaces it.
+            // Gone at Graph (expired, removed): a new one replaces it. (As for a deletion,
+            // Microsoft does not document the status for an unknown subscription; any
+            // other refusal below also ends in a new one, an hour later.)
             Err(error) if error.status() == Some(404) => {
                 self.create(&user, active.kind, Some(&active.id)).await
             }
@@ -670,6 +680,10 @@ fn refusal(error: &GraphError) -> Option<String> {
         }
         GraphError::Api { status, .. } if *status >= 500 => return None,
         GraphError::Api { status: 403, .. } => "access_denied".to_owned(),
+        // Graph's wording of a failed handshake ("Subscription validation request failed.
+        // ...", change-notifications-delivery-webhooks and observed answers quoted in
+        // infra/microsoft-sim/docs/subscriptions.md); other wording still records the
+        // refusal, as `graph_400`.
         GraphError::Api {
             status: 400,
             message,

@@ -1,7 +1,10 @@
 //! The endpoint Graph calls (`POST /notifications/graph` and its `/lifecycle` twin on the
 //! HTTP API). Everything it does is a consistent read and a conditional write per
 //! subscription and an SQS send per wake: no Graph call, so it answers within Graph's 3 s
-//! (10 s for the handshake) at any load.
+//! (10 s for the handshake) at any load. [doc]: change-notifications-delivery-webhooks
+//! (learn.microsoft.com, read 2026-12-06: the handshake's 10 s, 200 and `text/plain` with
+//! the decoded token; 2xx within 3 s, 202 when processing is queued; retries for up to 4
+//! hours); wire examples in infra/microsoft-sim/conformance/subscriptions/.
 //!
 //! - **Validation handshake** [doc]: Graph POSTs `?validationToken=…` with an empty body
 //!   when a subscription is created; the answer is `200`, `text/plain`, the decoded token
