@@ -9,6 +9,7 @@
 //! - [`secret`]: redacting secret types.
 //! - [`clock`]: the time source the sync machinery asks.
 //! - [`matching`]: the CRM matching rules.
+//! - [`crm_catchup`]: catching a sync's stored set up with a CRM that changed.
 //! - [`budget`]: Outlook's 4 concurrent requests per mailbox, shared across processes.
 //! - [`graph`]: the Microsoft Graph client (throttling, retries, per-mailbox limit, `$batch`).
 //! - [`credential`]: the app's client secret (re-read on rotation) or KMS-signed certificate.
@@ -25,6 +26,7 @@ pub mod config;
 #[cfg(test)]
 mod conformance;
 pub mod credential;
+pub mod crm_catchup;
 pub mod domain;
 pub mod graph;
 #[cfg(feature = "http-lambda")]

@@ -475,6 +475,16 @@ impl CrmMatchIndex {
             .collect()
     }
 
+    /// The contact/lead addresses, in no particular order.
+    pub fn address_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.addresses.live().map(|entry| self.addresses.key(entry))
+    }
+
+    /// The account domains (neither free-mail nor public suffixes), in no particular order.
+    pub fn domain_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.domains.live().map(|entry| self.domains.key(entry))
+    }
+
     /// Distinct contact/lead addresses and account domains that are neither free-mail
     /// nor public suffixes.
     pub fn sizes(&self) -> (usize, usize) {

@@ -13,9 +13,9 @@ use time::{Date, OffsetDateTime};
 
 use crate::budget::{LedgerRead, MailboxShares};
 use crate::domain::{
-    Activity, ActivityId, Connection, CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease,
-    ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, TenantSwitches,
-    UserKey, UserSwitches,
+    Activity, ActivityId, Connection, CrmAdditions, CrmIndexSummary, CrmLookup, CrmSnapshot,
+    FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant,
+    TenantId, TenantSwitches, UserKey, UserSwitches,
 };
 use crate::matching::CrmMatchIndex;
 use crate::messages::SyncJob;
@@ -475,6 +475,16 @@ pub trait CrmIndex: Send + Sync {
     /// Removes the tenant's whole index (every version and the pointer), for tenant
     /// offboarding; returns how many items there were.
     async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError>;
+    /// The entries of the current index (one consistent version) that were not in the
+    /// index current at `after` (the `imported_at` of an earlier summary): each entry keeps
+    /// the instant of the import that first brought it, carried from version to version
+    /// while it stays, so an address removed and brought back counts as added again.
+    /// `None` without an index.
+    async fn additions_since(
+        &self,
+        tenant_id: &TenantId,
+        after: OffsetDateTime,
+    ) -> Result<Option<CrmAdditions>, StoreError>;
 
     /// Created date of the tenant's oldest open opportunity.
     async fn oldest_open_opportunity(

@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 
 use crate::domain::crm::{normalize_domain, normalize_email};
 use crate::domain::{
-    Activity, ActivityId, Connection, ConnectionStatus, CrmIndexContent, CrmIndexSummary,
-    CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind,
-    SyncMeta, Tenant, TenantId, TenantSwitches, UserKey, UserSwitches,
+    Activity, ActivityId, Connection, ConnectionStatus, CrmAdditions, CrmIndexContent,
+    CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome, StatusChange,
+    SyncKey, SyncKind, SyncMeta, Tenant, TenantId, TenantSwitches, UserKey, UserSwitches,
 };
-use crate::matching::CrmMatchIndex;
+use crate::matching::{CrmMatchIndex, CrmMatchIndexBuilder};
 use crate::ports::{
     ActivityStore, BodyStore, ClientSecretSource, ConnectionStore, CrmIndex, JobQueue, Page,
     PageToken, QueueError, QueueMessage, StoreError, StoreReport, SyncStateStore, TenantStore,
@@ -524,7 +524,22 @@ impl BodyStore for MemoryBodyStore {
 /// Each tenant's index is swapped whole under the lock, so readers see old or new.
 #[derive(Default)]
 pub struct MemoryCrmIndex {
-    indexes: Mutex<HashMap<TenantId, (CrmIndexSummary, CrmIndexContent)>>,
+    indexes: Mutex<HashMap<TenantId, MemoryIndex>>,
+}
+
+/// One tenant's current index, with each entry's stamp (`a#{address}`, `d#{domain}` →
+/// the import that first brought it), as the DynamoDB store keeps them.
+struct MemoryIndex {
+    summary: CrmIndexSummary,
+    content: CrmIndexContent,
+    since: HashMap<String, OffsetDateTime>,
+}
+
+impl MemoryIndex {
+    fn entries(content: &CrmIndexContent) -> impl Iterator<Item = String> + '_ {
+        let addresses = content.addresses.keys().map(|a| format!("a#{a}"));
+        addresses.chain(content.domains.keys().map(|d| format!("d#{d}")))
+    }
 }
 
 #[async_trait]
@@ -533,26 +548,40 @@ impl CrmIndex for MemoryCrmIndex {
         let content = snapshot.index();
         let mut indexes = lock(&self.indexes);
         let previous = indexes.get(&snapshot.tenant_id);
-        if let Some((summary, _)) = previous
+        if let Some(MemoryIndex { summary, .. }) = previous
             && summary.content_hash == content.content_hash
         {
             return Ok(ReplaceOutcome::Unchanged {
                 summary: summary.clone(),
             });
         }
-        let previous_version = previous.map(|(summary, _)| summary.version.clone());
-        let removed_entries = previous.map_or(0, |(_, old)| {
-            (old.addresses.len() + old.domains.len()) as u64
+        let previous_version = previous.map(|old| old.summary.version.clone());
+        let removed_entries = previous.map_or(0, |old| {
+            (old.content.addresses.len() + old.content.domains.len()) as u64
         });
+        let now = OffsetDateTime::now_utc();
+        let since = MemoryIndex::entries(&content)
+            .map(|entry| {
+                let kept = previous.and_then(|old| old.since.get(&entry).copied());
+                (entry, kept.unwrap_or(now))
+            })
+            .collect();
         let summary = CrmIndexSummary {
             version: uuid::Uuid::new_v4().simple().to_string(),
             content_hash: content.content_hash.clone(),
-            imported_at: OffsetDateTime::now_utc(),
+            imported_at: now,
             oldest_open_opportunity: content.oldest_open_opportunity,
             stats: content.stats,
         };
         let written_entries = (content.addresses.len() + content.domains.len()) as u64;
-        indexes.insert(snapshot.tenant_id.clone(), (summary.clone(), content));
+        indexes.insert(
+            snapshot.tenant_id.clone(),
+            MemoryIndex {
+                summary: summary.clone(),
+                content,
+                since,
+            },
+        );
         Ok(ReplaceOutcome::Replaced {
             summary,
             previous_version,
@@ -569,7 +598,7 @@ impl CrmIndex for MemoryCrmIndex {
     ) -> Result<CrmLookup, StoreError> {
         let indexes = lock(&self.indexes);
         let mut result = CrmLookup::default();
-        let Some((_, content)) = indexes.get(tenant_id) else {
+        let Some(MemoryIndex { content, .. }) = indexes.get(tenant_id) else {
             return Ok(result);
         };
         for address in addresses.iter().filter_map(|a| normalize_email(a)) {
@@ -588,7 +617,7 @@ impl CrmIndex for MemoryCrmIndex {
     async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError> {
         Ok(lock(&self.indexes)
             .get(tenant_id)
-            .map(|(summary, _)| summary.clone()))
+            .map(|index| index.summary.clone()))
     }
 
     async fn load(
@@ -597,15 +626,41 @@ impl CrmIndex for MemoryCrmIndex {
     ) -> Result<Option<(CrmIndexSummary, CrmMatchIndex)>, StoreError> {
         Ok(lock(&self.indexes)
             .get(tenant_id)
-            .map(|(summary, content)| (summary.clone(), CrmMatchIndex::from(content))))
+            .map(|index| (index.summary.clone(), CrmMatchIndex::from(&index.content))))
     }
 
     async fn delete_index(&self, tenant_id: &TenantId) -> Result<u64, StoreError> {
-        Ok(lock(&self.indexes)
-            .remove(tenant_id)
-            .map_or(0, |(_, content)| {
-                (content.addresses.len() + content.domains.len()) as u64 + 1
-            }))
+        Ok(lock(&self.indexes).remove(tenant_id).map_or(0, |index| {
+            (index.content.addresses.len() + index.content.domains.len()) as u64 + 1
+        }))
+    }
+
+    async fn additions_since(
+        &self,
+        tenant_id: &TenantId,
+        after: OffsetDateTime,
+    ) -> Result<Option<CrmAdditions>, StoreError> {
+        let indexes = lock(&self.indexes);
+        let Some(index) = indexes.get(tenant_id) else {
+            return Ok(None);
+        };
+        let added = |entry: String| index.since.get(&entry).is_some_and(|since| *since > after);
+        let content = &index.content;
+        let mut builder = CrmMatchIndexBuilder::new();
+        for (address, records) in &content.addresses {
+            if added(format!("a#{address}")) {
+                builder.add_address(address, records.iter().map(|r| (r.kind, r.id.as_str())));
+            }
+        }
+        for (domain, owners) in &content.domains {
+            if added(format!("d#{domain}")) {
+                builder.add_domain(domain, owners.iter().map(|o| o.id.as_str()));
+            }
+        }
+        Ok(Some(CrmAdditions {
+            summary: index.summary.clone(),
+            index: builder.finish(),
+        }))
     }
 }
 

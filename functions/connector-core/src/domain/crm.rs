@@ -238,6 +238,16 @@ pub struct CrmIndexSummary {
     pub stats: CrmIndexStats,
 }
 
+/// What a tenant's CRM gained since an earlier import ([`crate::ports::CrmIndex::additions_since`]):
+/// the added contact/lead addresses and account domains, with their records, in matching's
+/// form (so the rules that drop free-mail and public-suffix domains apply to them too).
+#[derive(Debug)]
+pub struct CrmAdditions {
+    /// The current index the additions belong to.
+    pub summary: CrmIndexSummary,
+    pub index: crate::matching::CrmMatchIndex,
+}
+
 /// What replacing a snapshot did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplaceOutcome {

@@ -18,14 +18,14 @@ pub use connection::{
     Connection, ConnectionStatus, ParkedUntil, StatusChange, UserSwitches, token_secret_name,
 };
 pub use crm::{
-    AccountRecord, AddressRecord, CrmIndexContent, CrmIndexStats, CrmIndexSummary, CrmLookup,
-    CrmRecordKind, CrmSnapshot, ReplaceOutcome, SnapshotError, SnapshotIssue,
+    AccountRecord, AddressRecord, CrmAdditions, CrmIndexContent, CrmIndexStats, CrmIndexSummary,
+    CrmLookup, CrmRecordKind, CrmSnapshot, ReplaceOutcome, SnapshotError, SnapshotIssue,
 };
 pub use ids::{TenantId, UserId, UserKey};
 pub use scopes::{Feature, FeatureBundle, Scope, ScopeSet};
 pub use sync::{
-    CursorKind, FolderCursor, Lease, SKIPPED_KEPT, SkippedItem, SyncCounters, SyncFailure, SyncKey,
-    SyncKind, SyncMeta, SyncStage, SyncWindow,
+    CatchUpTarget, CrmCatchUp, CursorKind, FolderCursor, Lease, SKIPPED_KEPT, SkippedItem,
+    SyncCounters, SyncFailure, SyncKey, SyncKind, SyncMeta, SyncStage, SyncWindow,
 };
 pub use tenant::{ConsentMode, ConsentState, Tenant, TenantSwitches};
 

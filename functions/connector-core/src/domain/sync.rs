@@ -377,8 +377,58 @@ pub struct FolderCursor {
         skip_serializing_if = "Option::is_none"
     )]
     pub reconcile_before: Option<OffsetDateTime>,
+    /// Mail: the backfill lists the folder's window again for the CRM's additions only (an
+    /// added account domain): a page's messages are matched against the additions, so
+    /// what is already stored is not fetched again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relist: bool,
+    /// The cursor `crm` ([`crate::crm_catchup::CRM_CURSOR`]) only: how far the stored set
+    /// has caught up with the tenant's CRM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CrmCatchUp>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// How far a mailbox's (or calendar's) stored set has caught up with its tenant's CRM:
+/// the checkpoint of [`crate::crm_catchup`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrmCatchUp {
+    /// `imported_at` of the CRM import the stored set reflects: every record it held was
+    /// looked for, and nothing of a record it no longer held is kept.
+    #[serde(with = "time::serde::rfc3339")]
+    pub applied: OffsetDateTime,
+    /// A catch-up under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<CatchUpTarget>,
+}
+
+/// A catch-up under way, toward one import; a newer import restarts it (its additions
+/// include this one's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUpTarget {
+    /// `imported_at` of the import being caught up with.
+    #[serde(with = "time::serde::rfc3339")]
+    pub imported_at: OffsetDateTime,
+    /// Steps finished (mail: searches of added addresses, a batch each; calendar: the
+    /// listing).
+    #[serde(default)]
+    pub step: u32,
+    /// Mail: the step under way reached Graph's result limit and is searched one address
+    /// at a time; this one next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u32>,
+    /// The link that continues the step under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Mail: the folders' re-listing for added domains was set up (their `relist`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relisting: bool,
+    /// What no longer matches was removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -401,6 +451,8 @@ impl FolderCursor {
             backfill: None,
             rules: None,
             reconcile_before: None,
+            relist: false,
+            catch_up: None,
             updated_at: now,
         }
     }

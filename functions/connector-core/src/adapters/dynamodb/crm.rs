@@ -29,6 +29,17 @@ struct Pointer {
 #[derive(Serialize, serde::Deserialize)]
 struct EntryRecords<T> {
     records: Vec<T>,
+    /// When the entry first entered the index ([`since_stamp`] of that import), carried
+    /// from version to version while it stays: what [`CrmIndex::additions_since`] reads.
+    /// Entries written before stamps existed have none and count as always there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<i64>,
+}
+
+/// An import's instant as stored on its entries: nanoseconds since the epoch, so two
+/// imports are told apart however close.
+fn since_stamp(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 /// What matching reads of an address entry's record ([`AddressRecord`]'s other fields
@@ -257,6 +268,51 @@ impl DynamoCrmIndex {
         Ok(result)
     }
 
+    /// Every entry of `version` (`a#{address}` / `d#{domain}`) with its stamp (`None`: written
+    /// before stamps existed): what the next version carries over.
+    async fn stamps_of_version(
+        &self,
+        tenant_id: &TenantId,
+        version: &str,
+    ) -> Result<HashMap<String, Option<i64>>, StoreError> {
+        let prefix = format!("v#{version}#");
+        let mut stamps = HashMap::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", "tenantId")
+                .expression_attribute_names("#sk", "entry")
+                .expression_attribute_names("#since", "since")
+                .expression_attribute_values(":pk", s(tenant_id.as_str()))
+                .expression_attribute_values(":prefix", s(&prefix))
+                .projection_expression("#sk, #since")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|error| backend("Query", &self.table, error))?;
+            for item in output.items.unwrap_or_default() {
+                let Some(entry) = string_attr(&item, "entry").and_then(|e| e.strip_prefix(&prefix))
+                else {
+                    continue;
+                };
+                let since = match item.get("since") {
+                    Some(AttributeValue::N(n)) => n.parse().ok(),
+                    _ => None,
+                };
+                stamps.insert(entry.to_owned(), since);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(stamps),
+            }
+        }
+    }
+
     /// Queries every entry of `version` into a [`CrmMatchIndex`], page by page: each page
     /// is decoded into the index and dropped before the next is requested, so a load holds
     /// one bounded page of SDK items at a time, never the whole stored index.
@@ -264,6 +320,7 @@ impl DynamoCrmIndex {
         &self,
         tenant_id: &TenantId,
         version: &str,
+        added_after: Option<i64>,
     ) -> Result<CrmMatchIndex, StoreError> {
         let prefix = format!("v#{version}#");
         let address_prefix = format!("{prefix}a#");
@@ -271,7 +328,7 @@ impl DynamoCrmIndex {
         let mut builder = CrmMatchIndexBuilder::new();
         let mut start: Option<Item> = None;
         loop {
-            let output = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -284,7 +341,14 @@ impl DynamoCrmIndex {
                 .expression_attribute_values(":prefix", s(&prefix))
                 .projection_expression("#sk, #records")
                 .limit(self.load_page_items)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start.take());
+            if let Some(after) = added_after {
+                query = query
+                    .filter_expression("#since > :after")
+                    .expression_attribute_names("#since", "since")
+                    .expression_attribute_values(":after", AttributeValue::N(after.to_string()));
+            }
+            let output = query
                 .send()
                 .await
                 .map_err(|error| backend("Query", &self.table, error))?;
@@ -333,6 +397,16 @@ impl CrmIndex for DynamoCrmIndex {
         }
         let now = OffsetDateTime::now_utc();
         let version = Self::new_version(now);
+        // Entries that stay keep the stamp of the import that first brought them; new ones
+        // get this import's.
+        let previous_stamps = match &before.summary {
+            Some(summary) => self.stamps_of_version(tenant_id, &summary.version).await?,
+            None => HashMap::new(),
+        };
+        let stamp_of = |key: String| match previous_stamps.get(&key) {
+            Some(kept) => *kept,
+            None => Some(since_stamp(now)),
+        };
         self.mark_pending(tenant_id, &version, true).await?;
 
         let mut requests = Vec::with_capacity(content.addresses.len() + content.domains.len());
@@ -341,6 +415,7 @@ impl CrmIndex for DynamoCrmIndex {
             let mut item = to_item(
                 &EntryRecords {
                     records: records.clone(),
+                    since: stamp_of(format!("a#{address}")),
                 },
                 &self.table,
                 &entry,
@@ -353,6 +428,7 @@ impl CrmIndex for DynamoCrmIndex {
             let mut item = to_item(
                 &EntryRecords {
                     records: records.clone(),
+                    since: stamp_of(format!("d#{domain}")),
                 },
                 &self.table,
                 &entry,
@@ -471,7 +547,7 @@ impl CrmIndex for DynamoCrmIndex {
             let Some(before) = self.read_pointer(tenant_id).await?.summary else {
                 return Ok(None);
             };
-            let index = self.load_version(tenant_id, &before.version).await?;
+            let index = self.load_version(tenant_id, &before.version, None).await?;
             let after = self.read_pointer(tenant_id).await?.summary;
             if after.is_some_and(|after| after.version == before.version) {
                 return Ok(Some((before, index)));
@@ -480,6 +556,35 @@ impl CrmIndex for DynamoCrmIndex {
         }
         Err(StoreError::Conflict {
             what: format!("CRM index of tenant {tenant_id} (kept changing during load)"),
+        })
+    }
+
+    /// As [`Self::load`], reading only the entries stamped after `after` (a filtered Query:
+    /// DynamoDB reads the version's entries, returns the added ones).
+    #[instrument(skip_all, fields(table = %self.table, tenant_id = %tenant_id))]
+    async fn additions_since(
+        &self,
+        tenant_id: &TenantId,
+        after: OffsetDateTime,
+    ) -> Result<Option<CrmAdditions>, StoreError> {
+        for _ in 0..LOOKUP_ATTEMPTS {
+            let Some(before) = self.read_pointer(tenant_id).await?.summary else {
+                return Ok(None);
+            };
+            let index = self
+                .load_version(tenant_id, &before.version, Some(since_stamp(after)))
+                .await?;
+            let after_read = self.read_pointer(tenant_id).await?.summary;
+            if after_read.is_some_and(|read| read.version == before.version) {
+                return Ok(Some(CrmAdditions {
+                    summary: before,
+                    index,
+                }));
+            }
+            debug!("CRM index replaced while reading its additions; reading the new version");
+        }
+        Err(StoreError::Conflict {
+            what: format!("CRM index of tenant {tenant_id} (kept changing during a read)"),
         })
     }
 }

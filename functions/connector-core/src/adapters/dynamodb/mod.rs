@@ -38,7 +38,7 @@ use tracing::{debug, instrument, warn};
 use super::backoff::Backoff;
 use crate::domain::crm::{normalize_domain, normalize_email};
 use crate::domain::{
-    AccountRecord, Activity, ActivityId, AddressRecord, Connection, ConnectionStatus,
+    AccountRecord, Activity, ActivityId, AddressRecord, Connection, ConnectionStatus, CrmAdditions,
     CrmIndexSummary, CrmLookup, CrmRecordKind, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome,
     StatusChange, SyncKey, SyncKind, SyncMeta, Tenant, TenantId, TenantSwitches, UserKey,
     UserSwitches,
