@@ -110,6 +110,7 @@ impl CatchUp {
             step: 0,
             term: None,
             next: None,
+            seen: 0,
             relisting: false,
             pruned: false,
         });

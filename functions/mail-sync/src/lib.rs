@@ -10,6 +10,7 @@
 //! The handler takes its dependencies as trait objects built once per cold start
 //! (`main.rs`), so tests run it in-process on moto and microsoft-sim, or on in-memory ports.
 
+pub mod catchup;
 pub mod folders;
 pub mod page;
 pub mod work;

@@ -69,9 +69,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use connector_core::clock::Clock;
+use connector_core::crm_catchup::{Begin, CRM_CURSOR, CatchUp};
 use connector_core::domain::{
-    Activity, ActivityContent, ActivityId, CursorKind, FolderCursor, MailActivity, Participant,
-    SkippedItem, SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId, UserKey,
+    Activity, ActivityContent, ActivityId, CrmIndexSummary, CursorKind, FolderCursor, MailActivity,
+    Participant, SkippedItem, SyncCounters, SyncKey, SyncKind, SyncStage, SyncWindow, TenantId,
+    UserKey,
 };
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, MailboxSession, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
@@ -85,6 +87,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::catchup::additions_matcher;
 use crate::folders::{self, MailFolder, segment};
 use crate::page::{FETCH_SELECT, Fetched, LIST_SELECT, PageScan, scan_page};
 
@@ -171,7 +174,7 @@ pub fn window_start(
 }
 
 /// `2026-03-01T08:00:00Z`, as `$filter` values are written.
-fn filter_time(at: OffsetDateTime) -> String {
+pub(crate) fn filter_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
@@ -184,7 +187,7 @@ fn filter_time(at: OffsetDateTime) -> String {
     )
 }
 
-fn parse_time(value: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(value: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(value, &Rfc3339).ok()
 }
 
@@ -241,9 +244,9 @@ struct CachedCrm {
 
 /// Mail's part of a sync run.
 pub struct MailWork {
-    activities: Arc<dyn ActivityStore>,
+    pub(crate) activities: Arc<dyn ActivityStore>,
     crm: Arc<dyn CrmIndex>,
-    settings: MailSettings,
+    pub(crate) settings: MailSettings,
     crm_cache: Mutex<HashMap<TenantId, CachedCrm>>,
 }
 
@@ -255,20 +258,22 @@ enum Phase {
 }
 
 /// Shared, read-only state of the folders of one run.
-struct FolderEnv<'a> {
-    session: &'a MailboxSession<'a>,
-    state: &'a dyn SyncStateStore,
-    clock: &'a dyn Clock,
-    key: &'a SyncKey,
-    owner: UserKey,
-    matcher: &'a CrmMatcher,
+pub(crate) struct FolderEnv<'a> {
+    pub(crate) session: &'a MailboxSession<'a>,
+    pub(crate) state: &'a dyn SyncStateStore,
+    pub(crate) clock: &'a dyn Clock,
+    pub(crate) key: &'a SyncKey,
+    pub(crate) owner: UserKey,
+    pub(crate) matcher: &'a CrmMatcher,
+    /// The CRM's additions only, while a catch-up re-lists folders (their `relist`).
+    added: Option<&'a CrmMatcher>,
     window: SyncWindow,
     deadline: Instant,
     counters: Mutex<SyncCounters>,
     /// Messages the store refused for good this run (recorded in the meta at the end).
     skipped: Mutex<Vec<SkippedItem>>,
     /// The run's visible progress: each page checkpoint adds its counters.
-    progress: &'a Progress<'a>,
+    pub(crate) progress: &'a Progress<'a>,
     /// Fetch batches in flight, all folders together. Bounding them here, before they
     /// queue for the mailbox's slots, keeps a folder's next listing from waiting behind
     /// every queued fetch of every folder.
@@ -306,11 +311,11 @@ struct Ready {
 }
 
 impl FolderEnv<'_> {
-    fn out_of_time(&self) -> bool {
+    pub(crate) fn out_of_time(&self) -> bool {
         Instant::now() >= self.deadline
     }
 
-    fn add(&self, page: &SyncCounters) {
+    pub(crate) fn add(&self, page: &SyncCounters) {
         self.counters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -341,7 +346,7 @@ impl MailWork {
     async fn crm_index(
         &self,
         tenant: &TenantId,
-    ) -> Result<Option<(Option<Date>, Arc<CrmMatchIndex>)>, WorkError> {
+    ) -> Result<Option<(CrmIndexSummary, Arc<CrmMatchIndex>)>, WorkError> {
         let Some(summary) = self.crm.summary(tenant).await? else {
             return Ok(None);
         };
@@ -352,10 +357,7 @@ impl MailWork {
             .get(tenant)
             .filter(|cached| cached.version == summary.version)
         {
-            return Ok(Some((
-                summary.oldest_open_opportunity,
-                cached.index.clone(),
-            )));
+            return Ok(Some((summary, cached.index.clone())));
         }
         let Some((summary, index)) = self.crm.load(tenant).await? else {
             return Ok(None);
@@ -371,7 +373,7 @@ impl MailWork {
                     index: index.clone(),
                 },
             );
-        Ok(Some((summary.oldest_open_opportunity, index)))
+        Ok(Some((summary, index)))
     }
 
     /// Brings the stored folder list in line with the mailbox: new folders get a fresh
@@ -632,7 +634,12 @@ impl MailWork {
                 }
                 Err(error) => return Err(error.into()),
             };
-            let result = self.read_page(&body, env.matcher, phase, &boundary_ids)?;
+            // A re-listing for the CRM's additions matches against them only.
+            let matcher = match (phase, cursor.relist, env.added) {
+                (Phase::Backfill, true, Some(added)) => added,
+                _ => env.matcher,
+            };
+            let result = self.read_page(&body, matcher, phase, &boundary_ids)?;
             drop(body);
 
             // The cursor after this page (saved only once the page is stored).
@@ -678,6 +685,9 @@ impl MailWork {
                 Phase::Backfill => {
                     next.backfill = self.next_backfill(&next, env.window, &result);
                     done = next.backfill.is_none();
+                    if done {
+                        next.relist = false;
+                    }
                 }
             }
             next.updated_at = env.clock.now();
@@ -873,6 +883,32 @@ impl MailWork {
         Ok((activities, not_kept))
     }
 
+    /// Fetches `ids` of `folder_id` (batches of 20, at most [`FETCHES_PER_FOLDER`] at once)
+    /// and stores those that still match, outside a folder's pipeline (the catch-up's
+    /// search hits); returns (stored, matched, not kept).
+    pub(crate) async fn fetch_and_store(
+        &self,
+        env: &FolderEnv<'_>,
+        folder_id: &str,
+        ids: Vec<String>,
+    ) -> Result<(u64, u64, u64), WorkError> {
+        let fetched: Vec<(Vec<Activity>, u64)> = stream::iter(chunked(ids))
+            .map(|chunk| async move { self.fetch(env, folder_id, &chunk).await })
+            .buffered(FETCHES_PER_FOLDER)
+            .try_collect()
+            .await?;
+        let not_kept: u64 = fetched.iter().map(|(_, dropped)| dropped).sum();
+        let activities: Vec<Activity> = fetched.into_iter().flat_map(|(a, _)| a).collect();
+        let matched = activities.len() as u64;
+        if activities.is_empty() {
+            return Ok((0, 0, not_kept));
+        }
+        let report = self.activities.store_activities(&activities, false).await?;
+        let stored = report.written;
+        self.skip_refused(env, report).await;
+        Ok((stored, matched, not_kept))
+    }
+
     /// Records the activities the store refused for good: skipped, the page goes on. The
     /// record is written before the cursor that passes them.
     async fn skip_refused(&self, env: &FolderEnv<'_>, report: StoreReport) {
@@ -1059,7 +1095,7 @@ impl SyncWork for MailWork {
         // discovery): a run that dies here still leaves its row. Refined below once the
         // cursors say whether a window is still being imported.
         ctx.enter(first_stage(ctx.meta)).await;
-        let Some((oldest_open, index)) = self.crm_index(&ctx.key.tenant_id).await? else {
+        let Some((summary, index)) = self.crm_index(&ctx.key.tenant_id).await? else {
             // Nothing can match: leave the cursors where they are until a CRM is imported.
             info!("no CRM index for this tenant; nothing to import");
             return Ok(WorkOutcome::Complete);
@@ -1072,7 +1108,9 @@ impl SyncWork for MailWork {
             Some(ctx.connection.upn.as_str()),
             ctx.connection.mail.as_deref(),
         ];
-        let matcher = CrmMatcher::with_index(index, tenant_domains, own.into_iter().flatten());
+        let own = own.into_iter().flatten();
+        let matcher = CrmMatcher::with_index(index, tenant_domains.iter().copied(), own.clone());
+        let oldest_open = summary.oldest_open_opportunity;
 
         if ctx.meta.window.is_none() {
             ctx.meta.window = Some(SyncWindow {
@@ -1080,12 +1118,13 @@ impl SyncWork for MailWork {
                 end: None,
             });
         }
-        let window = ctx.meta.window.unwrap_or(SyncWindow {
+        let mut window = ctx.meta.window.unwrap_or(SyncWindow {
             start: window_start(oldest_open, now, self.settings.min_window),
             end: None,
         });
 
         let mut cursors = ctx.state.list_cursors(&ctx.key).await?;
+        cursors.retain(|cursor| cursor.folder_id != CRM_CURSOR);
         let refresh_due = cursors.is_empty()
             || ctx
                 .meta
@@ -1097,6 +1136,43 @@ impl SyncWork for MailWork {
                 .await?;
             ctx.meta.folders_refreshed_at = Some(now);
         }
+
+        // The CRM may have changed since the stored set was imported (README, "When the
+        // CRM changes"): an older open opportunity widens the window; added records are
+        // looked for; what no record matches any more is removed.
+        let wanted = window_start(oldest_open, now, self.settings.min_window);
+        if wanted < window.start {
+            window = self
+                .extend_window(ctx.state, &ctx.key, &mut cursors, window, wanted, now)
+                .await?;
+            ctx.meta.window = Some(window);
+        }
+        let mut catch_up = CatchUp::open(ctx.state, &ctx.key, &summary, now).await?;
+        let begin = catch_up.begin(&summary);
+        let additions: Option<Arc<CrmMatchIndex>> = match begin {
+            Begin::CaughtUp => None,
+            Begin::Resumed | Begin::Started => self
+                .crm
+                .additions_since(&ctx.key.tenant_id, catch_up.applied())
+                .await?
+                .map(|additions| Arc::new(additions.index)),
+        };
+        if begin == Begin::Started {
+            let (addresses, domains) = additions.as_deref().map_or((0, 0), CrmMatchIndex::sizes);
+            info!(addresses, domains, "the CRM changed; catching up");
+            if domains > 0 {
+                self.plan_relist(ctx.state, &ctx.key, &mut cursors, window, now)
+                    .await?;
+                if let Some(target) = catch_up.target_mut() {
+                    target.relisting = true;
+                }
+            }
+            catch_up.save(ctx.state, &ctx.key, now).await?;
+        }
+        let added = additions
+            .clone()
+            .map(|index| additions_matcher(index, tenant_domains.iter().copied(), own.clone()));
+
         let importing = cursors
             .iter()
             .any(|c| c.cursor_kind != Some(CursorKind::DeltaLink) || c.backfill.is_some());
@@ -1121,6 +1197,7 @@ impl SyncWork for MailWork {
             key: &ctx.key,
             owner,
             matcher: &matcher,
+            added: added.as_ref(),
             window,
             deadline: ctx.deadline,
             counters: Mutex::new(SyncCounters::default()),
@@ -1136,17 +1213,32 @@ impl SyncWork for MailWork {
             .buffer_unordered(self.settings.folder_concurrency.max(1))
             .try_collect()
             .await;
+        let mut outcome = outcomes.map(|outcomes| {
+            if outcomes.contains(&OutcomeOrder::OutOfTime) {
+                WorkOutcome::OutOfTime
+            } else {
+                WorkOutcome::Complete
+            }
+        });
+        // The catch-up's searches and removals, once every folder is listed (a re-listing
+        // or a widened window included).
+        if let (Ok(WorkOutcome::Complete), Some(additions)) = (&outcome, &additions)
+            && catch_up.target().is_some()
+        {
+            outcome = async {
+                let mut cursors = ctx.state.list_cursors(&ctx.key).await?;
+                cursors.retain(|cursor| cursor.folder_id != CRM_CURSOR);
+                self.finish_catch_up(&env, &mut catch_up, additions, &mut cursors, window)
+                    .await
+            }
+            .await;
+        }
         let counters = *env.counters.lock().unwrap_or_else(|e| e.into_inner());
         ctx.counters.add(&counters);
         for item in std::mem::take(&mut *env.skipped.lock().unwrap_or_else(|e| e.into_inner())) {
             ctx.meta.record_skipped(item);
         }
-        let outcomes = outcomes?;
-        Ok(if outcomes.contains(&OutcomeOrder::OutOfTime) {
-            WorkOutcome::OutOfTime
-        } else {
-            WorkOutcome::Complete
-        })
+        outcome
     }
 }
 

@@ -423,12 +423,20 @@ pub struct CatchUpTarget {
     /// The link that continues the step under way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Mail: results the search under way has returned so far (Graph returns at most
+    /// 1,000).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub seen: u32,
     /// Mail: the folders' re-listing for added domains was set up (their `relist`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub relisting: bool,
     /// What no longer matches was removed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pruned: bool,
+}
+
+fn is_zero_u32(value: &u32) -> bool {
+    *value == 0
 }
 
 fn is_zero(value: &u64) -> bool {

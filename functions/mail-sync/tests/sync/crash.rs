@@ -25,12 +25,19 @@ const MESSAGES: u64 = 300;
 const PAGE: u32 = 10;
 
 /// A sync-state store that "crashes" (never returns, and says so) on the `crash_at`-th
-/// page checkpoint of the inbox. Its leases expire at once, as a dead worker's would.
-struct CrashingState {
-    inner: Arc<dyn SyncStateStore>,
-    crash_at: u32,
-    checkpoints: AtomicU32,
-    crashed: Arc<Notify>,
+/// checkpoint that `counts` (here: the inbox's page checkpoints). Its leases expire at
+/// once, as a dead worker's would.
+pub struct CrashingState {
+    pub inner: Arc<dyn SyncStateStore>,
+    pub crash_at: u32,
+    pub checkpoints: AtomicU32,
+    pub crashed: Arc<Notify>,
+    pub counts: fn(&FolderCursor) -> bool,
+}
+
+/// The inbox's page checkpoints.
+fn inbox_page(cursor: &FolderCursor) -> bool {
+    cursor.well_known_name.as_deref() == Some("inbox") && cursor.cursor.is_some()
 }
 
 #[async_trait]
@@ -63,7 +70,7 @@ impl SyncStateStore for CrashingState {
         self.inner.get_cursor(key, folder_id).await
     }
     async fn put_cursor(&self, key: &SyncKey, cursor: &FolderCursor) -> Result<(), StoreError> {
-        if cursor.well_known_name.as_deref() == Some("inbox") && cursor.cursor.is_some() {
+        if (self.counts)(cursor) {
             let n = self.checkpoints.fetch_add(1, Ordering::SeqCst) + 1;
             if n == self.crash_at {
                 self.crashed.notify_one();
@@ -118,6 +125,7 @@ async fn a_crash_after_any_page_resumes_to_the_exact_set() -> Result<()> {
             crash_at: k + 1,
             checkpoints: AtomicU32::new(0),
             crashed: crashed.clone(),
+            counts: inbox_page,
         });
         let worker = h.worker_with_state(state.clone());
         let job = h.job(&key);

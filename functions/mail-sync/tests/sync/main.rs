@@ -4,6 +4,7 @@
 mod bodies;
 mod cap;
 mod crash;
+mod crm_changes;
 mod faults;
 mod fence;
 mod handler;
