@@ -13,6 +13,7 @@ pub mod ids;
 pub mod query;
 pub mod render;
 mod routes;
+pub mod search;
 pub mod store;
 pub mod text;
 
