@@ -98,10 +98,11 @@ enum Token {
     Close,
     And,
     Or,
-    /// A word, with the phrases it contained already unquoted; `quoted` when any part was a phrase.
+    /// A word, with the phrases it contained already unquoted; `plain` is how many leading bytes of `text` were
+    /// not inside a phrase (only they can hold a property name and its operator).
     Word {
         text: String,
-        quoted: bool,
+        plain: usize,
     },
 }
 
@@ -156,7 +157,7 @@ fn tokenize(kql: &str) -> Result<Vec<Token>, String> {
             continue;
         }
         let mut text = String::new();
-        let mut quoted = false;
+        let mut plain: Option<usize> = None;
         while i < chars.len() && !chars[i].is_whitespace() && chars[i] != '(' && chars[i] != ')' {
             match chars[i] {
                 '\\' if chars.get(i + 1) == Some(&'"') => {
@@ -174,8 +175,8 @@ fn tokenize(kql: &str) -> Result<Vec<Token>, String> {
                     if j >= chars.len() {
                         return Err(format!("A $search phrase is not closed. {SUPPORTED}."));
                     }
+                    plain.get_or_insert(text.len());
                     text.extend(&chars[start..j]);
-                    quoted = true;
                     i = j + 2;
                 }
                 '"' => {
@@ -194,6 +195,8 @@ fn tokenize(kql: &str) -> Result<Vec<Token>, String> {
                 }
             }
         }
+        let quoted = plain.is_some();
+        let plain = plain.unwrap_or(text.len());
         tokens.push(match (text.as_str(), quoted) {
             ("AND", false) => Token::And,
             ("OR", false) => Token::Or,
@@ -202,7 +205,7 @@ fn tokenize(kql: &str) -> Result<Vec<Token>, String> {
                     "microsoft-sim does not support NOT in $search. {SUPPORTED}."
                 ));
             }
-            _ => Token::Word { text, quoted },
+            _ => Token::Word { text, plain },
         });
     }
     Ok(tokens)
@@ -264,9 +267,9 @@ impl Parser {
                 self.at += 1;
                 Ok(inner)
             }
-            Some(Token::Word { text, quoted }) => {
+            Some(Token::Word { text, plain }) => {
                 self.at += 1;
-                term(&text, quoted).map(Expr::Term)
+                term(&text, plain).map(Expr::Term)
             }
             Some(other) => Err(format!(
                 "Syntax error in $search at token {at} ({other:?}): an operand was expected. {SUPPORTED}."
@@ -278,8 +281,9 @@ impl Parser {
     }
 }
 
-fn term(text: &str, quoted: bool) -> Result<Term, String> {
-    let Some(at) = text.find([':', '<', '>', '=']) else {
+fn term(text: &str, plain: usize) -> Result<Term, String> {
+    // A property restriction only outside phrases: `\"re: pricing\"` is a bare phrase.
+    let Some(at) = text[..plain].find([':', '<', '>', '=']) else {
         if text.contains('*') {
             return Err(format!(
                 "microsoft-sim does not support wildcards (*) in $search. {SUPPORTED}."
@@ -287,11 +291,6 @@ fn term(text: &str, quoted: bool) -> Result<Term, String> {
         }
         return Ok(Term::Text(text.to_lowercase()));
     };
-    if quoted && text[..at].contains(' ') {
-        return Err(format!(
-            "A property name in $search cannot be a phrase. {SUPPORTED}."
-        ));
-    }
     let property = text[..at].to_ascii_lowercase();
     let rest = &text[at..];
     let (op, value) = if let Some(v) = rest.strip_prefix(">=") {
@@ -651,6 +650,10 @@ mod tests {
         assert_eq!(
             parse("pizza").unwrap(),
             Expr::Term(Term::Text("pizza".into()))
+        );
+        assert_eq!(
+            parse("\"\\\"Re: Pricing\\\"\"").unwrap(),
+            Expr::Term(Term::Text("re: pricing".into()))
         );
     }
 
