@@ -1,5 +1,6 @@
 """The official Graph SDK for Python (msgraph-sdk, pinned) pages a 2,500-message folder's delta to its deltaLink,
-then the calendar delta, against the sim, with a token MSAL obtained from the sim."""
+then the calendar delta, and sends a participants `$search` on messages, against the sim, with a token MSAL
+obtained from the sim."""
 
 import asyncio
 import ssl
@@ -12,6 +13,7 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import DeltaRequestBuilder
+from msgraph.generated.users.item.messages.messages_request_builder import MessagesRequestBuilder
 from msgraph.graph_request_adapter import options as SDK_MIDDLEWARE_OPTIONS
 from msgraph_core import GraphClientFactory
 
@@ -112,3 +114,74 @@ def test_message_delta_then_calendar_delta(sim):
     assert kickoff.online_meeting.join_url.startswith("https://teams.microsoft.com/l/meetup-join/")
     assert kickoff.is_organizer is False
     assert len({e.id for e in events}) == 4
+
+
+PARTY_FIELDS = ["from", "toRecipients", "ccRecipients", "bccRecipients"]
+
+
+def addresses(message) -> set:
+    """The lower-cased addresses of a message's from, to, cc and bcc (what `participants:` searches)."""
+    found = set()
+    if message.from_ and message.from_.email_address and message.from_.email_address.address:
+        found.add(message.from_.email_address.address.lower())
+    for field in (message.to_recipients, message.cc_recipients, message.bcc_recipients):
+        for recipient in field or []:
+            if recipient.email_address and recipient.email_address.address:
+                found.add(recipient.email_address.address.lower())
+    return found
+
+
+async def every_page(builder, config):
+    page = await builder.get(request_configuration=config)
+    items, pages = list(page.value), 1
+    while page.odata_next_link:
+        page = await builder.with_url(page.odata_next_link).get()
+        items.extend(page.value)
+        pages += 1
+    return items, pages
+
+
+async def listed_and_searched(client: GraphServiceClient):
+    builder = client.me.messages
+    listing = RequestConfiguration(
+        query_parameters=MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+            select=["id", "sentDateTime", *PARTY_FIELDS], top=1000
+        )
+    )
+    everything, _ = await every_page(builder, listing)
+    # An external address on a handful of messages: the CRM contact the connector would look for.
+    counts = {}
+    for message in everything:
+        for address in addresses(message):
+            if not address.endswith("@contoso.com"):
+                counts[address] = counts.get(address, 0) + 1
+    contact = max((n, a) for a, n in counts.items() if 2 <= n <= 40)[1]
+    expected = {m.id for m in everything if contact in addresses(m)}
+
+    def search(kql: str, top: int) -> RequestConfiguration:
+        return RequestConfiguration(
+            query_parameters=MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+                search=f'"{kql}"', select=["id", "sentDateTime", *PARTY_FIELDS], top=top
+            )
+        )
+
+    found, pages = await every_page(builder, search(f"participants:{contact}", 5))
+    owner, owner_pages = await every_page(builder, search("participants:adele@contoso.com", 250))
+    return everything, contact, expected, found, pages, owner, owner_pages
+
+
+def test_participants_search_through_the_sdk(sim):
+    _, _, result = sign_in(sim, confidential_app(sim))
+    client = graph_client(sim, MsalTokenCredential(result))
+    everything, contact, expected, found, pages, owner, owner_pages = asyncio.run(listed_and_searched(client))
+    assert len(everything) > INBOX_MESSAGES
+    assert [m.id for m in found if contact in addresses(m)] == [m.id for m in found]
+    assert {m.id for m in found} == expected, contact
+    assert pages == -(-len(expected) // 5), "pages of $top=5 followed through nextLinks"
+    sent = [m.sent_date_time for m in found]
+    assert sent == sorted(sent, reverse=True), "newest sent first"
+    # The owner is on every message: the search stops at 1,000 results (four pages of 250, no fifth).
+    assert len(owner) == 1000 and owner_pages == 4
+    assert len({m.id for m in owner}) == 1000
+    owner_sent = [m.sent_date_time for m in owner]
+    assert owner_sent == sorted(owner_sent, reverse=True)

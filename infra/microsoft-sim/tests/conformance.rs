@@ -598,6 +598,20 @@ async fn mail(report: &mut Report, sim: &TestSim, token: &str) {
             .await;
         assert_eq!(added.status, 201, "{:#}", added.body);
     }
+    // $search on the list: the five messages from danas@contoso.com, two a page (a nextLink follows).
+    let example_path = example("mail/message-search-participants.json")["request"]["path"]
+        .as_str()
+        .expect("a path")
+        .to_owned();
+    let searched = reply_answer(sim, Method::GET, token, &example_path, None, &[]).await;
+    assert_eq!(
+        searched.body["value"].as_array().map(Vec::len),
+        Some(2),
+        "{:#}",
+        searched.body
+    );
+    assert!(searched.body["@odata.nextLink"].is_string());
+    report.check("mail/message-search-participants.json", &searched);
     let prefer = [("Prefer", "odata.maxpagesize=2")];
     let first = reply_answer(
         sim,

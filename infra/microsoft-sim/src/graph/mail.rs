@@ -4,8 +4,9 @@
 //!
 //! Submodules: `store` (mailbox state and change log), `ids` (Outlook-style ids), `delta` (message delta
 //! tokens and paging), `render` (Graph JSON), `query` (OData options, `Prefer`), `text` (HTML → text),
-//! `routes` (Graph handlers), `control` (`/_sim/` mail routes). Throttling is `graph::throttle`, whose state
-//! lives here (`MailStore::throttle`) because this store is the one `Sim` gives us.
+//! `search` (`$search` on message lists: the KQL subset and its matching), `routes` (Graph handlers), `control`
+//! (`/_sim/` mail routes). Throttling is `graph::throttle`, whose state lives here (`MailStore::throttle`)
+//! because this store is the one `Sim` gives us.
 
 mod control;
 pub mod delta;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod query;
 pub mod render;
 mod routes;
+pub mod search;
 pub mod store;
 pub mod text;
 

@@ -178,6 +178,15 @@ pub fn render_message(
     out
 }
 
+/// One content property of a stored message as Graph JSON (not the store-owned `id`, `changeKey`, ...): what
+/// `$search` matches against, read exactly as a list would render it.
+pub fn content_property(rec: &MessageRecord, prop: &str, owner: &Owner) -> Value {
+    match &rec.content {
+        Content::Generated(g) => GeneratedView::new(g, owner).property(prop, rec),
+        Content::Json(map) => json_property(map, prop),
+    }
+}
+
 fn web_link(id: &str) -> String {
     let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
     format!(
