@@ -161,18 +161,18 @@ impl MailWork {
             if cursor.cursor.is_none() && cursor.backfill.is_none() {
                 continue;
             }
-            if cursor.backfill.is_some() && !cursor.relist {
-                // A full backfill under way already matches every page with every record.
-                continue;
-            }
             let start = cursor.window.unwrap_or(window).start;
+            let full_backfill = cursor.backfill.is_some() && !cursor.relist;
             cursor.backfill = Some(backfill_url(
                 &cursor.folder_id,
                 start,
                 None,
                 self.settings.page_size,
             ));
-            cursor.relist = true;
+            // A backfill with every record under way (a capped folder's, or the period an
+            // older opportunity newly covers) is widened to the whole window instead: it
+            // then finds the additions too, and what it fetches again is stored once.
+            cursor.relist = !full_backfill;
             cursor.updated_at = now;
             state.put_cursor(key, cursor).await?;
         }

@@ -199,9 +199,8 @@ async fn an_added_lead_is_searched_for_and_nothing_else_is_listed() -> Result<()
     assert_eq!(searches.len(), 1, "one search: {requests:#?}");
     assert!(
         !requests.iter().any(|r| {
-            let query = r["query"].as_str().unwrap_or_default();
-            query.contains("receivedDateTime")
-                && !r["path"].as_str().unwrap_or_default().contains("delta")
+            let path = r["path"].as_str().unwrap_or_default();
+            path.contains("/mailFolders/") && path.ends_with("/messages")
         }),
         "no folder is listed again: {requests:#?}"
     );
@@ -229,9 +228,10 @@ async fn an_unchanged_crm_imported_again_costs_no_graph_request() -> Result<()> 
     Ok(())
 }
 
-/// The re-listing's page checkpoints.
-fn relist_page(cursor: &FolderCursor) -> bool {
-    cursor.relist && cursor.backfill.is_some()
+/// The backfills' page checkpoints (the window moved back and a domain was added: the
+/// folders list their whole window again).
+fn backfill_page(cursor: &FolderCursor) -> bool {
+    cursor.backfill.is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -250,7 +250,7 @@ async fn a_crash_in_the_middle_of_the_backfill_resumes_to_the_same_set() -> Resu
         crash_at: 2,
         checkpoints: AtomicU32::new(0),
         crashed: crashed.clone(),
-        counts: relist_page,
+        counts: backfill_page,
     });
     let worker = h.worker_with_state(state);
     let job = h.job(&key);
@@ -275,6 +275,37 @@ async fn a_crash_in_the_middle_of_the_backfill_resumes_to_the_same_set() -> Resu
     assert_eq!(outcomes.last(), Some(&JobOutcome::Done), "{outcomes:?}");
     let caught_up = stored_set(&h, &key).await?;
     assert_eq!(keys(&caught_up), v2_expected());
+    assert_eq!(caught_up, fresh_import(&h, &key).await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_added_domain_relists_the_folders_and_fetches_only_its_matches() -> Result<()> {
+    let (h, key) = megan(MailSettings::default()).await?;
+    let tenant = key.tenant_id.clone();
+    let mut file: Value = serde_json::to_value(crm_v1(&tenant)).expect("serialises");
+    file["accounts"]
+        .as_array_mut()
+        .expect("accounts")
+        .push(json!({"id": "001O", "name": "Other", "domains": ["other.co.uk"]}));
+    h.import_crm(&snapshot(&tenant, file)).await?;
+
+    let seq = h.next_request_seq().await?;
+    assert_eq!(h.run_to_end(&key).await.last(), Some(&JobOutcome::Done));
+    let requests = h.requests_since(seq).await?;
+    let path = |r: &Value| r["path"].as_str().unwrap_or_default().to_owned();
+    let listed = requests
+        .iter()
+        .filter(|r| path(r).contains("/mailFolders/") && path(r).ends_with("/messages"))
+        .count();
+    let fetched = requests
+        .iter()
+        .filter(|r| path(r).starts_with("/v1.0/me/messages/"))
+        .count();
+    assert!(listed >= 5, "every synced folder is listed again: {listed}");
+    assert_eq!(fetched, 1, "only the new match is fetched: {requests:#?}");
+    let caught_up = stored_set(&h, &key).await?;
+    assert!(keys(&caught_up).contains("<m17-public-suffix@test>"));
     assert_eq!(caught_up, fresh_import(&h, &key).await?);
     Ok(())
 }
