@@ -11,6 +11,7 @@
 //! The handler takes the narrow pieces it needs ([`CalendarSync`]); `main.rs` builds them
 //! once per cold start.
 
+pub mod catchup;
 pub mod work;
 
 use std::sync::Arc;

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use connector_core::calendar::{self, CALENDAR_CURSOR, DeltaItem, OwnAddresses, RemovalAction};
 use connector_core::domain::{
-    Activity, ActivityContent, ActivityId, CursorKind, FolderCursor, SyncKind, SyncStage,
-    SyncWindow, UserKey,
+    Activity, ActivityContent, ActivityId, CrmIndexSummary, CursorKind, FolderCursor, SyncKind,
+    SyncStage, SyncWindow, UserKey,
 };
 use connector_core::graph::{BATCH_LIMIT, BatchRequest, GraphError, Prefer};
 use connector_core::matching::{CrmMatchIndex, CrmMatcher};
@@ -67,13 +67,15 @@ pub struct CalendarWork {
 }
 
 /// What one run needs to judge events.
-struct Judge {
-    rules: CrmMatcher,
+pub(crate) struct Judge {
+    /// The CRM index the rules come from (`None`: the tenant has none).
+    pub(crate) summary: Option<CrmIndexSummary>,
+    pub(crate) rules: CrmMatcher,
     /// [`calendar::rules_fingerprint`] of this run's rules.
     fingerprint: String,
-    own: OwnAddresses,
+    pub(crate) own: OwnAddresses,
     import_internal: bool,
-    owner: UserKey,
+    pub(crate) owner: UserKey,
 }
 
 fn malformed(error: calendar::CalendarError) -> WorkError {
@@ -104,7 +106,7 @@ impl CalendarWork {
         self
     }
 
-    fn prefer(&self) -> [Prefer; 3] {
+    pub(crate) fn prefer(&self) -> [Prefer; 3] {
         [
             Prefer::MaxPageSize(self.options.page_size),
             Prefer::TimezoneUtc,
@@ -113,9 +115,9 @@ impl CalendarWork {
     }
 
     async fn judge(&self, ctx: &RunContext<'_>) -> Result<Judge, StoreError> {
-        let (content_hash, index) = match self.crm.load(&ctx.key.tenant_id).await? {
-            Some((summary, index)) => (summary.content_hash, index),
-            None => (String::new(), CrmMatchIndex::default()),
+        let (summary, index) = match self.crm.load(&ctx.key.tenant_id).await? {
+            Some((summary, index)) => (Some(summary), index),
+            None => (None, CrmMatchIndex::default()),
         };
         let own = OwnAddresses::of(ctx.connection);
         let tenant_domains = || {
@@ -126,9 +128,9 @@ impl CalendarWork {
         };
         let import_internal = ctx.connection.switches.internal_meetings;
         let rules = CrmMatcher::with_index(Arc::new(index), tenant_domains(), own.iter());
-        let fingerprint =
-            calendar::rules_fingerprint(&content_hash, tenant_domains(), &own, import_internal);
+        let fingerprint = calendar::rules_fingerprint(tenant_domains(), &own, import_internal);
         Ok(Judge {
+            summary,
             rules,
             fingerprint,
             own,
@@ -188,7 +190,7 @@ impl CalendarWork {
     /// page or a restarted round counts nothing twice). A meeting the store refuses for
     /// good (the table's item limit) is recorded in the sync meta at once, before the
     /// cursor that passes it, and skipped: one bad meeting never blocks the calendar.
-    async fn store(
+    pub(crate) async fn store(
         &self,
         ctx: &mut RunContext<'_>,
         activities: &[Activity],
@@ -213,7 +215,7 @@ impl CalendarWork {
 
     /// The activity to store for a relevant event; `None` discards it (nothing of it is
     /// kept or logged).
-    fn keep(
+    pub(crate) fn keep(
         &self,
         judge: &Judge,
         event: &calendar::GraphEvent,
@@ -386,7 +388,7 @@ impl SyncWork for CalendarWork {
             }
             start_round(&mut cursor, now);
         } else if cursor.rules.as_deref() != Some(judge.fingerprint.as_str()) {
-            info!("the CRM index or the user's rules changed; re-reading the calendar window");
+            info!("the user's rules changed; re-reading the calendar window");
             start_round(&mut cursor, now);
         }
         cursor.rules = Some(judge.fingerprint.clone());
@@ -460,7 +462,8 @@ impl SyncWork for CalendarWork {
                 ctx.state.put_cursor(&ctx.key, &cursor).await?;
             }
             ctx.meta.window = Some(window);
-            return Ok(WorkOutcome::Complete);
+            // The CRM may have changed since the stored set was imported.
+            return self.catch_up(ctx, &judge, &window).await;
         }
     }
 }

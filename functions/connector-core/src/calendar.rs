@@ -97,6 +97,26 @@ pub fn overlaps(window: &SyncWindow, start: OffsetDateTime, end: OffsetDateTime)
 const QUERY_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
+/// One page of the plain calendarView over `window` (no delta: the CRM catch-up's listing),
+/// limited to [`EVENT_SELECT`]: `$select` is supported on calendarView, unlike its delta
+/// (https://learn.microsoft.com/graph/api/user-list-calendarview, "Optional query
+/// parameters", read 2026-12-06).
+pub fn view_path(window: &SyncWindow, top: u32) -> String {
+    let format = |t: OffsetDateTime| {
+        t.to_offset(time::UtcOffset::UTC)
+            .format(QUERY_TIME)
+            .unwrap_or_default()
+    };
+    let end = window
+        .end
+        .unwrap_or_else(|| add_months(window.start, WINDOW_MONTHS));
+    format!(
+        "/me/calendarView?startDateTime={}&endDateTime={}&$select={EVENT_SELECT}&$top={top}",
+        format(window.start),
+        format(end)
+    )
+}
+
 /// The first request of a round: `/me/calendarView/delta` over `window` (later requests
 /// follow the links Graph returns).
 pub fn delta_path(window: &SyncWindow) -> String {
@@ -486,12 +506,12 @@ impl OwnAddresses {
     }
 }
 
-/// A fingerprint of everything that decides relevance: the CRM index (its content hash),
-/// what is internal (the tenant's verified domains, the user's addresses) and the
-/// internal-meeting switch. Stored with the calendar cursor: when it changes, meetings that
-/// did not change may have become relevant (or stopped being), so a new initial round runs.
+/// A fingerprint of what decides relevance besides the CRM: what is internal (the tenant's
+/// verified domains, the user's addresses) and the internal-meeting switch. Stored with the
+/// calendar cursor: when it changes, meetings that did not change may have become relevant
+/// (or stopped being), so a new initial round runs. A CRM change does not start one: the
+/// catch-up (`crm_catchup`) re-assesses only the meetings its changes involve.
 pub fn rules_fingerprint<'a>(
-    crm_content_hash: &str,
     verified_domains: impl IntoIterator<Item = &'a str>,
     own: &OwnAddresses,
     import_internal: bool,
@@ -502,8 +522,7 @@ pub fn rules_fingerprint<'a>(
         .map(|domain| domain.trim().to_lowercase())
         .collect();
     let mut hash = Sha256::new();
-    hash.update(b"crm\0");
-    hash.update(crm_content_hash.as_bytes());
+    hash.update(b"rules");
     for domain in &domains {
         hash.update(b"\0domain\0");
         hash.update(domain.as_bytes());
@@ -1103,22 +1122,17 @@ mod tests {
 
     #[test]
     fn fingerprints_follow_every_rule_input() {
-        let base = rules_fingerprint("h1", ["contoso.com"], &own(), false);
+        let base = rules_fingerprint(["contoso.com"], &own(), false);
         assert_eq!(base.len(), 32);
-        assert_eq!(
-            base,
-            rules_fingerprint("h1", [" Contoso.com"], &own(), false)
-        );
+        assert_eq!(base, rules_fingerprint([" Contoso.com"], &own(), false));
         for other in [
-            rules_fingerprint("h2", ["contoso.com"], &own(), false),
-            rules_fingerprint("h1", ["contoso.com", "fabrikam.com"], &own(), false),
+            rules_fingerprint(["contoso.com", "fabrikam.com"], &own(), false),
             rules_fingerprint(
-                "h1",
                 ["contoso.com"],
                 &OwnAddresses::new(["ben@contoso.com"]),
                 false,
             ),
-            rules_fingerprint("h1", ["contoso.com"], &own(), true),
+            rules_fingerprint(["contoso.com"], &own(), true),
         ] {
             assert_ne!(base, other);
         }
