@@ -182,7 +182,6 @@ impl MailWork {
     /// Runs the catch-up's steps after the folders are done: the additions' searches (or
     /// the re-listing when they cannot be searched), then the removals. Checkpoints after
     /// every stored page; `OutOfTime` leaves the rest to the next run.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn finish_catch_up(
         &self,
         env: &FolderEnv<'_>,
