@@ -24,9 +24,14 @@ use time::OffsetDateTime;
 
 use crate::domain::{
     Activity, ActivityId, CatchUpTarget, CrmCatchUp, CrmIndexSummary, FolderCursor, SyncKey,
-    UserKey,
+    SyncKind, TenantId, UserKey,
 };
-use crate::ports::{ActivityStore, PageToken, StoreError, SyncStateStore};
+use crate::messages::{SyncJob, SyncReason};
+use crate::ports::{
+    ActivityStore, ConnectionStore, JobQueue, PageToken, QueueMessage, StoreError, SyncStateStore,
+    TenantStore,
+};
+use crate::sync::wants_job;
 
 /// The folder id of the catch-up checkpoint among a sync's cursors (never a Graph folder
 /// id: those are long base64 strings).
@@ -150,6 +155,66 @@ impl CatchUp {
         }
         self.save(state, key, now).await
     }
+}
+
+/// Queues a `CrmChanged` job for every mailbox and calendar of the tenant that wants one
+/// (the fan-out's rule, [`crate::sync::wants_job`]), after an import that changed the
+/// index; returns how many (mail, calendar) jobs were sent.
+pub async fn queue_catch_up(
+    connections: &dyn ConnectionStore,
+    tenants: &dyn TenantStore,
+    queue: &dyn JobQueue,
+    queues: &CatchUpQueues,
+    tenant_id: &TenantId,
+    now: OffsetDateTime,
+) -> Result<(usize, usize), CatchUpQueueError> {
+    let tenant = tenants.get_tenant(tenant_id).await?;
+    let mut sent = (0, 0);
+    for (kind, url) in [
+        (SyncKind::Mail, &queues.mail_sync),
+        (SyncKind::Calendar, &queues.calendar_sync),
+    ] {
+        let messages: Vec<QueueMessage> = connections
+            .list_by_tenant(tenant_id)
+            .await?
+            .iter()
+            .filter(|connection| wants_job(connection, tenant.as_ref(), kind, now))
+            .map(|connection| {
+                let job = SyncJob::new(
+                    kind,
+                    tenant_id.clone(),
+                    connection.user_id.clone(),
+                    SyncReason::CrmChanged,
+                );
+                serde_json::to_string(&job).map(QueueMessage::new)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|error| CatchUpQueueError::Encode(error.to_string()))?;
+        let count = queue.send_batch(url, &messages).await?;
+        match kind {
+            SyncKind::Mail => sent.0 = count,
+            SyncKind::Calendar => sent.1 = count,
+        }
+    }
+    Ok(sent)
+}
+
+/// The sync queues a catch-up is sent to.
+#[derive(Clone, Debug)]
+pub struct CatchUpQueues {
+    pub mail_sync: String,
+    pub calendar_sync: String,
+}
+
+/// Why catch-up jobs could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpQueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] crate::ports::QueueError),
+    #[error("a job could not be encoded: {0}")]
+    Encode(String),
 }
 
 /// A stored activity judged again by today's rules.

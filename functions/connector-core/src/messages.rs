@@ -22,6 +22,9 @@ pub enum SyncReason {
     /// Graph said notifications were lost (`missed`) or the subscription was removed:
     /// the whole delta round, at once.
     Resync,
+    /// The tenant's CRM changed: catch up with it (`crm_catchup`), at once rather than at
+    /// the next scheduled round (a subscribed user's may be hours away).
+    CrmChanged,
 }
 
 /// One mailbox or calendar to sync:

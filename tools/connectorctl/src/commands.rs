@@ -8,7 +8,9 @@ use aws_config::BehaviorVersion;
 use connector_core::adapters::dynamodb::{
     DynamoConnectionStore, DynamoCrmIndex, DynamoTenantStore,
 };
+use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::config::{table_name, vars};
+use connector_core::crm_catchup::{self, CatchUpQueues};
 use connector_core::domain::{
     Connection, CrmIndexSummary, CrmSnapshot, ReplaceOutcome, SnapshotError, TenantId,
 };
@@ -118,15 +120,59 @@ pub async fn crm_import(file: &Path, dry_run: bool) -> Result<()> {
                 describe(&summary)
             );
             match previous_version {
-                Some(previous) => println!(
-                    "{written_entries} entries written; replaced version {previous} ({removed_entries} old entries removed)"
-                ),
+                Some(previous) => {
+                    println!(
+                        "{written_entries} entries written; replaced version {previous} ({removed_entries} old entries removed)"
+                    );
+                    queue_catch_up(&snapshot.tenant_id).await?;
+                }
                 None => {
                     println!("{written_entries} entries written; first snapshot of this tenant")
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// After an import that changed the index: a catch-up job for every mailbox and calendar
+/// of the tenant (README, "When the CRM changes"). Without the queues' variables, the
+/// scheduled rounds catch up instead.
+async fn queue_catch_up(tenant_id: &TenantId) -> Result<()> {
+    let (Some(mail_sync), Some(calendar_sync)) = (
+        env(vars::MAIL_SYNC_QUEUE_URL),
+        env(vars::CALENDAR_SYNC_QUEUE_URL),
+    ) else {
+        println!(
+            "{} and {} are not set: the scheduled rounds catch up with the new snapshot",
+            vars::MAIL_SYNC_QUEUE_URL,
+            vars::CALENDAR_SYNC_QUEUE_URL
+        );
+        return Ok(());
+    };
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let connections =
+        DynamoConnectionStore::new(client.clone(), table_name(&env, vars::CONNECTIONS_TABLE)?);
+    let tenants = DynamoTenantStore::new(client, table_name(&env, vars::TENANTS_TABLE)?);
+    let queue = SqsJobQueue::new(aws_sdk_sqs::Client::new(&sdk));
+    let queues = CatchUpQueues {
+        mail_sync,
+        calendar_sync,
+    };
+    let (mail, calendar) = crm_catchup::queue_catch_up(
+        &connections,
+        &tenants,
+        &queue,
+        &queues,
+        tenant_id,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .context("queueing the catch-up jobs")?;
+    println!(
+        "catch-up queued for {mail} mailboxes and {calendar} calendars (what the new snapshot adds is looked for, what it no longer holds is removed)"
+    );
     Ok(())
 }
 
