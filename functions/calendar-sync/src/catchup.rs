@@ -18,10 +18,9 @@ use std::sync::Arc;
 
 use connector_core::calendar::{self, DeltaItem};
 use connector_core::crm_catchup::{self, Begin, CatchUp, Verdict};
-use connector_core::domain::{Activity, ActivityContent, MatchReason, SyncWindow};
+use connector_core::domain::{Activity, ActivityContent, FolderCursor, MatchReason, SyncWindow};
 use connector_core::matching::CrmMatcher;
 use connector_core::sync::{RunContext, WorkError, WorkOutcome};
-use tracing::info;
 
 use crate::work::{CalendarWork, Judge};
 
@@ -32,12 +31,13 @@ impl CalendarWork {
         ctx: &mut RunContext<'_>,
         judge: &Judge,
         window: &SyncWindow,
+        cursors: &mut Vec<FolderCursor>,
     ) -> Result<WorkOutcome, WorkError> {
         let Some(summary) = &judge.summary else {
             return Ok(WorkOutcome::Complete);
         };
         let now = ctx.now();
-        let mut catch_up = CatchUp::open(ctx.state, &ctx.key, summary, now).await?;
+        let mut catch_up = CatchUp::open(ctx.state, &ctx.key, cursors, summary, now).await?;
         let begin = catch_up.begin(summary);
         if begin == Begin::CaughtUp {
             return Ok(WorkOutcome::Complete);
@@ -68,20 +68,8 @@ impl CalendarWork {
                 return Ok(WorkOutcome::OutOfTime);
             }
         }
-        if catch_up.target().is_some_and(|target| !target.pruned) {
-            let removed = self.prune_meetings(judge).await?;
-            if removed > 0 {
-                info!(
-                    removed,
-                    "removed meetings no CRM record makes relevant any more"
-                );
-            }
-            ctx.counters.removed += removed;
-            if let Some(target) = catch_up.target_mut() {
-                target.pruned = true;
-            }
-            catch_up.save(ctx.state, &ctx.key, ctx.now()).await?;
-        }
+        // Idempotent: a run that dies before `finish` removes nothing more the next time.
+        ctx.counters.removed += self.prune_meetings(judge).await?;
         catch_up.finish(ctx.state, &ctx.key, ctx.now()).await?;
         Ok(WorkOutcome::Complete)
     }

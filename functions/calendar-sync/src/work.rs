@@ -374,10 +374,12 @@ impl SyncWork for CalendarWork {
     async fn run(&self, ctx: &mut RunContext<'_>) -> Result<WorkOutcome, WorkError> {
         let now = ctx.now();
         ctx.folders = 1;
-        let mut cursor = ctx
-            .state
-            .get_cursor(&ctx.key, CALENDAR_CURSOR)
-            .await?
+        // The calendar's cursor and the CRM catch-up's checkpoint, in one read.
+        let mut cursors = ctx.state.list_cursors(&ctx.key).await?;
+        let mut cursor = cursors
+            .iter()
+            .position(|cursor| cursor.folder_id == CALENDAR_CURSOR)
+            .map(|at| cursors.swap_remove(at))
             .unwrap_or_else(|| FolderCursor::new(CALENDAR_CURSOR, now));
         // Visible before the CRM index is loaded: a run that dies there leaves its row.
         ctx.enter(first_stage(ctx.meta)).await;
@@ -463,7 +465,7 @@ impl SyncWork for CalendarWork {
             }
             ctx.meta.window = Some(window);
             // The CRM may have changed since the stored set was imported.
-            return self.catch_up(ctx, &judge, &window).await;
+            return self.catch_up(ctx, &judge, &window, &mut cursors).await;
         }
     }
 }

@@ -97,11 +97,9 @@ pub fn overlaps(window: &SyncWindow, start: OffsetDateTime, end: OffsetDateTime)
 const QUERY_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
-/// One page of the plain calendarView over `window` (no delta: the CRM catch-up's listing),
-/// limited to [`EVENT_SELECT`]: `$select` is supported on calendarView, unlike its delta
-/// (https://learn.microsoft.com/graph/api/user-list-calendarview, "Optional query
-/// parameters", read 2026-12-06).
-pub fn view_path(window: &SyncWindow, top: u32) -> String {
+/// `startDateTime=…&endDateTime=…` of `window` (whole seconds, UTC; an open window ends
+/// twelve months after its start).
+fn window_range(window: &SyncWindow) -> String {
     let format = |t: OffsetDateTime| {
         t.to_offset(time::UtcOffset::UTC)
             .format(QUERY_TIME)
@@ -111,28 +109,27 @@ pub fn view_path(window: &SyncWindow, top: u32) -> String {
         .end
         .unwrap_or_else(|| add_months(window.start, WINDOW_MONTHS));
     format!(
-        "/me/calendarView?startDateTime={}&endDateTime={}&$select={EVENT_SELECT}&$top={top}",
+        "startDateTime={}&endDateTime={}",
         format(window.start),
         format(end)
+    )
+}
+
+/// One page of the plain calendarView over `window` (no delta: the CRM catch-up's listing),
+/// limited to [`EVENT_SELECT`]: `$select` is supported on calendarView, unlike its delta
+/// (https://learn.microsoft.com/graph/api/user-list-calendarview, "Optional query
+/// parameters", read 2026-12-06).
+pub fn view_path(window: &SyncWindow, top: u32) -> String {
+    format!(
+        "/me/calendarView?{}&$select={EVENT_SELECT}&$top={top}",
+        window_range(window)
     )
 }
 
 /// The first request of a round: `/me/calendarView/delta` over `window` (later requests
 /// follow the links Graph returns).
 pub fn delta_path(window: &SyncWindow) -> String {
-    let format = |t: OffsetDateTime| {
-        t.to_offset(time::UtcOffset::UTC)
-            .format(QUERY_TIME)
-            .unwrap_or_default()
-    };
-    let end = window
-        .end
-        .unwrap_or_else(|| add_months(window.start, WINDOW_MONTHS));
-    format!(
-        "/me/calendarView/delta?startDateTime={}&endDateTime={}",
-        format(window.start),
-        format(end)
-    )
+    format!("/me/calendarView/delta?{}", window_range(window))
 }
 
 /// `GET /me/events/{id}` limited to [`EVENT_SELECT`].

@@ -21,6 +21,7 @@
 //!   lists its window once (mail-sync's and calendar-sync's READMEs).
 
 use time::OffsetDateTime;
+use tracing::info;
 
 use crate::domain::{
     Activity, ActivityId, CatchUpTarget, CrmCatchUp, CrmIndexSummary, FolderCursor, SyncKey,
@@ -55,17 +56,21 @@ pub enum Begin {
 }
 
 impl CatchUp {
-    /// Reads the checkpoint. A sync without one starts caught up with `summary`: its
-    /// first import matches with that index.
+    /// Takes the checkpoint out of a sync's listed cursors (the run lists them anyway,
+    /// so the checkpoint costs no read of its own). A sync without one starts caught up
+    /// with `summary`, written once: its first import matches with that index.
     pub async fn open(
         state: &dyn SyncStateStore,
         key: &SyncKey,
+        cursors: &mut Vec<FolderCursor>,
         summary: &CrmIndexSummary,
         now: OffsetDateTime,
     ) -> Result<Self, StoreError> {
-        if let Some(cursor) = state.get_cursor(key, CRM_CURSOR).await?
-            && cursor.catch_up.is_some()
-        {
+        let listed = cursors
+            .iter()
+            .position(|cursor| cursor.folder_id == CRM_CURSOR)
+            .map(|at| cursors.swap_remove(at));
+        if let Some(cursor) = listed.filter(|cursor| cursor.catch_up.is_some()) {
             return Ok(Self { cursor });
         }
         let mut cursor = FolderCursor::new(CRM_CURSOR, now);
@@ -117,7 +122,6 @@ impl CatchUp {
             next: None,
             seen: 0,
             relisting: false,
-            pruned: false,
         });
         Begin::Started
     }
@@ -271,7 +275,16 @@ pub async fn prune(
         }
         match page.next {
             Some(next) => token = Some(next),
-            None => return Ok(removed),
+            None => {
+                if removed > 0 {
+                    info!(
+                        removed,
+                        kind = prefix.trim_end_matches('#'),
+                        "removed activities no CRM record makes relevant any more"
+                    );
+                }
+                return Ok(removed);
+            }
         }
     }
 }
@@ -310,7 +323,8 @@ mod tests {
         let v3 = datetime!(2026-12-03 10:00 UTC);
         let now = datetime!(2026-12-04 10:00 UTC);
 
-        let mut catch_up = CatchUp::open(&state, &key, &summary(v1), now)
+        let mut cursors = state.list_cursors(&key).await.expect("listed");
+        let mut catch_up = CatchUp::open(&state, &key, &mut cursors, &summary(v1), now)
             .await
             .expect("open");
         assert_eq!(catch_up.begin(&summary(v1)), Begin::CaughtUp);
@@ -321,9 +335,12 @@ mod tests {
         catch_up.save(&state, &key, now).await.expect("save");
 
         // A later run resumes where the checkpoint says.
-        let mut again = CatchUp::open(&state, &key, &summary(v2), now)
+        let mut cursors = state.list_cursors(&key).await.expect("listed");
+        assert_eq!(cursors.len(), 1, "the checkpoint was written");
+        let mut again = CatchUp::open(&state, &key, &mut cursors, &summary(v2), now)
             .await
             .expect("open");
+        assert!(cursors.is_empty(), "taken out of the listing");
         assert_eq!(again.begin(&summary(v2)), Begin::Resumed);
         assert_eq!(again.target().expect("under way").step, 3);
         assert_eq!(again.applied(), v1, "not applied before it finishes");
@@ -332,7 +349,8 @@ mod tests {
         assert_eq!(again.begin(&summary(v3)), Begin::Started);
         assert_eq!(again.target().expect("under way").step, 0);
         again.finish(&state, &key, now).await.expect("finish");
-        let done = CatchUp::open(&state, &key, &summary(v3), now)
+        let mut cursors = state.list_cursors(&key).await.expect("listed");
+        let done = CatchUp::open(&state, &key, &mut cursors, &summary(v3), now)
             .await
             .expect("open");
         assert_eq!(done.applied(), v3);

@@ -18,6 +18,7 @@ use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::config::{Tables, vars};
 use connector_core::domain::crm::domain_and_parents;
 use connector_core::domain::*;
+use connector_core::matching::CrmMatchIndex;
 use connector_core::messages::{SyncJob, SyncReason};
 use connector_core::ports::*;
 use connector_core::secret::{RefreshToken, TokenRecord};
@@ -1525,5 +1526,101 @@ async fn subscriptions_are_kept_replaced_debounced_and_removed() -> Result<()> {
         .await?;
     ensure!(store.user_subscriptions(&owner).await?.is_empty());
     ensure!(store.by_id("sub-second").await?.is_none());
+    Ok(())
+}
+
+/// The addresses and domains of an index, sorted.
+fn keys(index: &CrmMatchIndex) -> (Vec<String>, Vec<String>) {
+    let mut addresses: Vec<String> = index.address_keys().map(str::to_owned).collect();
+    let mut domains: Vec<String> = index.domain_keys().map(str::to_owned).collect();
+    addresses.sort();
+    domains.sort();
+    (addresses, domains)
+}
+
+#[tokio::test]
+async fn crm_additions_follow_the_import_that_brought_each_entry() -> Result<()> {
+    let (stack, tables) = stack().await?;
+    // Small pages: the stamps are carried over across Query pages.
+    let index = DynamoCrmIndex::new(dynamo(&stack), &tables.crm).with_load_page_items(3);
+    let oracle = MemoryCrmIndex::default();
+    let tenant_id = tenant();
+    let imports = [
+        snapshot(&tenant_id, 2, 4, 1, "v1"),
+        // Adds an account (acme-2.com), two contacts and a lead.
+        snapshot(&tenant_id, 3, 6, 2, "v2"),
+        // Removes the lead and account acme-2.com again; the contacts spread over two
+        // accounts again (contact2 and contact3 get v1's addresses back).
+        snapshot(&tenant_id, 2, 6, 1, "v3"),
+        // Brings the lead back.
+        snapshot(&tenant_id, 2, 6, 2, "v4"),
+    ];
+    // Each store's own import instants.
+    let mut at: Vec<(OffsetDateTime, OffsetDateTime)> = Vec::new();
+    for crm in &imports {
+        index.replace_snapshot(crm).await?;
+        oracle.replace_snapshot(crm).await?;
+        let imported = async |store: &dyn CrmIndex| -> Result<OffsetDateTime> {
+            Ok(store
+                .summary(&tenant_id)
+                .await?
+                .expect("imported")
+                .imported_at)
+        };
+        at.push((imported(&index).await?, imported(&oracle).await?));
+    }
+    type Keys = (Vec<String>, Vec<String>);
+    let added =
+        async |(dynamo_after, memory_after): (OffsetDateTime, OffsetDateTime)| -> Result<Keys> {
+            let dynamo = index
+                .additions_since(&tenant_id, dynamo_after)
+                .await?
+                .expect("index");
+            let memory = oracle
+                .additions_since(&tenant_id, memory_after)
+                .await?
+                .expect("index");
+            assert_eq!(
+                keys(&dynamo.index),
+                keys(&memory.index),
+                "the oracle agrees"
+            );
+            assert_eq!(dynamo.index, memory.index, "with the same records");
+            Ok(keys(&dynamo.index))
+        };
+    let second_before = |(a, b): (OffsetDateTime, OffsetDateTime)| {
+        let second = time::Duration::seconds(1);
+        (a - second, b - second)
+    };
+
+    // Since the last import: nothing. Since v3: the lead brought back.
+    assert_eq!(added(at[3]).await?, (vec![], vec![]));
+    assert_eq!(
+        added(at[2]).await?,
+        (vec!["lead1@initech.com".to_owned()], vec![])
+    );
+    // Since v1: what v2 and v3 changed (contact2 and contact3 left with v2 and came back
+    // with v3; contact4 and contact5 have v3's addresses), the lead brought back; not
+    // acme-2.com (gone again), not what stayed all along.
+    assert_eq!(
+        added(at[0]).await?,
+        (
+            vec![
+                "contact2@acme-0.com".to_owned(),
+                "contact3@acme-1.com".to_owned(),
+                "contact4@acme-0.com".to_owned(),
+                "contact5@acme-1.com".to_owned(),
+                "lead1@initech.com".to_owned()
+            ],
+            vec![]
+        )
+    );
+    // Since before the first import: everything.
+    let (addresses, domains) = added(second_before(at[0])).await?;
+    assert_eq!((addresses.len(), domains.len()), (8, 2));
+    // An unchanged import keeps every stamp.
+    index.replace_snapshot(&imports[3]).await?;
+    oracle.replace_snapshot(&imports[3]).await?;
+    assert_eq!(added(at[3]).await?, (vec![], vec![]));
     Ok(())
 }

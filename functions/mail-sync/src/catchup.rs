@@ -51,9 +51,19 @@ pub const SEARCH_PAGE: u32 = 250;
 const SEARCH_SELECT: &str = "id,parentFolderId,receivedDateTime,isDraft";
 
 /// One search request: messages involving any of `addresses` received on or after
-/// `start`'s day. Results "are sorted by the date and time that the message was sent";
-/// `$filter` and `$orderby` are not combined with `$search` (search-query-parameter,
-/// read 2026-12-06), so the window's start is a KQL `received>=` restriction.
+/// `start`'s day. Microsoft's sources (read 2026-12-06):
+/// - results "are sorted by the date and time that the message was sent", and
+///   `participants` is searched by "SMTP address, display name, or alias"
+///   (https://learn.microsoft.com/graph/search-query-parameter);
+/// - a date restriction is written as Microsoft's own examples write it: `received:07/23/2018`
+///   (the same page) with KQL's `>=` (`Date>=06/01/2016` in the contentQuery example of
+///   https://learn.microsoft.com/graph/api/resources/security-ediscoverysearch);
+/// - "You cannot use `$filter` or `$orderby` in a search request" (Outlook REST v2.0's
+///   search requests, as quoted in https://github.com/microsoftgraph/msgraph-sdk-ruby/pull/55),
+///   so the window's start is a KQL restriction, not a `$filter`.
+///
+/// Whatever the date restriction matches, hits received before the window are dropped
+/// here as well ([`MailWork::search_additions`]).
 pub fn search_url(addresses: &[&str], start: OffsetDateTime) -> String {
     let terms: Vec<String> = addresses
         .iter()
@@ -61,11 +71,11 @@ pub fn search_url(addresses: &[&str], start: OffsetDateTime) -> String {
         .collect();
     let day = start.date();
     let kql = format!(
-        "({}) AND received>={:04}-{:02}-{:02}",
+        "({}) AND received>={:02}/{:02}/{:04}",
         terms.join(" OR "),
-        day.year(),
         u8::from(day.month()),
-        day.day()
+        day.day(),
+        day.year()
     );
     format!(
         "/me/messages?$search={}&$select={SEARCH_SELECT}&$top={SEARCH_PAGE}",
@@ -218,23 +228,12 @@ impl MailWork {
                 }
             }
         }
-        if catch_up.target().is_some_and(|target| !target.pruned) {
-            let removed = self.prune_mail(env).await?;
-            if removed > 0 {
-                info!(
-                    removed,
-                    "removed messages no CRM record makes relevant any more"
-                );
-            }
-            env.add(&SyncCounters {
-                removed,
-                ..SyncCounters::default()
-            });
-            if let Some(target) = catch_up.target_mut() {
-                target.pruned = true;
-            }
-            catch_up.save(env.state, env.key, env.clock.now()).await?;
-        }
+        // Idempotent: a run that dies before `finish` removes nothing more the next time.
+        let removed = self.prune_mail(env).await?;
+        env.add(&SyncCounters {
+            removed,
+            ..SyncCounters::default()
+        });
         catch_up.finish(env.state, env.key, env.clock.now()).await?;
         Ok(WorkOutcome::Complete)
     }
@@ -396,7 +395,7 @@ mod tests {
         );
         assert_eq!(
             url,
-            "/me/messages?$search=%22%28participants%3Ajane%40acme.com%20OR%20participants%3Abob%40initech.com%29%20AND%20received%3E%3D2026-06-01%22&$select=id,parentFolderId,receivedDateTime,isDraft&$top=250"
+            "/me/messages?$search=%22%28participants%3Ajane%40acme.com%20OR%20participants%3Abob%40initech.com%29%20AND%20received%3E%3D06%2F01%2F2026%22&$select=id,parentFolderId,receivedDateTime,isDraft&$top=250"
         );
     }
 }

@@ -1124,7 +1124,7 @@ impl SyncWork for MailWork {
         });
 
         let mut cursors = ctx.state.list_cursors(&ctx.key).await?;
-        cursors.retain(|cursor| cursor.folder_id != CRM_CURSOR);
+        let mut catch_up = CatchUp::open(ctx.state, &ctx.key, &mut cursors, &summary, now).await?;
         let refresh_due = cursors.is_empty()
             || ctx
                 .meta
@@ -1147,7 +1147,6 @@ impl SyncWork for MailWork {
                 .await?;
             ctx.meta.window = Some(window);
         }
-        let mut catch_up = CatchUp::open(ctx.state, &ctx.key, &summary, now).await?;
         let begin = catch_up.begin(&summary);
         let additions: Option<Arc<CrmMatchIndex>> = match begin {
             Begin::CaughtUp => None,

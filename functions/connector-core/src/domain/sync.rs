@@ -430,9 +430,6 @@ pub struct CatchUpTarget {
     /// Mail: the folders' re-listing for added domains was set up (their `relist`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub relisting: bool,
-    /// What no longer matches was removed.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pruned: bool,
 }
 
 fn is_zero_u32(value: &u32) -> bool {

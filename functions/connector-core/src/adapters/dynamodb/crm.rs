@@ -268,64 +268,21 @@ impl DynamoCrmIndex {
         Ok(result)
     }
 
-    /// Every entry of `version` (`a#{address}` / `d#{domain}`) with its stamp (`None`: written
-    /// before stamps existed): what the next version carries over.
-    async fn stamps_of_version(
+    /// Queries every entry of `version` page by page (at most [`Self::load_page_items`] a
+    /// page), projecting `attributes` besides the entry's key, and hands each to `each`
+    /// with its key without the version prefix (`a#{address}` / `d#{domain}`); with
+    /// `added_after`, only entries stamped after it (a filtered Query: DynamoDB reads the
+    /// version's entries, returns the added ones). Each page is dropped before the next is
+    /// requested, so a reader holds one bounded page of SDK items, never the whole index.
+    async fn for_each_entry(
         &self,
         tenant_id: &TenantId,
         version: &str,
-    ) -> Result<HashMap<String, Option<i64>>, StoreError> {
-        let prefix = format!("v#{version}#");
-        let mut stamps = HashMap::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", "tenantId")
-                .expression_attribute_names("#sk", "entry")
-                .expression_attribute_names("#since", "since")
-                .expression_attribute_values(":pk", s(tenant_id.as_str()))
-                .expression_attribute_values(":prefix", s(&prefix))
-                .projection_expression("#sk, #since")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|error| backend("Query", &self.table, error))?;
-            for item in output.items.unwrap_or_default() {
-                let Some(entry) = string_attr(&item, "entry").and_then(|e| e.strip_prefix(&prefix))
-                else {
-                    continue;
-                };
-                let since = match item.get("since") {
-                    Some(AttributeValue::N(n)) => n.parse().ok(),
-                    _ => None,
-                };
-                stamps.insert(entry.to_owned(), since);
-            }
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(stamps),
-            }
-        }
-    }
-
-    /// Queries every entry of `version` into a [`CrmMatchIndex`], page by page: each page
-    /// is decoded into the index and dropped before the next is requested, so a load holds
-    /// one bounded page of SDK items at a time, never the whole stored index.
-    async fn load_version(
-        &self,
-        tenant_id: &TenantId,
-        version: &str,
+        attributes: &str,
         added_after: Option<i64>,
-    ) -> Result<CrmMatchIndex, StoreError> {
+        mut each: impl FnMut(&str, Item) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let prefix = format!("v#{version}#");
-        let address_prefix = format!("{prefix}a#");
-        let domain_prefix = format!("{prefix}d#");
-        let mut builder = CrmMatchIndexBuilder::new();
         let mut start: Option<Item> = None;
         loop {
             let mut query = self
@@ -336,10 +293,10 @@ impl DynamoCrmIndex {
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_names("#pk", "tenantId")
                 .expression_attribute_names("#sk", "entry")
-                .expression_attribute_names("#records", "records")
+                .expression_attribute_names("#attr", attributes)
                 .expression_attribute_values(":pk", s(tenant_id.as_str()))
                 .expression_attribute_values(":prefix", s(&prefix))
-                .projection_expression("#sk, #records")
+                .projection_expression("#sk, #attr")
                 .limit(self.load_page_items)
                 .set_exclusive_start_key(start.take());
             if let Some(after) = added_after {
@@ -354,30 +311,97 @@ impl DynamoCrmIndex {
                 .map_err(|error| backend("Query", &self.table, error))?;
             for item in output.items.unwrap_or_default() {
                 let entry = string_attr(&item, "entry").unwrap_or_default().to_owned();
-                if let Some(address) = entry.strip_prefix(&address_prefix) {
-                    let records: EntryRecords<MatchedRecord> =
-                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
-                    builder.add_address(
-                        address,
-                        records
-                            .records
-                            .iter()
-                            .map(|record| (record.kind, record.id.as_str())),
-                    );
-                } else if let Some(domain) = entry.strip_prefix(&domain_prefix) {
-                    let records: EntryRecords<MatchedOwner> =
-                        from_item(item, &self.table, &format!("{tenant_id}/{entry}"))?;
-                    builder.add_domain(
-                        domain,
-                        records.records.iter().map(|owner| owner.id.as_str()),
-                    );
+                if let Some(key) = entry.strip_prefix(&prefix) {
+                    each(key, item)?;
                 }
             }
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(builder.finish()),
+                _ => return Ok(()),
             }
         }
+    }
+
+    /// Every entry of `version` with its stamp (`None`: written before stamps existed):
+    /// what the next version carries over.
+    async fn stamps_of_version(
+        &self,
+        tenant_id: &TenantId,
+        version: &str,
+    ) -> Result<HashMap<String, Option<i64>>, StoreError> {
+        let mut stamps = HashMap::new();
+        self.for_each_entry(tenant_id, version, "since", None, |key, item| {
+            let since = match item.get("since") {
+                Some(AttributeValue::N(n)) => n.parse().ok(),
+                _ => None,
+            };
+            stamps.insert(key.to_owned(), since);
+            Ok(())
+        })
+        .await?;
+        Ok(stamps)
+    }
+
+    /// Every entry of `version` (with `added_after`, the added ones only) as a
+    /// [`CrmMatchIndex`], decoded page by page.
+    async fn load_version(
+        &self,
+        tenant_id: &TenantId,
+        version: &str,
+        added_after: Option<i64>,
+    ) -> Result<CrmMatchIndex, StoreError> {
+        let mut builder = CrmMatchIndexBuilder::new();
+        let what = |key: &str| format!("{tenant_id}/v#{version}#{key}");
+        self.for_each_entry(tenant_id, version, "records", added_after, |key, item| {
+            if let Some(address) = key.strip_prefix("a#") {
+                let records: EntryRecords<MatchedRecord> =
+                    from_item(item, &self.table, &what(key))?;
+                builder.add_address(
+                    address,
+                    records
+                        .records
+                        .iter()
+                        .map(|record| (record.kind, record.id.as_str())),
+                );
+            } else if let Some(domain) = key.strip_prefix("d#") {
+                let records: EntryRecords<MatchedOwner> = from_item(item, &self.table, &what(key))?;
+                builder.add_domain(
+                    domain,
+                    records.records.iter().map(|owner| owner.id.as_str()),
+                );
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(builder.finish())
+    }
+
+    /// Reads the pointer, reads its version with `read`, and reads the pointer again: an
+    /// unchanged pointer proves what was read is one complete version (see the module
+    /// doc); a pointer flipped meanwhile reads again. `None` without an index.
+    async fn read_consistently<T, F>(
+        &self,
+        tenant_id: &TenantId,
+        what: &str,
+        read: impl Fn(String) -> F,
+    ) -> Result<Option<(CrmIndexSummary, T)>, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        for _ in 0..LOOKUP_ATTEMPTS {
+            let Some(before) = self.read_pointer(tenant_id).await?.summary else {
+                return Ok(None);
+            };
+            let value = read(before.version.clone()).await?;
+            let after = self.read_pointer(tenant_id).await?.summary;
+            if after.is_some_and(|after| after.version == before.version) {
+                return Ok(Some((before, value)));
+            }
+            debug!("CRM index replaced during {what}; reading the new version");
+        }
+        Err(StoreError::Conflict {
+            what: format!("CRM index of tenant {tenant_id} (kept changing during {what})"),
+        })
     }
 }
 
@@ -500,22 +524,17 @@ impl CrmIndex for DynamoCrmIndex {
         if addresses.is_empty() && domains.is_empty() {
             return Ok(CrmLookup::default());
         }
-        for _ in 0..LOOKUP_ATTEMPTS {
-            let Some(before) = self.read_pointer(tenant_id).await?.summary else {
-                return Ok(CrmLookup::default());
-            };
-            let result = self
-                .lookup_version(tenant_id, &before.version, &addresses, &domains)
-                .await?;
-            let after = self.read_pointer(tenant_id).await?.summary;
-            if after.is_some_and(|after| after.version == before.version) {
-                return Ok(result);
-            }
-            debug!("CRM index replaced during lookup; reading the new version");
-        }
-        Err(StoreError::Conflict {
-            what: format!("CRM index of tenant {tenant_id} (kept changing during lookup)"),
-        })
+        Ok(self
+            .read_consistently(tenant_id, "lookup", |version| {
+                let (addresses, domains) = (&addresses, &domains);
+                async move {
+                    self.lookup_version(tenant_id, &version, addresses, domains)
+                        .await
+                }
+            })
+            .await?
+            .map(|(_, result)| result)
+            .unwrap_or_default())
     }
 
     async fn summary(&self, tenant_id: &TenantId) -> Result<Option<CrmIndexSummary>, StoreError> {
@@ -543,20 +562,10 @@ impl CrmIndex for DynamoCrmIndex {
         &self,
         tenant_id: &TenantId,
     ) -> Result<Option<(CrmIndexSummary, CrmMatchIndex)>, StoreError> {
-        for _ in 0..LOOKUP_ATTEMPTS {
-            let Some(before) = self.read_pointer(tenant_id).await?.summary else {
-                return Ok(None);
-            };
-            let index = self.load_version(tenant_id, &before.version, None).await?;
-            let after = self.read_pointer(tenant_id).await?.summary;
-            if after.is_some_and(|after| after.version == before.version) {
-                return Ok(Some((before, index)));
-            }
-            debug!("CRM index replaced during load; reading the new version");
-        }
-        Err(StoreError::Conflict {
-            what: format!("CRM index of tenant {tenant_id} (kept changing during load)"),
+        self.read_consistently(tenant_id, "load", |version| async move {
+            self.load_version(tenant_id, &version, None).await
         })
+        .await
     }
 
     /// As [`Self::load`], reading only the entries stamped after `after` (a filtered Query:
@@ -567,24 +576,12 @@ impl CrmIndex for DynamoCrmIndex {
         tenant_id: &TenantId,
         after: OffsetDateTime,
     ) -> Result<Option<CrmAdditions>, StoreError> {
-        for _ in 0..LOOKUP_ATTEMPTS {
-            let Some(before) = self.read_pointer(tenant_id).await?.summary else {
-                return Ok(None);
-            };
-            let index = self
-                .load_version(tenant_id, &before.version, Some(since_stamp(after)))
-                .await?;
-            let after_read = self.read_pointer(tenant_id).await?.summary;
-            if after_read.is_some_and(|read| read.version == before.version) {
-                return Ok(Some(CrmAdditions {
-                    summary: before,
-                    index,
-                }));
-            }
-            debug!("CRM index replaced while reading its additions; reading the new version");
-        }
-        Err(StoreError::Conflict {
-            what: format!("CRM index of tenant {tenant_id} (kept changing during a read)"),
-        })
+        let after = since_stamp(after);
+        Ok(self
+            .read_consistently(tenant_id, "a read of its additions", |version| async move {
+                self.load_version(tenant_id, &version, Some(after)).await
+            })
+            .await?
+            .map(|(summary, index)| CrmAdditions { summary, index }))
     }
 }
