@@ -387,6 +387,45 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
+    /// Microsoft's participants search (the conformance corpus) read as the catch-up reads
+    /// a page: each hit's id, folder, arrival and draft flag, and the nextLink; the result
+    /// limit the corpus states is the one the catch-up splits at.
+    #[test]
+    fn microsofts_search_page_reads_into_hits() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../infra/microsoft-sim/conformance/mail/message-search-participants.json");
+        let example: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("readable")).expect("JSON");
+        assert_eq!(
+            example["meaning"]["max_results"].as_u64(),
+            Some(u64::from(SEARCH_LIMIT))
+        );
+        let page: SearchPage =
+            serde_json::from_value(example["response"]["body"].clone()).expect("a search page");
+        assert_eq!(page.value.len(), 2);
+        let hit = &page.value[0];
+        assert_eq!(hit.id, "AAMkADNkNAAASq35xAAA=");
+        assert_eq!(hit.parent_folder_id.as_deref(), Some("AQMkADNkNAAAgEMAAAA"));
+        assert_eq!(
+            hit.received_date_time.as_deref().and_then(parse_time),
+            Some(datetime!(2026-11-05 09:00 UTC))
+        );
+        assert_eq!(hit.is_draft, Some(false));
+        assert!(
+            page.next_link
+                .as_deref()
+                .is_some_and(|l| l.contains("%24skip=2"))
+        );
+        // Every property the catch-up reads is one the example selects.
+        let asked = example["request"]["path"].as_str().expect("path");
+        for property in SEARCH_SELECT.split(',') {
+            assert!(
+                asked.contains(property),
+                "{property} is selected in {asked}"
+            );
+        }
+    }
+
     #[test]
     fn a_search_asks_for_its_addresses_from_the_windows_first_day() {
         let url = search_url(

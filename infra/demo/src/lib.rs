@@ -828,6 +828,68 @@ pub async fn run(opts: &Options) -> Result<Report> {
     ));
     drain(&info, &sqs, opts.drain_timeout).await?;
 
+    // The CRM grows: an email from someone the CRM did not know was discarded when it
+    // arrived; once a lead with that address is imported, the catch-up finds and stores it.
+    let prospect = "new.prospect@fabrikam-prospect.example";
+    let early = format!(
+        "Introduction {}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    sim_post(
+        &info,
+        &format!("/_sim/users/{}/messages", notified.upn),
+        json!({"folder": "inbox", "message": {
+            "subject": early,
+            "from": {"emailAddress": {"address": prospect}},
+            "toRecipients": [{"emailAddress": {"address": notified.upn}}],
+        }}),
+    )
+    .await?;
+    // Its notification wakes a run, which discards it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drain(&info, &sqs, opts.drain_timeout).await?;
+    let activities = |info: &StackInfo| {
+        connectorctl(
+            info,
+            &["activities", "--tenant", t1, "--user", &notified.id],
+        )
+    };
+    ensure!(
+        !activities(&info)?.contains(&early),
+        "an email from outside the CRM was stored"
+    );
+    let mut grown = crm_file(
+        &hand,
+        t1,
+        first["generate"][0]["seed"].as_u64().unwrap_or(7),
+    );
+    grown["leads"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("leads"))?
+        .push(json!({"id": "00QDEMO01", "email": prospect, "company": "Fabrikam Prospect"}));
+    let path = dir.join(format!("crm-{t1}-v2.json"));
+    std::fs::write(&path, serde_json::to_string(&grown)?)?;
+    let imported = connectorctl(
+        &info,
+        &["crm", "import", path.to_str().expect("utf-8 path")],
+    )?;
+    let catch_up = imported
+        .lines()
+        .find(|line| line.starts_with("catch-up queued"))
+        .ok_or_else(|| anyhow!("the import queued no catch-up: {imported}"))?
+        .to_owned();
+    let started = Instant::now();
+    drain(&info, &sqs, opts.drain_timeout).await?;
+    ensure!(
+        activities(&info)?.contains(&early),
+        "the catch-up did not store the new lead's earlier email"
+    );
+    report.step(format!(
+        "the CRM grew by one lead ({prospect}): {catch_up}; its email to {}, discarded when it arrived, was stored by the catch-up ($search) within {}s",
+        notified.upn,
+        started.elapsed().as_secs()
+    ));
+
     // A Teams post through TeamsPostQueue.
     let poster = people
         .iter()

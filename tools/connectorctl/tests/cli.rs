@@ -11,9 +11,10 @@ use connector_core::adapters::dynamodb::{
 };
 use connector_core::config::vars;
 use connector_core::domain::{
-    Connection, ConnectionStatus, ConsentMode, FeatureBundle, StatusChange, Tenant, TenantId,
-    UserId, UserKey,
+    Connection, ConnectionStatus, ConsentMode, FeatureBundle, StatusChange, SyncKind, Tenant,
+    TenantId, UserId, UserKey,
 };
+use connector_core::messages::{SyncJob, SyncReason};
 use connector_core::ports::{ConnectionStore, CrmIndex, TenantStore};
 use local_stack::TestStack;
 use time::OffsetDateTime;
@@ -107,12 +108,71 @@ async fn crm_import_writes_then_reimport_is_a_no_op() -> Result<()> {
     );
     assert_eq!(crm_item_count(&stack).await?, items_after_first);
 
-    // A changed file replaces the index.
+    // A changed file replaces the index, and every connected mailbox and calendar of the
+    // tenant gets a catch-up job (an active connection; a revoked one gets none).
+    let connections = DynamoConnectionStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        stack
+            .env
+            .get(vars::CONNECTIONS_TABLE)
+            .context("CONNECTIONS_TABLE")?,
+    );
+    let now = OffsetDateTime::now_utc();
+    let users = [
+        UserId::parse(&uuid::Uuid::new_v4().to_string())?,
+        UserId::parse(&uuid::Uuid::new_v4().to_string())?,
+    ];
+    for (user, upn) in users.iter().zip(["adele@contoso.com", "lee@contoso.com"]) {
+        connections
+            .upsert_connection(&Connection::new_active(
+                tenant_id.clone(),
+                user.clone(),
+                upn,
+                FeatureBundle::All.scope_set(),
+                now,
+            ))
+            .await?;
+    }
+    connections
+        .set_status(
+            &UserKey::new(tenant_id.clone(), users[1].clone()),
+            &StatusChange::new(ConnectionStatus::ConsentRevoked, Some("AADSTS65001"), now),
+        )
+        .await?;
     let changed = example(&tenant_id).replace("bob@initech.com", "robert@initech.com");
     let file2 = write(dir.path(), "crm2.json", &changed)?;
     let third = run(&stack, &["crm", "import", &file2])?;
     assert!(third.status.success(), "stderr: {}", text(&third.stderr));
-    assert!(text(&third.stdout).contains("replaced version"));
+    let stdout = text(&third.stdout);
+    assert!(stdout.contains("replaced version"), "{stdout}");
+    assert!(
+        stdout.contains("catch-up queued for 1 mailboxes and 1 calendars"),
+        "{stdout}"
+    );
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    for (queue, kind) in [
+        (vars::MAIL_SYNC_QUEUE_URL, SyncKind::Mail),
+        (vars::CALENDAR_SYNC_QUEUE_URL, SyncKind::Calendar),
+    ] {
+        let received = sqs
+            .receive_message()
+            .queue_url(stack.env.get(queue).context("queue url")?)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        let jobs: Vec<SyncJob> = received
+            .messages()
+            .iter()
+            .filter_map(|m| serde_json::from_str(m.body()?).ok())
+            .filter(|job: &SyncJob| job.tenant_id == tenant_id)
+            .collect();
+        assert_eq!(jobs.len(), 1, "{queue}: {jobs:?}");
+        assert_eq!(
+            (jobs[0].kind, &jobs[0].user_id, jobs[0].reason),
+            (kind, &users[0], SyncReason::CrmChanged)
+        );
+    }
     let found = index
         .lookup(
             &tenant_id,
