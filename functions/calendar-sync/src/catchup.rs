@@ -54,12 +54,8 @@ impl CalendarWork {
         };
         let (addresses, domains) = additions.index.sizes();
         if addresses + domains > 0 && catch_up.target().is_some_and(|t| t.step == 0) {
-            let tenant_domains: Vec<&str> = ctx
-                .tenant
-                .map(|tenant| tenant.verified_domains.iter().map(String::as_str).collect())
-                .unwrap_or_default();
-            let added =
-                CrmMatcher::with_index(Arc::new(additions.index), tenant_domains, judge.own.iter());
+            // The additions alone, by the same rules.
+            let added = judge.rules.with_same_rules(Arc::new(additions.index));
             if self
                 .list_for_additions(ctx, judge, &added, window, &mut catch_up)
                 .await?

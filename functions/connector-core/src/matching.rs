@@ -666,6 +666,17 @@ impl CrmMatcher {
         }
     }
 
+    /// A matcher on another index with this one's rules: the same internal domains and
+    /// own addresses (the CRM catch-up matches against the additions alone this way).
+    pub fn with_same_rules(&self, index: Arc<CrmMatchIndex>) -> CrmMatcher {
+        let internal: Vec<&str> = self
+            .internal
+            .live()
+            .map(|entry| self.internal.key(entry))
+            .collect();
+        CrmMatcher::with_index(index, internal, self.own.iter().map(|own| &**own))
+    }
+
     /// Account domains of the index that the rules exclude.
     pub fn dropped_domains(&self) -> DroppedDomains {
         self.dropped

@@ -22,14 +22,13 @@
 //! - **Removals**: `crm_catchup::prune` with the full matcher.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use connector_core::crm_catchup::{self, CatchUp, Verdict};
 use connector_core::domain::{
     Activity, ActivityContent, FolderCursor, SyncCounters, SyncKey, SyncWindow,
 };
 use connector_core::graph::{GraphError, Prefer};
-use connector_core::matching::{CrmMatchIndex, CrmMatcher};
+use connector_core::matching::CrmMatchIndex;
 use connector_core::ports::SyncStateStore;
 use connector_core::sync::{WorkError, WorkOutcome};
 use serde::Deserialize;
@@ -127,19 +126,12 @@ impl MailWork {
         now: OffsetDateTime,
     ) -> Result<SyncWindow, WorkError> {
         let old = window.start;
-        let widened = SyncWindow {
-            start,
-            end: window.end,
-        };
         info!(
             from = %filter_time(old),
             to = %filter_time(start),
             "an older open opportunity moves the window back; listing the newly covered period"
         );
-        for cursor in cursors.iter_mut() {
-            if cursor.cursor.is_none() && cursor.backfill.is_none() {
-                continue;
-            }
+        for cursor in cursors.iter_mut().filter(|cursor| begun(cursor)) {
             cursor.backfill = Some(if cursor.backfill.is_some() {
                 // A backfill under way (a capped folder, or a re-listing) starts over over
                 // the whole widened window, with every record.
@@ -155,7 +147,7 @@ impl MailWork {
             cursor.updated_at = now;
             state.put_cursor(key, cursor).await?;
         }
-        Ok(widened)
+        Ok(SyncWindow { start, ..window })
     }
 
     /// Sets every begun folder to list its window again for the additions (`relist`).
@@ -167,10 +159,7 @@ impl MailWork {
         window: SyncWindow,
         now: OffsetDateTime,
     ) -> Result<(), WorkError> {
-        for cursor in cursors.iter_mut() {
-            if cursor.cursor.is_none() && cursor.backfill.is_none() {
-                continue;
-            }
+        for cursor in cursors.iter_mut().filter(|cursor| begun(cursor)) {
             let start = cursor.window.unwrap_or(window).start;
             let full_backfill = cursor.backfill.is_some() && !cursor.relist;
             cursor.backfill = Some(backfill_url(
@@ -364,22 +353,18 @@ impl MailWork {
     }
 }
 
+/// Whether a folder's import has begun (a folder not yet begun imports its window with
+/// today's CRM anyway).
+fn begun(cursor: &FolderCursor) -> bool {
+    cursor.cursor.is_some() || cursor.backfill.is_some()
+}
+
 /// How the searches ended.
 enum Searched {
     Done,
     OutOfTime,
     /// One address alone reached the result limit.
     TooMany,
-}
-
-/// A matcher of the additions only (the same rules: free-mail and internal domains and the
-/// user's own addresses never match).
-pub(crate) fn additions_matcher<'a>(
-    additions: Arc<CrmMatchIndex>,
-    tenant_domains: impl IntoIterator<Item = &'a str>,
-    own: impl IntoIterator<Item = &'a str>,
-) -> CrmMatcher {
-    CrmMatcher::with_index(additions, tenant_domains, own)
 }
 
 #[cfg(test)]

@@ -87,7 +87,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::catchup::additions_matcher;
 use crate::folders::{self, MailFolder, segment};
 use crate::page::{FETCH_SELECT, Fetched, LIST_SELECT, PageScan, scan_page};
 
@@ -1108,8 +1107,7 @@ impl SyncWork for MailWork {
             Some(ctx.connection.upn.as_str()),
             ctx.connection.mail.as_deref(),
         ];
-        let own = own.into_iter().flatten();
-        let matcher = CrmMatcher::with_index(index, tenant_domains.iter().copied(), own.clone());
+        let matcher = CrmMatcher::with_index(index, tenant_domains, own.into_iter().flatten());
         let oldest_open = summary.oldest_open_opportunity;
 
         if ctx.meta.window.is_none() {
@@ -1168,9 +1166,10 @@ impl SyncWork for MailWork {
             }
             catch_up.save(ctx.state, &ctx.key, now).await?;
         }
+        // The additions alone, by the same rules.
         let added = additions
             .clone()
-            .map(|index| additions_matcher(index, tenant_domains.iter().copied(), own.clone()));
+            .map(|index| matcher.with_same_rules(index));
 
         let importing = cursors
             .iter()
