@@ -64,8 +64,11 @@ impl CalendarWork {
                 return Ok(WorkOutcome::OutOfTime);
             }
         }
-        // Idempotent: a run that dies before `finish` removes nothing more the next time.
-        ctx.counters.removed += self.prune_meetings(judge).await?;
+        // Only when an import since the applied one removed a record. Idempotent: a run
+        // that dies before `finish` removes nothing more the next time.
+        if catch_up.removals_since_applied(summary) {
+            ctx.counters.removed += self.prune_meetings(judge).await?;
+        }
         catch_up.finish(ctx.state, &ctx.key, ctx.now()).await?;
         Ok(WorkOutcome::Complete)
     }

@@ -101,6 +101,14 @@ impl CatchUp {
         self.state().applied
     }
 
+    /// Whether an import since the applied one left out an address or domain, so that
+    /// stored activities may no longer be relevant ([`prune`] is needed).
+    pub fn removals_since_applied(&self, summary: &CrmIndexSummary) -> bool {
+        summary
+            .removed_at
+            .is_some_and(|removed| removed > self.applied())
+    }
+
     /// Compares the checkpoint with the current import (in memory; [`Self::save`] keeps it).
     pub fn begin(&mut self, summary: &CrmIndexSummary) -> Begin {
         let state = self.state_mut();
@@ -311,6 +319,7 @@ mod tests {
             imported_at: at,
             oldest_open_opportunity: None,
             stats: Default::default(),
+            removed_at: None,
         }
     }
 

@@ -428,8 +428,19 @@ impl CrmMatchIndexBuilder {
 
 impl From<&CrmIndexContent> for CrmMatchIndex {
     fn from(index: &CrmIndexContent) -> Self {
+        Self::from_content_where(index, |_| true, |_| true)
+    }
+}
+
+impl CrmMatchIndex {
+    /// The entries of `index` whose address (or domain) the predicate keeps.
+    pub fn from_content_where(
+        index: &CrmIndexContent,
+        keep_address: impl Fn(&str) -> bool,
+        keep_domain: impl Fn(&str) -> bool,
+    ) -> Self {
         let mut builder = CrmMatchIndexBuilder::new();
-        for (address, records) in &index.addresses {
+        for (address, records) in index.addresses.iter().filter(|(a, _)| keep_address(a)) {
             builder.add_address(
                 address,
                 records
@@ -437,7 +448,7 @@ impl From<&CrmIndexContent> for CrmMatchIndex {
                     .map(|record| (record.kind, record.id.as_str())),
             );
         }
-        for (domain, owners) in &index.domains {
+        for (domain, owners) in index.domains.iter().filter(|(d, _)| keep_domain(d)) {
             builder.add_domain(domain, owners.iter().map(|owner| owner.id.as_str()));
         }
         builder.finish()

@@ -1555,19 +1555,24 @@ async fn crm_additions_follow_the_import_that_brought_each_entry() -> Result<()>
         // Brings the lead back.
         snapshot(&tenant_id, 2, 6, 2, "v4"),
     ];
-    // Each store's own import instants.
+    // Each store's own import instants, and whether each import removed an entry.
     let mut at: Vec<(OffsetDateTime, OffsetDateTime)> = Vec::new();
-    for crm in &imports {
+    for (n, crm) in imports.iter().enumerate() {
         index.replace_snapshot(crm).await?;
         oracle.replace_snapshot(crm).await?;
-        let imported = async |store: &dyn CrmIndex| -> Result<OffsetDateTime> {
-            Ok(store
-                .summary(&tenant_id)
-                .await?
-                .expect("imported")
-                .imported_at)
+        let imported = async |store: &dyn CrmIndex| -> Result<CrmIndexSummary> {
+            Ok(store.summary(&tenant_id).await?.expect("imported"))
         };
-        at.push((imported(&index).await?, imported(&oracle).await?));
+        let (dynamo, memory) = (imported(&index).await?, imported(&oracle).await?);
+        at.push((dynamo.imported_at, memory.imported_at));
+        // v2 moved contact2 and contact3 to other addresses, v3 dropped acme-2.com and a
+        // lead; v4 only added: it keeps v3's.
+        let removed_by: Option<usize> = [None, Some(1), Some(2), Some(2)][n];
+        assert_eq!(
+            (dynamo.removed_at, memory.removed_at),
+            removed_by.map_or((None, None), |k| (Some(at[k].0), Some(at[k].1))),
+            "import {n}"
+        );
     }
     type Keys = (Vec<String>, Vec<String>);
     let added =

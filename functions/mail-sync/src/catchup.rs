@@ -9,9 +9,11 @@
 //! - **Added account domains** ([`MailWork::plan_relist`]): Graph documents no way to
 //!   search messages by the domain of a participant's address (the searchable
 //!   `participants` are "an SMTP address, display name, or alias"), so every folder lists
-//!   its window again, matching each page against the additions only: a message that
-//!   already matched is not fetched again, and one that matches an addition is stored
-//!   with the whole CRM's matches. About one request per 500 messages.
+//!   its window again, matching each page against the additions only: a message no
+//!   addition involves is not fetched, and one an addition involves is fetched and stored
+//!   with the whole CRM's matches (again, if earlier records had matched it: its matches
+//!   then name the addition too, as a fresh import's would). About one request per 500
+//!   messages.
 //! - **Added addresses only** ([`MailWork::search_additions`]): `$search` with KQL
 //!   `participants:` terms, eight addresses a request, `received>=` the window's start
 //!   day, on `/me/messages` (every folder; hits outside the synced folders, drafts and
@@ -186,6 +188,7 @@ impl MailWork {
         env: &FolderEnv<'_>,
         catch_up: &mut CatchUp,
         additions: &CrmMatchIndex,
+        removals: bool,
         cursors: &mut [FolderCursor],
         window: SyncWindow,
     ) -> Result<WorkOutcome, WorkError> {
@@ -217,12 +220,15 @@ impl MailWork {
                 }
             }
         }
-        // Idempotent: a run that dies before `finish` removes nothing more the next time.
-        let removed = self.prune_mail(env).await?;
-        env.add(&SyncCounters {
-            removed,
-            ..SyncCounters::default()
-        });
+        // Only when an import since the applied one removed a record. Idempotent: a run
+        // that dies before `finish` removes nothing more the next time.
+        if removals {
+            let removed = self.prune_mail(env).await?;
+            env.add(&SyncCounters {
+                removed,
+                ..SyncCounters::default()
+            });
+        }
         catch_up.finish(env.state, env.key, env.clock.now()).await?;
         Ok(WorkOutcome::Complete)
     }

@@ -1226,8 +1226,16 @@ impl SyncWork for MailWork {
             outcome = async {
                 let mut cursors = ctx.state.list_cursors(&ctx.key).await?;
                 cursors.retain(|cursor| cursor.folder_id != CRM_CURSOR);
-                self.finish_catch_up(&env, &mut catch_up, additions, &mut cursors, window)
-                    .await
+                let removals = catch_up.removals_since_applied(&summary);
+                self.finish_catch_up(
+                    &env,
+                    &mut catch_up,
+                    additions,
+                    removals,
+                    &mut cursors,
+                    window,
+                )
+                .await
             }
             .await;
         }

@@ -15,7 +15,7 @@ use crate::domain::{
     CrmIndexSummary, CrmLookup, CrmSnapshot, FolderCursor, Lease, ReplaceOutcome, StatusChange,
     SyncKey, SyncKind, SyncMeta, Tenant, TenantId, TenantSwitches, UserKey, UserSwitches,
 };
-use crate::matching::{CrmMatchIndex, CrmMatchIndexBuilder};
+use crate::matching::CrmMatchIndex;
 use crate::ports::{
     ActivityStore, BodyStore, ClientSecretSource, ConnectionStore, CrmIndex, JobQueue, Page,
     PageToken, QueueError, QueueMessage, StoreError, StoreReport, SyncStateStore, TenantStore,
@@ -560,18 +560,28 @@ impl CrmIndex for MemoryCrmIndex {
             (old.content.addresses.len() + old.content.domains.len()) as u64
         });
         let now = OffsetDateTime::now_utc();
-        let since = MemoryIndex::entries(&content)
+        let since: HashMap<String, OffsetDateTime> = MemoryIndex::entries(&content)
             .map(|entry| {
                 let kept = previous.and_then(|old| old.since.get(&entry).copied());
                 (entry, kept.unwrap_or(now))
             })
             .collect();
+        let removed_any = previous.is_some_and(|old| {
+            old.since
+                .keys()
+                .any(|entry| !since.contains_key(entry.as_str()))
+        });
         let summary = CrmIndexSummary {
             version: uuid::Uuid::new_v4().simple().to_string(),
             content_hash: content.content_hash.clone(),
             imported_at: now,
             oldest_open_opportunity: content.oldest_open_opportunity,
             stats: content.stats,
+            removed_at: CrmIndexSummary::removed_at_after(
+                previous.map(|old| &old.summary),
+                removed_any,
+                now,
+            ),
         };
         let written_entries = (content.addresses.len() + content.domains.len()) as u64;
         indexes.insert(
@@ -644,22 +654,15 @@ impl CrmIndex for MemoryCrmIndex {
         let Some(index) = indexes.get(tenant_id) else {
             return Ok(None);
         };
-        let added = |entry: String| index.since.get(&entry).is_some_and(|since| *since > after);
-        let content = &index.content;
-        let mut builder = CrmMatchIndexBuilder::new();
-        for (address, records) in &content.addresses {
-            if added(format!("a#{address}")) {
-                builder.add_address(address, records.iter().map(|r| (r.kind, r.id.as_str())));
-            }
-        }
-        for (domain, owners) in &content.domains {
-            if added(format!("d#{domain}")) {
-                builder.add_domain(domain, owners.iter().map(|o| o.id.as_str()));
-            }
-        }
+        let is_added = |entry: String| index.since.get(&entry).is_some_and(|since| *since > after);
+        let added = CrmMatchIndex::from_content_where(
+            &index.content,
+            |address| is_added(format!("a#{address}")),
+            |domain| is_added(format!("d#{domain}")),
+        );
         Ok(Some(CrmAdditions {
             summary: index.summary.clone(),
-            index: builder.finish(),
+            index: added,
         }))
     }
 }

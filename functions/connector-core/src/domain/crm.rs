@@ -236,6 +236,31 @@ pub struct CrmIndexSummary {
     )]
     pub oldest_open_opportunity: Option<Date>,
     pub stats: CrmIndexStats,
+    /// The latest import that left out an address or domain its predecessor held (`None`:
+    /// none since stamps exist). A sync caught up with an import at or after it has
+    /// nothing stored that a removal could concern.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub removed_at: Option<OffsetDateTime>,
+}
+
+impl CrmIndexSummary {
+    /// The `removed_at` of the import that follows `previous`: `now` when it left out an
+    /// entry `previous` held, `previous`'s otherwise.
+    pub fn removed_at_after(
+        previous: Option<&CrmIndexSummary>,
+        removed_any: bool,
+        now: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        if removed_any {
+            Some(now)
+        } else {
+            previous.and_then(|summary| summary.removed_at)
+        }
+    }
 }
 
 /// What a tenant's CRM gained since an earlier import ([`crate::ports::CrmIndex::additions_since`]):

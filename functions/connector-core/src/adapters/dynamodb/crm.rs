@@ -197,9 +197,20 @@ impl DynamoCrmIndex {
             sets.push(format!("#a{i} = :a{i}"));
         }
         let mut expression = format!("SET {}", sets.join(", "));
-        if summary.oldest_open_opportunity.is_none() {
-            names.insert("#oldest".to_owned(), "oldestOpenOpportunity".to_owned());
-            expression.push_str(" REMOVE #oldest");
+        let absent: Vec<&str> = [
+            (
+                summary.oldest_open_opportunity.is_none(),
+                "oldestOpenOpportunity",
+            ),
+            (summary.removed_at.is_none(), "removedAt"),
+        ]
+        .into_iter()
+        .filter_map(|(absent, name)| absent.then_some(name))
+        .collect();
+        for (i, name) in absent.iter().enumerate() {
+            names.insert(format!("#absent{i}"), (*name).to_owned());
+            expression.push_str(if i == 0 { " REMOVE " } else { ", " });
+            expression.push_str(&format!("#absent{i}"));
         }
         expression.push_str(" DELETE pendingVersions :mine");
         values.insert(
@@ -464,12 +475,22 @@ impl CrmIndex for DynamoCrmIndex {
         // On failure the version stays pending; a later import deletes it once abandoned.
         batch_write(&self.client, &self.table, requests, self.backoff).await?;
 
+        let removed_any = previous_stamps.keys().any(|key| match key.split_once('#') {
+            Some(("a", address)) => !content.addresses.contains_key(address),
+            Some(("d", domain)) => !content.domains.contains_key(domain),
+            _ => false,
+        });
         let summary = CrmIndexSummary {
             version: version.clone(),
             content_hash: content.content_hash.clone(),
             imported_at: now,
             oldest_open_opportunity: content.oldest_open_opportunity,
             stats: content.stats,
+            removed_at: CrmIndexSummary::removed_at_after(
+                before.summary.as_ref(),
+                removed_any,
+                now,
+            ),
         };
         let previous_version = before.summary.as_ref().map(|s| s.version.clone());
         let Some(after) = self
