@@ -11,10 +11,12 @@
 //!   comparison with the Python scripts in `bench/compare/`.
 //! - [`notifications`]: change notifications (issue 15): arrival → stored activity, the
 //!   webhook's answers per second, the per-run figures of the cost per user-month.
+//! - [`crm_changes`]: what catching up with a changed CRM costs on the large mailbox.
 //! - [`crm`], [`world`], [`store`]: the benchmark's CRM, Microsoft world and AWS state.
 
 pub mod awsproxy;
 pub mod crm;
+pub mod crm_changes;
 pub mod lambda;
 pub mod listing;
 pub mod notifications;

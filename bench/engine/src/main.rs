@@ -58,9 +58,9 @@ enum Command {
         /// Leave msgraph-sdk out (it is the slow part of the run).
         #[arg(long)]
         no_sdk: bool,
-        /// Run only these parts (comma-separated: cold, listings, imports, fan-out,
-        /// notifications); the
-        /// report needs them all.
+        /// Run only these parts (comma-separated: cold, listings, imports, crm-changes,
+        /// fan-out, notifications); crm-changes without imports imports the large mailbox
+        /// alone (it measures right after that import). The report shows the parts it finds.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(run::PARTS))]
         only: Vec<String>,
     },

@@ -5,8 +5,8 @@
 //! Order: set-up (moto stacks, the sim with every mailbox, the CRM, signed-in users) → cold
 //! starts and the Python import → side-by-side listings (Rust, plain Python, msgraph-sdk) and
 //! the listing's wire bytes → imports of the small and large mailbox through the real
-//! `mail-sync` binary, each followed by an unchanged-mailbox run in the same warm process →
-//! the fan-out over the seeded connections → change notifications (issue 15,
+//! `mail-sync` binary, each followed by an unchanged-mailbox run in the same warm process,
+//! the large one then by the CRM changes' catch-ups (`crm_changes.rs`) → the fan-out over the seeded connections → change notifications (issue 15,
 //! `notifications.rs`). Graph latency is on for everything after set-up.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::awsproxy::{AwsCounts, AwsProxy, FanOutStandIn};
 use crate::crm::{CRM_ADDRESSES, CRM_DOMAINS, crm_file, crm_snapshot};
+use crate::crm_changes::CrmChanges;
 use crate::lambda::{Ending, LambdaProcess};
 use crate::listing::{ListingReport, ListingSpec};
 use crate::notifications::{NotifyContext, NotifyOptions};
@@ -57,20 +58,28 @@ pub struct RunOptions {
     pub sdk: bool,
     /// Change notifications: arrivals, spacing, webhook throughput (`notifications.rs`).
     pub notify: NotifyOptions,
-    /// The parts to run (`cold`, `listings`, `imports`, `fan-out`, `notifications`);
-    /// `make bench` runs all.
-    /// A partial run is for working on one figure: `report.py` expects every part.
+    /// The parts to run (`cold`, `listings`, `imports`, `crm-changes`, `fan-out`,
+    /// `notifications`); `make bench` runs all. `crm-changes` without `imports` imports the
+    /// large mailbox only (it measures right after that import). A partial run is for
+    /// working on one figure: `report.py` reports the parts it finds.
     pub parts: BTreeSet<String>,
 }
 
 impl RunOptions {
-    fn runs(&self, part: &str) -> bool {
+    pub(crate) fn runs(&self, part: &str) -> bool {
         self.parts.contains(part)
     }
 }
 
 /// Every part of a full run.
-pub const PARTS: [&str; 5] = ["cold", "listings", "imports", "fan-out", "notifications"];
+pub const PARTS: [&str; 6] = [
+    "cold",
+    "listings",
+    "imports",
+    "crm-changes",
+    "fan-out",
+    "notifications",
+];
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,6 +95,9 @@ pub struct Measurements {
     pub outlook_budget: Value,
     pub import_warm_up: Value,
     pub imports: Vec<ImportRun>,
+    /// What catching up with a changed CRM costs on the large mailbox, right after its
+    /// import (`crm_changes.rs`); absent when the part was not run.
+    pub crm_changes: Option<CrmChanges>,
     pub fan_out: Value,
     /// Issue 15: latency from arrival to stored activity, webhook throughput, per-run
     /// figures of the cost model (`notifications.rs`).
@@ -155,10 +167,12 @@ pub struct SteadyRun {
 }
 
 /// The sim's request log for one user over one run, by kind.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphRequests {
     pub total: u64,
+    /// `$search` pages on `/me/messages` (the CRM catch-up's searches).
+    pub searches: u64,
     /// Message listings (delta and list pages).
     pub list_pages: u64,
     /// The longest chain of listing pages of one folder (pages of a folder follow each
@@ -218,8 +232,17 @@ pub(crate) fn classify(entries: &[Value], user_id: &str) -> (GraphRequests, BTre
             graph.throttled += 1;
         }
         let lower = path.to_ascii_lowercase();
+        let query = entry["query"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if lower.ends_with("/$batch") {
             graph.batch_calls += 1;
+        } else if !lower.contains("/mailfolders/")
+            && lower.ends_with("/messages")
+            && (query.contains("$search") || query.contains("%24search"))
+        {
+            graph.searches += 1;
         } else if lower.contains("/mailfolders/")
             && (lower.ends_with("/messages/delta")
                 || lower.ends_with("/messages/delta()")
@@ -523,14 +546,16 @@ async fn wire_bytes(base: &str, path: &str, page_size: u32, token: &str) -> Resu
     Ok(json!({"pages": pages, "gzipBytes": gzip, "decodedBytes": decoded}))
 }
 
-struct ImportContext<'a> {
-    options: &'a RunOptions,
-    store: &'a Store,
-    proxy: &'a AwsProxy,
-    http: &'a reqwest::Client,
-    sim_base: &'a str,
-    tenant: &'a TenantId,
-    since: u64,
+pub(crate) struct ImportContext<'a> {
+    pub options: &'a RunOptions,
+    pub store: &'a Store,
+    pub proxy: &'a AwsProxy,
+    pub http: &'a reqwest::Client,
+    pub sim_base: &'a str,
+    pub tenant: &'a TenantId,
+    /// The benchmark CRM file (`crm.json`), which `crm-changes` adds to.
+    pub crm: &'a Value,
+    pub since: u64,
 }
 
 fn add_counters(total: &mut Value, more: &Value) {
@@ -547,7 +572,11 @@ fn add_counters(total: &mut Value, more: &Value) {
     }
 }
 
-fn job_for(tenant: &TenantId, user: &MailboxUser, reason: SyncReason) -> Result<SyncJob> {
+pub(crate) fn job_for(
+    tenant: &TenantId,
+    user: &MailboxUser,
+    reason: SyncReason,
+) -> Result<SyncJob> {
     let user_id = UserId::parse(&user.id).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(SyncJob::new(
         SyncKind::Mail,
@@ -571,7 +600,7 @@ async fn imports(
     ctx: &mut ImportContext<'_>,
     warm_up: &MailboxUser,
     users: &[&MailboxUser],
-) -> Result<(Value, Vec<ImportRun>)> {
+) -> Result<(Value, Vec<ImportRun>, Option<CrmChanges>)> {
     let binary = ctx.options.bin_dir.join("mail-sync");
     ensure!(binary.exists(), "{} is not built", binary.display());
     let env = function_env(ctx.store, &ctx.proxy.endpoint, ctx.sim_base);
@@ -605,15 +634,70 @@ async fn imports(
     });
 
     let mut runs = Vec::new();
+    let mut crm_changes = None;
     for user in users {
         progress(&format!(
             "import of {} messages through mail-sync",
             user.messages
         ));
-        runs.push(import_one(ctx, &mut process, user).await?);
+        let run = import_one(ctx, &mut process, user).await?;
+        if ctx.options.runs("crm-changes") && user.messages == ctx.options.large {
+            crm_changes = Some(crate::crm_changes::measure(ctx, &mut process, user, &run).await?);
+        }
+        runs.push(run);
     }
     process.stop().await?;
-    Ok((warm_up_report, runs))
+    Ok((warm_up_report, runs, crm_changes))
+}
+
+/// One job's invocations in a warm process: the job, then each continuation the worker
+/// queued (at most six invocations in all).
+pub(crate) struct Invocations {
+    pub wall: Duration,
+    pub invocations: u64,
+    /// The worker's summary line, counters summed over the invocations.
+    pub summary: Value,
+    /// The last invocation's outcome (`done`, `continued`, ...).
+    pub outcome: String,
+}
+
+pub(crate) async fn invoke_with_continuations(
+    ctx: &ImportContext<'_>,
+    process: &mut LambdaProcess,
+    mut job: SyncJob,
+    what: &str,
+) -> Result<Invocations> {
+    let queue_url = ctx.store.stack.var("MAIL_SYNC_QUEUE_URL").to_owned();
+    let mut done = Invocations {
+        wall: Duration::ZERO,
+        invocations: 0,
+        summary: Value::Null,
+        outcome: String::new(),
+    };
+    loop {
+        let invoked = process.invoke(&sqs_event(&job)?, LAMBDA_TIMEOUT).await?;
+        done.wall += invoked.wall;
+        done.invocations += 1;
+        ensure!(
+            invoked.completion.ending == Ending::Response,
+            "the {what} invocation failed: {}",
+            String::from_utf8_lossy(&invoked.completion.body)
+        );
+        let last = last_summary(&process.output(), "mail-sync")
+            .context("no summary line from mail-sync")?;
+        add_counters(&mut done.summary, &last);
+        done.outcome = last["Outcome"].as_str().unwrap_or_default().to_owned();
+        if done.outcome != "continued" || done.invocations >= 6 {
+            return Ok(done);
+        }
+        // The worker queued its continuation; Lambda would deliver it to a warm container.
+        let body = ctx
+            .store
+            .receive_one(&queue_url)
+            .await?
+            .context("no continuation job queued")?;
+        job = serde_json::from_str(&body)?;
+    }
 }
 
 async fn import_one(
@@ -621,7 +705,7 @@ async fn import_one(
     process: &mut LambdaProcess,
     user: &MailboxUser,
 ) -> Result<ImportRun> {
-    let mut job = job_for(ctx.tenant, user, SyncReason::Initial)?;
+    let job = job_for(ctx.tenant, user, SyncReason::Initial)?;
     let mut run = ImportRun {
         mailbox: user.messages,
         tables: [
@@ -648,37 +732,12 @@ async fn import_one(
     ctx.proxy.take();
     reset_peak_rss(process.pid())?;
     run.before = process.sample()?;
-    let queue_url = ctx.store.stack.var("MAIL_SYNC_QUEUE_URL").to_owned();
-    let mut summary = Value::Null;
-    let mut wall = Duration::ZERO;
-    loop {
-        let invoked = process.invoke(&sqs_event(&job)?, LAMBDA_TIMEOUT).await?;
-        wall += invoked.wall;
-        run.invocations += 1;
-        ensure!(
-            invoked.completion.ending == Ending::Response,
-            "the import invocation failed: {}",
-            String::from_utf8_lossy(&invoked.completion.body)
-        );
-        let last = last_summary(&process.output(), "mail-sync")
-            .context("no summary line from mail-sync")?;
-        add_counters(&mut summary, &last);
-        let outcome = last["Outcome"].as_str().unwrap_or_default().to_owned();
-        run.outcome = outcome.clone();
-        if outcome != "continued" || run.invocations >= 6 {
-            break;
-        }
-        // The worker queued its continuation; Lambda would deliver it to a warm container.
-        let body = ctx
-            .store
-            .receive_one(&queue_url)
-            .await?
-            .context("no continuation job queued")?;
-        job = serde_json::from_str(&body)?;
-    }
-    run.wall_ms = ms(wall);
+    let done = invoke_with_continuations(ctx, process, job, "import").await?;
+    run.invocations = done.invocations;
+    run.outcome = done.outcome;
+    run.wall_ms = ms(done.wall);
     run.after = process.sample()?;
-    run.summary = summary;
+    run.summary = done.summary;
     run.aws = ctx.proxy.take();
     let (entries, next) = sim_requests(ctx.http, ctx.sim_base, since).await?;
     run.graph = classify(&entries, &user.id).0;
@@ -1031,6 +1090,7 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
         http: &http,
         sim_base: &base,
         tenant: &tenant,
+        crm: &crm,
         since,
     };
     // Outlook allows an app 10,000 requests per mailbox in 10 minutes; the large import needs
@@ -1048,10 +1108,20 @@ pub async fn run(options: RunOptions) -> Result<Measurements> {
     )
     .await?;
     m.outlook_budget = throttle;
-    if options.runs("imports") {
-        let (warm_up, runs) = imports(&mut ctx, &warm_up, &[&small, &large]).await?;
+    // `crm-changes` measures right after the large mailbox's import, in the same process:
+    // without `imports` it imports that mailbox alone.
+    let imported: &[&MailboxUser] = if options.runs("imports") {
+        &[&small, &large]
+    } else if options.runs("crm-changes") {
+        &[&large]
+    } else {
+        &[]
+    };
+    if !imported.is_empty() {
+        let (warm_up, runs, crm_changes) = imports(&mut ctx, &warm_up, imported).await?;
         m.import_warm_up = warm_up;
         m.imports = runs;
+        m.crm_changes = crm_changes;
     }
 
     // ---- fan-out

@@ -3,7 +3,7 @@
 //! connector's own adapters, and the 100,000 connections of the fan-out benchmark written
 //! with BatchWriteItem in the adapter's item shape.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -200,6 +200,40 @@ impl Store {
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
         bail!("BatchWriteItem kept leaving items unprocessed")
+    }
+
+    /// The ids of a user's stored mail activities (`mail#…`), read with a consistent Query
+    /// of the activities table (the key only).
+    pub async fn mail_activity_ids(&self, owner: &UserKey) -> Result<BTreeSet<String>> {
+        let table = self.table("ACTIVITIES_TABLE");
+        let mut ids = BTreeSet::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .dynamo
+                .query()
+                .table_name(&table)
+                .consistent_read(true)
+                .key_condition_expression("#owner = :owner AND begins_with(#id, :prefix)")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#id", "activityId")
+                .expression_attribute_values(":owner", AttributeValue::S(owner.to_string()))
+                .expression_attribute_values(":prefix", AttributeValue::S("mail#".into()))
+                .projection_expression("#id")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("Query of the activities table")?;
+            for item in output.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(id)) = item.get("activityId") {
+                    ids.insert(id.clone());
+                }
+            }
+            start = output.last_evaluated_key.filter(|key| !key.is_empty());
+            if start.is_none() {
+                return Ok(ids);
+            }
+        }
     }
 
     /// The next message of a queue, if any (the worker's continuation job).
