@@ -796,8 +796,9 @@ def markdown(r) -> str:
                 + "; DynamoDB read units by table (estimated from the wire): "
                 + ", ".join(f"{k.split('-', 1)[-1]} {v:,.0f}" for k, v in sorted(c["readUnitsByTable"].items())))
         add("- Wall time here is mostly moto answering DynamoDB (its summed answer time is about the wall): the warm "
-            "container loads the changed CRM index again, reads the additions, and the removal check reads every stored "
-            "activity of the user (the activities table's read units). Graph's share is the requests above at the "
+            "container loads the changed CRM index again and reads the additions; the removal check reads the user's "
+            "stored activities only after an import that removed a record (these only added: the activities table's "
+            "read units are the writes' own). Graph's share is the requests above at the "
             f"sim's {s['latencyMs']} ms each.")
         if cc.get("restored"):
             add("- The benchmark CRM was imported again afterwards, so the parts after this one ran with it.")
