@@ -12,14 +12,15 @@
 //! once per cold start.
 
 pub mod catchup;
+pub mod consent;
 pub mod work;
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore, Fence,
+    ActivityRetention, DynamoActivityStore, DynamoConnectionStore, DynamoConsentMeetingStore,
+    DynamoCrmIndex, DynamoSyncStateStore, DynamoTenantStore, Fence,
 };
 use connector_core::adapters::secrets::SecretsManagerVault;
 use connector_core::adapters::slots_dynamodb::DynamoSlotLedger;
@@ -27,11 +28,13 @@ use connector_core::adapters::sqs::SqsJobQueue;
 use connector_core::budget::{BudgetOptions, MailboxBudget};
 use connector_core::clock::Clock;
 use connector_core::config::Config;
+use connector_core::consent_meetings::{DueReport, process_due};
 use connector_core::credential::AppCredential;
 use connector_core::domain::{Feature, SyncKind};
 use connector_core::graph::{GraphClient, graph_http_client};
 use connector_core::messages::SyncJob;
 use connector_core::oauth::{RefreshClient, TokenProvider, token_http_client};
+use connector_core::ports::ConsentMeetingStore;
 use connector_core::sync::{
     Delivery, FanOutError, FanOutOptions, FanOutReport, JobOutcome, SummarySink, Worker,
     WorkerTimings, fan_out_with,
@@ -39,8 +42,9 @@ use connector_core::sync::{
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
-use tracing::{Instrument, error, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
+pub use consent::ConsentLinker;
 pub use work::{CalendarOptions, CalendarWork};
 
 /// The function's name in summaries and metrics.
@@ -53,6 +57,9 @@ pub enum Invocation {
     Schedule,
     /// SQS records, one calendar job each.
     Jobs(SqsEvent),
+    /// The minute schedule of Explicit Consent Mode (its target `Input`:
+    /// `{"task": "consent"}`).
+    ConsentTick,
 }
 
 /// An event this function does not handle (the whole invocation fails: nothing to retry
@@ -65,6 +72,8 @@ pub enum HandlerError {
     BadSqsEvent(#[source] serde_json::Error),
     #[error("the fan-out failed")]
     FanOut(#[from] FanOutError),
+    #[error("the consent tick failed")]
+    Consent(#[source] connector_core::ports::StoreError),
 }
 
 impl HandlerError {
@@ -74,6 +83,7 @@ impl HandlerError {
             HandlerError::UnknownEvent(_) => "UnknownEvent",
             HandlerError::BadSqsEvent(_) => "BadSqsEvent",
             HandlerError::FanOut(_) => "FanOutFailed",
+            HandlerError::Consent(_) => "ConsentTickFailed",
         }
     }
 }
@@ -99,6 +109,9 @@ pub fn decode(payload: Value) -> Result<Invocation, HandlerError> {
             .map(Invocation::Jobs)
             .map_err(HandlerError::BadSqsEvent);
     }
+    if object.get("task").and_then(Value::as_str) == Some("consent") {
+        return Ok(Invocation::ConsentTick);
+    }
     match object.get("detail-type").and_then(Value::as_str) {
         Some("Scheduled Event") => Ok(Invocation::Schedule),
         Some(_) => Err(HandlerError::UnknownEvent(
@@ -116,7 +129,13 @@ pub struct CalendarSync {
     /// Jobs of one SQS batch run at once (different users: the per-mailbox limit is
     /// per user).
     pub job_concurrency: usize,
+    /// Explicit Consent Mode's meetings, for the consent tick (`None`: no PUBLIC_BASE_URL).
+    pub consent: Option<Arc<dyn ConsentMeetingStore>>,
 }
+
+/// How far ahead a consent tick looks: a tick a minute, so a decision due before the next
+/// one is waited for by this one.
+pub const CONSENT_LOOKAHEAD_SECONDS: i64 = 60;
 
 impl CalendarSync {
     /// The production wiring on the real adapters (the Lambda's `main` and
@@ -198,11 +217,34 @@ impl CalendarSync {
                     tables.tenants.clone(),
                 )),
             );
-        let work = CalendarWork::new(
+        let mut work = CalendarWork::new(
             Arc::new(activities),
-            Arc::new(DynamoCrmIndex::new(dynamodb, tables.crm.clone())),
+            Arc::new(DynamoCrmIndex::new(dynamodb.clone(), tables.crm.clone())),
         );
-        Ok(Self::new(Arc::new(worker), Arc::new(work)))
+        let mut app_consent = None;
+        if let Some(base) = &config.public_base_url {
+            // A meeting's record expires like its activity would.
+            let mut store =
+                DynamoConsentMeetingStore::new(dynamodb.clone(), tables.activities.clone());
+            if let Some(days) = config.activity_retention_days {
+                store = store.with_retention(ActivityRetention::new(
+                    days,
+                    Arc::new(DynamoTenantStore::new(
+                        dynamodb.clone(),
+                        tables.tenants.clone(),
+                    )),
+                ));
+            }
+            let store: Arc<dyn ConsentMeetingStore> = Arc::new(store);
+            work = work.with_consent(ConsentLinker {
+                store: store.clone(),
+                public_base_url: base.as_str().to_owned(),
+            });
+            app_consent = Some(store);
+        }
+        let mut app = Self::new(Arc::new(worker), Arc::new(work));
+        app.consent = app_consent;
+        Ok(app)
     }
 
     pub fn new(worker: Arc<Worker>, work: Arc<CalendarWork>) -> Self {
@@ -211,7 +253,33 @@ impl CalendarSync {
             work,
             fan_out: FanOutOptions::default(),
             job_concurrency: 10,
+            consent: None,
         }
+    }
+
+    /// The consent tick: what is due before the next tick (a minute on) happens now, a
+    /// decision at its second (connector-core `consent_meetings::process_due`).
+    pub async fn consent_tick(&self) -> Result<DueReport, HandlerError> {
+        let Some(store) = &self.consent else {
+            return Err(HandlerError::UnknownEvent(
+                "a consent tick, but PUBLIC_BASE_URL is not set",
+            ));
+        };
+        let report = process_due(
+            store.as_ref(),
+            self.worker.tenants.as_ref(),
+            self.worker.clock.as_ref(),
+            time::Duration::seconds(CONSENT_LOOKAHEAD_SECONDS),
+        )
+        .await
+        .map_err(HandlerError::Consent)?;
+        info!(
+            requested = report.requested,
+            decided = report.decided,
+            stopped = report.stopped,
+            "consent tick"
+        );
+        Ok(report)
     }
 
     /// Handles one invocation; `deadline` is Lambda's.
@@ -224,6 +292,14 @@ impl CalendarSync {
             Invocation::Jobs(event) => {
                 let response = self.jobs(event, deadline).await;
                 Ok(serde_json::to_value(response).unwrap_or(Value::Null))
+            }
+            Invocation::ConsentTick => {
+                let report = self.consent_tick().await?;
+                Ok(serde_json::json!({
+                    "requested": report.requested,
+                    "decided": report.decided,
+                    "stopped": report.stopped,
+                }))
             }
         }
     }

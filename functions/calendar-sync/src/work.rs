@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use connector_core::calendar::{self, CALENDAR_CURSOR, DeltaItem, OwnAddresses, RemovalAction};
+
+use crate::consent::{ConsentLinker, RunMeetings};
 use connector_core::domain::{
     Activity, ActivityContent, ActivityId, CrmIndexSummary, CursorKind, FolderCursor, SyncKind,
     SyncStage, SyncWindow, UserKey,
@@ -64,6 +66,8 @@ pub struct CalendarWork {
     pub activities: Arc<dyn ActivityStore>,
     pub crm: Arc<dyn CrmIndex>,
     pub options: CalendarOptions,
+    /// Explicit Consent Mode (`None`: not wired, as in tests of the import alone).
+    pub consent: Option<ConsentLinker>,
 }
 
 /// What one run needs to judge events.
@@ -98,7 +102,13 @@ impl CalendarWork {
             activities,
             crm,
             options: CalendarOptions::default(),
+            consent: None,
         }
+    }
+
+    pub fn with_consent(mut self, consent: ConsentLinker) -> Self {
+        self.consent = Some(consent);
+        self
     }
 
     pub fn with_options(mut self, options: CalendarOptions) -> Self {
@@ -147,7 +157,11 @@ impl CalendarWork {
         window: &SyncWindow,
         initial_round: bool,
         items: Vec<DeltaItem>,
+        meetings: Option<&mut RunMeetings>,
     ) -> Result<(), WorkError> {
+        if let (Some(consent), Some(meetings)) = (&self.consent, meetings) {
+            consent.review(ctx, judge, meetings, &items).await?;
+        }
         let now = ctx.now();
         let mut upserts = Vec::new();
         let mut stale = Vec::new();
@@ -396,6 +410,12 @@ impl SyncWork for CalendarWork {
         cursor.rules = Some(judge.fingerprint.clone());
         let prefer = self.prefer();
         let mut restarts = 0u32;
+        // Explicit Consent Mode: only when the tenant has it on and the host granted it.
+        let mut consent_meetings = self
+            .consent
+            .as_ref()
+            .filter(|consent| consent.applies(ctx))
+            .map(|_| RunMeetings::default());
         loop {
             let Some(window) = cursor.window else {
                 start_round(&mut cursor, ctx.now());
@@ -437,8 +457,15 @@ impl SyncWork for CalendarWork {
                 cursor.round_items = 0;
             }
             let delivered = page.items.len() as u64;
-            self.apply_page(ctx, &judge, &window, cursor.initial_round, page.items)
-                .await?;
+            self.apply_page(
+                ctx,
+                &judge,
+                &window,
+                cursor.initial_round,
+                page.items,
+                consent_meetings.as_mut(),
+            )
+            .await?;
             cursor.round_items += delivered;
             cursor.updated_at = ctx.now();
             if let Some(next) = page.next_link {

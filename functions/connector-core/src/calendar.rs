@@ -259,8 +259,20 @@ pub struct Location {
     pub display_name: Option<String>,
 }
 
-/// A changed (or new) event as calendarView delta reports it, limited to what may be kept.
-/// There is deliberately no `body`, `bodyPreview` or `responseStatus` field.
+/// An event's body (`itemBody`). Read only to find Explicit Consent Mode's placeholder
+/// (`domain::meeting_consent`), in memory: never stored, logged or compared elsewhere.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemBody {
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub content: String,
+}
+
+/// A changed (or new) event as calendarView delta reports it, limited to what may be kept,
+/// and the body, which is never kept (see [`ItemBody`]): [`to_meeting`] does not read it.
+/// There is deliberately no `bodyPreview` or `responseStatus` field.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphEvent {
@@ -310,6 +322,14 @@ pub struct GraphEvent {
     /// `normal | personal | private | confidential` (v1.0 has no `isPrivate`).
     #[serde(default)]
     pub sensitivity: Option<String>,
+    /// Whether the calendar's owner organizes it (absent: told by the organizer's address).
+    #[serde(default)]
+    pub is_organizer: Option<bool>,
+    #[serde(default)]
+    pub body: Option<ItemBody>,
+    /// The version Graph reports (`@odata.etag`): an update sends it back as `If-Match`.
+    #[serde(default, rename = "@odata.etag")]
+    pub etag: Option<String>,
 }
 
 /// Neither subject nor participants: events of discarded meetings must never reach a log.

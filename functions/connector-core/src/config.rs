@@ -331,6 +331,9 @@ pub struct Config {
     pub microsoft: Microsoft,
     /// `ACTIVITY_RETENTION_DAYS`, see [`activity_retention_days`].
     pub activity_retention_days: Option<u32>,
+    /// `PUBLIC_BASE_URL` (the HTTP API), when set: Explicit Consent Mode's placeholder and
+    /// consent links are on it (calendar-sync, the platform API).
+    pub public_base_url: Option<BaseUrl>,
 }
 
 impl Config {
@@ -344,6 +347,10 @@ impl Config {
             queues: Queues::from_lookup(&lookup)?,
             microsoft: Microsoft::from_lookup(&lookup)?,
             activity_retention_days: activity_retention_days(&lookup)?,
+            public_base_url: match lookup(vars::PUBLIC_BASE_URL) {
+                Some(_) => Some(base_url(&lookup, vars::PUBLIC_BASE_URL)?),
+                None => None,
+            },
         })
     }
 }

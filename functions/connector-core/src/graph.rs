@@ -859,6 +859,18 @@ impl MailboxSession<'_> {
         self.send_json(reqwest::Method::PATCH, url, body).await
     }
 
+    /// PATCHes with `If-Match: {etag}` when given: Graph answers 412 when the item changed
+    /// since that version was read (Explicit Consent Mode's event update).
+    pub async fn patch_json_if_match(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        etag: Option<&str>,
+    ) -> Result<Bytes, GraphError> {
+        self.send_json_with(reqwest::Method::PATCH, url, body, etag)
+            .await
+    }
+
     /// DELETEs a Graph URL (Graph answers 204), retried like every request.
     pub async fn delete(&self, url: &str) -> Result<(), GraphError> {
         let url = self.client.resolve(url)?;
@@ -876,20 +888,35 @@ impl MailboxSession<'_> {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<Bytes, GraphError> {
+        self.send_json_with(method, url, body, None).await
+    }
+
+    async fn send_json_with(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: &serde_json::Value,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, GraphError> {
         let url = self.client.resolve(url)?;
         let body =
             serde_json::to_vec(body).map_err(|error| GraphError::Malformed(error.to_string()))?;
         self.send(
             |token| {
-                self.client
+                let request = self
+                    .client
                     .http
                     .request(method.clone(), &url)
                     .bearer_auth(token.secret())
                     .header(
                         reqwest::header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
-                    )
-                    .body(body.clone())
+                    );
+                let request = match if_match {
+                    Some(etag) => request.header(reqwest::header::IF_MATCH, etag),
+                    None => request,
+                };
+                request.body(body.clone())
             },
             1,
         )

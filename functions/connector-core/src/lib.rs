@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 #[cfg(test)]
 mod conformance;
+pub mod consent_meetings;
 pub mod credential;
 pub mod crm_catchup;
 pub mod domain;

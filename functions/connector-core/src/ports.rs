@@ -13,9 +13,9 @@ use time::{Date, OffsetDateTime};
 
 use crate::budget::{LedgerRead, MailboxShares};
 use crate::domain::{
-    Activity, ActivityId, Connection, CrmAdditions, CrmIndexSummary, CrmLookup, CrmSnapshot,
-    FolderCursor, Lease, ReplaceOutcome, StatusChange, SyncKey, SyncKind, SyncMeta, Tenant,
-    TenantId, TenantSwitches, UserKey, UserSwitches,
+    Activity, ActivityId, Connection, ConsentMeeting, CrmAdditions, CrmIndexSummary, CrmLookup,
+    CrmSnapshot, FolderCursor, Lease, LinkToken, ReplaceOutcome, StatusChange, SyncKey, SyncKind,
+    SyncMeta, Tenant, TenantId, TenantSwitches, UserKey, UserSwitches,
 };
 use crate::matching::CrmMatchIndex;
 use crate::messages::SyncJob;
@@ -431,6 +431,44 @@ pub trait ActivityStore: Send + Sync {
         }
         Ok(Page { items, next })
     }
+}
+
+/// Explicit Consent Mode's meetings ([`ConsentMeeting`]), kept in the host's partition of
+/// the activities table beside their meetings: deleting a user's activities deletes them.
+#[async_trait]
+pub trait ConsentMeetingStore: Send + Sync {
+    /// A consistent read of one meeting.
+    async fn get_consent_meeting(
+        &self,
+        owner: &UserKey,
+        event_id: &str,
+    ) -> Result<Option<ConsentMeeting>, StoreError>;
+    /// Every meeting of a host (any status), ordered by event id.
+    async fn list_consent_meetings(
+        &self,
+        owner: &UserKey,
+    ) -> Result<Vec<ConsentMeeting>, StoreError>;
+    /// Saves `meeting` if the stored one is still `before` (by version; `None`: none is
+    /// stored), writing the links `before` lacked and deleting those it dropped. Returns
+    /// the saved meeting (its version moved on), or `None` when another writer saved
+    /// first (read it again and redo the change).
+    async fn save_consent_meeting(
+        &self,
+        meeting: &ConsentMeeting,
+        before: Option<&ConsentMeeting>,
+    ) -> Result<Option<ConsentMeeting>, StoreError>;
+    /// The meeting a link token belongs to, if any.
+    async fn find_consent_meeting(
+        &self,
+        token: &LinkToken,
+    ) -> Result<Option<ConsentMeeting>, StoreError>;
+    /// Meetings with something due (`ConsentMeeting::next_due`) at or before `until`,
+    /// earliest first, at most `limit`.
+    async fn due_consent_meetings(
+        &self,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<(UserKey, String)>, StoreError>;
 }
 
 /// The store of what an activity item cannot hold: one object per mail activity (its

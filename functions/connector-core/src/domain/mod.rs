@@ -5,6 +5,7 @@ pub mod activity;
 pub mod connection;
 pub mod crm;
 pub mod ids;
+pub mod meeting_consent;
 pub mod scopes;
 pub mod sync;
 pub mod tenant;
@@ -22,6 +23,9 @@ pub use crm::{
     CrmLookup, CrmRecordKind, CrmSnapshot, ReplaceOutcome, SnapshotError, SnapshotIssue,
 };
 pub use ids::{TenantId, UserId, UserKey};
+pub use meeting_consent::{
+    Answer, ConsentGuest, ConsentMeeting, ConsentStatus, Decision, LinkToken,
+};
 pub use scopes::{Feature, FeatureBundle, Scope, ScopeSet};
 pub use sync::{
     CatchUpTarget, CrmCatchUp, CursorKind, FolderCursor, Lease, SKIPPED_KEPT, SkippedItem,

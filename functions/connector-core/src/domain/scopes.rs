@@ -474,7 +474,8 @@ impl Feature {
     ///   its Graph scopes;
     /// - mail needs `Mail.Read` (or `Mail.ReadWrite`, which includes it);
     /// - calendar sync only reads, so `Calendars.ReadWrite` or `Calendars.Read` will do
-    ///   (ReadWrite preferred when both were granted: Explicit Consent Mode writes events);
+    ///   (ReadWrite preferred when both were granted: Explicit Consent Mode writes events,
+    ///   and creates online meetings with `OnlineMeetings.ReadWrite`, asked for too when granted);
     /// - teams needs all five scopes of the teams bundle (list, post to channels, create
     ///   chats, post to chats).
     ///
@@ -496,7 +497,17 @@ impl Feature {
                 .contains_all(&[Scope::OpenId, Scope::Profile])
                 .then(ScopeSet::new),
             Feature::Mail if offline => either(Scope::MailRead, "Mail.ReadWrite"),
-            Feature::Calendar if offline => either(Scope::CalendarsReadWrite, "Calendars.Read"),
+            // Explicit Consent Mode writes the host's events and creates their online
+            // meetings: with both granted, the calendar's tokens carry both.
+            Feature::Calendar if offline => {
+                const CONSENT_MODE: [Scope; 2] =
+                    [Scope::CalendarsReadWrite, Scope::OnlineMeetingsReadWrite];
+                if scopes.contains_all(&CONSENT_MODE) {
+                    Some(ScopeSet::from(&CONSENT_MODE[..]))
+                } else {
+                    either(Scope::CalendarsReadWrite, "Calendars.Read")
+                }
+            }
             Feature::Teams if offline => {
                 const TEAMS: [Scope; 5] = [
                     Scope::TeamReadBasicAll,

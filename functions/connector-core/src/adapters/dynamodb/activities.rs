@@ -460,7 +460,12 @@ impl DynamoActivityStore {
                 .key_condition_expression("#owner = :owner AND begins_with(#id, :prefix)")
                 .expression_attribute_names("#id", "activityId")
                 .expression_attribute_values(":prefix", s(prefix)),
-            None => request.key_condition_expression("#owner = :owner"),
+            // Explicit Consent Mode's items share the partition (meeting_consent.rs).
+            None => request
+                .key_condition_expression("#owner = :owner")
+                .filter_expression("NOT begins_with(#id, :consent)")
+                .expression_attribute_names("#id", "activityId")
+                .expression_attribute_values(":consent", s(CONSENT_ITEM_PREFIX)),
         };
         let output = request
             .send()
