@@ -238,13 +238,15 @@ impl Meeting {
             "chatInfo": {
                 "threadId": self.thread_id,
                 "messageId": "0",
-                "replyChainMessageId": null,
+                "replyChainMessageId": "0",
             },
             "participants": {
                 "organizer": {
                     "upn": self.organizer_user_principal_name,
                     "role": "presenter",
                     "identity": {
+                        "azureApplicationInstance": null,
+                        "applicationInstance": null,
                         "application": null,
                         "device": null,
                         "user": {
