@@ -406,6 +406,7 @@ pub fn router() -> Router<SharedSim> {
         .merge(crate::graph::calendar::control_router())
         .merge(crate::graph::teams::control_router())
         .merge(crate::graph::mail::control_router())
+        .merge(crate::graph::online_meetings::control_router())
 }
 
 fn bad_request(message: impl Into<String>) -> Response {

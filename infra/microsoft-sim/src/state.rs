@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::control::ControlState;
 use crate::graph::calendar::CalendarStore;
 use crate::graph::mail::MailStore;
+use crate::graph::online_meetings::OnlineMeetingStore;
 use crate::graph::subscriptions::SubscriptionStore;
 use crate::graph::teams::TeamsStore;
 use crate::identity::IdentityState;
@@ -41,6 +42,7 @@ pub struct Sim {
     pub mail: MailStore,
     pub calendar: CalendarStore,
     pub teams: TeamsStore,
+    pub online_meetings: OnlineMeetingStore,
     pub subscriptions: SubscriptionStore,
     pub identity: IdentityState,
     pub control: ControlState,
@@ -67,6 +69,7 @@ impl Sim {
             mail: MailStore::from_world(world, now)?,
             calendar: CalendarStore::from_world(world, now)?,
             teams: TeamsStore::from_world(world, now)?,
+            online_meetings: OnlineMeetingStore::default(),
             subscriptions: SubscriptionStore::from_world(world, now)?,
             identity: IdentityState::new()?,
             control: ControlState::default(),

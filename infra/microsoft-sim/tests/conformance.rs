@@ -983,6 +983,76 @@ async fn teams(report: &mut Report, sim: &TestSim, token: &str) {
     report.check("teams/chat-message-created.json", &message);
 }
 
+async fn online_meetings(report: &mut Report, sim: &TestSim, token: &str) {
+    let request = |name: &str| example(name)["request"]["body"].clone();
+    let created = reply_answer(
+        sim,
+        Method::POST,
+        token,
+        "/v1.0/me/onlineMeetings",
+        Some(request("calendar/onlinemeeting-create.json")),
+        &[],
+    )
+    .await;
+    report.check("calendar/onlinemeeting-create.json", &created);
+    let body = request("calendar/onlinemeeting-createorget.json");
+    let first = reply_answer(
+        sim,
+        Method::POST,
+        token,
+        "/v1.0/me/onlineMeetings/createOrGet",
+        Some(body.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(first.status, 201, "{:#}", first.body);
+    // The example is the answer for an existing meeting (200).
+    let existing = reply_answer(
+        sim,
+        Method::POST,
+        token,
+        "/v1.0/me/onlineMeetings/createOrGet",
+        Some(body),
+        &[],
+    )
+    .await;
+    report.check("calendar/onlinemeeting-createorget.json", &existing);
+    let id = created.body["id"].as_str().expect("an id").to_owned();
+    let updated = reply_answer(
+        sim,
+        Method::PATCH,
+        token,
+        &format!("/v1.0/me/onlineMeetings/{id}"),
+        Some(request("calendar/onlinemeeting-update.json")),
+        &[],
+    )
+    .await;
+    report.check("calendar/onlinemeeting-update.json", &updated);
+    let view = reply_answer(
+        sim,
+        Method::GET,
+        token,
+        "/v1.0/me/calendarView?startDateTime=2026-12-01T00:00:00Z&endDateTime=2026-12-30T00:00:00Z",
+        None,
+        &[],
+    )
+    .await;
+    let event = view.body["value"][0]["id"]
+        .as_str()
+        .expect("an event")
+        .to_owned();
+    let patched = reply_answer(
+        sim,
+        Method::PATCH,
+        token,
+        &format!("/v1.0/me/events/{event}"),
+        Some(request("calendar/event-update.json")),
+        &[],
+    )
+    .await;
+    report.check("calendar/event-update.json", &patched);
+}
+
 /// What the receiver saw: (path, validationToken, body) per POST.
 type Log = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, String)>>>;
 
@@ -1128,6 +1198,10 @@ async fn the_simulator_answers_in_the_shape_of_microsofts_examples() {
     calendar(&mut report, &sim, &token).await;
     teams(&mut report, &sim, &token).await;
     subscriptions(&mut report, &sim, &token).await;
+    let writer = sim
+        .token(ADELE_UPN, "OnlineMeetings.ReadWrite Calendars.ReadWrite")
+        .await;
+    online_meetings(&mut report, &sim, &writer).await;
 
     let checked = report.finish();
     let not_driven: BTreeSet<String> = NOT_DRIVEN

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -98,6 +99,9 @@ pub enum CalendarError {
     UnknownUser,
     #[error("no such event")]
     NotFound,
+    /// `If-Match` named another version of the event.
+    #[error("the event has changed since the version If-Match names")]
+    PreconditionFailed,
     #[error("{0}")]
     Invalid(String),
 }
@@ -235,38 +239,68 @@ impl CalendarStore {
         patch: &Map<String, Value>,
         now: OffsetDateTime,
     ) -> Result<(Value, EventChange), CalendarError> {
+        self.update_event_if_match(user_id, event_id, patch, now, None)
+    }
+
+    /// `update_event` under an `If-Match` precondition: the update happens only when one of the entity tags
+    /// listed (`*` = any) equals the event's current `@odata.etag` (compared without the weak `W/` prefix, since
+    /// every Outlook etag is weak), else `PreconditionFailed` and nothing changes.
+    pub fn update_event_if_match(
+        &self,
+        user_id: &str,
+        event_id: &str,
+        patch: &Map<String, Value>,
+        now: OffsetDateTime,
+        if_match: Option<&str>,
+    ) -> Result<(Value, EventChange), CalendarError> {
         self.with_user(user_id, |state| {
-            let resolved = state
-                .calendar
-                .resolve(event_id)
-                .ok_or(CalendarError::NotFound)?;
-            let (hash, date) = match resolved {
-                Resolved::Item(hash) => {
-                    let item = state.calendar.items.get_mut(&hash).expect("resolved");
-                    item.patch(patch, now).map_err(CalendarError::Invalid)?;
-                    (hash, None)
+            if let Some(if_match) = if_match {
+                let current = render_resolved(&state.calendar, event_id, &RenderPrefs::default())?;
+                let etag = current["@odata.etag"].as_str().unwrap_or_default();
+                if !etag_matches(if_match, etag) {
+                    return Err(CalendarError::PreconditionFailed);
                 }
-                Resolved::Occurrence(hash, date) => {
-                    let item = state.calendar.items.get_mut(&hash).expect("resolved");
-                    let series = item.series.as_mut().expect("occurrences belong to series");
-                    series
-                        .exception_from_patch(date, patch, now)
-                        .map_err(CalendarError::Invalid)?;
-                    (hash, Some(date))
-                }
-            };
-            let given = state.calendar.items[&hash].given_id.clone();
-            state
-                .delta
-                .touch(ids::InstanceKey { item: hash, date }, given);
-            let rendered = state.calendar.items[&hash]
-                .render(&state.calendar.user, date, &RenderPrefs::default())
-                .ok_or(CalendarError::NotFound)?;
-            Ok((
-                rendered,
-                Self::change(state, ChangeType::Updated, hash, date),
-            ))
+            }
+            Self::update_in(state, event_id, patch, now)
         })?
+    }
+
+    fn update_in(
+        state: &mut UserState,
+        event_id: &str,
+        patch: &Map<String, Value>,
+        now: OffsetDateTime,
+    ) -> Result<(Value, EventChange), CalendarError> {
+        let resolved = state
+            .calendar
+            .resolve(event_id)
+            .ok_or(CalendarError::NotFound)?;
+        let (hash, date) = match resolved {
+            Resolved::Item(hash) => {
+                let item = state.calendar.items.get_mut(&hash).expect("resolved");
+                item.patch(patch, now).map_err(CalendarError::Invalid)?;
+                (hash, None)
+            }
+            Resolved::Occurrence(hash, date) => {
+                let item = state.calendar.items.get_mut(&hash).expect("resolved");
+                let series = item.series.as_mut().expect("occurrences belong to series");
+                series
+                    .exception_from_patch(date, patch, now)
+                    .map_err(CalendarError::Invalid)?;
+                (hash, Some(date))
+            }
+        };
+        let given = state.calendar.items[&hash].given_id.clone();
+        state
+            .delta
+            .touch(ids::InstanceKey { item: hash, date }, given);
+        let rendered = state.calendar.items[&hash]
+            .render(&state.calendar.user, date, &RenderPrefs::default())
+            .ok_or(CalendarError::NotFound)?;
+        Ok((
+            rendered,
+            Self::change(state, ChangeType::Updated, hash, date),
+        ))
     }
 
     /// The organizer cancels a meeting (or one occurrence). In the organizer's own calendar it is deleted; an
@@ -353,6 +387,19 @@ impl CalendarStore {
     }
 }
 
+/// Whether an `If-Match` value (`*` or a comma-separated list of entity tags) names `etag`. Weak comparison
+/// (RFC 9110 §8.8.3.2): `W/` is ignored on both sides.
+fn etag_matches(if_match: &str, etag: &str) -> bool {
+    let opaque = |t: &str| {
+        let t = t.trim();
+        t.strip_prefix("W/").unwrap_or(t).to_owned()
+    };
+    let current = opaque(etag);
+    if_match
+        .split(',')
+        .any(|candidate| candidate.trim() == "*" || opaque(candidate) == current)
+}
+
 fn render_resolved(
     calendar: &UserCalendar,
     event_id: &str,
@@ -388,10 +435,13 @@ pub fn router() -> Router<SharedSim> {
                 );
         }
         router = router
-            .route(&format!("{prefix}/events/{{event}}"), get(get_event))
+            .route(
+                &format!("{prefix}/events/{{event}}"),
+                get(get_event).patch(patch_event),
+            )
             .route(
                 &format!("{prefix}/calendar/events/{{event}}"),
-                get(get_event),
+                get(get_event).patch(patch_event),
             );
     }
     router
@@ -945,6 +995,124 @@ async fn get_event(
         })?;
     let fields = select_list(&pairs);
     let mut event = select(event, fields.as_deref())?;
+    event.as_object_mut().expect("events are objects").insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{}/v1.0/$metadata#users('{}')/events/$entity",
+            sim.base_url(),
+            mailbox.user.id
+        )),
+    );
+    let mut response = axum::Json(event).into_response();
+    preference_applied(&mut response, &prefer, None);
+    Ok(response)
+}
+
+/// `PATCH …/events/{id}` [doc: https://learn.microsoft.com/graph/api/event-update, read 2026-12-06]: needs
+/// `Calendars.ReadWrite`; only the properties in the body change (each replaced whole: a `body` is stored exactly
+/// as sent); `location` without `locations` replaces `locations` with it [doc, request body table]; 200 with the
+/// updated event. The update bumps `changeKey`, `@odata.etag` and `lastModifiedDateTime` and shows in the next
+/// calendarView delta round. The doc says nothing about events the user does not organize: the sim allows it.
+///
+/// A body setting `isOnlineMeeting: true` (with `onlineMeetingProvider: teamsForBusiness` sent or already set) on an event without an
+/// `onlineMeeting` gives it one (a Teams meeting, `onlineMeeting.joinUrl`), as the doc's example response shows.
+///
+/// `If-Match` (sim assumption, RFC 9110 semantics; no Microsoft page documents it for events): an entity tag
+/// other than the event's current `@odata.etag` → 412 `ErrorIrresolvableConflict` with Exchange's change-key
+/// message [observed for message updates: microsoftgraph/msgraph-sdk-dotnet#1201, mguessan/davmail#491].
+async fn patch_event(
+    State(sim): State<SharedSim>,
+    principal: Principal,
+    path: Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HandlerResult {
+    principal.require_any(&["Calendars.ReadWrite"])?;
+    let mailbox = mailbox(&sim, &principal, path.get("user").map(String::as_str))?;
+    let mut patch = crate::graph::teams::json_object(&body)?;
+    let event_id = path.get("event").map(String::as_str).unwrap_or_default();
+    let not_found = || {
+        graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        )
+    };
+    let current = sim
+        .calendar
+        .event(&mailbox.user.id, event_id)
+        .map_err(|_| not_found())?;
+    if patch.contains_key("location") && !patch.contains_key("locations") {
+        let location = patch["location"].clone();
+        let named = location
+            .get("displayName")
+            .and_then(Value::as_str)
+            .is_some_and(|d| !d.is_empty());
+        let locations = if named { vec![location] } else { Vec::new() };
+        patch.insert("locations".into(), Value::Array(locations));
+    }
+    let after = |key: &str| patch.get(key).unwrap_or(&current[key]).clone();
+    let wants_meeting = patch.get("isOnlineMeeting") == Some(&Value::Bool(true))
+        && after("onlineMeetingProvider") == json!("teamsForBusiness")
+        && after("onlineMeeting").is_null();
+    let mut meeting = wants_meeting.then(|| {
+        let now = sim.now();
+        crate::graph::online_meetings::Meeting::new(
+            &sim,
+            &mailbox.user,
+            after("subject").as_str().map(str::to_owned),
+            now,
+            now,
+            crate::graph::online_meetings::Origin::Event,
+        )
+    });
+    if let Some(meeting) = &meeting {
+        patch.insert("onlineMeeting".into(), meeting.online_meeting_info());
+    }
+    let if_match = headers
+        .get(axum::http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let (updated, change) = sim
+        .calendar
+        .update_event_if_match(&mailbox.user.id, event_id, &patch, sim.now(), if_match)
+        .map_err(|e| match e {
+            CalendarError::UnknownUser | CalendarError::NotFound => not_found(),
+            CalendarError::PreconditionFailed => graph_error(
+                StatusCode::PRECONDITION_FAILED,
+                "ErrorIrresolvableConflict",
+                "The send or update operation could not be performed because the change key passed in the \
+                 request does not match the current change key for the item.",
+            ),
+            CalendarError::Invalid(message) => graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorInvalidRequest",
+                &message,
+            ),
+        })?;
+    if let Some(mut meeting) = meeting.take() {
+        let instant = |v: &Value| {
+            v["dateTime"]
+                .as_str()
+                .and_then(tz::parse_date_time)
+                .map(|t| t.resolve(tz::utc()))
+        };
+        if let (Some(start), Some(end)) = (instant(&updated["start"]), instant(&updated["end"])) {
+            meeting.start_date_time = start;
+            meeting.end_date_time = end;
+        }
+        meeting.event_id = Some(change.rest_id.clone());
+        sim.online_meetings.insert(meeting);
+    }
+    sim.subscriptions.publish_event(&sim, &change);
+    let prefer = Prefer::from_headers(&headers);
+    let prefs = render_prefs(&prefer);
+    let mut event = sim
+        .calendar
+        .with_user(&mailbox.user.id, |state| {
+            render_resolved(&state.calendar, event_id, &prefs)
+        })
+        .map_err(|_| not_found())?
+        .map_err(|_| not_found())?;
     event.as_object_mut().expect("events are objects").insert(
         "@odata.context".into(),
         json!(format!(

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod calendar;
 pub mod mail;
+pub mod online_meetings;
 pub mod organization;
 pub mod subscriptions;
 pub mod teams;
@@ -195,6 +196,7 @@ pub fn router(sim: SharedSim) -> Router<SharedSim> {
         .merge(batch::router())
         .merge(calendar::router())
         .merge(teams::router())
+        .merge(online_meetings::router())
         .merge(subscriptions::router())
         .fallback(unknown_segment);
     // ---- hook (S2): the Outlook throttling layer goes on the next line, as `.layer(...)` on `resources` ----

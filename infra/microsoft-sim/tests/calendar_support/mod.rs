@@ -39,6 +39,8 @@ pub const ALL_SCOPES: &[&str] = &[
     "ChatMessage.Send",
     "Chat.Read",
     "ChannelMessage.Read.All",
+    "OnlineMeetings.Read",
+    "OnlineMeetings.ReadWrite",
 ];
 
 /// A world around `adele_events` and `teams` (Adele's, Ben's and Cara's `joinedTeams`).

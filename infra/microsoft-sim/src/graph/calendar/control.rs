@@ -4,6 +4,8 @@
 //! control routes ride along here (the control router has one hook line per area).
 //!
 //! - `POST   /_sim/users/{user}/events` — add a single event or series (Graph JSON) → 201 with the event
+//! - `GET    /_sim/users/{user}/events/{event}` — the event as stored and rendered (`GET /me/events/{id}`'s JSON,
+//!   UTC, REST ids; the body exactly as stored) → 200, 404 `{"error"}` for an unknown user or event
 //! - `PATCH  /_sim/users/{user}/events/{event}` — update; on an occurrence id, creates/updates its exception
 //! - `POST   /_sim/users/{user}/events/{event}/cancel` — organizer cancels: deleted from the organizer's
 //!   calendar, `isCancelled: true` on an attendee's copy → 200 `{changeType, id}`
@@ -16,7 +18,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
@@ -28,7 +30,7 @@ pub fn control_router() -> Router<SharedSim> {
         .route("/_sim/users/{user}/events", post(add))
         .route(
             "/_sim/users/{user}/events/{event}",
-            patch(update).delete(delete),
+            get(read).patch(update).delete(delete),
         )
         .route("/_sim/users/{user}/events/{event}/cancel", post(cancel))
         .route("/_sim/users/{user}/calendar/delta/evict", post(evict))
@@ -39,6 +41,7 @@ fn error(e: CalendarError) -> Response {
     let status = match e {
         CalendarError::UnknownUser | CalendarError::NotFound => StatusCode::NOT_FOUND,
         CalendarError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CalendarError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
     };
     (status, Json(json!({"error": e.to_string()}))).into_response()
 }
@@ -85,6 +88,20 @@ async fn update(
             publish(&sim, &change);
             Json(event).into_response()
         }
+        Err(e) => error(e),
+    }
+}
+
+async fn read(
+    State(sim): State<SharedSim>,
+    Path((user, event)): Path<(String, String)>,
+) -> Response {
+    let user = match user_id(&sim, &user) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match sim.calendar.event(&user, &event) {
+        Ok(event) => Json(event).into_response(),
         Err(e) => error(e),
     }
 }
