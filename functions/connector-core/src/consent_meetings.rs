@@ -47,23 +47,22 @@ pub async fn update(
     })
 }
 
-/// Makes due what is due at `now`: the request first, then the decision. Whether it
-/// changed anything.
+/// Makes the first thing due at `now` happen: the request, else the decision. One per
+/// write, so each write is one event (event-publisher maps a write to at most one).
+/// Whether it changed anything.
 pub fn apply_due(meeting: &mut ConsentMeeting, now: OffsetDateTime) -> bool {
-    let mut changed = false;
-    while let Some(at) = meeting.next_due() {
-        if at > now {
-            break;
+    match meeting.next_due() {
+        Some(at) if at <= now => {
+            if meeting.requested_at.is_none() {
+                meeting.requested_at = Some(now);
+            } else {
+                meeting.decision = Some(meeting.decide(now));
+            }
+            meeting.updated_at = now;
+            true
         }
-        if meeting.requested_at.is_none() {
-            meeting.requested_at = Some(now);
-        } else {
-            meeting.decision = Some(meeting.decide(now));
-        }
-        meeting.updated_at = now;
-        changed = true;
+        _ => false,
     }
-    changed
 }
 
 /// What one tick did.
@@ -114,30 +113,33 @@ pub async fn process_due(
             report.stopped += 1;
             continue;
         }
-        let Some(meeting) = store.get_consent_meeting(&owner, &event_id).await? else {
-            continue;
-        };
-        let Some(at) = meeting.next_due() else {
-            continue;
-        };
-        let wait = at - clock.now();
-        if wait > lookahead {
-            continue;
-        }
-        if wait.is_positive() {
-            tokio::time::sleep(StdDuration::from_millis(wait.whole_milliseconds() as u64)).await;
-        }
-        let (was_requested, was_decided) =
-            (meeting.requested_at.is_some(), meeting.decision.clone());
-        let saved = update(store, &owner, &event_id, |meeting| {
-            apply_due(meeting, clock.now())
-        })
-        .await?;
-        if let Some(saved) = saved {
-            if !was_requested && saved.requested_at.is_some() {
-                report.requested += 1;
+        // The request, then the decision (both, for a meeting made in its last minute).
+        for _ in 0..2 {
+            let Some(meeting) = store.get_consent_meeting(&owner, &event_id).await? else {
+                break;
+            };
+            let Some(at) = meeting.next_due() else {
+                break;
+            };
+            let wait = at - clock.now();
+            if wait > lookahead {
+                break;
             }
-            if saved.decision.is_some() && saved.decision != was_decided {
+            if wait.is_positive() {
+                tokio::time::sleep(StdDuration::from_millis(wait.whole_milliseconds() as u64))
+                    .await;
+            }
+            let Some(saved) = update(store, &owner, &event_id, |meeting| {
+                apply_due(meeting, clock.now())
+            })
+            .await?
+            else {
+                warn!("a due consent meeting is gone");
+                break;
+            };
+            if meeting.requested_at.is_none() && saved.requested_at.is_some() {
+                report.requested += 1;
+            } else if saved.decision.is_some() && saved.decision != meeting.decision {
                 report.decided += 1;
                 info!(
                     tenant_id = %owner.tenant_id,
@@ -145,9 +147,9 @@ pub async fn process_due(
                     record = saved.decision.as_ref().is_some_and(|d| d.record),
                     "recording decision made"
                 );
+            } else {
+                break;
             }
-        } else {
-            warn!("a due consent meeting is gone");
         }
     }
     Ok(report)

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod html;
 pub mod idtoken;
 pub mod lambda;
+pub mod meeting;
 mod notifications;
 pub mod organization;
 pub mod pages;
@@ -94,6 +95,8 @@ pub struct Ports {
     pub webhook: Option<Arc<connector_core::notifications::webhook::Webhook>>,
     /// Disconnecting deletes the user's subscriptions (at Graph, with their token).
     pub subscriptions: Option<Arc<dyn connector_core::offboard::SubscriptionCanceller>>,
+    /// Explicit Consent Mode's meetings: the consent page `/m/{token}` (`None`: no page).
+    pub consent_meetings: Option<Arc<dyn connector_core::ports::ConsentMeetingStore>>,
 }
 
 pub struct App {
@@ -158,6 +161,9 @@ impl App {
         ) && let Some(response) = self.graph_notifications(&request).await
         {
             return response;
+        }
+        if meeting::is_meeting_path(&path) {
+            return self.meeting(&path, &request).await;
         }
         if let Some(response) = self.portal(&path, &request).await {
             return response;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoSubscriptionStore, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoConsentMeetingStore, DynamoSubscriptionStore,
+    DynamoSyncStateStore, DynamoTenantStore,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
@@ -93,6 +93,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let ports = Ports {
         webhook: Some(webhook),
         subscriptions: Some(subscriptions),
+        consent_meetings: Some(Arc::new(DynamoConsentMeetingStore::new(
+            dynamodb.clone(),
+            tables.activities.clone(),
+        ))),
         tenants: Arc::new(DynamoTenantStore::new(
             dynamodb.clone(),
             tables.tenants.clone(),

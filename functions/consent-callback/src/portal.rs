@@ -739,7 +739,7 @@ impl App {
     /// `Sec-Fetch-Site` is set by the browser alone (a forbidden request header: MDN
     /// "Sec-Fetch-Site", https://developer.mozilla.org/docs/Web/HTTP/Reference/Headers/Sec-Fetch-Site,
     /// read 2026-12-06). The CSRF token is checked besides, always.
-    fn same_origin(&self, headers: &http::HeaderMap) -> bool {
+    pub(crate) fn same_origin(&self, headers: &http::HeaderMap) -> bool {
         let ours = url::Url::parse(self.config.web.public_base_url.as_str())
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();

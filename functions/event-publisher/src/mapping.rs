@@ -25,15 +25,25 @@ pub const ACTIVITY_UPDATED: &str = "ActivityUpdated";
 pub const ACTIVITY_REMOVED: &str = "ActivityRemoved";
 pub const CONNECTION_STATUS_CHANGED: &str = "ConnectionStatusChanged";
 pub const SYNC_RUN_COMPLETED: &str = "SyncRunCompleted";
+pub const CONSENT_REQUEST_DUE: &str = "ConsentRequestDue";
+pub const RECORDING_DECISION: &str = "RecordingDecision";
 
 /// Every detail type, for the schemas and the docs.
-pub const DETAIL_TYPES: [&str; 5] = [
+pub const DETAIL_TYPES: [&str; 7] = [
     ACTIVITY_IMPORTED,
     ACTIVITY_UPDATED,
     ACTIVITY_REMOVED,
     CONNECTION_STATUS_CHANGED,
     SYNC_RUN_COMPLETED,
+    CONSENT_REQUEST_DUE,
+    RECORDING_DECISION,
 ];
+
+/// Explicit Consent Mode's items share the activities table (`consent#…`,
+/// connector-core `adapters/dynamodb/meeting_consent.rs`); only a meeting's own item
+/// (`consent#m#…`) publishes.
+const CONSENT_PREFIX: &str = "consent#";
+const CONSENT_MEETING_PREFIX: &str = "consent#m#";
 
 /// The version of the detail shapes (`detail.schemaVersion`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -171,7 +181,22 @@ pub fn map_record(record: &Value) -> Result<Option<PlatformEvent>, MapError> {
     let keys = ddb.get("Keys").ok_or_else(|| bad("no dynamodb.Keys"))?;
     let old = ddb.get("OldImage");
     let new = ddb.get("NewImage");
-    match (name, table_of(keys)?) {
+    let table = table_of(keys)?;
+    if table == Table::Activities
+        && s(keys, "activityId").is_some_and(|id| id.starts_with(CONSENT_PREFIX))
+    {
+        return match (name, new) {
+            ("INSERT" | "MODIFY", Some(new))
+                if s(keys, "activityId")
+                    .is_some_and(|id| id.starts_with(CONSENT_MEETING_PREFIX)) =>
+            {
+                consent_meeting(record, new, old)
+            }
+            ("INSERT" | "MODIFY" | "REMOVE", _) => Ok(None),
+            (other, _) => Err(bad(format!("unknown eventName {other}"))),
+        };
+    }
+    match (name, table) {
         ("INSERT", Table::Activities) => {
             let new = new.ok_or_else(|| bad("INSERT without NewImage"))?;
             activity(ACTIVITY_IMPORTED, record, new, None).map(Some)
@@ -326,6 +351,87 @@ fn connection(
     }
     Ok(Some(PlatformEvent {
         detail_type: CONNECTION_STATUS_CHANGED,
+        detail,
+    }))
+}
+
+fn strings(list: Option<&Value>) -> Vec<&str> {
+    list.and_then(|l| l.get("L"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.get("S").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A consent meeting's write: a new `requestedAt` → `ConsentRequestDue` (ids and times:
+/// the platform reads the links through its API); a new `decision` → `RecordingDecision`,
+/// which names the guests who declined or did not answer (the platform tells the host).
+/// The connector writes one of the two at a time (`consent_meetings::apply_due`).
+fn consent_meeting(
+    record: &Value,
+    new: &Value,
+    old: Option<&Value>,
+) -> Result<Option<PlatformEvent>, MapError> {
+    let tenant_id = require(new, "tenantId")?;
+    let user_id = require(new, "userId")?;
+    let calendar_event_id = require(new, "eventId")?;
+    fn decided_at(image: &Value) -> Option<&str> {
+        m(image, "decision").and_then(|d| s(d, "decidedAt"))
+    }
+    fn requested_at(image: &Value) -> Option<&str> {
+        s(image, "requestedAt")
+    }
+    let mut detail = json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "tenantId": tenant_id,
+        "userId": user_id,
+        "calendarEventId": calendar_event_id,
+    });
+    let detail_type = if let Some(at) =
+        decided_at(new).filter(|at| old.and_then(decided_at) != Some(*at))
+    {
+        let decision = m(new, "decision").ok_or_else(|| bad("no decision"))?;
+        let starts_at = require(decision, "startsAt")?;
+        let record_it = decision
+            .get("record")
+            .and_then(|r| r.get("BOOL"))
+            .and_then(Value::as_bool)
+            .ok_or_else(|| bad("no decision.record"))?;
+        detail["eventId"] = event_id(
+            RECORDING_DECISION,
+            &[tenant_id, user_id, calendar_event_id, starts_at, at],
+        )
+        .into();
+        detail["startsAt"] = starts_at.into();
+        detail["record"] = record_it.into();
+        detail["declined"] = strings(decision.get("declined")).into();
+        detail["noAnswer"] = strings(decision.get("noAnswer")).into();
+        detail["decidedAt"] = at.into();
+        RECORDING_DECISION
+    } else if let Some(at) = requested_at(new).filter(|at| old.and_then(requested_at) != Some(*at))
+    {
+        let starts_at = require(new, "start")?;
+        detail["eventId"] = event_id(
+            CONSENT_REQUEST_DUE,
+            &[tenant_id, user_id, calendar_event_id, at],
+        )
+        .into();
+        detail["startsAt"] = starts_at.into();
+        detail["guestCount"] = list_len(new, "guests").unwrap_or(0).into();
+        detail["requestedAt"] = at.into();
+        CONSENT_REQUEST_DUE
+    } else {
+        return Ok(None);
+    };
+    if let Some(at) = recorded_at(record) {
+        detail["recordedAt"] = at.into();
+    }
+    Ok(Some(PlatformEvent {
+        detail_type,
         detail,
     }))
 }

@@ -25,8 +25,8 @@ use connector_core::domain::{
 };
 use connector_core::offboard::{DisconnectError, Stores};
 use connector_core::ports::{
-    ActivityStore, BodyStore, ConnectionStore, PageToken, ShareTargetStore, StoreError,
-    SyncStateStore, TenantStore, TokenVault,
+    ActivityStore, BodyStore, ConnectionStore, ConsentMeetingStore, PageToken, ShareTargetStore,
+    StoreError, SyncStateStore, TenantStore, TokenVault,
 };
 use http::{Method, StatusCode, header};
 use lambda_http::request::RequestContext;
@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::query::{ActivityQuery, parse_query};
-use crate::views::{activity_view, connection_view, sync_view, tenant_view};
+use crate::views::{activity_view, connection_view, consent_meeting_view, sync_view, tenant_view};
 
 /// The routes' common prefix.
 pub const PREFIX: &str = "/api/v1";
@@ -78,6 +78,9 @@ pub struct Ports {
     /// Disconnecting deletes the user's change-notification subscriptions (at Graph, with
     /// their token, before the token is deleted).
     pub subscriptions: Option<Arc<dyn connector_core::offboard::SubscriptionCanceller>>,
+    /// Explicit Consent Mode's meetings and `PUBLIC_BASE_URL` (their links are on it);
+    /// `None`: the routes answer 404 `consent_meetings_unavailable`.
+    pub consent_meetings: Option<(Arc<dyn ConsentMeetingStore>, String)>,
 }
 
 pub struct App {
@@ -356,6 +359,12 @@ impl App {
                         self.export(&key, ActivityQuery::export(&query()?)?).await
                     }
                     (["export"], _) => Err(method_not_allowed("GET")),
+                    (["consent-meetings"], &Method::GET) => self.consent_meetings(&key, None).await,
+                    (["consent-meetings"], _) => Err(method_not_allowed("GET")),
+                    (["consent-meetings", e], &Method::GET) => {
+                        self.consent_meetings(&key, Some(e)).await
+                    }
+                    (["consent-meetings", _], _) => Err(method_not_allowed("GET")),
                     _ => Err(ApiError::not_found("not_found", "no such route")),
                 }
             }
@@ -493,6 +502,43 @@ impl App {
             Err(other) => {
                 error!(error = %other, "disconnection failed");
                 Err(ApiError::internal())
+            }
+        }
+    }
+
+    /// Explicit Consent Mode: a host's meetings (or one, by its calendar event id), with
+    /// the links the platform's emails carry and the answers so far.
+    async fn consent_meetings(&self, key: &UserKey, event_id: Option<&str>) -> Answer {
+        let Some((store, base)) = &self.ports.consent_meetings else {
+            return Err(ApiError::not_found(
+                "consent_meetings_unavailable",
+                "explicit consent mode is not configured on this stack",
+            ));
+        };
+        self.connection(key).await?;
+        match event_id {
+            None => {
+                let meetings = store
+                    .list_consent_meetings(key)
+                    .await
+                    .map_err(store_failure("listing the consent meetings"))?;
+                ok(&json!({
+                    "items": meetings
+                        .iter()
+                        .map(|meeting| consent_meeting_view(meeting, base))
+                        .collect::<Vec<_>>(),
+                }))
+            }
+            Some(event_id) => {
+                let event_id = segment(event_id)?;
+                let meeting = store
+                    .get_consent_meeting(key, &event_id)
+                    .await
+                    .map_err(store_failure("reading the consent meeting"))?
+                    .ok_or_else(|| {
+                        ApiError::not_found("consent_meeting_not_found", "no such meeting")
+                    })?;
+                ok(&consent_meeting_view(&meeting, base))
             }
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoSyncStateStore, DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoConsentMeetingStore, DynamoSyncStateStore,
+    DynamoTenantStore,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
@@ -41,7 +42,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         ),
         bucket,
     ));
+    let public_base_url = connector_core::config::WebConfig::from_env()
+        .context("configuration")?
+        .public_base_url;
     let ports = Ports {
+        consent_meetings: Some((
+            Arc::new(DynamoConsentMeetingStore::new(
+                dynamodb.clone(),
+                &tables.activities,
+            )),
+            public_base_url.as_str().to_owned(),
+        )),
         tenants: Arc::new(DynamoTenantStore::new(dynamodb.clone(), &tables.tenants)),
         connections: Arc::new(DynamoConnectionStore::new(
             dynamodb.clone(),
@@ -66,9 +77,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         subscriptions: Some(Arc::new(
             connector_core::notifications::manager::Manager::on_aws(
                 &connector_core::config::Config::from_env().context("configuration")?,
-                &connector_core::config::WebConfig::from_env()
-                    .context("configuration")?
-                    .public_base_url,
+                &public_base_url,
                 &aws,
                 Arc::new(SystemClock),
             )

@@ -2,6 +2,7 @@
 //! here, not by serializing the records, so internal attributes (secret names, S3 keys,
 //! parking) stay inside.
 
+use connector_core::domain::meeting_consent::{ConsentMeeting, page_url};
 use connector_core::domain::{
     Activity, ActivityContent, Connection, Feature, SyncKind, SyncMeta, Tenant,
 };
@@ -118,5 +119,43 @@ pub(crate) fn activity_view(activity: &Activity, full: bool) -> Value {
         "matches": activity.matches,
         "truncated": truncated,
         "content": content,
+    })
+}
+
+/// A meeting under Explicit Consent Mode: its links (the invite's, and each guest's for the
+/// platform's emails), the answers, and the decision once made.
+pub(crate) fn consent_meeting_view(meeting: &ConsentMeeting, public_base_url: &str) -> Value {
+    let guests: Vec<Value> = meeting
+        .guests
+        .iter()
+        .map(|guest| {
+            json!({
+                "address": guest.address,
+                "link": page_url(public_base_url, &guest.token),
+                "answer": guest.answer.map(|answer| answer.as_str()),
+                "answeredAt": optional_time(guest.answered_at),
+            })
+        })
+        .collect();
+    json!({
+        "calendarEventId": meeting.event_id,
+        "status": meeting.status.as_str(),
+        "stopReason": meeting.stop_reason,
+        "start": rfc3339(meeting.start),
+        "end": rfc3339(meeting.end),
+        "joinUrl": meeting.join_url,
+        "inviteLink": page_url(public_base_url, &meeting.link_token),
+        "guests": guests,
+        "requestDueAt": rfc3339(meeting.request_due_at),
+        "requestedAt": optional_time(meeting.requested_at),
+        "decisionDueAt": rfc3339(meeting.decision_due_at()),
+        "decision": meeting.decision.as_ref().map(|decision| json!({
+            "record": decision.record,
+            "declined": decision.declined,
+            "noAnswer": decision.no_answer,
+            "startsAt": rfc3339(decision.starts_at),
+            "decidedAt": rfc3339(decision.decided_at),
+        })),
+        "updatedAt": rfc3339(meeting.updated_at),
     })
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoSyncStateStore, DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoConsentMeetingStore, DynamoSyncStateStore,
+    DynamoTenantStore,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
@@ -38,8 +39,11 @@ struct Api {
     activities: Arc<DynamoActivityStore>,
     bodies: Arc<S3BodyStore>,
     vault: Arc<SecretsManagerVault>,
+    consent_meetings: Arc<DynamoConsentMeetingStore>,
     openapi: Value,
 }
+
+const PUBLIC_BASE_URL: &str = "https://connector.example";
 
 struct Answer {
     status: u16,
@@ -84,8 +88,13 @@ async fn api() -> Result<Api> {
     let vault = Arc::new(SecretsManagerVault::new(
         aws_sdk_secretsmanager::Client::new(&stack.sdk),
     ));
+    let consent_meetings = Arc::new(DynamoConsentMeetingStore::new(
+        dynamodb.clone(),
+        &tables.activities,
+    ));
     let ports = Ports {
         subscriptions: None,
+        consent_meetings: Some((consent_meetings.clone(), PUBLIC_BASE_URL.to_owned())),
         tenants: tenants.clone(),
         connections: connections.clone(),
         sync: sync.clone(),
@@ -106,6 +115,7 @@ async fn api() -> Result<Api> {
         activities,
         bodies,
         vault,
+        consent_meetings,
         openapi,
     })
 }

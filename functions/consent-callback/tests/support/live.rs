@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::Client as SqsClient;
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoSubscriptionStore, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoConsentMeetingStore, DynamoSubscriptionStore,
+    DynamoSyncStateStore, DynamoTenantStore,
 };
 use connector_core::adapters::s3::{S3BodyStore, s3_client};
 use connector_core::adapters::secrets::SecretsManagerVault;
@@ -64,6 +64,7 @@ pub struct Live {
     /// The stores the pages read and disconnecting empties, for seeding and asserting.
     pub sync: Arc<DynamoSyncStateStore>,
     pub activities: Arc<DynamoActivityStore>,
+    pub consent_meetings: Arc<DynamoConsentMeetingStore>,
     /// The message bodies bucket the activities' bodies go to.
     pub bodies: Arc<S3BodyStore>,
     tenants: DynamoTenantStore,
@@ -310,9 +311,14 @@ impl Live {
             )
             .expect("manager"),
         );
+        let consent_meetings = Arc::new(DynamoConsentMeetingStore::new(
+            dynamodb.clone(),
+            tables.activities.clone(),
+        ));
         let ports = Ports {
             webhook: Some(webhook),
             subscriptions: Some(manager.clone()),
+            consent_meetings: Some(consent_meetings.clone()),
             tenants: Arc::new(DynamoTenantStore::new(
                 dynamodb.clone(),
                 tables.tenants.clone(),
@@ -374,6 +380,7 @@ impl Live {
             app,
             sync,
             activities,
+            consent_meetings,
             bodies,
             server,
             manager,

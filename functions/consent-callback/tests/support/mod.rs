@@ -120,6 +120,7 @@ impl Memory {
         let ports = Ports {
             webhook: None,
             subscriptions: None,
+            consent_meetings: None,
             tenants: tenants.clone(),
             domains: domains.clone(),
             connections: connections.clone(),
