@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use calendar_sync::{CalendarOptions, CalendarSync, CalendarWork, FUNCTION};
+use calendar_sync::{CalendarOptions, CalendarSync, CalendarWork, ConsentLinker, FUNCTION};
 use connector_core::adapters::dynamodb::{
-    DynamoActivityStore, DynamoConnectionStore, DynamoCrmIndex, DynamoSyncStateStore,
-    DynamoTenantStore,
+    DynamoActivityStore, DynamoConnectionStore, DynamoConsentMeetingStore, DynamoCrmIndex,
+    DynamoSyncStateStore, DynamoTenantStore,
 };
 use connector_core::adapters::secrets::{SecretsManagerClientSecret, SecretsManagerVault};
 use connector_core::adapters::sqs::SqsJobQueue;
@@ -45,6 +45,8 @@ pub const CLIENT_ID: &str = "6d2b9c41-0f7e-4a35-b1c8-2e9d7a4f5c60";
 pub const CLIENT_SECRET: &str = "calendar-sync-test~secret";
 pub const REDIRECT_URI: &str = "http://localhost:8410/auth/callback";
 pub const DOMAIN: &str = "contoso.com";
+/// The deployment's PUBLIC_BASE_URL (Explicit Consent Mode's placeholder and links).
+pub const PUBLIC_BASE_URL: &str = "https://connector.example";
 
 // ---------------------------------------------------------------------------------------
 // Captured logs
@@ -200,12 +202,12 @@ pub fn meeting(
 pub fn world(tenant: &TenantId, users: Vec<Value>) -> Value {
     json!({
         "apps": [{"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "redirectUris": [REDIRECT_URI],
-                  "displayName": "Office 365 connector", "permissions": ["User.Read", "Calendars.ReadWrite"]}],
+                  "displayName": "Office 365 connector", "permissions": ["User.Read", "Calendars.ReadWrite", "OnlineMeetings.ReadWrite"]}],
         "tenants": [{
             "id": tenant.as_str(), "displayName": "Contoso", "verifiedDomains": [DOMAIN],
             "userConsent": "allowed",
             "grants": [{"clientId": CLIENT_ID, "principal": "allUsers",
-                        "scopes": ["openid", "profile", "email", "offline_access", "User.Read", "Calendars.ReadWrite"]}],
+                        "scopes": ["openid", "profile", "email", "offline_access", "User.Read", "Calendars.ReadWrite", "OnlineMeetings.ReadWrite"]}],
             "users": users
         }]
     })
@@ -258,6 +260,8 @@ pub struct Harness {
     pub activities: Arc<DynamoActivityStore>,
     pub crm_index: Arc<DynamoCrmIndex>,
     pub vault: Arc<SecretsManagerVault>,
+    /// Explicit Consent Mode's meetings (wired as main.rs wires them).
+    pub consent: Arc<DynamoConsentMeetingStore>,
 }
 
 /// How the harness builds the worker (tests swap stores to inject crashes).
@@ -365,7 +369,16 @@ impl Harness {
             crm_index.clone(),
         )
         .with_options(setup.options);
+        let consent = Arc::new(DynamoConsentMeetingStore::new(
+            dynamo.clone(),
+            &tables.activities,
+        ));
+        let work = work.with_consent(ConsentLinker {
+            store: consent.clone(),
+            public_base_url: PUBLIC_BASE_URL.to_owned(),
+        });
         let mut app = CalendarSync::new(Arc::new(worker), Arc::new(work));
+        app.consent = Some(consent.clone());
         app.fan_out = FanOutOptions {
             page_size: 50,
             pages_in_flight: 4,
@@ -388,6 +401,7 @@ impl Harness {
             activities: stores.activities,
             crm_index,
             vault,
+            consent,
         };
         harness.add_tenant().await?;
         harness
@@ -420,6 +434,16 @@ impl Harness {
     /// Signs the user in through the sim (authorize with auto-approve, then the code
     /// exchange), stores the refresh token in the vault and the connection as active.
     pub async fn connect(&self, user: &UserId, upn: &str) -> Result<UserKey> {
+        self.connect_with(
+            user,
+            upn,
+            "openid profile email offline_access https://graph.microsoft.com/Calendars.ReadWrite",
+        )
+        .await
+    }
+
+    /// As [`Harness::connect`], asking for `scopes`.
+    pub async fn connect_with(&self, user: &UserId, upn: &str, scopes: &str) -> Result<UserKey> {
         let base = self.base();
         let tokens =
             microsoft_sim::identity::testing::sign_in(&microsoft_sim::identity::testing::SignIn {
@@ -429,7 +453,7 @@ impl Harness {
                 client_secret: Some(CLIENT_SECRET),
                 redirect_uri: REDIRECT_URI,
                 login: upn,
-                scopes: "openid profile email offline_access https://graph.microsoft.com/Calendars.ReadWrite",
+                scopes,
                 consent_for_org: false,
                 ca_pem: None,
             })
