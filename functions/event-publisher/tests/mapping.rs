@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use event_publisher::mapping::{
     ACTIVITY_IMPORTED, ACTIVITY_REMOVED, ACTIVITY_UPDATED, CONNECTION_STATUS_CHANGED,
-    SYNC_RUN_COMPLETED,
+    CONSENT_REQUEST_DUE, RECORDING_DECISION, SYNC_RUN_COMPLETED,
 };
 use event_publisher::{DETAIL_TYPES, EventSink, PlatformEvent, Publisher, map_record};
 use serde_json::{Value, json};
@@ -159,6 +159,55 @@ fn sync_state_records_map_to_completed_runs_only() {
     for e in events.iter().flatten() {
         check_schema(e.detail_type, &e.detail);
         no_content(e);
+    }
+}
+
+#[test]
+fn consent_meeting_records_map_to_the_request_and_the_decision_only() {
+    let events = mapped(&sample("consent-meetings.json"));
+    let kinds: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.as_ref().map(|e| e.detail_type))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            None, // made (linking)
+            None, // a link item
+            Some(CONSENT_REQUEST_DUE),
+            None, // a guest's answer
+            Some(RECORDING_DECISION),
+            None, // deleted with the user's activities: no ActivityRemoved
+            None,
+        ]
+    );
+    let request = events[2].as_ref().unwrap();
+    assert_eq!(
+        request.detail["calendarEventId"],
+        "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg1B"
+    );
+    assert_eq!(request.detail["startsAt"], "2026-12-07T15:00:00Z");
+    assert_eq!(request.detail["guestCount"], 3);
+    assert_eq!(request.detail["requestedAt"], "2026-12-06T15:00:02Z");
+    let text = request.detail.to_string();
+    for secret in ["q1W2e3R4", "Zx9Yw8", "@fabrikam", "teams.microsoft.com"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let decision = events[4].as_ref().unwrap();
+    assert_eq!(decision.detail["record"], false);
+    assert_eq!(decision.detail["declined"], json!(["ann@fabrikam.example"]));
+    assert_eq!(decision.detail["noAnswer"], json!(["ben@fabrikam.example"]));
+    assert_eq!(decision.detail["decidedAt"], "2026-12-07T14:59:00Z");
+    assert!(!decision.detail.to_string().contains("q1W2e3R4"), "no link");
+    assert_ne!(request.event_id(), decision.event_id());
+    for e in events.iter().flatten() {
+        check_schema(e.detail_type, &e.detail);
+        assert_eq!(
+            map_record(&records(&sample("consent-meetings.json"))[2])
+                .unwrap()
+                .map(|e| e.event_id().to_owned()),
+            Some(request.event_id().to_owned())
+        );
     }
 }
 

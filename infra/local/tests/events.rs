@@ -163,6 +163,10 @@ enum Kind {
     Http,
     Sqs,
     Schedule,
+    /// A schedule's target `Input`, which EventBridge sends instead of the event
+    /// (calendar-sync's consent tick): delivered when the function has a schedule with
+    /// exactly that input.
+    ScheduleInput,
     /// A DynamoDB stream batch (event-publisher).
     Stream,
 }
@@ -183,6 +187,8 @@ fn kind_of(event: &Value) -> Result<Kind> {
         Ok(Kind::Http)
     } else if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         Ok(Kind::Schedule)
+    } else if event.is_object() {
+        Ok(Kind::ScheduleInput)
     } else {
         bail!("neither an HTTP API v2, an SQS, a DynamoDB stream nor a scheduled event")
     }
@@ -414,6 +420,8 @@ fn shape_problems(kind: Kind, event: &Value, shapes: &Shapes) -> Vec<String> {
                 }
             }
         }
+        // The template's own Input is the shape (checked where it is matched).
+        Kind::ScheduleInput => {}
         Kind::Schedule => {
             // EventBridge puts "version": "0" on every event; SAM's sample omits it.
             same_keys(
@@ -975,6 +983,14 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
             (EventKind::Other(t), Kind::Http) => t == "HttpApi",
             (EventKind::Other(t), Kind::Stream) => t == "DynamoDB",
             (EventKind::Sqs(_), Kind::Sqs) | (EventKind::Schedule(_), Kind::Schedule) => true,
+            (EventKind::Schedule(schedule), Kind::ScheduleInput) => schedule
+                .input
+                .as_ref()
+                .and_then(|input| match input {
+                    Value::String(text) => serde_json::from_str::<Value>(text).ok(),
+                    other => Some(other.clone()),
+                })
+                .is_some_and(|input| input == event),
             _ => false,
         });
         if !delivered {
@@ -1068,7 +1084,7 @@ async fn every_event_file_invokes_its_function_under_cargo_lambda_watch_as_expec
             match kind {
                 Kind::Http => check_http(expect, &outcome)?,
                 Kind::Sqs | Kind::Stream => check_sqs(expect, &outcome)?,
-                Kind::Schedule => check_schedule(expect, &outcome)?,
+                Kind::Schedule | Kind::ScheduleInput => check_schedule(expect, &outcome)?,
             }
             if !expect.sim_requests.is_empty() || !expect.no_sim_requests.is_empty() {
                 let made = sim_requests(&http, &info.microsoft_sim_url, since).await?;

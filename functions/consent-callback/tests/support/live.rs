@@ -67,7 +67,7 @@ pub struct Live {
     pub consent_meetings: Arc<DynamoConsentMeetingStore>,
     /// The message bodies bucket the activities' bodies go to.
     pub bodies: Arc<S3BodyStore>,
-    tenants: DynamoTenantStore,
+    pub tenants: DynamoTenantStore,
     domains: DynamoTenantDomains,
     connections: DynamoConnectionStore,
     vault: SecretsManagerVault,
