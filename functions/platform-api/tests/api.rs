@@ -403,6 +403,9 @@ const T_SYNC: &str = "/api/v1/tenants/{tenantId}/connections/{userId}/sync";
 const T_ACTIVITIES: &str = "/api/v1/tenants/{tenantId}/connections/{userId}/activities";
 const T_ACTIVITY: &str = "/api/v1/tenants/{tenantId}/connections/{userId}/activities/{activityId}";
 const T_EXPORT: &str = "/api/v1/tenants/{tenantId}/connections/{userId}/export";
+const T_CONSENT_MEETINGS: &str = "/api/v1/tenants/{tenantId}/connections/{userId}/consent-meetings";
+const T_CONSENT_MEETING: &str =
+    "/api/v1/tenants/{tenantId}/connections/{userId}/consent-meetings/{calendarEventId}";
 
 fn encoded(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -946,6 +949,122 @@ async fn refusals_without_principal_bad_input_and_unknowns_write_nothing() -> Re
     ensure!(
         api.connections.get_connection(&key).await? == before_connection,
         "a refused request wrote the connection"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_meetings_are_read_with_their_links_and_answers() -> Result<()> {
+    use connector_core::domain::meeting_consent::{Answer, ConsentMeeting, page_url};
+    use connector_core::ports::ConsentMeetingStore as _;
+    let api = api().await?;
+    let key = seed(&api, &[]).await?;
+    let base = format!(
+        "/api/v1/tenants/{}/connections/{}",
+        key.tenant_id, key.user_id
+    );
+    let empty = api
+        .call(
+            "GET",
+            T_CONSENT_MEETINGS,
+            &format!("{base}/consent-meetings"),
+            "",
+            None,
+        )
+        .await?;
+    ensure!(
+        empty.status == 200 && empty.json()["items"] == json!([]),
+        "{}",
+        empty.body
+    );
+
+    let now = OffsetDateTime::now_utc();
+    let start = now + time::Duration::days(2);
+    let event_id = "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg1B==";
+    let mut meeting = ConsentMeeting::new(
+        &key,
+        event_id,
+        start,
+        start + time::Duration::minutes(30),
+        [
+            "ann@fabrikam.example".to_owned(),
+            "ben@fabrikam.example".to_owned(),
+        ],
+        now,
+    );
+    meeting.join_url = Some("https://teams.microsoft.com/l/meetup-join/x".into());
+    meeting.activate(now);
+    meeting.answer(0, Answer::DoNotRecord, now);
+    let saved = api
+        .consent_meetings
+        .save_consent_meeting(&meeting, None)
+        .await?
+        .context("saved")?;
+
+    let list = api
+        .call(
+            "GET",
+            T_CONSENT_MEETINGS,
+            &format!("{base}/consent-meetings"),
+            "",
+            None,
+        )
+        .await?;
+    ensure!(list.status == 200, "{}", list.body);
+    let item = &list.json()["items"][0];
+    ensure!(item["calendarEventId"] == event_id, "{item}");
+    ensure!(item["status"] == "active");
+    ensure!(item["inviteLink"] == page_url(PUBLIC_BASE_URL, &saved.link_token));
+    ensure!(item["guests"][0]["address"] == "ann@fabrikam.example");
+    ensure!(item["guests"][0]["answer"] == "do_not_record");
+    ensure!(item["guests"][0]["link"] == page_url(PUBLIC_BASE_URL, &saved.guests[0].token));
+    ensure!(item["guests"][1]["answer"] == Value::Null);
+    ensure!(item["decision"] == Value::Null);
+
+    let encoded = event_id.replace('=', "%3D");
+    let one = api
+        .call(
+            "GET",
+            T_CONSENT_MEETING,
+            &format!("{base}/consent-meetings/{encoded}"),
+            "",
+            None,
+        )
+        .await?;
+    ensure!(one.status == 200 && one.json() == *item, "{}", one.body);
+    let missing = api
+        .call(
+            "GET",
+            T_CONSENT_MEETING,
+            &format!("{base}/consent-meetings/unknown"),
+            "",
+            None,
+        )
+        .await?;
+    ensure!(missing.status == 404 && missing.code() == "consent_meeting_not_found");
+    // Another user's meetings are not this user's.
+    let other = seed(&api, &[]).await?;
+    let theirs = api
+        .call(
+            "GET",
+            T_CONSENT_MEETINGS,
+            &format!(
+                "/api/v1/tenants/{}/connections/{}/consent-meetings",
+                other.tenant_id, other.user_id
+            ),
+            "",
+            None,
+        )
+        .await?;
+    ensure!(theirs.json()["items"] == json!([]), "{}", theirs.body);
+    // The activities listing does not show them.
+    let activities = api
+        .call("GET", T_ACTIVITIES, &format!("{base}/activities"), "", None)
+        .await?;
+    ensure!(
+        activities.json()["items"] == json!([]),
+        "{}",
+        activities.body
     );
     Ok(())
 }
