@@ -72,7 +72,7 @@ test-browser: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 	cd tests/browser && npm ci --no-audit --no-fund
 	$(WORKSPACE_BINARIES)
-	cd tests/browser && node --test consent.test.mjs admin.test.mjs
+	cd tests/browser && node --test consent.test.mjs admin.test.mjs meeting.test.mjs
 
 # The functions' instruction set (template parameter `Architecture`): arm64, the
 # template's default, when this toolchain has the aarch64 Rust target; otherwise
