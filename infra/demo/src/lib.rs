@@ -738,6 +738,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 "fan-out: {} jobs, {} users left to their change notifications",
                 value["enqueued"], value["subscribed"]
             ),
+            local_stack::Outcome::Ok(value) if value.get("decided").is_some() => format!(
+                "consent tick: {} requests, {} decisions due",
+                value["requested"], value["decided"]
+            ),
             local_stack::Outcome::Ok(value) if value.get("renewed").is_some() => format!(
                 "renewal pass: {} connections, {} subscriptions renewed (none due yet)",
                 value["scanned"], value["renewed"]
@@ -889,6 +893,12 @@ pub async fn run(opts: &Options) -> Result<Report> {
         notified.upn,
         started.elapsed().as_secs()
     ));
+
+    // Explicit Consent Mode: the administrator switches it on; a host writes a meeting
+    // with the add-in's placeholder; calendar-sync creates its Teams meeting and writes
+    // the consent link into the invite; one guest declines on the consent page and lands
+    // on the meeting, the other never answers; the tick decides at the start - 60 s.
+    consent_mode(&info, &sdk, &mut report, t1, notified, &sqs, opts).await?;
 
     // A Teams post through TeamsPostQueue.
     let poster = people
@@ -1071,7 +1081,9 @@ pub async fn run(opts: &Options) -> Result<Report> {
     ensure!(
         report.events.get("ActivityImported").copied().unwrap_or(0) > 0
             && report.events.contains_key("SyncRunCompleted")
-            && report.events.contains_key("ConnectionStatusChanged"),
+            && report.events.contains_key("ConnectionStatusChanged")
+            && report.events.contains_key("ConsentRequestDue")
+            && report.events.contains_key("RecordingDecision"),
         "the platform's queue is missing events: {:?}",
         report.events
     );
@@ -1080,6 +1092,154 @@ pub async fn run(opts: &Options) -> Result<Report> {
         report.events.values().sum::<u64>()
     ));
     Ok(report)
+}
+
+/// The Explicit Consent Mode step (see where it is called).
+async fn consent_mode(
+    info: &StackInfo,
+    sdk: &aws_config::SdkConfig,
+    report: &mut Report,
+    tenant: &str,
+    host: &DemoUser,
+    sqs: &aws_sdk_sqs::Client,
+    opts: &Options,
+) -> Result<()> {
+    use connector_core::adapters::dynamodb::DynamoConsentMeetingStore;
+    use connector_core::domain::meeting_consent::{page_url, placeholder_url};
+    use connector_core::domain::{TenantId, UserId, UserKey};
+    use connector_core::ports::ConsentMeetingStore as _;
+    connectorctl(
+        info,
+        &[
+            "tenant-switches",
+            "--tenant",
+            tenant,
+            "--explicit-consent",
+            "on",
+        ],
+    )?;
+    let public = info.public_base_url.trim_end_matches('/').to_owned();
+    let placeholder = placeholder_url(&public);
+    let start = time::OffsetDateTime::now_utc() + time::Duration::seconds(150);
+    let utc = |at: time::OffsetDateTime| json!({"dateTime": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().trim_end_matches('Z'), "timeZone": "UTC"});
+    let guests = [
+        "ines@northwind-traders.example",
+        "omar@northwind-traders.example",
+    ];
+    let body = format!(
+        "<html><body><p>Pricing review with Northwind.</p><p><a href=\"{placeholder}\">Join the meeting</a></p></body></html>"
+    );
+    sim_post(
+        info,
+        &format!("/_sim/users/{}/events", host.upn),
+        json!({
+            "subject": "Northwind pricing review",
+            "body": {"contentType": "html", "content": body},
+            "start": utc(start),
+            "end": utc(start + time::Duration::minutes(30)),
+            "organizer": {"emailAddress": {"address": host.upn}},
+            "attendees": guests.iter().map(|g| json!({"type": "required", "emailAddress": {"address": g}})).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    // The calendar's change notification wakes its sync.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drain(info, sqs, opts.drain_timeout).await?;
+    let store = DynamoConsentMeetingStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        info.functions_env
+            .get("ACTIVITIES_TABLE")
+            .cloned()
+            .ok_or_else(|| anyhow!("no ACTIVITIES_TABLE"))?,
+    );
+    let owner = UserKey::new(TenantId::parse(tenant)?, UserId::parse(&host.id)?);
+    let meetings = store.list_consent_meetings(&owner).await?;
+    let meeting = meetings
+        .iter()
+        .find(|m| m.status.as_str() == "active")
+        .ok_or_else(|| anyhow!("the placeholder meeting was not linked: {meetings:?}"))?
+        .clone();
+    let online = sim_get(info, &format!("/_sim/users/{}/online-meetings", host.upn)).await?;
+    let created = online["value"].as_array().map_or(0, Vec::len);
+    ensure!(created == 1, "{created} online meetings for one event");
+    let join = meeting.join_url.clone().unwrap_or_default();
+    report.step(format!(
+        "explicit consent mode on: {}'s placeholder meeting got one Teams meeting and its consent link ({}), {} guests; the request to ask them was due at once (same day)",
+        host.upn,
+        page_url(&public, &meeting.link_token),
+        meeting.guests.len()
+    ));
+
+    // The first guest declines on their own link and is forwarded to the meeting.
+    let link = page_url(&public, &meeting.guests[0].token);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = client.get(&link).send().await?;
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.split(';').next().filter(|p| p.contains("o365m=")))
+        .ok_or_else(|| anyhow!("the consent page set no CSRF cookie"))?
+        .to_owned();
+    let csrf = cookie
+        .split_once('=')
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    let answered = client
+        .post(&link)
+        .header("cookie", &cookie)
+        .header("origin", &public)
+        .form(&[("csrf", csrf.as_str()), ("answer", "do_not_record")])
+        .send()
+        .await?;
+    let location = answered
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        answered.status().as_u16() == 303 && location == join,
+        "the answer did not forward to the join URL: {} {location}",
+        answered.status()
+    );
+    report.step(format!(
+        "{} declined on the consent page and was forwarded to the Teams meeting ({join})",
+        meeting.guests[0].address
+    ));
+
+    // The tick: a decision due within its minute is waited for.
+    let invoker = info.invoker();
+    let mut decision = None;
+    for _ in 0..4 {
+        let outcome = local_stack::invoke::Invoker::invoke(
+            &invoker,
+            "calendar-sync",
+            &json!({"task": "consent"}),
+        )
+        .await?;
+        ensure!(outcome.is_ok(), "the consent tick failed: {outcome:?}");
+        decision = store
+            .get_consent_meeting(&owner, &meeting.event_id)
+            .await?
+            .and_then(|m| m.decision);
+        if decision.is_some() {
+            break;
+        }
+    }
+    let decision = decision.ok_or_else(|| anyhow!("no recording decision was made"))?;
+    ensure!(
+        !decision.record && decision.declined == [guests[0]] && decision.no_answer == [guests[1]],
+        "unexpected decision {decision:?}"
+    );
+    report.step(format!(
+        "at the start - 60 s the connector decided: do not record (declined {:?}, no answer {:?}); RecordingDecision goes to the platform",
+        decision.declined, decision.no_answer
+    ));
+    Ok(())
 }
 
 fn name(t: &Value) -> &str {

@@ -4,6 +4,7 @@
 
 mod calendar;
 mod commands;
+mod consent;
 mod mail;
 mod offboard;
 mod subscriptions;
@@ -90,6 +91,44 @@ enum Command {
         #[arg(long)]
         user: String,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a tenant's switches, or flip them (needs TENANTS_TABLE): what the
+    /// administrator's page and the platform API change.
+    TenantSwitches {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// Email sync for the tenant's users.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        mail: Option<bool>,
+        /// Calendar sync for the tenant's users.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        calendar: Option<bool>,
+        /// Posting to Teams on users' behalf.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        teams: Option<bool>,
+        /// Explicit Consent Mode (recording consent through the meeting invite).
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        explicit_consent: Option<bool>,
+        /// Graph change notifications.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        change_notifications: Option<bool>,
+        /// Print the switches as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A host's meetings under Explicit Consent Mode: status, guests' answers, decision
+    /// (needs ACTIVITIES_TABLE).
+    ConsentMeetings {
+        /// The tenant id (GUID).
+        #[arg(long)]
+        tenant: String,
+        /// The host's object id (GUID).
+        #[arg(long)]
+        user: String,
+        /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
     },
@@ -313,6 +352,31 @@ async fn main() -> ExitCode {
             mail,
             json,
         } => calendar::switches(&tenant, &user, calendar, internal_meetings, mail, json).await,
+        Command::TenantSwitches {
+            tenant,
+            mail,
+            calendar,
+            teams,
+            explicit_consent,
+            change_notifications,
+            json,
+        } => {
+            consent::tenant_switches(
+                &tenant,
+                consent::SwitchChanges {
+                    mail,
+                    calendar,
+                    teams,
+                    explicit_consent,
+                    change_notifications,
+                },
+                json,
+            )
+            .await
+        }
+        Command::ConsentMeetings { tenant, user, json } => {
+            consent::consent_meetings(&tenant, &user, json).await
+        }
         Command::Activities { tenant, user, json } => mail::activities(&tenant, &user, json).await,
         Command::Subscriptions { tenant, user, json } => {
             subscriptions::show(&tenant, &user, json).await
