@@ -54,10 +54,10 @@ pub fn scope_meaning(scope: Scope) -> &'static str {
             "Keep the connection working between sign-ins (a refresh token), so imports run in the background without asking the user to sign in again."
         }
         Scope::CalendarsReadWrite => {
-            "Read the events of the user's calendars, to import meetings with your CRM contacts. The permission would also allow changes; the connector only reads events and never changes or deletes them."
+            "Read the events of the user's calendars, to import meetings with your CRM contacts. Events are changed only when your administrator turns on Explicit Consent Mode, and then only in one way: in a meeting the user hosts with the add-in, the add-in's placeholder link is replaced by the meeting's recording-consent link. Nothing else of an event is changed, and no event is ever deleted."
         }
         Scope::OnlineMeetingsReadWrite => {
-            "Read the user's online meeting details, such as Teams join links, so the meeting recorder can join. The connector does not create or change meetings."
+            "Create the Teams meeting behind a meeting the user hosts with the add-in, only when your administrator turns on Explicit Consent Mode (one Teams meeting per meeting, moved when the meeting is rescheduled). Without Explicit Consent Mode, the connector creates and changes no meeting."
         }
         Scope::MailRead => {
             "Read the user's mail, read-only. Only messages with a participant who matches your CRM are kept; every other message is discarded without being stored. It cannot send, change or delete mail, and attachments are never downloaded."
