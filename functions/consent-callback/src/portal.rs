@@ -553,7 +553,7 @@ impl App {
                     "Explicit consent mode",
                     switches.explicit_consent,
                     false,
-                    Some("Recorded for the platform, which collects recording consent through the meeting invite (the connector does not change meetings for it yet)."),
+                    Some("Guests of your users' external meetings made with the add-in are asked for recording consent through the invite: the connector creates each meeting's Teams meeting and writes its consent link into the invite. Recording happens only if every guest agreed."),
                 ))
                 .append(&checkbox(
                     "change_notifications",
