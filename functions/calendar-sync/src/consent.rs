@@ -149,12 +149,8 @@ impl ConsentLinker {
                             None => {
                                 let now = ctx.now();
                                 info!("a meeting under explicit consent was cancelled");
-                                self.change(&judge.owner, id, |meeting| {
-                                    let live = meeting.status.is_live();
-                                    meeting.cancel(now);
-                                    live
-                                })
-                                .await?
+                                self.change(&judge.owner, id, |meeting| meeting.cancel(now))
+                                    .await?
                             }
                             Some(event) => {
                                 let link = record.map(|meeting| self.link(meeting));
@@ -297,27 +293,21 @@ impl ConsentLinker {
             info!("the consent link was taken out of a meeting; collection stopped");
             return self
                 .change(&judge.owner, &record.event_id, |meeting| {
-                    let live = meeting.status.is_live();
-                    meeting.stop(stop_reason::LINK_REMOVED, now);
-                    live
+                    meeting.stop(stop_reason::LINK_REMOVED, now)
                 })
                 .await;
         }
         if event.is_cancelled {
             return self
                 .change(&judge.owner, &record.event_id, |meeting| {
-                    let live = meeting.status.is_live();
-                    meeting.cancel(now);
-                    live
+                    meeting.cancel(now)
                 })
                 .await;
         }
         let Some((start, end)) = times.filter(|_| eligible) else {
             return self
                 .change(&judge.owner, &record.event_id, |meeting| {
-                    let live = meeting.status.is_live();
-                    meeting.stop(stop_reason::NOT_ELIGIBLE, now);
-                    live
+                    meeting.stop(stop_reason::NOT_ELIGIBLE, now)
                 })
                 .await;
         };

@@ -105,9 +105,7 @@ pub async fn process_due(
         if !on {
             let now = clock.now();
             update(store, &owner, &event_id, |meeting| {
-                let live = meeting.status.is_live();
-                meeting.stop(stop_reason::SWITCHED_OFF, now);
-                live
+                meeting.stop(stop_reason::SWITCHED_OFF, now)
             })
             .await?;
             report.stopped += 1;
@@ -153,4 +151,127 @@ pub async fn process_due(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::adapters::consent_memory::MemoryConsentMeetingStore;
+    use crate::adapters::memory::MemoryTenantStore;
+    use crate::clock::ManualClock;
+    use crate::domain::meeting_consent::{Answer, ConsentStatus};
+    use crate::domain::{ConsentMode, Tenant, TenantSwitches, UserId};
+
+    fn owner(tenant: &TenantId) -> UserKey {
+        UserKey::new(
+            tenant.clone(),
+            UserId::parse("22222222-2222-4222-8222-222222222222").expect("oid"),
+        )
+    }
+
+    async fn tenant(tenants: &MemoryTenantStore, explicit_consent: bool) -> TenantId {
+        let id = TenantId::parse(&uuid::Uuid::new_v4().to_string()).expect("tid");
+        let mut tenant = Tenant::new(
+            id.clone(),
+            ConsentMode::Preauthorized,
+            datetime!(2026-12-06 08:00 UTC),
+        );
+        tenant.switches = TenantSwitches {
+            explicit_consent,
+            ..TenantSwitches::default()
+        };
+        tenants.put_tenant(&tenant).await.expect("tenant");
+        id
+    }
+
+    async fn meeting(
+        store: &MemoryConsentMeetingStore,
+        owner: &UserKey,
+        event: &str,
+        start: OffsetDateTime,
+        now: OffsetDateTime,
+    ) {
+        let mut meeting = ConsentMeeting::new(
+            owner,
+            event,
+            start,
+            start + time::Duration::minutes(30),
+            ["ann@fabrikam.example".to_owned()],
+            now,
+        );
+        meeting.activate(now);
+        store
+            .save_consent_meeting(&meeting, None)
+            .await
+            .expect("save")
+            .expect("new");
+    }
+
+    #[tokio::test]
+    async fn the_tick_requests_then_decides_each_once_and_stops_switched_off_tenants() {
+        let store = MemoryConsentMeetingStore::default();
+        let tenants = MemoryTenantStore::default();
+        let now = datetime!(2026-12-06 09:00 UTC);
+        let clock = Arc::new(ManualClock::new(now));
+        let on = owner(&tenant(&tenants, true).await);
+        let off = owner(&tenant(&tenants, false).await);
+        // Tomorrow at ten: the request is due today at ten, the decision tomorrow 9:59.
+        let start = datetime!(2026-12-07 10:00 UTC);
+        meeting(&store, &on, "tomorrow", start, now).await;
+        meeting(&store, &off, "elsewhere", start, now).await;
+        let lookahead = time::Duration::seconds(0);
+
+        assert_eq!(
+            process_due(&store, &tenants, clock.as_ref(), lookahead)
+                .await
+                .expect("tick"),
+            DueReport::default()
+        );
+        clock.set(datetime!(2026-12-06 10:00 UTC));
+        let report = process_due(&store, &tenants, clock.as_ref(), lookahead)
+            .await
+            .expect("tick");
+        assert_eq!(
+            (report.requested, report.decided, report.stopped),
+            (1, 0, 1)
+        );
+        let stopped = store
+            .get_consent_meeting(&off, "elsewhere")
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!(stopped.status, ConsentStatus::Stopped);
+        assert_eq!(
+            stopped.stop_reason.as_deref(),
+            Some(stop_reason::SWITCHED_OFF)
+        );
+
+        update(&store, &on, "tomorrow", |m| {
+            m.answer(0, Answer::Record, datetime!(2026-12-06 12:00 UTC))
+        })
+        .await
+        .expect("answered");
+        clock.set(datetime!(2026-12-07 09:59 UTC));
+        let report = process_due(&store, &tenants, clock.as_ref(), lookahead)
+            .await
+            .expect("tick");
+        assert_eq!((report.requested, report.decided), (0, 1));
+        let decided = store
+            .get_consent_meeting(&on, "tomorrow")
+            .await
+            .expect("read")
+            .expect("there");
+        assert!(decided.decision.as_ref().is_some_and(|d| d.record));
+        // Nothing twice.
+        assert_eq!(
+            process_due(&store, &tenants, clock.as_ref(), lookahead)
+                .await
+                .expect("tick"),
+            DueReport::default()
+        );
+    }
 }

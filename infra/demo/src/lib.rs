@@ -1191,7 +1191,10 @@ async fn consent_mode(
     let answered = client
         .post(&link)
         .header("cookie", &cookie)
-        .header("origin", &public)
+        .header(
+            "origin",
+            url::Url::parse(&public)?.origin().ascii_serialization(),
+        )
         .form(&[("csrf", csrf.as_str()), ("answer", "do_not_record")])
         .send()
         .await?;

@@ -6,7 +6,7 @@
 //! write.
 
 use connector_core::clock::Clock;
-use connector_core::consent_meetings::{self, process_due};
+use connector_core::consent_meetings::{self, DueReport, process_due};
 use connector_core::domain::meeting_consent::{
     self, Answer, ConsentMeeting, ConsentStatus, LinkToken, stop_reason,
 };
@@ -131,6 +131,18 @@ impl Host {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// One consent tick looking `lookahead` seconds ahead.
+    async fn tick(&self, lookahead: i64) -> DueReport {
+        process_due(
+            self.h.consent.as_ref(),
+            self.h.tenants.as_ref(),
+            self.h.clock.as_ref(),
+            Duration::seconds(lookahead),
+        )
+        .await
+        .expect("tick")
     }
 
     async fn run(&self) {
@@ -417,27 +429,13 @@ async fn the_decision_records_only_when_every_guest_agreed_and_names_the_others(
     }
 
     // Nothing is decided before the start - 60 s.
-    let report = process_due(
-        host.h.consent.as_ref(),
-        host.h.tenants.as_ref(),
-        host.h.clock.as_ref(),
-        Duration::seconds(0),
-    )
-    .await
-    .expect("tick");
+    let report = host.tick(0).await;
     assert_eq!(report.decided, 0);
     host.h
         .advance(Duration::hours(2) + Duration::minutes(4))
         .await
         .expect("advance");
-    let report = process_due(
-        host.h.consent.as_ref(),
-        host.h.tenants.as_ref(),
-        host.h.clock.as_ref(),
-        Duration::seconds(60),
-    )
-    .await
-    .expect("tick");
+    let report = host.tick(60).await;
     assert_eq!(report.decided, 2, "{report:?}");
 
     let decision = |id: &str| {
@@ -463,14 +461,7 @@ async fn the_decision_records_only_when_every_guest_agreed_and_names_the_others(
     assert!(second.record);
     assert!(second.declined.is_empty() && second.no_answer.is_empty());
     // Decided once: the next tick decides nothing again.
-    let report = process_due(
-        host.h.consent.as_ref(),
-        host.h.tenants.as_ref(),
-        host.h.clock.as_ref(),
-        Duration::seconds(60),
-    )
-    .await
-    .expect("tick");
+    let report = host.tick(60).await;
     assert_eq!(report.decided, 0);
 
     // Disconnecting (the user's activities deleted) deletes the answers with them.

@@ -2,6 +2,7 @@
 //! DynamoDB, S3, Secrets Manager and SQS.
 
 pub mod backoff;
+pub mod consent_memory;
 pub mod dynamodb;
 pub mod memory;
 pub mod notifications_memory;

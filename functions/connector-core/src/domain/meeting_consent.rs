@@ -392,19 +392,24 @@ impl ConsentMeeting {
         }
     }
 
-    pub fn stop(&mut self, reason: &str, now: OffsetDateTime) {
-        if self.status.is_live() {
-            self.status = ConsentStatus::Stopped;
-            self.stop_reason = Some(reason.to_owned());
-            self.updated_at = now;
-        }
+    /// Ends collection for `reason`; whether it was still collecting.
+    pub fn stop(&mut self, reason: &str, now: OffsetDateTime) -> bool {
+        self.end(ConsentStatus::Stopped, Some(reason), now)
     }
 
-    pub fn cancel(&mut self, now: OffsetDateTime) {
-        if self.status.is_live() {
-            self.status = ConsentStatus::Cancelled;
-            self.updated_at = now;
+    /// The host cancelled the meeting; whether it was still collecting.
+    pub fn cancel(&mut self, now: OffsetDateTime) -> bool {
+        self.end(ConsentStatus::Cancelled, None, now)
+    }
+
+    fn end(&mut self, status: ConsentStatus, reason: Option<&str>, now: OffsetDateTime) -> bool {
+        if !self.status.is_live() {
+            return false;
         }
+        self.status = status;
+        self.stop_reason = reason.map(str::to_owned);
+        self.updated_at = now;
+        true
     }
 
     /// Records a guest's answer (a later answer replaces an earlier one). Whether it still
