@@ -275,15 +275,19 @@ impl ConsentLinker {
                 .map_err(store_error)?
             {
                 Some(saved) => saved,
-                // Made meanwhile by another run: carry on with it.
+                // Made meanwhile by another run, or stopped before (the host put the
+                // placeholder back): carry on with it, collecting again.
                 None => match self
-                    .store
-                    .get_consent_meeting(&judge.owner, &event.id)
-                    .await
-                    .map_err(store_error)?
+                    .change(&judge.owner, &event.id, |stored| {
+                        stored.reschedule(start, end, now);
+                        stored.set_guests(meeting.guests.iter().map(|g| g.address.clone()), now);
+                        stored.resume(now);
+                        true
+                    })
+                    .await?
                 {
-                    Some(stored) => stored,
-                    None => return Ok(None),
+                    Some(stored) if stored.status.is_live() => stored,
+                    _ => return Ok(None),
                 },
             };
             info!("a meeting under explicit consent found; linking it");

@@ -391,6 +391,40 @@ async fn a_reschedule_moves_the_online_meeting_a_cancellation_and_a_removed_link
         due.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),
         [moved_id.as_str()]
     );
+
+    // The host puts the placeholder back: collection resumes, on the same Teams meeting.
+    host.patch_event(
+        &unlinked,
+        json!({"body": {"contentType": "html", "content": body_with_placeholder()}}),
+    )
+    .await;
+    host.run().await;
+    let resumed = host
+        .meetings()
+        .await
+        .into_iter()
+        .find(|m| m.event_id == unlinked_id)
+        .expect("the record");
+    assert_eq!(resumed.status, ConsentStatus::Active);
+    assert_eq!(resumed.stop_reason, None);
+    assert_eq!(
+        resumed.link_token, unlinked_record.link_token,
+        "the same link"
+    );
+    assert_eq!(
+        host.online_meetings().await.len(),
+        3,
+        "the same Teams meeting"
+    );
+    assert!(
+        host.event(&unlinked).await["body"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&meeting_consent::page_url(
+                PUBLIC_BASE_URL,
+                &resumed.link_token
+            ))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

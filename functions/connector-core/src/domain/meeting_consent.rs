@@ -392,6 +392,19 @@ impl ConsentMeeting {
         }
     }
 
+    /// Collects again after a stop (the host put the placeholder back): linked anew.
+    /// A cancelled meeting stays cancelled (its event is gone).
+    pub fn resume(&mut self, now: OffsetDateTime) {
+        if self.status == ConsentStatus::Stopped
+            && self.guests.len() <= MAX_GUESTS
+            && !self.guests.is_empty()
+        {
+            self.status = ConsentStatus::Linking;
+            self.stop_reason = None;
+            self.updated_at = now;
+        }
+    }
+
     /// Ends collection for `reason`; whether it was still collecting.
     pub fn stop(&mut self, reason: &str, now: OffsetDateTime) -> bool {
         self.end(ConsentStatus::Stopped, Some(reason), now)
