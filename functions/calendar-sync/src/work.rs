@@ -25,8 +25,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use connector_core::calendar::{self, CALENDAR_CURSOR, DeltaItem, OwnAddresses, RemovalAction};
-
-use crate::consent::{ConsentLinker, RunMeetings};
 use connector_core::domain::{
     Activity, ActivityContent, ActivityId, CrmIndexSummary, CursorKind, FolderCursor, SyncKind,
     SyncStage, SyncWindow, UserKey,
@@ -37,6 +35,8 @@ use connector_core::ports::{ActivityStore, CrmIndex, PageToken, StoreError};
 use connector_core::sync::{RunContext, SyncWork, WorkError, WorkOutcome, first_stage};
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
+
+use crate::consent::{ConsentLinker, RunMeetings};
 
 /// Tuning of the calendar walk.
 #[derive(Clone, Copy, Debug)]

@@ -859,8 +859,10 @@ impl MailboxSession<'_> {
         self.send_json(reqwest::Method::PATCH, url, body).await
     }
 
-    /// PATCHes with `If-Match: {etag}` when given: Graph answers 412 when the item changed
-    /// since that version was read (Explicit Consent Mode's event update).
+    /// PATCHes with `If-Match: {etag}` when given (Explicit Consent Mode's event update): a
+    /// 412 means the item changed since that version was read (RFC 9110 §13.1.1). No
+    /// Microsoft page documents If-Match on events, so the caller works either way
+    /// (calendar-sync's README).
     pub async fn patch_json_if_match(
         &self,
         url: &str,
