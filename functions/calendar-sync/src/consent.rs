@@ -72,6 +72,46 @@ fn graph_time(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_default()
 }
 
+/// `POST /me/onlineMeetings/createOrGet`'s body: the record's `externalId` (the same one on
+/// every retry: "If the external ID already exists, this API will return the onlineMeeting
+/// object with that external ID", onlinemeeting-createorget, read 2026-12-06; wire example
+/// `conformance/calendar/onlinemeeting-createorget.json`), the event's subject and times.
+fn create_or_get(meeting: &ConsentMeeting, subject: &str) -> serde_json::Value {
+    json!({
+        "externalId": meeting.external_id,
+        "subject": subject,
+        "startDateTime": graph_time(meeting.start),
+        "endDateTime": graph_time(meeting.end),
+    })
+}
+
+/// `PATCH /me/onlineMeetings/{id}`: both times together ("always requires both
+/// startDateTime and endDateTime", onlinemeeting-update, read 2026-12-06; example
+/// `conformance/calendar/onlinemeeting-update.json`).
+fn meeting_times(start: OffsetDateTime, end: OffsetDateTime) -> serde_json::Value {
+    json!({"startDateTime": graph_time(start), "endDateTime": graph_time(end)})
+}
+
+/// `PATCH /me/events/{id}` with the body only: an update changes only the properties sent
+/// (event-update, read 2026-12-06; example `conformance/calendar/event-update.json`); the
+/// body is an itemBody, `{contentType, content}`, as events are read
+/// (`conformance/calendar/calendarview-delta-page-last.json`).
+fn body_patch(content_type: Option<&str>, content: &str) -> serde_json::Value {
+    json!({"body": {"contentType": content_type.unwrap_or("html"), "content": content}})
+}
+
+/// The `id` and `joinWebUrl` of an onlineMeeting answer (resources/onlinemeeting, read
+/// 2026-12-06; examples `conformance/calendar/onlinemeeting-*.json`).
+fn parse_online_meeting(answer: &[u8]) -> Result<OnlineMeeting, WorkError> {
+    serde_json::from_slice(answer).map_err(|error| {
+        WorkError::Graph(GraphError::Malformed(format!(
+            "an onlineMeeting answer: {:?} at line {}",
+            error.classify(),
+            error.line()
+        )))
+    })
+}
+
 fn store_error(error: connector_core::ports::StoreError) -> WorkError {
     WorkError::Store(error)
 }
@@ -102,6 +142,13 @@ impl ConsentLinker {
         meeting_consent::page_url(&self.public_base_url, &meeting.link_token)
     }
 
+    /// Where the event's body stands: the placeholder, the record's link, or neither.
+    fn mark(&self, event: &GraphEvent, record: Option<&ConsentMeeting>) -> BodyMark {
+        let link = record.map(|meeting| self.link(meeting));
+        let body = event.body.as_ref().map_or("", |body| body.content.as_str());
+        meeting_consent::body_mark(body, &self.placeholder(), link.as_deref())
+    }
+
     /// Reviews one delta page (see the module's rules).
     pub(crate) async fn review(
         &self,
@@ -110,7 +157,6 @@ impl ConsentLinker {
         meetings: &mut RunMeetings,
         items: &[DeltaItem],
     ) -> Result<(), WorkError> {
-        let placeholder = self.placeholder();
         if !meetings.loaded {
             meetings.live = self
                 .store
@@ -124,52 +170,45 @@ impl ConsentLinker {
             meetings.loaded = true;
         }
         for item in items {
-            match item {
+            let (id, outcome) = match item {
                 DeltaItem::Changed(event) => {
                     let record = meetings.live.get(&event.id);
-                    let link = record.map(|meeting| self.link(meeting));
-                    let body = event.body.as_ref().map_or("", |body| body.content.as_str());
-                    let mark = meeting_consent::body_mark(body, &placeholder, link.as_deref());
+                    let mark = self.mark(event, record);
                     if record.is_none() && mark != BodyMark::Placeholder {
                         continue;
                     }
-                    if let Some(meeting) = self.changed(ctx, judge, record, event, mark).await? {
-                        if meeting.status.is_live() {
-                            meetings.live.insert(meeting.event_id.clone(), meeting);
-                        } else {
-                            meetings.live.remove(&meeting.event_id);
-                        }
-                    }
+                    (
+                        &event.id,
+                        self.changed(ctx, judge, record, event, mark).await?,
+                    )
                 }
+                // Deleted (a cancellation) or moved out of the window: Graph does not say
+                // which, a GET does.
                 DeltaItem::Removed { id } => {
-                    if meetings.live.contains_key(id) {
-                        let event = self.read_event(ctx, id).await?;
-                        let record = meetings.live.get(id);
-                        let outcome = match &event {
-                            None => {
-                                let now = ctx.now();
-                                info!("a meeting under explicit consent was cancelled");
-                                self.change(&judge.owner, id, |meeting| meeting.cancel(now))
-                                    .await?
-                            }
-                            Some(event) => {
-                                let link = record.map(|meeting| self.link(meeting));
-                                let body =
-                                    event.body.as_ref().map_or("", |body| body.content.as_str());
-                                let mark =
-                                    meeting_consent::body_mark(body, &placeholder, link.as_deref());
-                                self.changed(ctx, judge, record, event, mark).await?
-                            }
-                        };
-                        match outcome {
-                            Some(meeting) if meeting.status.is_live() => {
-                                meetings.live.insert(meeting.event_id.clone(), meeting);
-                            }
-                            _ => {
-                                meetings.live.remove(id);
-                            }
+                    let Some(record) = meetings.live.get(id) else {
+                        continue;
+                    };
+                    let outcome = match self.read_event(ctx, id).await? {
+                        None => {
+                            let now = ctx.now();
+                            info!("a meeting under explicit consent was cancelled");
+                            self.change(&judge.owner, id, |meeting| meeting.cancel(now))
+                                .await?
                         }
-                    }
+                        Some(event) => {
+                            let mark = self.mark(&event, Some(record));
+                            self.changed(ctx, judge, Some(record), &event, mark).await?
+                        }
+                    };
+                    (id, outcome)
+                }
+            };
+            match outcome {
+                Some(meeting) if meeting.status.is_live() => {
+                    meetings.live.insert(meeting.event_id.clone(), meeting);
+                }
+                _ => {
+                    meetings.live.remove(id);
                 }
             }
         }
@@ -215,12 +254,7 @@ impl ConsentLinker {
         event
             .attendees
             .iter()
-            .filter(|attendee| {
-                !attendee
-                    .kind
-                    .as_deref()
-                    .is_some_and(|kind| kind.eq_ignore_ascii_case("resource"))
-            })
+            .filter(|attendee| !calendar::is_resource(attendee))
             .map(|attendee| attendee.email_address.address.trim().to_lowercase())
             .filter(|address| {
                 address.contains('@')
@@ -320,10 +354,7 @@ impl ConsentLinker {
             ctx.session
                 .patch_json(
                     &format!("/me/onlineMeetings/{online}"),
-                    &json!({
-                        "startDateTime": graph_time(start),
-                        "endDateTime": graph_time(end),
-                    }),
+                    &meeting_times(start, end),
                 )
                 .await?;
             info!("a meeting under explicit consent was rescheduled");
@@ -360,21 +391,10 @@ impl ConsentLinker {
                 .session
                 .post_json(
                     "/me/onlineMeetings/createOrGet",
-                    &json!({
-                        "externalId": meeting.external_id,
-                        "subject": event.subject.clone().unwrap_or_default(),
-                        "startDateTime": graph_time(meeting.start),
-                        "endDateTime": graph_time(meeting.end),
-                    }),
+                    &create_or_get(&meeting, event.subject.as_deref().unwrap_or_default()),
                 )
                 .await?;
-            let online: OnlineMeeting = serde_json::from_slice(&answer).map_err(|error| {
-                WorkError::Graph(GraphError::Malformed(format!(
-                    "an onlineMeeting answer: {:?} at line {}",
-                    error.classify(),
-                    error.line()
-                )))
-            })?;
+            let online = parse_online_meeting(&answer)?;
             let (id, join) = (online.id, online.join_web_url);
             meeting = match self
                 .change(&judge.owner, &meeting.event_id, |stored| {
@@ -400,12 +420,7 @@ impl ConsentLinker {
                 .session
                 .patch_json_if_match(
                     &calendar::event_path(&event.id),
-                    &json!({
-                        "body": {
-                            "contentType": body.content_type.clone().unwrap_or_else(|| "html".into()),
-                            "content": content,
-                        }
-                    }),
+                    &body_patch(body.content_type.as_deref(), &content),
                     event.etag.as_deref(),
                 )
                 .await;
@@ -431,5 +446,98 @@ impl ConsentLinker {
             })
             .await?
             .unwrap_or(meeting))
+    }
+}
+
+/// The requests and answer reader above against Microsoft's own examples
+/// (`infra/microsoft-sim/conformance/calendar/`).
+#[cfg(test)]
+mod conformance {
+    use super::*;
+    use connector_core::domain::{TenantId, UserId, UserKey};
+    use serde_json::Value;
+    use time::macros::datetime;
+
+    fn example(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../infra/microsoft-sim/conformance/calendar")
+            .join(format!("{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("an example")).expect("JSON")
+    }
+
+    fn keys(value: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every key we send is one the example sends.
+    fn sent_as_documented(ours: &Value, documented: &Value) {
+        let documented = keys(documented);
+        for key in keys(ours) {
+            assert!(documented.contains(&key), "{key} is not in {documented:?}");
+        }
+    }
+
+    #[test]
+    fn online_meeting_answers_give_the_id_and_the_join_url() {
+        for name in [
+            "onlinemeeting-create",
+            "onlinemeeting-createorget",
+            "onlinemeeting-update",
+        ] {
+            let answer = example(name)["response"]["body"].clone();
+            let parsed = parse_online_meeting(answer.to_string().as_bytes()).expect(name);
+            assert_eq!(parsed.id, answer["id"].as_str().expect("id"), "{name}");
+            assert_eq!(
+                parsed.join_web_url.as_deref(),
+                answer["joinWebUrl"].as_str(),
+                "{name}"
+            );
+            assert!(parsed.join_web_url.is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn requests_use_the_documented_properties() {
+        let owner = UserKey::new(
+            TenantId::parse("11111111-1111-4111-8111-111111111111").expect("tid"),
+            UserId::parse("22222222-2222-4222-8222-222222222222").expect("oid"),
+        );
+        let start = datetime!(2026-12-08 15:00 UTC);
+        let meeting = ConsentMeeting::new(
+            &owner,
+            "AAkALgAA",
+            start,
+            start + time::Duration::minutes(30),
+            ["ann@fabrikam.example".to_owned()],
+            datetime!(2026-12-06 09:00 UTC),
+        );
+        let create = example("onlinemeeting-createorget");
+        sent_as_documented(
+            &create_or_get(&meeting, "Review"),
+            &create["request"]["body"],
+        );
+        let update = example("onlinemeeting-update");
+        let times = meeting_times(meeting.start, meeting.end);
+        sent_as_documented(&times, &update["request"]["body"]);
+        assert_eq!(
+            keys(&times),
+            ["endDateTime", "startDateTime"],
+            "both, always"
+        );
+        // The body in the itemBody shape Graph reads events with (the delta example's).
+        let delta = example("calendarview-delta-page-last");
+        let patch = body_patch(Some("html"), "<p>x</p>");
+        assert_eq!(
+            keys(&patch["body"]),
+            keys(&delta["response"]["body"]["value"][0]["body"])
+        );
+        assert_eq!(keys(&patch), ["body"], "nothing else of the event is sent");
     }
 }

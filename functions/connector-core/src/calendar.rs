@@ -322,12 +322,17 @@ pub struct GraphEvent {
     /// `normal | personal | private | confidential` (v1.0 has no `isPrivate`).
     #[serde(default)]
     pub sensitivity: Option<String>,
-    /// Whether the calendar's owner organizes it (absent: told by the organizer's address).
+    /// Whether the calendar's owner organizes it ("Set to true if the calendar owner … is
+    /// the organizer of the event … This also applies if a delegate organized the event on
+    /// behalf of the owner", resources/event, read 2026-12-06); absent: told by the
+    /// organizer's address.
     #[serde(default)]
     pub is_organizer: Option<bool>,
+    /// As delta delivers it (`conformance/calendar/calendarview-delta-page-last.json`).
     #[serde(default)]
     pub body: Option<ItemBody>,
-    /// The version Graph reports (`@odata.etag`): an update sends it back as `If-Match`.
+    /// The version Graph reports (`@odata.etag`, on every event of the delta examples in
+    /// `conformance/calendar/`): an update sends it back as `If-Match`.
     #[serde(default, rename = "@odata.etag")]
     pub etag: Option<String>,
 }
@@ -577,7 +582,8 @@ impl Relevance {
     }
 }
 
-fn is_resource(attendee: &GraphAttendee) -> bool {
+/// A room or equipment (`type: resource`), not a person.
+pub fn is_resource(attendee: &GraphAttendee) -> bool {
     attendee
         .kind
         .as_deref()

@@ -63,19 +63,11 @@ fn origin(url: &str) -> Option<String> {
 
 impl App {
     fn meeting_cookie_name(&self) -> &'static str {
-        if self.secure_cookies() {
+        if self.config.secure_cookies() {
             "__Host-o365m"
         } else {
             "o365m"
         }
-    }
-
-    fn secure_cookies(&self) -> bool {
-        self.config
-            .web
-            .public_base_url
-            .as_str()
-            .starts_with("https://")
     }
 
     /// A page of this module; `join` widens the CSP's form-action to the join URL's origin
@@ -221,7 +213,7 @@ impl App {
             &csrf,
             CSRF_COOKIE_SECONDS,
             "Strict",
-            self.secure_cookies(),
+            self.config.secure_cookies(),
         );
         let start = meeting.start.format(&Rfc3339).unwrap_or_default();
         let mut body = Html::new();

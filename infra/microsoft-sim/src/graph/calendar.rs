@@ -994,18 +994,8 @@ async fn get_event(
             )
         })?;
     let fields = select_list(&pairs);
-    let mut event = select(event, fields.as_deref())?;
-    event.as_object_mut().expect("events are objects").insert(
-        "@odata.context".into(),
-        json!(format!(
-            "{}/v1.0/$metadata#users('{}')/events/$entity",
-            sim.base_url(),
-            mailbox.user.id
-        )),
-    );
-    let mut response = axum::Json(event).into_response();
-    preference_applied(&mut response, &prefer, None);
-    Ok(response)
+    let event = select(event, fields.as_deref())?;
+    Ok(event_entity(&sim, &mailbox.user.id, event, &prefer))
 }
 
 /// `PATCH …/events/{id}` [doc: https://learn.microsoft.com/graph/api/event-update, read 2026-12-06]: needs
@@ -1106,22 +1096,27 @@ async fn patch_event(
     sim.subscriptions.publish_event(&sim, &change);
     let prefer = Prefer::from_headers(&headers);
     let prefs = render_prefs(&prefer);
-    let mut event = sim
+    let event = sim
         .calendar
         .with_user(&mailbox.user.id, |state| {
             render_resolved(&state.calendar, event_id, &prefs)
         })
         .map_err(|_| not_found())?
         .map_err(|_| not_found())?;
+    Ok(event_entity(&sim, &mailbox.user.id, event, &prefer))
+}
+
+/// One event as `GET` and `PATCH /events/{id}` answer it: its `@odata.context` and the
+/// applied preferences.
+fn event_entity(sim: &Sim, user_id: &str, mut event: Value, prefer: &Prefer) -> Response {
     event.as_object_mut().expect("events are objects").insert(
         "@odata.context".into(),
         json!(format!(
-            "{}/v1.0/$metadata#users('{}')/events/$entity",
-            sim.base_url(),
-            mailbox.user.id
+            "{}/v1.0/$metadata#users('{user_id}')/events/$entity",
+            sim.base_url()
         )),
     );
     let mut response = axum::Json(event).into_response();
-    preference_applied(&mut response, &prefer, None);
-    Ok(response)
+    preference_applied(&mut response, prefer, None);
+    response
 }
